@@ -1,0 +1,37 @@
+// The twokey command-line program: dispatches to the subcommand modules.
+// Each subcommand module exports `run(args): Promise<number>` and a `usage` text.
+
+interface Subcommand {
+  summary: string;
+  load: () => Promise<{ run(args: string[]): Promise<number>; usage: string }>;
+}
+
+// Subcommands register here as they are built; each lives beside the code it drives.
+const SUBCOMMANDS: Record<string, Subcommand> = {};
+
+const USAGE = () => `twokey: two-key authorization for gRPC microservices
+
+Usage: twokey <command> [options]
+
+Commands:
+${Object.entries(SUBCOMMANDS)
+  .map(([name, sub]) => `  ${name.padEnd(10)} ${sub.summary}`)
+  .join('\n')}
+
+Run 'twokey <command> --help' for the options of a command.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE());
+    return command === undefined ? 2 : 0;
+  }
+  const sub = SUBCOMMANDS[command];
+  if (sub === undefined) {
+    process.stderr.write(`twokey: unknown command ${JSON.stringify(command)}\n\n${USAGE()}`);
+    return 2;
+  }
+  const mod = await sub.load();
+  return mod.run(rest);
+}

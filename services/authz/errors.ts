@@ -1,0 +1,81 @@
+// Typed authorization errors with stable codes, and the one place they become gRPC statuses.
+import { status } from '@grpc/grpc-js';
+
+/**
+ * Stable error codes. Callers, logs and tests match on these, never on message text.
+ * The gRPC status each maps to is fixed in STATUS_BY_CODE below.
+ */
+export const ERROR_CODES = [
+  // Malformed values handed to validating constructors.
+  'ERR_SPIFFE_ID_INVALID',
+  'ERR_GRANT_INVALID',
+  // Workload identity (the certificate key).
+  'ERR_PEER_CERT_MISSING',
+  'ERR_PEER_CERT_INVALID',
+  'ERR_PEER_CERT_EXPIRED',
+  'ERR_PEER_TRUST_DOMAIN',
+  'ERR_GRANT_EXTENSION_INVALID',
+  'ERR_METHOD_NOT_GRANTED',
+  // User identity (the token key).
+  'ERR_TOKEN_MISSING',
+  'ERR_TOKEN_MALFORMED',
+  'ERR_TOKEN_INVALID',
+  'ERR_TOKEN_EXPIRED',
+  'ERR_TOKEN_NOT_BOUND',
+  'ERR_JWKS_UNAVAILABLE',
+  'ERR_SCOPE_MISSING',
+  // Policy and resources.
+  'ERR_METHOD_UNDECLARED',
+  'ERR_RESOURCE_FORBIDDEN',
+  // Configuration and input outside a call (CA, registry, CLI).
+  'ERR_CONFIG_INVALID',
+  'ERR_REGISTRY_INVALID',
+  'ERR_CSR_INVALID',
+  'ERR_CA_POLICY',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export class TwokeyError extends Error {
+  override readonly name = 'TwokeyError';
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+export function isTwokeyError(err: unknown): err is TwokeyError {
+  return err instanceof TwokeyError;
+}
+
+// Missing or invalid identity is UNAUTHENTICATED; identified but not allowed is PERMISSION_DENIED.
+const STATUS_BY_CODE: Record<ErrorCode, status> = {
+  ERR_SPIFFE_ID_INVALID: status.UNAUTHENTICATED,
+  ERR_GRANT_INVALID: status.PERMISSION_DENIED,
+  ERR_PEER_CERT_MISSING: status.UNAUTHENTICATED,
+  ERR_PEER_CERT_INVALID: status.UNAUTHENTICATED,
+  ERR_PEER_CERT_EXPIRED: status.UNAUTHENTICATED,
+  ERR_PEER_TRUST_DOMAIN: status.UNAUTHENTICATED,
+  ERR_GRANT_EXTENSION_INVALID: status.UNAUTHENTICATED,
+  ERR_METHOD_NOT_GRANTED: status.PERMISSION_DENIED,
+  ERR_TOKEN_MISSING: status.UNAUTHENTICATED,
+  ERR_TOKEN_MALFORMED: status.UNAUTHENTICATED,
+  ERR_TOKEN_INVALID: status.UNAUTHENTICATED,
+  ERR_TOKEN_EXPIRED: status.UNAUTHENTICATED,
+  ERR_TOKEN_NOT_BOUND: status.UNAUTHENTICATED,
+  ERR_JWKS_UNAVAILABLE: status.UNAUTHENTICATED,
+  ERR_SCOPE_MISSING: status.PERMISSION_DENIED,
+  ERR_METHOD_UNDECLARED: status.PERMISSION_DENIED,
+  ERR_RESOURCE_FORBIDDEN: status.PERMISSION_DENIED,
+  ERR_CONFIG_INVALID: status.INTERNAL,
+  ERR_REGISTRY_INVALID: status.INTERNAL,
+  ERR_CSR_INVALID: status.INVALID_ARGUMENT,
+  ERR_CA_POLICY: status.FAILED_PRECONDITION,
+};
+
+/** The gRPC status for any error; anything not a TwokeyError fails closed as INTERNAL. */
+export function grpcStatusOf(err: unknown): status {
+  return isTwokeyError(err) ? STATUS_BY_CODE[err.code] : status.INTERNAL;
+}
