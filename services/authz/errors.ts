@@ -32,6 +32,14 @@ export const ERROR_CODES = [
   'ERR_REGISTRY_INVALID',
   'ERR_CSR_INVALID',
   'ERR_CA_POLICY',
+  // The example services (auth, image store, gateway).
+  'ERR_LOGIN_FAILED',
+  'ERR_LOGIN_THROTTLED',
+  'ERR_DELEGATION_DENIED',
+  'ERR_REQUEST_INVALID',
+  'ERR_RESOURCE_TOO_LARGE',
+  'ERR_RESOURCE_NOT_FOUND',
+  'ERR_UPSTREAM_UNAVAILABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -73,6 +81,15 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_REGISTRY_INVALID: status.INTERNAL,
   ERR_CSR_INVALID: status.INVALID_ARGUMENT,
   ERR_CA_POLICY: status.FAILED_PRECONDITION,
+  ERR_LOGIN_FAILED: status.UNAUTHENTICATED,
+  ERR_LOGIN_THROTTLED: status.RESOURCE_EXHAUSTED,
+  ERR_DELEGATION_DENIED: status.PERMISSION_DENIED,
+  ERR_REQUEST_INVALID: status.INVALID_ARGUMENT,
+  ERR_RESOURCE_TOO_LARGE: status.RESOURCE_EXHAUSTED,
+  // Only callers allowed to see every owner's resources get NOT_FOUND; others get
+  // ERR_RESOURCE_FORBIDDEN for a missing resource too, so existence never leaks.
+  ERR_RESOURCE_NOT_FOUND: status.NOT_FOUND,
+  ERR_UPSTREAM_UNAVAILABLE: status.UNAVAILABLE,
 };
 
 /** The gRPC status for any error; anything not a TwokeyError fails closed as INTERNAL. */
