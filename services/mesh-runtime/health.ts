@@ -1,0 +1,96 @@
+// grpc.health.v1 on a plaintext listener that serves nothing else, for Kubernetes probes.
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+export type ServingStatus = 'SERVING' | 'NOT_SERVING';
+
+const PROTO_DIR = fileURLToPath(new URL('./proto/', import.meta.url));
+
+function loadHealthService(): grpc.ServiceClientConstructor {
+  const definition = protoLoader.loadSync('grpc/health/v1/health.proto', {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+    enums: String,
+    defaults: true,
+  });
+  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  };
+  return pkg.grpc.health.v1.Health;
+}
+
+const Health = loadHealthService();
+
+/**
+ * Health state for one process: '' is the whole process, other keys are gRPC service names.
+ * Starts NOT_SERVING so a probe never passes before the mesh listener is up.
+ */
+export class HealthServer {
+  readonly #statuses = new Map<string, ServingStatus>();
+  readonly #watchers = new Set<{ service: string; call: grpc.ServerWritableStream<{ service: string }, unknown> }>();
+  #server: grpc.Server | undefined;
+
+  constructor(services: readonly string[]) {
+    for (const name of ['', ...services]) this.#statuses.set(name, 'NOT_SERVING');
+  }
+
+  setAll(status: ServingStatus): void {
+    for (const name of this.#statuses.keys()) this.#statuses.set(name, status);
+    for (const watcher of this.#watchers) watcher.call.write({ status: this.#statuses.get(watcher.service) });
+  }
+
+  status(service: string): ServingStatus | 'SERVICE_UNKNOWN' {
+    return this.#statuses.get(service) ?? 'SERVICE_UNKNOWN';
+  }
+
+  /** Binds the plaintext health listener; returns the bound port. */
+  async listen(address: string): Promise<number> {
+    const server = new grpc.Server();
+    server.addService(Health.service, {
+      Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const status = this.status(call.request.service);
+        if (status === 'SERVICE_UNKNOWN') {
+          callback({ code: grpc.status.NOT_FOUND, details: `unknown service ${JSON.stringify(call.request.service)}` });
+          return;
+        }
+        callback(null, { status });
+      },
+      Watch: (call: grpc.ServerWritableStream<{ service: string }, unknown>) => {
+        const watcher = { service: call.request.service, call };
+        this.#watchers.add(watcher);
+        call.write({ status: this.status(call.request.service) });
+        call.on('cancelled', () => this.#watchers.delete(watcher));
+        call.on('close', () => this.#watchers.delete(watcher));
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+    });
+    this.#server = server;
+    return port;
+  }
+
+  async close(): Promise<void> {
+    this.setAll('NOT_SERVING');
+    for (const watcher of this.#watchers) watcher.call.end();
+    this.#watchers.clear();
+    const server = this.#server;
+    if (server === undefined) return;
+    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  }
+}
+
+/** One health Check against a plaintext health listener; resolves to the reported status. */
+export async function checkHealth(address: string, service = '', timeoutMs = 1000): Promise<string> {
+  const client = new Health(address, grpc.credentials.createInsecure());
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      client.Check({ service }, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { status: string }) =>
+        err ? reject(err) : resolve(res.status),
+      );
+    });
+  } finally {
+    client.close();
+  }
+}
