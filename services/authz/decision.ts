@@ -1,0 +1,227 @@
+// The authorization decision for one call: a pure function of peer, token, method rule and time.
+import { status } from '@grpc/grpc-js';
+import { TwokeyError, grpcStatusOf, type ErrorCode } from './errors.ts';
+import type { GrantSet } from './grant.ts';
+import type { MethodRule } from './method-catalog.ts';
+import type { SpiffeId } from './spiffe-id.ts';
+
+export type { MethodRule };
+
+/** The caller's workload identity, as read from its verified certificate (an Svid satisfies it). */
+export interface PeerIdentity {
+  readonly spiffeId: SpiffeId;
+  readonly serialHex: string;
+  readonly grants: GrantSet;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** base64url SHA-256 of the certificate DER (x5t#S256). */
+  readonly thumbprint: string;
+}
+
+export type TokenKind = 'user' | 'delegated' | 'service';
+
+/** A token whose signature and claims verified. Built only by the token verifier. */
+export interface VerifiedToken {
+  readonly kind: TokenKind;
+  readonly subject: string;
+  readonly issuer: string;
+  readonly audience: string;
+  readonly jti: string;
+  readonly scopes: ReadonlySet<string>;
+  /** Actor SPIFFE IDs, the presenting actor first (act.sub, then act.act.sub, ...). Empty unless delegated. */
+  readonly actorChain: readonly string[];
+  /** cnf.x5t#S256: the certificate the token is bound to, when bound. */
+  readonly boundThumbprint: string | undefined;
+  readonly clientId: string | undefined;
+  /** Epoch ms from which the token is usable and until which it is, both with the leeway applied. */
+  readonly validFromMs: number;
+  readonly validUntilMs: number;
+}
+
+export type PeerResult =
+  | { readonly ok: true; readonly identity: PeerIdentity }
+  | { readonly ok: false; readonly error: TwokeyError };
+
+export type TokenResult =
+  | { readonly ok: true; readonly token: VerifiedToken; readonly raw: string }
+  | { readonly ok: false; readonly error: TwokeyError };
+
+/** The checks of DESIGN.md in the order they run; the first failure decides. */
+export const CHECKS = ['peer', 'rule', 'grant', 'token', 'binding', 'scope'] as const;
+export type CheckName = (typeof CHECKS)[number];
+export type CheckOutcome = 'pass' | 'fail' | 'skip';
+
+export interface CheckResult {
+  readonly check: CheckName;
+  readonly outcome: CheckOutcome;
+  readonly detail: string;
+}
+
+export interface DecisionInput {
+  readonly peer: PeerResult;
+  /** Absent when the caller has not read the token yet (see decidePeer). */
+  readonly token?: TokenResult | undefined;
+  readonly method: string;
+  readonly rule: MethodRule | undefined;
+  /** Epoch ms. */
+  readonly now: number;
+  readonly trustDomain: string;
+}
+
+export interface Decision {
+  readonly allow: boolean;
+  /** The first failing check, or null when allowed. */
+  readonly failedCheck: CheckName | null;
+  readonly errorCode: ErrorCode | null;
+  /** The gRPC status the call ends with when denied (OK when allowed). */
+  readonly code: status;
+  readonly reason: string;
+  readonly checks: readonly CheckResult[];
+  /** The verified token, when one was read and verified (for the handler and the log). */
+  readonly token: VerifiedToken | undefined;
+}
+
+class Checks {
+  readonly results: CheckResult[] = [];
+  pass(check: CheckName, detail: string): void {
+    this.results.push({ check, outcome: 'pass', detail });
+  }
+  skip(check: CheckName, detail: string): void {
+    this.results.push({ check, outcome: 'skip', detail });
+  }
+  deny(check: CheckName, error: TwokeyError, token?: VerifiedToken): Decision {
+    this.results.push({ check, outcome: 'fail', detail: error.message });
+    for (const rest of CHECKS.slice(CHECKS.indexOf(check) + 1)) {
+      this.results.push({ check: rest, outcome: 'skip', detail: `not evaluated: ${check} failed` });
+    }
+    return {
+      allow: false,
+      failedCheck: check,
+      errorCode: error.code,
+      code: grpcStatusOf(error),
+      reason: `${check} check failed: ${error.message}`,
+      checks: this.results,
+      token,
+    };
+  }
+  allow(reason: string, token?: VerifiedToken): Decision {
+    return { allow: true, failedCheck: null, errorCode: null, code: status.OK, reason, checks: this.results, token };
+  }
+}
+
+/**
+ * Steps 1 and 2 of the decision (peer identity, declared rule, certificate grant), which need no
+ * token. Returns the final decision when these settle it (a denial, or a certificate-only method
+ * that is granted), or null when the token must be read: callers then verify the token and call
+ * decide(). This keeps token cryptography away from callers that are not even granted the method.
+ */
+export function decidePeer(input: DecisionInput): Decision | null {
+  return peerChecks(input, new Checks());
+}
+
+/** The whole decision, in DESIGN.md order, fail-closed. Pure: same input, same decision. */
+export function decide(input: DecisionInput): Decision {
+  const checks = new Checks();
+  const settled = peerChecks(input, checks);
+  if (settled !== null) return settled;
+  const rule = input.rule as { readonly permission: string };
+  const peer = (input.peer as { readonly identity: PeerIdentity }).identity;
+
+  // Step 3: exactly one well-formed token that verifies, still within its lifetime now.
+  const result = input.token;
+  if (result === undefined) {
+    return checks.deny('token', new TwokeyError('ERR_TOKEN_MISSING', 'no bearer token was read for this call'));
+  }
+  if (!result.ok) return checks.deny('token', result.error);
+  const token = result.token;
+  if (input.now >= token.validUntilMs) {
+    return checks.deny('token', new TwokeyError('ERR_TOKEN_EXPIRED', `token ${token.jti} expired`), token);
+  }
+  if (input.now < token.validFromMs) {
+    return checks.deny('token', new TwokeyError('ERR_TOKEN_INVALID', `token ${token.jti} is not yet valid`), token);
+  }
+  checks.pass('token', `${token.kind} token ${token.jti} for ${token.subject}`);
+
+  // Delegated and service tokens may be presented only by the workload they are bound to.
+  const bindingError = bindingFailure(token, peer);
+  if (bindingError !== null) return checks.deny('binding', bindingError, token);
+  checks.pass('binding', token.kind === 'user' ? 'user token: any granted workload may present it' : `bound to ${peer.spiffeId}`);
+
+  // Step 4: the scope the method declares, or its ':any' form.
+  const permission = rule.permission;
+  if (!token.scopes.has(permission) && !token.scopes.has(`${permission}:any`)) {
+    return checks.deny(
+      'scope',
+      new TwokeyError('ERR_SCOPE_MISSING', `token scopes do not include "${permission}" (or "${permission}:any")`),
+      token,
+    );
+  }
+  checks.pass('scope', token.scopes.has(permission) ? `has "${permission}"` : `has "${permission}:any"`);
+  return checks.allow(`allowed: ${peer.spiffeId} holds the grant and the token carries "${permission}"`, token);
+}
+
+function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
+  // Step 1: a verified certificate naming a SPIFFE ID of our trust domain, valid now.
+  if (!input.peer.ok) return checks.deny('peer', input.peer.error);
+  const peer = input.peer.identity;
+  if (!peer.spiffeId.memberOf(input.trustDomain)) {
+    return checks.deny(
+      'peer',
+      new TwokeyError('ERR_PEER_TRUST_DOMAIN', `peer ${peer.spiffeId} is not in trust domain "${input.trustDomain}"`),
+    );
+  }
+  // A long-lived HTTP/2 connection must not outlive the certificate it was opened with.
+  if (input.now >= peer.notAfter.getTime()) {
+    return checks.deny(
+      'peer',
+      new TwokeyError('ERR_PEER_CERT_EXPIRED', `peer certificate ${peer.serialHex} expired at ${peer.notAfter.toISOString()}`),
+    );
+  }
+  if (input.now < peer.notBefore.getTime()) {
+    return checks.deny(
+      'peer',
+      new TwokeyError('ERR_PEER_CERT_INVALID', `peer certificate ${peer.serialHex} is not valid before ${peer.notBefore.toISOString()}`),
+    );
+  }
+  checks.pass('peer', `${peer.spiffeId} (serial ${peer.serialHex})`);
+
+  // The proto is the single source of truth: a method that declares nothing is denied.
+  const rule = input.rule;
+  if (rule === undefined) {
+    return checks.deny('rule', new TwokeyError('ERR_METHOD_UNDECLARED', `method ${input.method} declares no authorization rule`));
+  }
+  checks.pass('rule', 'certificateOnly' in rule ? 'certificate only' : `requires "${rule.permission}"`);
+
+  // Step 2: the method is in the certificate's grants.
+  if (!peer.grants.allows(input.method)) {
+    return checks.deny(
+      'grant',
+      new TwokeyError('ERR_METHOD_NOT_GRANTED', `certificate of ${peer.spiffeId} does not grant ${input.method}`),
+    );
+  }
+  checks.pass('grant', `granted ${input.method}`);
+
+  if ('certificateOnly' in rule) {
+    checks.skip('token', 'certificate-only method: no token is read');
+    checks.skip('binding', 'certificate-only method');
+    checks.skip('scope', 'certificate-only method');
+    return checks.allow(`allowed: certificate-only method granted to ${peer.spiffeId}`);
+  }
+  return null;
+}
+
+function bindingFailure(token: VerifiedToken, peer: PeerIdentity): TwokeyError | null {
+  if (token.kind === 'user') return null;
+  const presenter = token.kind === 'delegated' ? token.actorChain[0] : token.subject;
+  const role = token.kind === 'delegated' ? 'actor (act.sub)' : 'subject';
+  if (presenter !== peer.spiffeId.toString()) {
+    return new TwokeyError('ERR_TOKEN_NOT_BOUND', `${token.kind} token ${role} ${presenter ?? '(none)'} is not the peer ${peer.spiffeId}`);
+  }
+  if (token.boundThumbprint !== peer.thumbprint) {
+    return new TwokeyError(
+      'ERR_TOKEN_NOT_BOUND',
+      `${token.kind} token is bound (cnf.x5t#S256) to another certificate than the peer's (serial ${peer.serialHex})`,
+    );
+  }
+  return null;
+}

@@ -1,0 +1,25 @@
+// The authorization library's public surface: what a service imports to become a mesh member.
+export { TwokeyError, isTwokeyError, grpcStatusOf, type ErrorCode } from './errors.ts';
+export { SpiffeId } from './spiffe-id.ts';
+export { GrantSet, MethodGrant } from './grant.ts';
+export { parseSvid, type Svid } from './svid.ts';
+export { MethodCatalog, type MethodRule } from './method-catalog.ts';
+export {
+  decide,
+  decidePeer,
+  CHECKS,
+  type Decision,
+  type DecisionInput,
+  type CheckName,
+  type CheckResult,
+  type PeerIdentity,
+  type PeerResult,
+  type TokenKind,
+  type TokenResult,
+  type VerifiedToken,
+} from './decision.ts';
+export { TokenVerifier, type TokenVerifierOptions, type VerificationKeys } from './token-verifier.ts';
+export { JwksKeySet, StaticKeys, importJwks, type JwksFetcher, type JwksKeySetOptions } from './jwks.ts';
+export { TokenCache } from './token-cache.ts';
+export { authorizeOwner, holdsAny } from './resource.ts';
+export { DecisionLog, decisionFields, type DecisionEvent } from './decision-log.ts';
