@@ -1,0 +1,178 @@
+// Images and their event log in SQLite. Storage only: who may touch what is decided by the caller.
+import { randomBytes } from 'node:crypto';
+import type { ImageDatabase } from './image-database.ts';
+
+export interface StoredImage {
+  id: string;
+  owner: string;
+  name: string;
+  contentType: string;
+  content: Buffer | undefined;
+  tags: string[];
+  createdAtMs: number;
+  updatedAtMs: number;
+  sizeBytes: number;
+}
+
+export interface ImageEventRecord {
+  sequence: number;
+  type: 'created' | 'updated' | 'deleted';
+  imageId: string;
+  owner: string;
+  atMs: number;
+}
+
+interface ImageRow {
+  seq: number;
+  id: string;
+  owner: string;
+  name: string;
+  content_type: string;
+  content?: Buffer;
+  size_bytes: number;
+  tags: string;
+  created_at_ms: number;
+  updated_at_ms: number;
+}
+
+const META_COLUMNS = 'seq, id, owner, name, content_type, length(content) AS size_bytes, tags, created_at_ms, updated_at_ms';
+
+function toImage(row: ImageRow): StoredImage {
+  return {
+    id: row.id,
+    owner: row.owner,
+    name: row.name,
+    contentType: row.content_type,
+    content: row.content,
+    tags: JSON.parse(row.tags) as string[],
+    createdAtMs: row.created_at_ms,
+    updatedAtMs: row.updated_at_ms,
+    sizeBytes: row.size_bytes,
+  };
+}
+
+export interface ListQuery {
+  /** Undefined lists every owner's images. */
+  owner: string | undefined;
+  tag: string | undefined;
+  afterSeq: number;
+  limit: number;
+}
+
+export class ImageRepository {
+  readonly #db: ImageDatabase;
+  readonly #now: () => number;
+  readonly #random: (n: number) => Buffer;
+  readonly #listeners = new Set<() => void>();
+
+  constructor(db: ImageDatabase, opts: { now?: () => number; random?: (n: number) => Buffer } = {}) {
+    this.#db = db;
+    this.#now = opts.now ?? Date.now;
+    this.#random = opts.random ?? randomBytes;
+  }
+
+  /** Called after any event is committed (watchers then read the log). */
+  onEvent(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #event(type: ImageEventRecord['type'], id: string, owner: string, at: number): void {
+    this.#db.prepare('INSERT INTO image_events (type, image_id, owner, at_ms) VALUES (?, ?, ?, ?)').run(type, id, owner, at);
+  }
+
+  #notify(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
+  create(input: { owner: string; name: string; contentType: string; content: Buffer; tags: string[] }): StoredImage {
+    const id = `img_${this.#random(16).toString('hex')}`;
+    const now = this.#now();
+    this.#db.transaction(() => {
+      this.#db
+        .prepare('INSERT INTO images (id, owner, name, content_type, content, tags, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(id, input.owner, input.name, input.contentType, input.content, JSON.stringify(input.tags), now, now);
+      this.#event('created', id, input.owner, now);
+    }).immediate();
+    this.#notify();
+    return this.get(id, true)!;
+  }
+
+  get(id: string, withContent: boolean): StoredImage | undefined {
+    const columns = withContent ? `${META_COLUMNS}, content` : META_COLUMNS;
+    const row = this.#db.prepare(`SELECT ${columns} FROM images WHERE id = ?`).get(id) as ImageRow | undefined;
+    return row === undefined ? undefined : toImage(row);
+  }
+
+  /** Metadata only, in upload order; returns the rows and the sequence of the last one. */
+  list(query: ListQuery): { images: StoredImage[]; lastSeq: number | undefined; more: boolean } {
+    const where = ['seq > ?'];
+    const params: unknown[] = [query.afterSeq];
+    if (query.owner !== undefined) {
+      where.push('owner = ?');
+      params.push(query.owner);
+    }
+    if (query.tag !== undefined) {
+      where.push('EXISTS (SELECT 1 FROM json_each(images.tags) WHERE value = ?)');
+      params.push(query.tag);
+    }
+    const rows = this.#db
+      .prepare(`SELECT ${META_COLUMNS} FROM images WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`)
+      .all(...params, query.limit + 1) as ImageRow[];
+    const more = rows.length > query.limit;
+    const page = rows.slice(0, query.limit);
+    return { images: page.map(toImage), lastSeq: page.at(-1)?.seq, more };
+  }
+
+  update(id: string, changes: { name?: string; contentType?: string; content?: Buffer }): StoredImage | undefined {
+    const now = this.#now();
+    const done = this.#db.transaction(() => {
+      const current = this.get(id, false);
+      if (current === undefined) return false;
+      this.#db
+        .prepare(
+          'UPDATE images SET name = coalesce(?, name), content_type = coalesce(?, content_type), content = coalesce(?, content), updated_at_ms = ? WHERE id = ?',
+        )
+        .run(changes.name ?? null, changes.contentType ?? null, changes.content ?? null, now, id);
+      this.#event('updated', id, current.owner, now);
+      return true;
+    }).immediate();
+    if (!done) return undefined;
+    this.#notify();
+    return this.get(id, false);
+  }
+
+  setTags(id: string, tags: string[]): StoredImage | undefined {
+    const now = this.#now();
+    const done = this.#db.transaction(() => {
+      const current = this.get(id, false);
+      if (current === undefined) return false;
+      this.#db.prepare('UPDATE images SET tags = ?, updated_at_ms = ? WHERE id = ?').run(JSON.stringify(tags), now, id);
+      this.#event('updated', id, current.owner, now);
+      return true;
+    }).immediate();
+    if (!done) return undefined;
+    this.#notify();
+    return this.get(id, false);
+  }
+
+  delete(id: string): boolean {
+    const now = this.#now();
+    const done = this.#db.transaction(() => {
+      const current = this.get(id, false);
+      if (current === undefined) return false;
+      this.#db.prepare('DELETE FROM images WHERE id = ?').run(id);
+      this.#event('deleted', id, current.owner, now);
+      return true;
+    }).immediate();
+    if (done) this.#notify();
+    return done;
+  }
+
+  eventsAfter(sequence: number, limit: number): ImageEventRecord[] {
+    const rows = this.#db
+      .prepare('SELECT sequence, type, image_id, owner, at_ms FROM image_events WHERE sequence > ? ORDER BY sequence LIMIT ?')
+      .all(sequence, limit) as { sequence: number; type: ImageEventRecord['type']; image_id: string; owner: string; at_ms: number }[];
+    return rows.map((r) => ({ sequence: r.sequence, type: r.type, imageId: r.image_id, owner: r.owner, atMs: r.at_ms }));
+  }
+}

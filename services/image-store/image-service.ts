@@ -1,0 +1,138 @@
+// The ImageStore handlers' logic: input checks, then the owner check (step 5), then storage.
+// Transport-free: each method takes the call's verified token and the decoded request.
+import type { VerifiedToken } from '../authz/decision.ts';
+import { TwokeyError } from '../authz/errors.ts';
+import { authorizeOwner, holdsAny } from '../authz/resource.ts';
+import {
+  checkContent,
+  checkContentType,
+  checkImageId,
+  checkName,
+  checkPageSize,
+  checkTags,
+  decodePageToken,
+  encodePageToken,
+} from './image-input.ts';
+import type { ImageEventRecord, ImageRepository, StoredImage } from './image-repository.ts';
+
+/** The wire shape of twokey.images.v1.Image (int64 as decimal strings, as proto-loader decodes them). */
+export interface ImageMessage {
+  id: string;
+  owner: string;
+  name: string;
+  content_type: string;
+  content: Buffer;
+  tags: string[];
+  created_at_ms: string;
+  updated_at_ms: string;
+  size_bytes: string;
+}
+
+export function toImageMessage(image: StoredImage): ImageMessage {
+  return {
+    id: image.id,
+    owner: image.owner,
+    name: image.name,
+    content_type: image.contentType,
+    content: image.content ?? Buffer.alloc(0),
+    tags: image.tags,
+    created_at_ms: String(image.createdAtMs),
+    updated_at_ms: String(image.updatedAtMs),
+    size_bytes: String(image.sizeBytes),
+  };
+}
+
+export function toEventMessage(event: ImageEventRecord): Record<string, unknown> {
+  return { sequence: String(event.sequence), type: event.type, image_id: event.imageId, owner: event.owner, at_ms: String(event.atMs) };
+}
+
+function notFound(id: string): TwokeyError {
+  return new TwokeyError('ERR_RESOURCE_NOT_FOUND', `image ${id} does not exist`);
+}
+
+export class ImageService {
+  readonly #repo: ImageRepository;
+
+  constructor(repo: ImageRepository) {
+    this.#repo = repo;
+  }
+
+  /**
+   * The image if this token may use `permission` on it. A caller without the ':any' scope gets
+   * the same PERMISSION_DENIED for a missing image as for someone else's, so ids leak nothing.
+   */
+  #authorized(token: VerifiedToken, permission: string, rawId: string, withContent: boolean): StoredImage {
+    const id = checkImageId(rawId);
+    const image = this.#repo.get(id, withContent);
+    authorizeOwner(token, permission, image?.owner);
+    if (image === undefined) throw notFound(id);
+    return image;
+  }
+
+  create(token: VerifiedToken, req: { name: string; content_type: string; content: Buffer; tags: string[] }): ImageMessage {
+    // Images belong to people: a workload's own pseudo-user never owns one.
+    if (token.kind === 'service') {
+      throw new TwokeyError('ERR_RESOURCE_FORBIDDEN', 'resource check failed: a service token cannot own images');
+    }
+    const image = this.#repo.create({
+      owner: token.subject,
+      name: checkName(req.name),
+      contentType: checkContentType(req.content_type),
+      content: checkContent(req.content),
+      tags: checkTags(req.tags),
+    });
+    return toImageMessage(image);
+  }
+
+  get(token: VerifiedToken, req: { id: string; without_content: boolean }): ImageMessage {
+    return toImageMessage(this.#authorized(token, 'images:read', req.id, !req.without_content));
+  }
+
+  list(token: VerifiedToken, req: { owner: string; tag: string; page_size: number; page_token: string }): {
+    images: ImageMessage[];
+    next_page_token: string;
+  } {
+    let owner: string | undefined;
+    if (holdsAny(token, 'images:read')) {
+      owner = req.owner === '' ? undefined : req.owner;
+    } else {
+      // Anyone else lists only their own; asking for another owner's list is refused outright.
+      if (req.owner !== '') authorizeOwner(token, 'images:read', req.owner);
+      owner = token.subject;
+    }
+    const tag = req.tag === '' ? undefined : checkTags([req.tag])[0];
+    const page = this.#repo.list({ owner, tag, afterSeq: decodePageToken(req.page_token), limit: checkPageSize(req.page_size) });
+    return {
+      images: page.images.map(toImageMessage),
+      next_page_token: page.more && page.lastSeq !== undefined ? encodePageToken(page.lastSeq) : '',
+    };
+  }
+
+  update(token: VerifiedToken, req: { id: string; name: string; content_type: string; content: Buffer }): ImageMessage {
+    const image = this.#authorized(token, 'images:write', req.id, false);
+    const changes = {
+      name: req.name === '' ? undefined : checkName(req.name),
+      contentType: req.content_type === '' ? undefined : checkContentType(req.content_type),
+      content: req.content.length === 0 ? undefined : checkContent(req.content),
+    };
+    if (changes.name === undefined && changes.contentType === undefined && changes.content === undefined) {
+      throw new TwokeyError('ERR_REQUEST_INVALID', 'UpdateImage needs at least one of name, content_type, content');
+    }
+    const updated = this.#repo.update(image.id, changes);
+    if (updated === undefined) throw notFound(image.id);
+    return toImageMessage(updated);
+  }
+
+  setTags(token: VerifiedToken, req: { id: string; tags: string[] }): ImageMessage {
+    const image = this.#authorized(token, 'images:tag', req.id, false);
+    const updated = this.#repo.setTags(image.id, checkTags(req.tags));
+    if (updated === undefined) throw notFound(image.id);
+    return toImageMessage(updated);
+  }
+
+  delete(token: VerifiedToken, req: { id: string }): Record<string, never> {
+    const image = this.#authorized(token, 'images:delete', req.id, false);
+    if (!this.#repo.delete(image.id)) throw notFound(image.id);
+    return {};
+  }
+}

@@ -1,0 +1,42 @@
+// The tagging worker's durable cursor: the last image event it finished, in SQLite.
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+
+export class CursorStore {
+  readonly #db: Database.Database;
+
+  private constructor(db: Database.Database) {
+    this.#db = db;
+  }
+
+  static open(path: string): CursorStore {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    closeSync(openSync(path, 'a', 0o600));
+    chmodSync(path, 0o600);
+    const db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.exec('CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, sequence INTEGER NOT NULL) STRICT');
+    return new CursorStore(db);
+  }
+
+  get(name: string): number {
+    const row = this.#db.prepare('SELECT sequence FROM cursors WHERE name = ?').get(name) as { sequence: number } | undefined;
+    return row?.sequence ?? 0;
+  }
+
+  set(name: string, sequence: number): void {
+    this.#db
+      .prepare('INSERT INTO cursors (name, sequence) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence')
+      .run(name, sequence);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
+
+export function taggingDatabasePath(dataDir: string): string {
+  return `${dataDir.replace(/\/+$/, '')}/tagging.db`;
+}
