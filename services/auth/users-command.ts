@@ -1,0 +1,94 @@
+// `twokey users add|disable|enable|list`: manage the auth service's users in its database.
+import { join } from 'node:path';
+import { isTwokeyError } from '../authz/errors.ts';
+import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { generatePassword } from './password.ts';
+import { UserStore } from './user-store.ts';
+
+export const usage = `Usage: twokey users <add|disable|enable|list> [options]
+
+  add <username> [--password-stdin]   create a user; without --password-stdin a password is
+                                      generated and printed once
+  disable <username>                  refuse the user's logins and new delegated tokens
+  enable <username>                   allow the user again
+  list                                show users and whether each is enabled
+
+Options:
+  --data-dir DIR   the auth service's data directory (default: $TWOKEY_DATA_DIR, else
+                   $TWOKEY_STATE_DIR/data/auth, else .twokey/data/auth)
+
+Passwords are never taken from the command line, where other users could read them.
+`;
+
+/** Where `npm start` keeps the auth database, unless told otherwise. */
+export function defaultAuthDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env['TWOKEY_DATA_DIR'] ?? join(env['TWOKEY_STATE_DIR'] ?? '.twokey', 'data', 'auth');
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+export async function run(args: string[]): Promise<number> {
+  if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(usage);
+    return args.length === 0 ? 2 : 0;
+  }
+  let dataDir = defaultAuthDataDir();
+  let passwordStdin = false;
+  const positional: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--data-dir') {
+      const value = args[++i];
+      if (value === undefined) return fail('--data-dir needs a directory');
+      dataDir = value;
+    } else if (arg === '--password-stdin') passwordStdin = true;
+    else if (arg.startsWith('-')) return fail(`unknown option ${arg}`);
+    else positional.push(arg);
+  }
+  const [action, username, ...extra] = positional;
+  if (extra.length > 0) return fail(`unexpected argument ${JSON.stringify(extra[0])}`);
+  const db = openAuthDatabase(authDatabasePath(dataDir));
+  try {
+    const users = new UserStore(db);
+    switch (action) {
+      case 'add': {
+        if (username === undefined) return fail('add needs a username');
+        const generated = !passwordStdin;
+        const password = generated ? generatePassword() : await readStdin();
+        await users.add(username, password);
+        process.stdout.write(generated ? `added ${username}; password: ${password}\n` : `added ${username}\n`);
+        return 0;
+      }
+      case 'disable':
+      case 'enable': {
+        if (username === undefined) return fail(`${action} needs a username`);
+        users.setDisabled(username, action === 'disable');
+        process.stdout.write(`${action}d ${username}\n`);
+        return 0;
+      }
+      case 'list': {
+        if (username !== undefined) return fail('list takes no username');
+        for (const user of users.list()) {
+          process.stdout.write(`${user.username.padEnd(24)} ${user.disabled ? 'disabled' : 'enabled '} created ${new Date(user.createdAtMs).toISOString()}\n`);
+        }
+        return 0;
+      }
+      default:
+        return fail(`unknown action ${JSON.stringify(action)}`);
+    }
+  } catch (err) {
+    if (isTwokeyError(err)) return fail(err.message);
+    throw err;
+  } finally {
+    db.close();
+  }
+}
+
+function fail(message: string): number {
+  process.stderr.write(`twokey users: ${message}\n\n${usage}`);
+  return 2;
+}
