@@ -7,7 +7,9 @@ interface Subcommand {
 }
 
 // Subcommands register here as they are built; each lives beside the code it drives.
-const SUBCOMMANDS: Record<string, Subcommand> = {};
+const SUBCOMMANDS: Record<string, Subcommand> = {
+  ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/cli.ts') },
+};
 
 const USAGE = () => `twokey: two-key authorization for gRPC microservices
 
