@@ -1,0 +1,14 @@
+// Where the deploy tests find the kustomizations and the registry.
+import { fileURLToPath } from 'node:url';
+
+export const DEPLOY_DIR = fileURLToPath(new URL('..', import.meta.url));
+export const LOCAL_OVERLAY_DIR = fileURLToPath(new URL('../overlays/local', import.meta.url));
+export const REGISTRY_FILE = fileURLToPath(new URL('../registry.yaml', import.meta.url));
+export const README_FILE = fileURLToPath(new URL('../../README.md', import.meta.url));
+export const PROTO_DIR = fileURLToPath(new URL('../../proto', import.meta.url));
+
+/** Every kustomization users apply. */
+export const KUSTOMIZATIONS = [
+  { name: 'base (deploy/)', dir: DEPLOY_DIR },
+  { name: 'overlays/local', dir: LOCAL_OVERLAY_DIR },
+] as const;
