@@ -1,4 +1,6 @@
 // What the auth service needs from the registry, in one value: issuer, lifetimes, scopes, delegation.
+import type { Registry } from '../../certs-ca/registry.ts';
+import { SpiffeId } from '../authz/spiffe-id.ts';
 import type { DelegationRules } from './delegation-policy.ts';
 
 export interface WorkloadPolicy {
@@ -17,4 +19,34 @@ export interface AuthPolicy {
   maxDelegationDepth: number;
   /** Keyed by SPIFFE ID. */
   workloads: ReadonlyMap<string, WorkloadPolicy>;
+}
+
+/** The auth settings of a loaded registry. */
+export function authPolicyFromRegistry(registry: Registry): AuthPolicy {
+  const workloads = new Map<string, WorkloadPolicy>();
+  for (const w of registry.workloads) {
+    const id = w.spiffeId.toString();
+    workloads.set(id, {
+      spiffeId: id,
+      serviceScopes: w.serviceScopes.length > 0 ? w.serviceScopes : undefined,
+      delegation:
+        w.delegation.scopes.length > 0
+          ? {
+              scopes: w.delegation.scopes,
+              audiences: w.delegation.audiences.map((a) => a.toString()),
+              withoutSubjectToken: w.delegation.withoutSubjectToken,
+            }
+          : undefined,
+    });
+  }
+  return {
+    issuer: registry.auth.issuer,
+    trustDomainId: SpiffeId.forTrustDomain(registry.trustDomain).toString(),
+    userScopes: registry.auth.userScopes,
+    userTokenTtlMs: registry.auth.userTokenTtl * 1000,
+    delegatedTokenTtlMs: registry.auth.delegatedTokenTtl * 1000,
+    serviceTokenTtlMs: registry.auth.serviceTokenTtl * 1000,
+    maxDelegationDepth: registry.auth.maxDelegationDepth,
+    workloads,
+  };
 }

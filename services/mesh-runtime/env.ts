@@ -1,21 +1,8 @@
 // Service configuration from the environment: each value validated, errors name the variable.
+import { parseDuration } from '../../certs-ca/duration.ts';
 import { TwokeyError } from '../authz/errors.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
-
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** '250ms', '30s', '15m', '24h', '7d' -> milliseconds. */
-export function parseDuration(text: string, what: string): number {
-  const match = DURATION.exec(text);
-  if (match === null) {
-    throw new TwokeyError('ERR_CONFIG_INVALID', `${what}: ${JSON.stringify(text)} is not a duration like 30s, 15m or 24h`);
-  }
-  const ms = Number(match[1]) * UNIT_MS[match[2]!]!;
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new TwokeyError('ERR_CONFIG_INVALID', `${what}: ${text} is out of range`);
-  return ms;
-}
 
 /** host:port with a numeric port; IPv6 hosts in brackets. */
 export function parseAddress(text: string, what: string): string {
@@ -36,8 +23,9 @@ export function envString(env: Env, name: string, fallback: string): string {
   return value;
 }
 
-export function envDuration(env: Env, name: string, fallback: string): number {
-  return parseDuration(env[name] ?? fallback, name);
+/** A duration like 30s, 15m or 24h, in milliseconds. */
+export function envDurationMs(env: Env, name: string, fallback: string): number {
+  return parseDuration(env[name] ?? fallback, name, 'ERR_CONFIG_INVALID') * 1000;
 }
 
 export function envFlag(env: Env, name: string): boolean {

@@ -1,0 +1,270 @@
+// A whole example mesh on loopback from one state directory: CA, workload certificates, gateway
+// TLS, databases, dev users, five service processes. `npm start` and the end-to-end tests both
+// start the mesh through this module, so the tests exercise exactly what users run.
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
+import { loadRegistry, type Registry } from '../../certs-ca/registry.ts';
+import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
+import { generatePassword } from '../../services/auth/password.ts';
+import { UserStore } from '../../services/auth/user-store.ts';
+import { TwokeyError } from '../../services/authz/errors.ts';
+import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { assignPorts, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
+import { ensurePublicTls } from './public-tls.ts';
+import { REPO_ROOT, Supervisor } from './supervisor.ts';
+
+export const DEV_USERS = ['alice', 'bob'] as const;
+
+export interface LocalMeshOptions {
+  stateDir: string;
+  /** Default: deploy/registry.yaml. */
+  registryPath?: string;
+  portBase?: number | undefined;
+  /** How often the cleaner sweeps; default 10s. */
+  cleanerInterval?: string;
+  logLevel?: string;
+  /** Extra environment for every service. */
+  env?: Record<string, string>;
+  healthTimeoutMs?: number;
+}
+
+export interface ServiceEndpoint {
+  name: string;
+  spiffeId: string;
+  grants: string[];
+  /** The mesh (mTLS) address; absent for services that only call out. */
+  address?: string;
+  health: string;
+}
+
+export interface Endpoints {
+  trustDomain: string;
+  trustBundle: string;
+  svidRoot: string;
+  services: Record<string, ServiceEndpoint>;
+  gateway: { address: string; caFile: string };
+  jwks: { url: string; caFile: string };
+  logs: Record<string, string>;
+}
+
+export interface StateLayout {
+  root: string;
+  caDir: string;
+  svidRoot: string;
+  gatewayTlsDir: string;
+  dataDir: (service: string) => string;
+  logFile: (service: string) => string;
+  usersFile: string;
+  endpointsFile: string;
+}
+
+export function stateLayout(stateDir: string): StateLayout {
+  const root = resolve(stateDir);
+  return {
+    root,
+    caDir: join(root, 'ca'),
+    svidRoot: join(root, 'svid'),
+    gatewayTlsDir: join(root, 'gateway-tls'),
+    dataDir: (service) => join(root, 'data', service),
+    logFile: (service) => join(root, 'logs', `${service}.log`),
+    usersFile: join(root, 'users.json'),
+    endpointsFile: join(root, 'endpoints.json'),
+  };
+}
+
+export const DEFAULT_REGISTRY = join(REPO_ROOT, 'deploy', 'registry.yaml');
+
+function writePrivateJson(path: string, value: unknown): void {
+  writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+/** Creates alice and bob with generated passwords on first start; later starts reuse users.json. */
+export async function ensureDevUsers(layout: StateLayout): Promise<Record<string, string>> {
+  if (existsSync(layout.usersFile)) {
+    chmodSync(layout.usersFile, 0o600);
+    return JSON.parse(readFileSync(layout.usersFile, 'utf8')) as Record<string, string>;
+  }
+  const db = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
+  try {
+    const store = new UserStore(db);
+    const existing = DEV_USERS.filter((u) => store.find(u) !== undefined);
+    if (existing.length > 0) {
+      throw new TwokeyError(
+        'ERR_CONFIG_INVALID',
+        `${layout.usersFile} is missing but ${existing.join(', ')} already exist; reset a password with 'twokey users' or remove ${layout.root}`,
+      );
+    }
+    const passwords: Record<string, string> = {};
+    for (const user of DEV_USERS) {
+      passwords[user] = generatePassword();
+      await store.add(user, passwords[user]);
+    }
+    writePrivateJson(layout.usersFile, passwords);
+    return passwords;
+  } finally {
+    db.close();
+  }
+}
+
+/** Opens the state's CA, creating it on first start, and (re)issues every workload certificate. */
+export function issueCertificates(layout: StateLayout, registry: Registry): CertificateAuthority {
+  const ca = existsSync(join(layout.caDir, 'config.json'))
+    ? CertificateAuthority.open(layout.caDir)
+    : CertificateAuthority.init({ dir: layout.caDir, trustDomain: registry.trustDomain });
+  // Short-lived certificates: fresh ones on every start, so a stopped mesh never resumes with stale ones.
+  ca.issueRegistry(registry, layout.svidRoot);
+  return ca;
+}
+
+function serviceEnv(
+  name: ServiceName,
+  layout: StateLayout,
+  ports: MeshPorts,
+  registryPath: string,
+  opts: LocalMeshOptions,
+): Record<string, string> {
+  const local = (port: number): string => `127.0.0.1:${port}`;
+  const env: Record<string, string> = {
+    TWOKEY_SVID_DIR: join(layout.svidRoot, name),
+    TWOKEY_REGISTRY: registryPath,
+    TWOKEY_HEALTH_LISTEN: local(ports.health[name]!),
+    TWOKEY_LOG_LEVEL: opts.logLevel ?? 'info',
+    TWOKEY_AUTH_ADDR: `localhost:${ports.authMesh}`,
+    TWOKEY_IMAGE_STORE_ADDR: `localhost:${ports.imageStoreMesh}`,
+    TWOKEY_TAGGING_ADDR: `localhost:${ports.taggingMesh}`,
+    ...opts.env,
+  };
+  switch (name) {
+    case 'auth':
+      Object.assign(env, { TWOKEY_LISTEN: local(ports.authMesh), TWOKEY_JWKS_HTTPS_LISTEN: local(ports.authJwks), TWOKEY_DATA_DIR: layout.dataDir('auth') });
+      break;
+    case 'image-store':
+      Object.assign(env, { TWOKEY_LISTEN: local(ports.imageStoreMesh), TWOKEY_DATA_DIR: layout.dataDir('image-store') });
+      break;
+    case 'tagging':
+      Object.assign(env, { TWOKEY_LISTEN: local(ports.taggingMesh), TWOKEY_DATA_DIR: layout.dataDir('tagging') });
+      break;
+    case 'gateway':
+      Object.assign(env, { TWOKEY_PUBLIC_LISTEN: local(ports.gatewayPublic), TWOKEY_PUBLIC_TLS_DIR: layout.gatewayTlsDir });
+      break;
+    case 'cleaner':
+      env['TWOKEY_CLEANER_INTERVAL'] = opts.cleanerInterval ?? '10s';
+      break;
+  }
+  return env;
+}
+
+export class LocalMesh {
+  readonly layout: StateLayout;
+  readonly endpoints: Endpoints;
+  readonly users: Record<string, string>;
+  readonly #supervisor: Supervisor;
+  readonly #healthTimeoutMs: number;
+
+  constructor(layout: StateLayout, endpoints: Endpoints, users: Record<string, string>, supervisor: Supervisor, healthTimeoutMs: number) {
+    this.layout = layout;
+    this.endpoints = endpoints;
+    this.users = users;
+    this.#supervisor = supervisor;
+    this.#healthTimeoutMs = healthTimeoutMs;
+  }
+
+  set onUnexpectedExit(fn: (name: string, code: number | null, signal: NodeJS.Signals | null) => void) {
+    this.#supervisor.onUnexpectedExit = fn;
+  }
+
+  pid(name: ServiceName): number | undefined {
+    return this.#supervisor.pid(name);
+  }
+
+  /** Waits until the service's health endpoint reports SERVING; throws after the timeout. */
+  async waitHealthy(name: ServiceName): Promise<void> {
+    const address = this.endpoints.services[name]!.health;
+    const deadline = Date.now() + this.#healthTimeoutMs;
+    let last = 'no answer';
+    while (Date.now() < deadline) {
+      if (!this.#supervisor.isRunning(name)) {
+        throw new TwokeyError('ERR_CONFIG_INVALID', `${name} exited during startup; see ${this.layout.logFile(name)}`);
+      }
+      try {
+        last = await checkHealth(address, '', 1000);
+        if (last === 'SERVING') return;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    throw new TwokeyError('ERR_CONFIG_INVALID', `${name} not healthy after ${this.#healthTimeoutMs} ms (${last}); see ${this.layout.logFile(name)}`);
+  }
+
+  async start(name: ServiceName): Promise<void> {
+    this.#supervisor.start(name);
+    await this.waitHealthy(name);
+  }
+
+  /** SIGKILL, as a crash would: nothing is flushed or closed. */
+  async kill(name: ServiceName): Promise<void> {
+    await this.#supervisor.kill(name);
+  }
+
+  async stopService(name: ServiceName): Promise<void> {
+    await this.#supervisor.stop(name);
+  }
+
+  async stop(): Promise<void> {
+    await this.#supervisor.stopAll();
+  }
+}
+
+/** Prepares the state directory and starts all five services, returning once each is healthy. */
+export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh> {
+  const layout = stateLayout(opts.stateDir);
+  mkdirSync(layout.root, { recursive: true, mode: 0o700 });
+  mkdirSync(join(layout.root, 'logs'), { recursive: true, mode: 0o700 });
+  const registryPath = resolve(opts.registryPath ?? DEFAULT_REGISTRY);
+  const registry = loadRegistry(registryPath);
+  const ca = issueCertificates(layout, registry);
+  const gatewayTls = ensurePublicTls(layout.gatewayTlsDir);
+  const users = await ensureDevUsers(layout);
+  const ports = await assignPorts(opts.portBase);
+
+  const meshAddress: Partial<Record<ServiceName, number>> = { auth: ports.authMesh, 'image-store': ports.imageStoreMesh, tagging: ports.taggingMesh };
+  const services: Record<string, ServiceEndpoint> = {};
+  for (const name of SERVICE_NAMES) {
+    const workload = registry.workloads.find((w) => w.name === name);
+    if (workload === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `the registry ${registryPath} has no workload named ${name}`);
+    const port = meshAddress[name];
+    services[name] = {
+      name,
+      spiffeId: workload.spiffeId.toString(),
+      grants: workload.grants.toStrings(),
+      ...(port === undefined ? {} : { address: `localhost:${port}` }),
+      health: `127.0.0.1:${ports.health[name]}`,
+    };
+  }
+  const endpoints: Endpoints = {
+    trustDomain: registry.trustDomain,
+    trustBundle: join(ca.dir, 'ca.pem'),
+    svidRoot: layout.svidRoot,
+    services,
+    gateway: { address: `localhost:${ports.gatewayPublic}`, caFile: gatewayTls.caFile },
+    jwks: { url: `https://localhost:${ports.authJwks}/.well-known/jwks.json`, caFile: join(ca.dir, 'ca.pem') },
+    logs: Object.fromEntries(SERVICE_NAMES.map((n) => [n, layout.logFile(n)])),
+  };
+
+  const supervisor = new Supervisor();
+  for (const name of SERVICE_NAMES) supervisor.add({ name, env: serviceEnv(name, layout, ports, registryPath, opts), logFile: layout.logFile(name) });
+  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000);
+  try {
+    // auth first: everyone else fetches its keys and tokens at startup.
+    await mesh.start('auth');
+    await Promise.all(SERVICE_NAMES.filter((n) => n !== 'auth').map((n) => mesh.start(n)));
+  } catch (err) {
+    await mesh.stop();
+    throw err;
+  }
+  writeFileSync(layout.endpointsFile, `${JSON.stringify(endpoints, null, 2)}\n`, { mode: 0o644 });
+  return mesh;
+}
