@@ -9,24 +9,12 @@ import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { SpiffeId } from '../services/authz/spiffe-id.ts';
 import { parseSvid, type Svid } from '../services/authz/svid.ts';
 import { makeCaConfig, parseCaConfig, serializeCaConfig, type CaConfig } from './ca-config.ts';
-import {
-  OID,
-  authorityKeyIdentifier,
-  basicConstraints,
-  buildCertificate,
-  extKeyUsage,
-  grantsExtension,
-  keyIdentifier,
-  keyUsage,
-  randomSerial,
-  subjectAltName,
-  subjectKeyIdentifier,
-  type Name,
-} from './certificate-builder.ts';
+import { buildCertificate, keyIdentifier, randomSerial } from './certificate-builder.ts';
 import { verifiedCsrPublicKey } from './csr.ts';
 import { formatDuration, parseDuration } from './duration.ts';
 import { checkDnsName, checkIpAddress } from './host-names.ts';
 import type { Registry } from './registry.ts';
+import { caSubject, rootSpec, svidSpec } from './svid-profile.ts';
 import { checkWorkloadKey, generateP256, type KeyPair } from './workload-key.ts';
 
 /** File names inside a CA directory. */
@@ -101,7 +89,7 @@ export class CertificateAuthority {
   readonly certificate: X509Certificate;
   readonly #key: KeyObject;
   readonly #keyId: Buffer;
-  readonly #subject: Name;
+  readonly #subject: ReturnType<typeof caSubject>;
   readonly #clock: () => Date;
   readonly #random: (n: number) => Buffer;
   readonly #generateKeyPair: () => KeyPair;
@@ -157,21 +145,14 @@ export class CertificateAuthority {
     const random = opts.random ?? randomBytes;
     const { privateKey, publicKey } = generateP256();
     const now = wholeSeconds(clock());
-    const subject = caSubject(config.trustDomain);
     const cert = buildCertificate(
-      {
+      rootSpec({
+        trustDomain: config.trustDomain,
+        publicKey,
         serial: randomSerial(random),
-        issuer: subject,
-        subject,
         notBefore: new Date(now.getTime() - BACKDATE_SECONDS * 1000),
         notAfter: new Date(now.getTime() + caTtl * 1000),
-        publicKey,
-        extensions: [
-          basicConstraints({ ca: true, pathLen: 0 }),
-          keyUsage(['keyCertSign', 'cRLSign']),
-          subjectKeyIdentifier(publicKey),
-        ],
-      },
+      }),
       privateKey,
     );
     // The key file is created exclusively with 0600 before any byte is written, so it is never
@@ -289,27 +270,19 @@ export class CertificateAuthority {
     const ip = (req.ip ?? []).map((a, i) => checkIpAddress(a, `ip[${i}]`));
 
     const cert = buildCertificate(
-      {
-        serial: randomSerial(this.#random),
+      svidSpec({
+        spiffeId,
+        grants: grants.toStrings(),
+        grantsOid: this.grantsOid,
+        dns,
+        ip,
+        publicKey,
         issuer: this.#subject,
-        subject: [
-          ['O', 'twokey'],
-          ['CN', spiffeId.path.slice(spiffeId.path.lastIndexOf('/') + 1).slice(0, 64)],
-        ],
+        issuerKeyId: this.#keyId,
+        serial: randomSerial(this.#random),
         notBefore: new Date(now.getTime() - BACKDATE_SECONDS * 1000),
         notAfter,
-        publicKey,
-        extensions: [
-          basicConstraints({ ca: false }),
-          // keyEncipherment only matters for RSA key exchange.
-          keyUsage(publicKey.asymmetricKeyType === 'rsa' ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature']),
-          extKeyUsage([OID.serverAuth, OID.clientAuth]),
-          subjectAltName({ uris: [spiffeId.toString()], dns, ips: ip }),
-          subjectKeyIdentifier(publicKey),
-          authorityKeyIdentifier(this.#keyId),
-          grantsExtension(this.grantsOid, grants.toStrings()),
-        ],
-      },
+      }),
       this.#key,
     );
     // Validate before handing out, with the same parser peers will use.
@@ -331,13 +304,6 @@ export class CertificateAuthority {
     }
     return catalog;
   }
-}
-
-function caSubject(trustDomain: string): Name {
-  return [
-    ['O', 'twokey'],
-    ['CN', `twokey CA ${trustDomain}`.slice(0, 64)],
-  ];
 }
 
 function wholeSeconds(date: Date): Date {
