@@ -17,8 +17,6 @@ export interface JwksKeySetOptions {
   refreshIntervalMs?: number;
   /** Called after a fetch fails (the last good set stays in use). */
   onFetchError?: (err: TwokeyError) => void;
-  /** Called when the set of key ids changes. */
-  onChange?: (kids: readonly string[]) => void;
 }
 
 interface PublicKey {
@@ -92,7 +90,7 @@ export class JwksKeySet implements VerificationKeys {
   readonly #cooldownMs: number;
   readonly #refreshIntervalMs: number;
   readonly #onFetchError: ((err: TwokeyError) => void) | undefined;
-  readonly #onChange: ((kids: readonly string[]) => void) | undefined;
+  readonly #changeListeners = new Set<(kids: readonly string[]) => void>();
   #keys = new Map<string, PublicKey>();
   #lastAttempt = Number.NEGATIVE_INFINITY;
   #inFlight: Promise<void> | null = null;
@@ -105,7 +103,6 @@ export class JwksKeySet implements VerificationKeys {
     this.#cooldownMs = options.cooldownMs ?? 30_000;
     this.#refreshIntervalMs = options.refreshIntervalMs ?? 5 * 60_000;
     this.#onFetchError = options.onFetchError;
-    this.#onChange = options.onChange;
   }
 
   /** Fetches once now (subject to nothing), then refreshes in the background. */
@@ -120,6 +117,11 @@ export class JwksKeySet implements VerificationKeys {
   close(): void {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
+  }
+
+  /** Called whenever the set of key ids changes (e.g. to drop tokens verified with a retired key). */
+  addChangeListener(listener: (kids: readonly string[]) => void): void {
+    this.#changeListeners.add(listener);
   }
 
   get kids(): string[] {
@@ -148,7 +150,7 @@ export class JwksKeySet implements VerificationKeys {
         }
         const changed = fetched.size !== this.#keys.size || [...fetched.keys()].some((kid) => !this.#keys.has(kid));
         this.#keys = fetched;
-        if (changed) this.#onChange?.(this.kids);
+        if (changed) for (const listener of this.#changeListeners) listener(this.kids);
       } finally {
         this.#inFlight = null;
       }

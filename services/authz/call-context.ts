@@ -1,0 +1,76 @@
+// What a handler knows about the call it serves, reachable anywhere below it without passing it along.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Metadata } from '@grpc/grpc-js';
+import { TwokeyError } from './errors.ts';
+import type { PeerIdentity, VerifiedToken } from './decision.ts';
+
+/** W3C Trace Context (traceparent, version 00). */
+export interface TraceContext {
+  readonly traceId: string;
+  /** The span of the call being served; outgoing calls get children of it. */
+  readonly spanId: string;
+  readonly flags: string;
+}
+
+export interface CallContext {
+  readonly decisionId: string;
+  readonly method: string;
+  readonly peer: PeerIdentity | undefined;
+  /** The verified token of the call; undefined for certificate-only methods. */
+  readonly token: VerifiedToken | undefined;
+  /**
+   * The verified user token's string, forwarded on outgoing calls so user context survives every
+   * hop. Only user tokens: delegated and service tokens are bound to the caller's certificate and
+   * would mean nothing (and be refused) anywhere else.
+   */
+  readonly forwardToken: string | undefined;
+  readonly requestId: string;
+  readonly trace: TraceContext;
+}
+
+const storage = new AsyncLocalStorage<CallContext>();
+
+/** The context of the call being served; throws outside a call (fail closed, never a default). */
+export function callContext(): CallContext {
+  const ctx = storage.getStore();
+  if (ctx === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', 'callContext() used outside a call served by a mesh server');
+  return ctx;
+}
+
+/** The context of the call being served, if any. */
+export function currentCall(): CallContext | undefined {
+  return storage.getStore();
+}
+
+export function runInCall<T>(ctx: CallContext, fn: () => T): T {
+  return storage.run(ctx, fn);
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Continues the caller's trace when its traceparent is well-formed, otherwise starts a new one. */
+export function traceFrom(metadata: Metadata): TraceContext {
+  const values = metadata.get('traceparent');
+  const match = values.length === 1 && typeof values[0] === 'string' ? TRACEPARENT.exec(values[0]) : null;
+  if (match !== null && !/^0+$/.test(match[1]!) && !/^0+$/.test(match[2]!)) {
+    return { traceId: match[1]!, spanId: newSpanId(), flags: match[3]! };
+  }
+  return { traceId: randomBytes(16).toString('hex'), spanId: newSpanId(), flags: '01' };
+}
+
+export function newSpanId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+export function traceparentOf(trace: TraceContext, spanId: string): string {
+  return `00-${trace.traceId}-${spanId}-${trace.flags}`;
+}
+
+/** The caller's x-request-id when well-formed (it is a correlation id, not identity), else a new one. */
+export function requestIdFrom(metadata: Metadata): string {
+  const values = metadata.get('x-request-id');
+  if (values.length === 1 && typeof values[0] === 'string' && REQUEST_ID.test(values[0])) return values[0];
+  return randomUUID();
+}
