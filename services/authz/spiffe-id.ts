@@ -52,7 +52,12 @@ export class SpiffeId {
 
   /** The workload ID Kubernetes-style deployments use: spiffe://TD/ns/NS/sa/SA. */
   static forServiceAccount(trustDomain: string, namespace: string, serviceAccount: string): SpiffeId {
-    return SpiffeId.parse(`${SCHEME}${trustDomain}/ns/${namespace}/sa/${serviceAccount}`);
+    const id = `${SCHEME}${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
+    // Each part must be one segment, or 'a/sa/b' as a namespace would forge another workload's path.
+    for (const part of [namespace, serviceAccount]) {
+      if (part.includes('/')) throw invalid(id, `namespace and service account must be single path segments, got ${JSON.stringify(part)}`);
+    }
+    return SpiffeId.parse(id);
   }
 
   /** The trust domain's own ID (no path), used as the mesh-wide token audience. */
