@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
-import { CertificateAuthority, builder } from '../../certs-ca/index.ts';
+import { CertificateAuthority, builder, type IssuedWorkload } from '../../certs-ca/index.ts';
 import { caSubject } from '../../certs-ca/svid-profile.ts';
 import { callContext } from '../../services/authz/call-context.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
@@ -52,8 +52,12 @@ export class TestPki {
   /** Issues a workload certificate through the CA and writes svid.pem, svid.key, bundle.pem. */
   workload(name: string, spiffeId: string, grants: readonly string[], ttl: number | string = '1h'): string {
     const dir = join(this.root, name);
-    this.ca.writeWorkload(dir, this.ca.issue({ spiffeId, grants, ttl, dns: ['localhost'], ip: ['127.0.0.1'], extraProtoRoots: [PROBE_ROOT] }));
+    this.ca.writeWorkload(dir, this.issue(spiffeId, grants, ttl));
     return dir;
+  }
+
+  issue(spiffeId: string, grants: readonly string[], ttl: number | string = '1h'): IssuedWorkload {
+    return this.ca.issue({ spiffeId, grants, ttl, dns: ['localhost'], ip: ['127.0.0.1'], extraProtoRoots: [PROBE_ROOT] });
   }
 
   /**
