@@ -196,6 +196,9 @@ export function precheck(token: unknown, maxTokenBytes: number = LIMITS.maxToken
   const names = Object.keys(payload);
   if (names.length > LIMITS.maxClaims) throw malformed(`more than ${LIMITS.maxClaims} claims`);
   if (depthOf(payload) > LIMITS.maxDepth) throw malformed(`claims nested deeper than ${LIMITS.maxDepth} levels`);
+  // jose ignores the spare bits of the last base64url character, so without this one signature
+  // would have several spellings, each a different token string for the cache and for logs.
+  if (Buffer.from(parts[3]!, 'base64url').toString('base64url') !== parts[3]) throw malformed('signature is not canonical base64url');
 }
 
 function decodeJsonPart(part: string, what: string): Record<string, unknown> {
