@@ -243,12 +243,13 @@ export class CertificateAuthority {
   }
 
   #sign(req: IssueRequest, publicKey: KeyObject): SignedCertificate {
-    const spiffeId = typeof req.spiffeId === 'string' ? SpiffeId.parse(req.spiffeId) : req.spiffeId;
+    // Re-parsed even when already typed: the policy checks must not trust the caller's object.
+    const spiffeId = SpiffeId.parse(req.spiffeId.toString());
     if (!spiffeId.memberOf(this.trustDomain)) {
       throw new TwokeyError('ERR_CA_POLICY', `SPIFFE ID ${spiffeId} is not in this CA's trust domain ${this.trustDomain}`);
     }
     if (spiffeId.path === '') throw new TwokeyError('ERR_CA_POLICY', `SPIFFE ID ${spiffeId} names the trust domain, not a workload (it needs a path)`);
-    const grants = req.grants instanceof GrantSet ? req.grants : GrantSet.parse(req.grants);
+    const grants = GrantSet.parse(Array.isArray(req.grants) ? req.grants : (req.grants as GrantSet).toStrings());
     const catalog = this.#catalogFor(req.extraProtoRoots);
     for (const grant of grants.grants) catalog.requireGrant(grant);
     checkWorkloadKey(publicKey, 'ERR_CA_POLICY');

@@ -1,0 +1,352 @@
+// The CA end to end: files on disk, the issued profile as openssl and Python read it, TLS with
+// the issued certificates, and every policy refusal naming its problem.
+import { expect } from 'chai';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TwokeyError, type ErrorCode } from '../services/authz/errors.ts';
+import { parseSvid } from '../services/authz/svid.ts';
+import { CertificateAuthority, loadRegistry, parseRegistry } from './index.ts';
+
+const TD = 'twokey.local';
+const ID = `spiffe://${TD}/ns/demo/sa/web`;
+const GRANTS = ['/twokey.images.v1.ImageStore/GetImage', '/twokey.auth.v1.Auth/*'];
+
+function refusal(fn: () => unknown, code: ErrorCode, why: RegExp): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught, 'expected a refusal').to.be.instanceOf(TwokeyError);
+  expect((caught as TwokeyError).code).to.equal(code);
+  expect((caught as TwokeyError).message).to.match(why);
+}
+
+function openssl(args: string[], input?: string): string {
+  return execFileSync('openssl', args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+describe('CertificateAuthority', function () {
+  let root: string;
+  let ca: CertificateAuthority;
+
+  before(() => {
+    root = mkdtempSync(join(tmpdir(), 'twokey-ca-'));
+    ca = CertificateAuthority.init({ dir: join(root, 'ca'), trustDomain: TD });
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  describe('init', () => {
+    it('writes a private key (0600, directory 0700), the root certificate and the config', () => {
+      expect(statSync(join(root, 'ca')).mode & 0o777).to.equal(0o700);
+      expect(statSync(join(root, 'ca', 'ca.key')).mode & 0o777).to.equal(0o600);
+      expect(JSON.parse(readFileSync(join(root, 'ca', 'config.json'), 'utf8'))).to.deep.equal({
+        version: 1,
+        trustDomain: TD,
+        grantsOid: '1.3.6.1.4.1.32473.7.1',
+        maxTtlSeconds: 7 * 86400,
+      });
+      const key = createPrivateKey(readFileSync(join(root, 'ca', 'ca.key')));
+      expect(key.asymmetricKeyType).to.equal('ec');
+      expect(key.asymmetricKeyDetails?.namedCurve).to.equal('prime256v1');
+    });
+
+    it('makes a root CA: CA=true with pathLen 0, keyCertSign and cRLSign, self-signed', () => {
+      const text = openssl(['x509', '-in', join(root, 'ca', 'ca.pem'), '-noout', '-text']);
+      expect(text).to.match(/Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
+      expect(text).to.match(/Key Usage: critical\s+Certificate Sign, CRL Sign/);
+      expect(text).to.match(/Signature Algorithm: ecdsa-with-SHA256/);
+      expect(text).to.include('Subject Key Identifier');
+      expect(ca.certificate.verify(ca.certificate.publicKey)).to.equal(true);
+    });
+
+    it('refuses to overwrite an existing CA', () => {
+      refusal(() => CertificateAuthority.init({ dir: join(root, 'ca'), trustDomain: TD }), 'ERR_CA_POLICY', /refusing to overwrite the existing CA .* \(ca\.key exists\)/);
+    });
+
+    it('refuses a grants OID with an arc beyond 32 bits (2.25.<UUID>) and a bad trust domain', () => {
+      refusal(
+        () => CertificateAuthority.init({ dir: join(root, 'uuid-oid'), trustDomain: TD, grantsOid: '2.25.329800735698586629295641978511506172918' }),
+        'ERR_CONFIG_INVALID',
+        /every arc must fit in 32 bits/,
+      );
+      refusal(() => CertificateAuthority.init({ dir: join(root, 'bad-td'), trustDomain: 'Twokey.Local' }), 'ERR_SPIFFE_ID_INVALID', /trust domain may hold only lowercase/);
+      expect(existsSync(join(root, 'uuid-oid', 'ca.key'))).to.equal(false);
+    });
+
+    it('stores a custom OID and max TTL and reads them back on open', () => {
+      const dir = join(root, 'custom');
+      CertificateAuthority.init({ dir, trustDomain: 'example.org', grantsOid: '1.3.6.1.4.1.4294967295.5', maxTtl: '2h' });
+      const reopened = CertificateAuthority.open(dir);
+      expect([reopened.trustDomain, reopened.grantsOid, reopened.maxTtlSeconds]).to.deep.equal(['example.org', '1.3.6.1.4.1.4294967295.5', 7200]);
+      const issued = reopened.issue({ spiffeId: 'spiffe://example.org/svc', grants: GRANTS });
+      expect(parseSvid(issued.svid.der).grants.size).to.equal(0);
+      expect(parseSvid(issued.svid.der, { grantsOid: '1.3.6.1.4.1.4294967295.5' }).grants.toStrings()).to.deep.equal(GRANTS);
+    });
+  });
+
+  describe('open', () => {
+    it('refuses a key file readable by others, a mismatched key and a tampered config', () => {
+      const dir = join(root, 'perm');
+      CertificateAuthority.init({ dir, trustDomain: TD });
+      chmodSync(join(dir, 'ca.key'), 0o644);
+      refusal(() => CertificateAuthority.open(dir), 'ERR_CA_POLICY', /ca\.key is accessible by group or others \(mode 644\); run chmod 600/);
+      chmodSync(join(dir, 'ca.key'), 0o600);
+      writeFileSync(join(dir, 'ca.key'), readFileSync(join(root, 'ca', 'ca.key')));
+      refusal(() => CertificateAuthority.open(dir), 'ERR_CA_POLICY', /ca\.key does not match .*ca\.pem/);
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ version: 1, trustDomain: TD, grantsOid: '1.2.3', maxTtlSeconds: 60, extra: 1 }));
+      refusal(() => CertificateAuthority.open(dir), 'ERR_CA_POLICY', /unknown key "extra"/);
+      refusal(() => CertificateAuthority.open(join(root, 'nowhere')), 'ERR_CA_POLICY', /cannot open CA/);
+    });
+  });
+
+  describe('issue', () => {
+    let out: string;
+    let issued: ReturnType<CertificateAuthority['issue']>;
+
+    before(() => {
+      issued = ca.issue({ spiffeId: ID, grants: GRANTS, ttl: '1h', dns: ['web.demo.svc', 'localhost'], ip: ['127.0.0.1', '::1'] });
+      out = join(root, 'web');
+      ca.writeWorkload(out, issued);
+    });
+
+    it('round-trips: the SPIFFE ID and grants parse back from the DER', () => {
+      const svid = parseSvid(new X509Certificate(readFileSync(join(out, 'svid.pem'))).raw);
+      expect(svid.spiffeId.toString()).to.equal(ID);
+      expect(svid.grants.toStrings()).to.deep.equal(GRANTS);
+      expect(svid.dns).to.deep.equal(['web.demo.svc', 'localhost']);
+      expect(svid.ip).to.deep.equal(['127.0.0.1', '::1']);
+      expect(svid.notAfter.getTime() - svid.notBefore.getTime()).to.equal(3600_000 + 60_000);
+      expect(svid.issuer).to.equal('O=twokey, CN=twokey CA twokey.local');
+    });
+
+    it('writes svid.pem, svid.key (0600) and bundle.pem that belong together', () => {
+      expect(statSync(join(out, 'svid.key')).mode & 0o777).to.equal(0o600);
+      expect(readFileSync(join(out, 'bundle.pem'), 'utf8')).to.equal(ca.bundlePem());
+      const cert = new X509Certificate(readFileSync(join(out, 'svid.pem')));
+      expect(cert.checkPrivateKey(createPrivateKey(readFileSync(join(out, 'svid.key'))))).to.equal(true);
+      expect(cert.checkIssued(ca.certificate)).to.equal(true);
+    });
+
+    it('openssl verify accepts the chain against bundle.pem, for TLS client and server purposes', () => {
+      for (const purpose of ['sslclient', 'sslserver']) {
+        expect(openssl(['verify', '-purpose', purpose, '-CAfile', join(out, 'bundle.pem'), join(out, 'svid.pem')]).trim()).to.equal(`${join(out, 'svid.pem')}: OK`);
+      }
+    });
+
+    it('openssl x509 -text agrees on the whole profile', () => {
+      const text = openssl(['x509', '-in', join(out, 'svid.pem'), '-noout', '-text']);
+      expect(text).to.match(/Version: 3 \(0x2\)/);
+      expect(text).to.match(/Basic Constraints: critical\s+CA:FALSE/);
+      expect(text).to.match(/Key Usage: critical\s+Digital Signature\n/);
+      expect(text).to.match(/Extended Key Usage: \s*\n\s+TLS Web Server Authentication, TLS Web Client Authentication/);
+      expect(text).to.include(`URI:${ID}, DNS:web.demo.svc, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1`);
+      expect(text.match(/URI:/g)).to.have.length(1);
+      expect(text).to.match(/1\.3\.6\.1\.4\.1\.32473\.7\.1: \n/); // present and not critical
+      expect(text).to.include('Authority Key Identifier');
+      const serial = openssl(['x509', '-in', join(out, 'svid.pem'), '-noout', '-serial']).trim().replace('serial=', '').toLowerCase();
+      expect(serial.replace(/^0+/, '')).to.equal(issued.svid.serialHex.replace(/^0+/, ''));
+      const dates = openssl(['x509', '-in', join(out, 'svid.pem'), '-noout', '-startdate', '-enddate']);
+      expect(new Date(/notBefore=(.*)/.exec(dates)![1]!).getTime()).to.equal(issued.svid.notBefore.getTime());
+      expect(new Date(/notAfter=(.*)/.exec(dates)![1]!).getTime()).to.equal(issued.svid.notAfter.getTime());
+    });
+
+    it('openssl asn1parse sees the grants as a SEQUENCE OF UTF8String', () => {
+      const file = join(root, 'leaf.der');
+      writeFileSync(file, issued.svid.der);
+      const dump = openssl(['asn1parse', '-inform', 'DER', '-in', file]);
+      const line = dump.split('\n').findIndex((l) => l.includes(':1.3.6.1.4.1.32473.7.1'));
+      const offset = /^\s*(\d+):/.exec(dump.split('\n')[line + 1]!)![1]!;
+      const inner = openssl(['asn1parse', '-inform', 'DER', '-in', file, '-strparse', offset]);
+      expect(inner.split('\n').filter((l) => l.includes('UTF8STRING')).map((l) => l.split(':').pop())).to.deep.equal(GRANTS);
+      expect(inner).to.match(/^\s*0:d=0\s+hl=2 l=\s*\d+ cons: SEQUENCE/);
+    });
+
+    it("Python's cryptography loads the certificate and reads the SAN and the grants extension", function () {
+      const probe = spawnSync('python3', ['-c', 'import cryptography'], { stdio: 'ignore' });
+      if (probe.status !== 0) this.skip();
+      const script = [
+        'import sys',
+        'from cryptography import x509',
+        'c = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())',
+        'print(c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)[0])',
+        'e = c.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.32473.7.1"))',
+        'print(e.critical, e.value.value.hex())',
+      ].join('\n');
+      const result = execFileSync('python3', ['-c', script, join(out, 'svid.pem')], { encoding: 'utf8' }).trim().split('\n');
+      expect(result[0]).to.equal(ID);
+      const [critical, hex] = result[1]!.split(' ');
+      expect(critical).to.equal('False');
+      expect(hex).to.match(/^30/);
+      expect(Buffer.from(hex!, 'hex').toString('latin1')).to.include(GRANTS[0]);
+    });
+
+    it('serves mutual TLS: hostname-verifying clients accept it and the server reads the SPIFFE ID', async () => {
+      const client = ca.issue({ spiffeId: `spiffe://${TD}/ns/demo/sa/client`, grants: [] });
+      const server = createServer({ key: issued.keyPem, cert: issued.chainPem, ca: issued.bundlePem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
+      const seen = new Promise<string>((resolve, reject) => {
+        server.on('secureConnection', (socket: TLSSocket) => {
+          try {
+            resolve(parseSvid(socket.getPeerCertificate().raw).spiffeId.toString());
+          } catch (err) {
+            reject(err);
+          }
+          socket.end();
+        });
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const port = (server.address() as AddressInfo).port;
+        const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', key: client.keyPem, cert: client.chainPem, ca: client.bundlePem });
+        await new Promise<void>((resolve, reject) => {
+          socket.once('secureConnect', resolve);
+          socket.once('error', reject);
+        });
+        expect(socket.authorized).to.equal(true);
+        expect(parseSvid(socket.getPeerCertificate().raw).spiffeId.toString()).to.equal(ID);
+        expect(await seen).to.equal(`spiffe://${TD}/ns/demo/sa/client`);
+        socket.destroy();
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    });
+
+    it('uses random 128-bit positive serials', () => {
+      const serials = Array.from({ length: 64 }, () => ca.issue({ spiffeId: ID, grants: [] }).svid.serialHex);
+      expect(new Set(serials).size).to.equal(64);
+      for (const s of serials) expect(s.length).to.be.at.most(32);
+      // With all 128 bits random, some serials use the top bit (a sign octet keeps them positive).
+      expect(serials.some((s) => s.length === 32 && parseInt(s[0]!, 16) >= 8)).to.equal(true);
+    });
+
+    it('takes time and randomness from its environment', () => {
+      const at = new Date('2027-03-01T10:00:00.500Z');
+      const fixed = CertificateAuthority.open(ca.dir, { clock: () => at, random: (n) => Buffer.alloc(n, 0x11) });
+      const svid = fixed.issue({ spiffeId: ID, grants: [], ttl: '2h' }).svid;
+      expect(svid.notBefore.toISOString()).to.equal('2027-03-01T09:59:00.000Z');
+      expect(svid.notAfter.toISOString()).to.equal('2027-03-01T12:00:00.000Z');
+      expect(svid.serialHex).to.equal('11'.repeat(16));
+    });
+  });
+
+  describe('refusals', () => {
+    it('an invalid SPIFFE ID', () => {
+      refusal(() => ca.issue({ spiffeId: `spiffe://${TD}/ns/../sa/x`, grants: [] }), 'ERR_SPIFFE_ID_INVALID', /invalid SPIFFE ID .*dot segment/);
+      refusal(() => ca.issue({ spiffeId: `spiffe://${TD}/ns/a?b`, grants: [] }), 'ERR_SPIFFE_ID_INVALID', /character outside/);
+    });
+
+    it('a trust domain other than its own, or the bare trust domain', () => {
+      refusal(() => ca.issue({ spiffeId: 'spiffe://evil.example/ns/a/sa/b', grants: [] }), 'ERR_CA_POLICY', /spiffe:\/\/evil\.example\/ns\/a\/sa\/b is not in this CA's trust domain twokey\.local/);
+      refusal(() => ca.issue({ spiffeId: `spiffe://${TD}`, grants: [] }), 'ERR_CA_POLICY', /names the trust domain, not a workload/);
+    });
+
+    it('a grant with bad syntax', () => {
+      refusal(() => ca.issue({ spiffeId: ID, grants: ['/twokey.images.v1.ImageStore/Get*'] }), 'ERR_GRANT_INVALID', /invalid grant "\/twokey\.images\.v1\.ImageStore\/Get\*"/);
+      refusal(() => ca.issue({ spiffeId: ID, grants: ['twokey.images.v1.ImageStore/GetImage'] }), 'ERR_GRANT_INVALID', /must be an exact gRPC path/);
+    });
+
+    it('a grant naming a method or service that is not in proto/, unless a further proto root defines it', () => {
+      refusal(() => ca.issue({ spiffeId: ID, grants: ['/twokey.images.v1.ImageStore/StealImage'] }), 'ERR_GRANT_INVALID', /names no existing method \/twokey\.images\.v1\.ImageStore\/StealImage/);
+      refusal(() => ca.issue({ spiffeId: ID, grants: ['/acme.billing.v1.Billing/*'] }), 'ERR_GRANT_INVALID', /names no existing service acme\.billing\.v1\.Billing/);
+      const protos = join(root, 'acme-protos');
+      mkdirSync(join(protos, 'acme'), { recursive: true });
+      writeFileSync(join(protos, 'acme', 'billing.proto'), 'syntax = "proto3";\npackage acme.billing.v1;\nservice Billing { rpc Charge(M) returns (M); }\nmessage M {}\n');
+      const svid = ca.issue({ spiffeId: ID, grants: ['/acme.billing.v1.Billing/Charge'], extraProtoRoots: [protos] }).svid;
+      expect(svid.grants.toStrings()).to.deep.equal(['/acme.billing.v1.Billing/Charge']);
+    });
+
+    it('a TTL above the maximum, past the CA expiry, or malformed', () => {
+      refusal(() => ca.issue({ spiffeId: ID, grants: [], ttl: '8d' }), 'ERR_CA_POLICY', /TTL 8d exceeds the CA's maximum TTL 7d/);
+      const dir = join(root, 'short');
+      const start = new Date('2027-01-01T00:00:00Z');
+      CertificateAuthority.init({ dir, trustDomain: TD, caTtl: '10d', maxTtl: '10d', clock: () => start });
+      const later = CertificateAuthority.open(dir, { clock: () => new Date('2027-01-06T00:00:00Z') });
+      refusal(() => later.issue({ spiffeId: ID, grants: [], ttl: '7d' }), 'ERR_CA_POLICY', /TTL 7d would outlive the CA certificate, which expires 2027-01-11T00:00:00\.000Z/);
+      expect(later.issue({ spiffeId: ID, grants: [], ttl: '4d' }).svid.notAfter.toISOString()).to.equal('2027-01-10T00:00:00.000Z');
+      refusal(() => ca.issue({ spiffeId: ID, grants: [], ttl: '1 hour' }), 'ERR_CA_POLICY', /TTL: invalid duration "1 hour"/);
+      refusal(() => ca.issue({ spiffeId: ID, grants: [], ttl: 0 }), 'ERR_CA_POLICY', /TTL: duration 0 must be/);
+    });
+
+    it('malformed DNS and IP SANs', () => {
+      refusal(() => ca.issue({ spiffeId: ID, grants: [], dns: ['*.demo.svc'] }), 'ERR_CA_POLICY', /dns\[0\]: invalid DNS name "\*\.demo\.svc"/);
+      refusal(() => ca.issue({ spiffeId: ID, grants: [], ip: ['127.0.0.256'] }), 'ERR_CA_POLICY', /ip\[0\]: invalid IP address "127\.0\.0\.256"/);
+    });
+
+    it('a registry of another trust domain, and a registry with one bad workload (writing nothing)', () => {
+      const other = parseRegistry('trustDomain: other.local\nworkloads: []\n');
+      refusal(() => ca.issueRegistry(other, join(root, 'reg-other')), 'ERR_CA_POLICY', /registry trust domain other\.local is not this CA's trust domain/);
+      const registry = parseRegistry(
+        [
+          `trustDomain: ${TD}`,
+          'workloads:',
+          '  - { name: good, namespace: demo, serviceAccount: good, grants: [/twokey.auth.v1.Auth/Login] }',
+          '  - { name: bad, namespace: demo, serviceAccount: bad, grants: [/twokey.auth.v1.Auth/Logout] }',
+          '',
+        ].join('\n'),
+      );
+      refusal(() => ca.issueRegistry(registry, join(root, 'reg-bad')), 'ERR_GRANT_INVALID', /workload bad: grant "\/twokey\.auth\.v1\.Auth\/Logout" names no existing method/);
+      expect(existsSync(join(root, 'reg-bad'))).to.equal(false);
+    });
+  });
+
+  describe('issueRegistry', () => {
+    it('issues every workload of deploy/registry.yaml into its own folder', () => {
+      const registry = loadRegistry(new URL('../deploy/registry.yaml', import.meta.url).pathname);
+      const out = join(root, 'mesh');
+      const issued = ca.issueRegistry(registry, out);
+      expect(issued.map((w) => w.name)).to.deep.equal(registry.workloads.map((w) => w.name));
+      for (const w of registry.workloads) {
+        const svid = parseSvid(new X509Certificate(readFileSync(join(out, w.name, 'svid.pem'))).raw);
+        expect(svid.spiffeId.toString()).to.equal(`spiffe://${TD}/ns/${w.namespace}/sa/${w.serviceAccount}`);
+        expect(svid.grants.toStrings()).to.deep.equal(w.grants.toStrings());
+        expect(svid.dns).to.include('localhost');
+        expect(statSync(join(out, w.name, 'svid.key')).mode & 0o777).to.equal(0o600);
+      }
+    });
+  });
+
+  describe('signCsr', () => {
+    let dir: string;
+    before(() => {
+      dir = join(root, 'csr');
+      mkdirSync(dir);
+    });
+
+    function makeCsr(name: string, keyArgs: string[]): string {
+      openssl(['req', '-new', '-newkey', ...keyArgs, '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.csr`), '-subj', '/CN=aaaa', '-addext', 'subjectAltName=URI:spiffe://twokey.local/ns/kube-system/sa/admin,DNS:evil.example']);
+      return readFileSync(join(dir, `${name}.csr`), 'utf8');
+    }
+
+    it('certifies the CSR key with the identity and grants of the command, never the CSR names', () => {
+      const csr = makeCsr('ec', ['ec', '-pkeyopt', 'ec_paramgen_curve:P-256']);
+      const signed = ca.signCsr({ csr, spiffeId: ID, grants: GRANTS });
+      const cert = new X509Certificate(signed.chainPem);
+      expect(signed.svid.spiffeId.toString()).to.equal(ID);
+      expect(signed.svid.grants.toStrings()).to.deep.equal(GRANTS);
+      expect(signed.svid.dns).to.deep.equal([]);
+      expect(cert.subjectAltName).to.equal(`URI:${ID}`);
+      expect(cert.checkPrivateKey(createPrivateKey(readFileSync(join(dir, 'ec.key'))))).to.equal(true);
+    });
+
+    it('adds keyEncipherment for an RSA key, and refuses a weak one', () => {
+      const signed = ca.signCsr({ csr: makeCsr('rsa', ['rsa:2048']), spiffeId: ID, grants: [] });
+      expect(openssl(['x509', '-noout', '-text'], signed.certPem)).to.match(/Key Usage: critical\s+Digital Signature, Key Encipherment/);
+      refusal(() => ca.signCsr({ csr: makeCsr('weak', ['rsa:1024']), spiffeId: ID, grants: [] }), 'ERR_CSR_INVALID', /unsupported workload key RSA-1024/);
+    });
+
+    it('refuses a CSR whose signature does not verify, and one that is not a CSR', () => {
+      const der = new Uint8Array(Buffer.from(makeCsr('tampered', ['ec', '-pkeyopt', 'ec_paramgen_curve:P-256']).split('\n').filter((l) => !l.startsWith('-----')).join(''), 'base64'));
+      const at = Buffer.from(der).indexOf('aaaa');
+      der[at] = 'b'.charCodeAt(0);
+      refusal(() => ca.signCsr({ csr: Buffer.from(der), spiffeId: ID, grants: [] }), 'ERR_CSR_INVALID', /signature does not verify .*\(bad signature\)/);
+      refusal(() => ca.signCsr({ csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n', spiffeId: ID, grants: [] }), 'ERR_CSR_INVALID', /invalid CSR/);
+      refusal(() => ca.signCsr({ csr: ca.bundlePem(), spiffeId: ID, grants: [] }), 'ERR_CSR_INVALID', /expected one PEM "CERTIFICATE REQUEST" block/);
+    });
+  });
+});
