@@ -9,6 +9,7 @@ interface Subcommand {
 // Subcommands register here as they are built; each lives beside the code it drives.
 const SUBCOMMANDS: Record<string, Subcommand> = {
   ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/cli.ts') },
+  k8s: { summary: 'Kubernetes: certificates as Secrets, offline manifest checks', load: () => import('./k8s-command.ts') },
 };
 
 const USAGE = () => `twokey: two-key authorization for gRPC microservices

@@ -60,7 +60,9 @@ export function asK8sObject(value: unknown, where: string): K8sObject {
 
 /** Objects as one multi-document YAML stream, the form `kubectl apply -f` reads. */
 export function toYamlStream(objects: readonly K8sObject[]): string {
-  return objects.map((obj) => stringify(obj, { lineWidth: 0 })).join('---\n');
+  // YAML 1.1 output quotes every string that a YAML 1.1 reader (kubectl) would take for a
+  // timestamp, boolean or octal number, so what is written is what is read back.
+  return objects.map((obj) => stringify(obj, { lineWidth: 0, version: '1.1' })).join('---\n');
 }
 
 /** A deep copy, so transformations never alias the parsed input. */

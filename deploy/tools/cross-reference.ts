@@ -1,0 +1,484 @@
+// Checks that the rendered manifests, the registry and proto/ agree with each other: identities,
+// names, ports, mounts, network paths and pod hardening. Each check returns the problems it finds.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { WORKLOAD_FILES, type Registry, type RegistryWorkload } from '../../certs-ca/index.ts';
+import type { MethodCatalog } from '../../services/authz/method-catalog.ts';
+import { SpiffeId } from '../../services/authz/spiffe-id.ts';
+import { parseSvid } from '../../services/authz/svid.ts';
+import { isObject, objectId, type JsonObject, type K8sObject } from './manifest.ts';
+import { connectionAllowed, namespaceLabels, type ContainerPort, type Endpoint, type PodEndpoint, type Protocol } from './network-policy.ts';
+import { containersOf, isWorkloadKind, objects, podSpecOf, podTemplateOf, str } from './pod-spec.ts';
+import { SVID_MOUNT_PATH, svidSecretName } from './workload-secrets.ts';
+
+/** Annotation on a Service: the gRPC services (comma-separated) its pods serve on the mesh. */
+export const GRPC_SERVICES_ANNOTATION = 'twokey.local/grpc-services';
+/** Annotation on a Service: "true" for the one users reach from outside the namespace. */
+export const PUBLIC_ANNOTATION = 'twokey.local/public';
+export const HEALTH_PORT = 8081;
+
+export interface DeploymentFacts {
+  objects: readonly K8sObject[];
+  registry: Registry;
+  catalog: MethodCatalog;
+  /** Secrets created outside the rendered set (e.g. by `twokey k8s secrets`), by namespace/name. */
+  externalSecrets?: ReadonlySet<string>;
+  /** OID of the grants extension in the SVID Secrets' certificates (the CA's setting). */
+  grantsOid?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the rendered set
+
+function find(objs: readonly K8sObject[], kind: string, namespace: string | undefined, name: string): K8sObject | undefined {
+  return objs.find((o) => o.kind === kind && o.metadata.name === name && o.metadata.namespace === namespace);
+}
+
+export function workloadsOf(objs: readonly K8sObject[]): K8sObject[] {
+  return objs.filter((o) => isWorkloadKind(o.kind));
+}
+
+function stringMap(value: unknown): Record<string, string> {
+  if (!isObject(value)) return {};
+  return Object.fromEntries(Object.entries(value).filter((e): e is [string, string] => typeof e[1] === 'string'));
+}
+
+function podLabels(workload: K8sObject): Record<string, string> {
+  return stringMap(podTemplateOf(workload)?.['metadata'] !== undefined ? (podTemplateOf(workload)!['metadata'] as JsonObject)['labels'] : undefined);
+}
+
+function containerPorts(workload: K8sObject): ContainerPort[] {
+  const spec = podSpecOf(workload);
+  if (spec === undefined) return [];
+  return containersOf(spec).flatMap((c) =>
+    objects(c, 'ports').map((p) => ({
+      ...(typeof p['name'] === 'string' ? { name: p['name'] } : {}),
+      containerPort: p['containerPort'] as number,
+      protocol: ((p['protocol'] as string | undefined) ?? 'TCP') as Protocol,
+    })),
+  );
+}
+
+function replicasOf(workload: K8sObject): number {
+  const spec = workload['spec'];
+  const replicas = isObject(spec) ? spec['replicas'] : undefined;
+  return typeof replicas === 'number' ? replicas : 1;
+}
+
+function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
+  const entries = Object.entries(selector);
+  return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
+}
+
+function podEndpoint(objs: readonly K8sObject[], workload: K8sObject): PodEndpoint {
+  const namespace = workload.metadata.namespace ?? '';
+  const ns = find(objs, 'Namespace', undefined, namespace);
+  return {
+    kind: 'pod',
+    namespace,
+    namespaceLabels: namespaceLabels(namespace, stringMap(ns?.metadata['labels'])),
+    labels: podLabels(workload),
+    ports: containerPorts(workload),
+  };
+}
+
+function envOf(container: JsonObject): Map<string, string> {
+  return new Map(objects(container, 'env').flatMap((e) => (typeof e['name'] === 'string' && typeof e['value'] === 'string' ? [[e['name'], e['value']] as const] : [])));
+}
+
+/** Services that select the workload's pods, with the container port each Service port targets. */
+function servicesOf(objs: readonly K8sObject[], workload: K8sObject): K8sObject[] {
+  const labels = podLabels(workload);
+  return objs.filter((o) => o.kind === 'Service' && o.metadata.namespace === workload.metadata.namespace && selects(stringMap((o['spec'] as JsonObject | undefined)?.['selector']), labels));
+}
+
+/** The container port a Service port reaches on a workload's pods, if any. */
+function targetContainerPort(servicePort: JsonObject, ports: readonly ContainerPort[]): ContainerPort | undefined {
+  const target = servicePort['targetPort'] ?? servicePort['port'];
+  const protocol = (servicePort['protocol'] as string | undefined) ?? 'TCP';
+  return ports.find((cp) => cp.protocol === protocol && (typeof target === 'string' ? cp.name === target : cp.containerPort === target));
+}
+
+function annotation(obj: K8sObject, key: string): string | undefined {
+  return stringMap(obj.metadata['annotations'])[key];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry <-> ServiceAccount, workload, SVID Secret, SPIFFE ID
+
+export function registryProblems(facts: DeploymentFacts): string[] {
+  const { objects: objs, registry } = facts;
+  const problems: string[] = [];
+  for (const w of registry.workloads) {
+    const at = `registry workload ${w.name}`;
+    const expectedId = SpiffeId.forServiceAccount(registry.trustDomain, w.namespace, w.serviceAccount).toString();
+    if (w.spiffeId.toString() !== expectedId) problems.push(`${at}: SPIFFE ID ${w.spiffeId} is not ${expectedId} (namespace ${w.namespace}, service account ${w.serviceAccount})`);
+    if (find(objs, 'ServiceAccount', w.namespace, w.serviceAccount) === undefined) problems.push(`${at}: no ServiceAccount ${w.namespace}/${w.serviceAccount}`);
+    const matches = workloadsOf(objs).filter((o) => o.metadata.name === w.name && o.metadata.namespace === w.namespace);
+    if (matches.length !== 1) {
+      problems.push(`${at}: expected one Deployment or StatefulSet ${w.namespace}/${w.name}, found ${matches.length}`);
+      continue;
+    }
+    problems.push(...workloadIdentityProblems(facts, w, matches[0]!));
+    const secret = find(objs, 'Secret', w.namespace, svidSecretName(w.name));
+    if (secret !== undefined) problems.push(...svidSecretProblems(facts, w, secret));
+  }
+  const known = (ns: string | undefined, name: string, field: 'name' | 'serviceAccount'): boolean =>
+    registry.workloads.some((w) => w.namespace === ns && w[field] === name);
+  for (const o of objs) {
+    if (o.kind === 'ServiceAccount' && !known(o.metadata.namespace, o.metadata.name, 'serviceAccount')) problems.push(`${objectId(o)} belongs to no registry workload`);
+    if (isWorkloadKind(o.kind) && !known(o.metadata.namespace, o.metadata.name, 'name')) problems.push(`${objectId(o)} is not a registry workload`);
+    if (o.kind === 'Secret' && o.metadata.name.endsWith('-svid') && !known(o.metadata.namespace, o.metadata.name.slice(0, -'-svid'.length), 'name')) {
+      problems.push(`${objectId(o)} holds a certificate for no registry workload`);
+    }
+  }
+  return problems;
+}
+
+function workloadIdentityProblems(facts: DeploymentFacts, w: RegistryWorkload, workload: K8sObject): string[] {
+  const problems: string[] = [];
+  const id = objectId(workload);
+  const spec = podSpecOf(workload)!;
+  const sa = str(spec, 'serviceAccountName') ?? 'default';
+  const actual = SpiffeId.forServiceAccount(facts.registry.trustDomain, workload.metadata.namespace ?? 'default', sa).toString();
+  if (actual !== w.spiffeId.toString()) problems.push(`${id}: runs as ${actual}, but the registry gives workload ${w.name} ${w.spiffeId}`);
+  const containers = containersOf(spec);
+  const main = containers.find((c) => c['name'] === w.name);
+  if (main === undefined) {
+    problems.push(`${id}: no container named ${w.name}`);
+    return problems;
+  }
+  const args = Array.isArray(main['args']) ? main['args'] : [];
+  if (args[0] !== w.name) problems.push(`${id}: container args ${JSON.stringify(args)} do not start the ${w.name} service`);
+  const svidDir = envOf(main).get('TWOKEY_SVID_DIR') ?? SVID_MOUNT_PATH;
+  if (svidDir !== SVID_MOUNT_PATH) problems.push(`${id}: TWOKEY_SVID_DIR is ${svidDir}, not ${SVID_MOUNT_PATH}`);
+  const volume = objects(spec, 'volumes').find((v) => str(v['secret'], 'secretName') === svidSecretName(w.name));
+  if (volume === undefined) {
+    problems.push(`${id}: mounts no volume from Secret ${svidSecretName(w.name)}`);
+    return problems;
+  }
+  const mounts = objects(main, 'volumeMounts').filter((m) => m['name'] === volume['name']);
+  const good = mounts.filter((m) => m['mountPath'] === SVID_MOUNT_PATH && m['readOnly'] === true && m['subPath'] === undefined && m['subPathExpr'] === undefined);
+  // A subPath mount never sees Secret updates, so rotation would silently stop.
+  if (mounts.length !== 1 || good.length !== 1) problems.push(`${id}: Secret ${svidSecretName(w.name)} must be mounted once, read-only, without subPath, at ${SVID_MOUNT_PATH}`);
+  for (const other of containers) {
+    if (other === main) continue;
+    if (objects(other, 'volumeMounts').some((m) => m['name'] === volume['name'])) problems.push(`${id}: container ${String(other['name'])} also mounts ${w.name}'s private key`);
+  }
+  return problems;
+}
+
+function svidSecretProblems(facts: DeploymentFacts, w: RegistryWorkload, secret: K8sObject): string[] {
+  const id = objectId(secret);
+  const data = stringMap(secret['data']);
+  const files = Object.values(WORKLOAD_FILES);
+  const missing = files.filter((f) => data[f] === undefined);
+  if (missing.length > 0 || Object.keys(data).length !== files.length) return [`${id}: must hold exactly ${files.join(', ')} (missing: ${missing.join(', ') || 'none'})`];
+  const decode = (f: string): string => Buffer.from(data[f]!, 'base64').toString('utf8');
+  try {
+    const leaf = new X509Certificate(decode(WORKLOAD_FILES.chain));
+    const svid = parseSvid(leaf.raw, facts.grantsOid === undefined ? {} : { grantsOid: facts.grantsOid });
+    const problems: string[] = [];
+    if (svid.spiffeId.toString() !== w.spiffeId.toString()) problems.push(`${id}: certificate is for ${svid.spiffeId}, not ${w.spiffeId}`);
+    const granted = [...svid.grants.toStrings()].sort();
+    const expected = [...w.grants.toStrings()].sort();
+    if (JSON.stringify(granted) !== JSON.stringify(expected)) problems.push(`${id}: certificate grants ${JSON.stringify(granted)}, registry grants ${JSON.stringify(expected)}`);
+    if (!leaf.checkPrivateKey(createPrivateKey(decode(WORKLOAD_FILES.key)))) problems.push(`${id}: ${WORKLOAD_FILES.key} does not match the certificate`);
+    if (!leaf.verify(new X509Certificate(decode(WORKLOAD_FILES.bundle)).publicKey)) problems.push(`${id}: certificate is not signed by the CA in ${WORKLOAD_FILES.bundle}`);
+    for (const name of w.dns) if (leaf.checkHost(name) === undefined) problems.push(`${id}: certificate lacks the DNS name ${name}`);
+    return problems;
+  } catch (err) {
+    return [`${id}: unreadable certificate files (${(err as Error).message})`];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services, mounts and references
+
+export function serviceProblems(facts: DeploymentFacts): string[] {
+  const objs = facts.objects;
+  const problems: string[] = [];
+  for (const svc of objs.filter((o) => o.kind === 'Service')) {
+    const id = objectId(svc);
+    const spec = (svc['spec'] ?? {}) as JsonObject;
+    const selector = stringMap(spec['selector']);
+    const targets = workloadsOf(objs).filter((w) => w.metadata.namespace === svc.metadata.namespace && selects(selector, podLabels(w)));
+    if (targets.length !== 1) {
+      problems.push(`${id}: selector ${JSON.stringify(selector)} selects ${targets.length} workloads' pods, expected exactly one`);
+      continue;
+    }
+    const ports = containerPorts(targets[0]!);
+    for (const port of objects(spec, 'ports')) {
+      if (targetContainerPort(port, ports) === undefined) {
+        problems.push(`${id}: port ${String(port['name'] ?? port['port'])} targets ${JSON.stringify(port['targetPort'] ?? port['port'])}, which no container of ${objectId(targets[0]!)} declares`);
+      }
+    }
+  }
+  for (const sts of objs.filter((o) => o.kind === 'StatefulSet')) {
+    const name = str(sts['spec'], 'serviceName');
+    const svc = name === undefined ? undefined : find(objs, 'Service', sts.metadata.namespace, name);
+    if (svc === undefined || str(svc['spec'], 'clusterIP') !== 'None' || !selects(stringMap((svc['spec'] as JsonObject)['selector']), podLabels(sts))) {
+      problems.push(`${objectId(sts)}: serviceName ${JSON.stringify(name)} must name a headless Service that selects its pods`);
+    }
+  }
+  return problems;
+}
+
+export function referenceProblems(facts: DeploymentFacts): string[] {
+  const objs = facts.objects;
+  const problems: string[] = [];
+  for (const w of workloadsOf(objs)) {
+    const id = objectId(w);
+    const ns = w.metadata.namespace;
+    const spec = podSpecOf(w)!;
+    const need = (kind: 'Secret' | 'ConfigMap', name: string | undefined, what: string): void => {
+      if (name === undefined) return;
+      if (find(objs, kind, ns, name) !== undefined) return;
+      if (kind === 'Secret' && facts.externalSecrets?.has(`${ns}/${name}`) === true) return;
+      problems.push(`${id}: ${what} refers to ${kind} ${ns}/${name}, which does not exist`);
+    };
+    const sa = str(spec, 'serviceAccountName');
+    if (sa !== undefined && find(objs, 'ServiceAccount', ns, sa) === undefined) problems.push(`${id}: ServiceAccount ${ns}/${sa} does not exist`);
+    const volumeNames = new Set<string>();
+    for (const v of objects(spec, 'volumes')) {
+      volumeNames.add(String(v['name']));
+      need('Secret', str(v['secret'], 'secretName'), `volume ${String(v['name'])}`);
+      need('ConfigMap', str(v['configMap'], 'name'), `volume ${String(v['name'])}`);
+      for (const s of objects(v['projected'], 'sources')) {
+        need('Secret', str(s['secret'], 'name'), `volume ${String(v['name'])}`);
+        need('ConfigMap', str(s['configMap'], 'name'), `volume ${String(v['name'])}`);
+      }
+    }
+    for (const t of objects(w['spec'], 'volumeClaimTemplates')) volumeNames.add(String(str(t['metadata'], 'name')));
+    for (const c of containersOf(spec)) {
+      for (const m of objects(c, 'volumeMounts')) {
+        if (!volumeNames.has(String(m['name']))) problems.push(`${id}: container ${String(c['name'])} mounts undefined volume ${String(m['name'])}`);
+      }
+      for (const f of objects(c, 'envFrom')) {
+        need('Secret', str(f['secretRef'], 'name'), `envFrom of ${String(c['name'])}`);
+        need('ConfigMap', str(f['configMapRef'], 'name'), `envFrom of ${String(c['name'])}`);
+      }
+      for (const e of objects(c, 'env')) {
+        const from = e['valueFrom'];
+        need('Secret', str(isObject(from) ? from['secretKeyRef'] : undefined, 'name'), `env ${String(e['name'])}`);
+        need('ConfigMap', str(isObject(from) ? from['configMapKeyRef'] : undefined, 'name'), `env ${String(e['name'])}`);
+      }
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network paths: the NetworkPolicies must allow exactly what the registry's grants imply
+
+interface MeshView {
+  /** Registry workload name -> its rendered workload object. */
+  workload: Map<string, K8sObject>;
+  /** gRPC service -> the registry workload serving it. */
+  servedBy: Map<string, string>;
+  /** Registry workload name -> container ports it serves the mesh on. */
+  meshPorts: Map<string, Set<number>>;
+  /** Registry workload name -> container ports users reach from outside. */
+  publicPorts: Map<string, Set<number>>;
+  problems: string[];
+}
+
+function meshView(facts: DeploymentFacts): MeshView {
+  const view: MeshView = { workload: new Map(), servedBy: new Map(), meshPorts: new Map(), publicPorts: new Map(), problems: [] };
+  for (const w of facts.registry.workloads) {
+    const obj = workloadsOf(facts.objects).find((o) => o.metadata.name === w.name && o.metadata.namespace === w.namespace);
+    if (obj === undefined) continue; // registryProblems reports it
+    view.workload.set(w.name, obj);
+    view.meshPorts.set(w.name, new Set());
+    view.publicPorts.set(w.name, new Set());
+    const ports = containerPorts(obj);
+    for (const svc of servicesOf(facts.objects, obj)) {
+      const served = annotation(svc, GRPC_SERVICES_ANNOTATION);
+      const isPublic = annotation(svc, PUBLIC_ANNOTATION) === 'true';
+      const targets = objects(svc['spec'], 'ports').flatMap((p) => targetContainerPort(p, ports)?.containerPort ?? []);
+      if (isPublic) for (const p of targets) view.publicPorts.get(w.name)!.add(p);
+      if (served === undefined) continue;
+      for (const p of targets) view.meshPorts.get(w.name)!.add(p);
+      for (const service of served.split(',').map((s) => s.trim())) {
+        if (!facts.catalog.hasService(service)) view.problems.push(`${objectId(svc)}: serves ${service}, which proto/ does not define`);
+        const previous = view.servedBy.get(service);
+        if (previous !== undefined && previous !== w.name) view.problems.push(`${service} is served by both ${previous} and ${w.name}`);
+        view.servedBy.set(service, w.name);
+      }
+    }
+  }
+  return view;
+}
+
+/** caller -> the callees its certificate's grants imply, with the gRPC services that imply each. */
+export function impliedCallees(facts: DeploymentFacts): { callees: Map<string, Map<string, string[]>>; problems: string[] } {
+  const view = meshView(facts);
+  const problems = [...view.problems];
+  const callees = new Map<string, Map<string, string[]>>();
+  for (const w of facts.registry.workloads) {
+    const mine = new Map<string, string[]>();
+    for (const grant of w.grants.grants) {
+      const callee = view.servedBy.get(grant.service);
+      if (callee === undefined) {
+        problems.push(`registry workload ${w.name} is granted ${grant.text}, but no Service declares that it serves ${grant.service}`);
+        continue;
+      }
+      if (callee === w.name) continue;
+      mine.set(callee, [...new Set([...(mine.get(callee) ?? []), grant.service])]);
+    }
+    callees.set(w.name, mine);
+  }
+  return { callees, problems };
+}
+
+// Endpoints outside the namespace, as probes: a pod elsewhere in the cluster, a client on the
+// internet (a documentation address, RFC 5737; nothing is ever sent to it), and cluster DNS.
+const ELSEWHERE: PodEndpoint = { kind: 'pod', namespace: 'elsewhere', namespaceLabels: namespaceLabels('elsewhere'), labels: { app: 'other' }, ports: [{ containerPort: 8443, protocol: 'TCP' }] };
+const INTERNET: Endpoint = { kind: 'external', ip: '203.0.113.10' };
+const KUBE_DNS: PodEndpoint = {
+  kind: 'pod',
+  namespace: 'kube-system',
+  namespaceLabels: namespaceLabels('kube-system'),
+  labels: { 'k8s-app': 'kube-dns' },
+  ports: [{ containerPort: 53, protocol: 'UDP' }, { containerPort: 53, protocol: 'TCP' }],
+};
+
+export function networkProblems(facts: DeploymentFacts): string[] {
+  const view = meshView(facts);
+  const { callees, problems } = impliedCallees(facts);
+  const policies = facts.objects.filter((o) => o.kind === 'NetworkPolicy');
+  const endpoint = (name: string): PodEndpoint => podEndpoint(facts.objects, view.workload.get(name)!);
+  const names = [...view.workload.keys()];
+  for (const dst of names) {
+    const ports = endpoint(dst).ports;
+    for (const { containerPort: port, protocol } of ports) {
+      for (const src of names) {
+        if (src === dst) continue;
+        const implied = (callees.get(src)?.has(dst) ?? false) && view.meshPorts.get(dst)!.has(port);
+        const allowed = connectionAllowed(policies, endpoint(src), endpoint(dst), port, protocol);
+        if (allowed && !implied) problems.push(`NetworkPolicies allow ${src} -> ${dst}:${port}, which the registry's grants do not imply`);
+        if (!allowed && implied) problems.push(`NetworkPolicies block ${src} -> ${dst}:${port}, which ${src}'s grants need (${callees.get(src)!.get(dst)!.join(', ')})`);
+      }
+      const isPublic = view.publicPorts.get(dst)!.has(port);
+      for (const [label, outside] of [['a pod in another namespace', ELSEWHERE], ['the internet', INTERNET]] as const) {
+        const allowed = connectionAllowed(policies, outside, endpoint(dst), port, protocol);
+        if (allowed !== isPublic) problems.push(`NetworkPolicies ${allowed ? 'allow' : 'block'} ${label} -> ${dst}:${port}${isPublic ? ', its public port' : ''}`);
+      }
+    }
+  }
+  for (const src of names) {
+    for (const protocol of ['UDP', 'TCP'] as const) {
+      if (!connectionAllowed(policies, endpoint(src), KUBE_DNS, 53, protocol)) problems.push(`NetworkPolicies block ${src} -> cluster DNS (53/${protocol})`);
+    }
+    if (connectionAllowed(policies, endpoint(src), KUBE_DNS, 8080, 'TCP')) problems.push(`NetworkPolicies allow ${src} -> kube-dns pods beyond port 53`);
+    if (connectionAllowed(policies, endpoint(src), ELSEWHERE, 8443, 'TCP')) problems.push(`NetworkPolicies allow ${src} -> pods in other namespaces`);
+    if (connectionAllowed(policies, endpoint(src), INTERNET, 443, 'TCP')) problems.push(`NetworkPolicies allow ${src} -> the internet`);
+  }
+  problems.push(...peerAddressProblems(facts, view, callees));
+  return problems;
+}
+
+/** Each caller is told the address of exactly its callees, through a Service the callee's certificate names. */
+function peerAddressProblems(facts: DeploymentFacts, view: MeshView, callees: Map<string, Map<string, string[]>>): string[] {
+  const problems: string[] = [];
+  for (const [name, obj] of view.workload) {
+    const main = containersOf(podSpecOf(obj)!).find((c) => c['name'] === name);
+    if (main === undefined) continue;
+    const addresses = new Map<string, string>();
+    for (const [key, value] of envOf(main)) {
+      const m = /^TWOKEY_([A-Z0-9_]+)_ADDR$/.exec(key);
+      if (m !== null) addresses.set(m[1]!.toLowerCase().replace(/_/g, '-'), value);
+    }
+    const expected = [...(callees.get(name)?.keys() ?? [])].sort();
+    if (JSON.stringify([...addresses.keys()].sort()) !== JSON.stringify(expected)) {
+      problems.push(`${objectId(obj)}: peer addresses for ${JSON.stringify([...addresses.keys()].sort())}, but its grants call ${JSON.stringify(expected)}`);
+    }
+    for (const [callee, address] of addresses) {
+      const target = view.workload.get(callee);
+      const m = /^([a-z0-9.-]+):(\d+)$/.exec(address);
+      if (target === undefined || m === null) {
+        problems.push(`${objectId(obj)}: ${address} is not host:port of a registry workload`);
+        continue;
+      }
+      const [host, port] = [m[1]!, Number(m[2])];
+      const svcName = host.split('.')[0]!;
+      const svc = servicesOf(facts.objects, target).find((s) => s.metadata.name === svcName);
+      const reaches = svc !== undefined && objects(svc['spec'], 'ports').some((p) => p['port'] === port && view.meshPorts.get(callee)!.has(targetContainerPort(p, containerPorts(target))?.containerPort ?? -1));
+      if (!reaches) problems.push(`${objectId(obj)}: ${address} does not reach ${callee}'s mesh port through its Service`);
+      const dns = facts.registry.workloads.find((w) => w.name === callee)!.dns;
+      if (!dns.includes(host)) problems.push(`${objectId(obj)}: dials ${host}, which ${callee}'s certificate does not name (${dns.join(', ')})`);
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod hardening, probes, resources and disruption budgets
+
+export function podProblems(facts: DeploymentFacts): string[] {
+  const problems: string[] = [];
+  for (const w of workloadsOf(facts.objects)) {
+    const id = objectId(w);
+    const spec = podSpecOf(w)!;
+    const podSc = (spec['securityContext'] ?? {}) as JsonObject;
+    const bad = (what: string): void => void problems.push(`${id}: ${what}`);
+    if (spec['automountServiceAccountToken'] !== false) bad('automountServiceAccountToken must be false (no Kubernetes API token in the pod)');
+    for (const key of ['hostNetwork', 'hostPID', 'hostIPC']) if (spec[key] === true) bad(`${key} is set`);
+    if (objects(spec, 'volumes').some((v) => v['hostPath'] !== undefined)) bad('mounts a hostPath');
+    if (podSc['runAsNonRoot'] !== true) bad('pod securityContext.runAsNonRoot must be true');
+    if (typeof podSc['runAsUser'] !== 'number' || podSc['runAsUser'] === 0) bad('pod securityContext.runAsUser must be a non-zero uid');
+    if (str(podSc['seccompProfile'], 'type') !== 'RuntimeDefault') bad('pod seccompProfile must be RuntimeDefault');
+    for (const c of containersOf(spec)) {
+      const cid = `${id} container ${String(c['name'])}`;
+      const sc = (c['securityContext'] ?? {}) as JsonObject;
+      if (sc['allowPrivilegeEscalation'] !== false) problems.push(`${cid}: allowPrivilegeEscalation must be false`);
+      if (sc['privileged'] === true) problems.push(`${cid}: is privileged`);
+      if (sc['readOnlyRootFilesystem'] !== true) problems.push(`${cid}: readOnlyRootFilesystem must be true`);
+      if (sc['runAsUser'] === 0 || sc['runAsNonRoot'] === false) problems.push(`${cid}: runs as root`);
+      const caps = isObject(sc['capabilities']) ? sc['capabilities'] : {};
+      if (JSON.stringify(caps['drop']) !== '["ALL"]' || (Array.isArray(caps['add']) && caps['add'].length > 0)) problems.push(`${cid}: capabilities must drop ALL and add none`);
+      const seccomp = str(sc['seccompProfile'], 'type');
+      if (seccomp !== undefined && seccomp !== 'RuntimeDefault') problems.push(`${cid}: seccompProfile must be RuntimeDefault`);
+      const resources = isObject(c['resources']) ? c['resources'] : {};
+      for (const kind of ['requests', 'limits']) {
+        for (const r of ['cpu', 'memory']) if (!isObject(resources[kind]) || (resources[kind] as JsonObject)[r] === undefined) problems.push(`${cid}: no ${r} ${kind}`);
+      }
+      for (const probe of ['readinessProbe', 'livenessProbe']) {
+        const grpcPort = isObject(c[probe]) && isObject((c[probe] as JsonObject)['grpc']) ? ((c[probe] as JsonObject)['grpc'] as JsonObject)['port'] : undefined;
+        if (grpcPort !== HEALTH_PORT) problems.push(`${cid}: ${probe} must be a gRPC probe on the health port ${HEALTH_PORT}`);
+      }
+      const tmp = objects(c, 'volumeMounts').find((m) => m['mountPath'] === '/tmp');
+      const tmpVolume = tmp === undefined ? undefined : objects(spec, 'volumes').find((v) => v['name'] === tmp['name']);
+      if (tmpVolume === undefined || !isObject(tmpVolume['emptyDir'])) problems.push(`${cid}: needs a writable emptyDir at /tmp (the root filesystem is read-only)`);
+    }
+  }
+  return problems;
+}
+
+export function availabilityProblems(facts: DeploymentFacts): string[] {
+  const problems: string[] = [];
+  const pdbs = facts.objects.filter((o) => o.kind === 'PodDisruptionBudget');
+  for (const w of workloadsOf(facts.objects)) {
+    const replicas = replicasOf(w);
+    const covering = pdbs.filter((p) => p.metadata.namespace === w.metadata.namespace && selects(stringMap(((p['spec'] as JsonObject | undefined)?.['selector'] as JsonObject | undefined)?.['matchLabels']), podLabels(w)));
+    if (replicas > 1 && covering.length !== 1) problems.push(`${objectId(w)}: ${replicas} replicas need exactly one PodDisruptionBudget, found ${covering.length}`);
+    // A budget over a single pod either blocks every node drain or protects nothing.
+    if (replicas <= 1 && covering.length > 0) problems.push(`${objectId(w)}: a single replica must not have a PodDisruptionBudget`);
+    // SQLite on a ReadWriteOnce volume has one writer: such a workload never scales out.
+    if (objects(w['spec'], 'volumeClaimTemplates').length > 0 && (w.kind !== 'StatefulSet' || replicas !== 1)) {
+      problems.push(`${objectId(w)}: a workload with a data volume must be a single-replica StatefulSet`);
+    }
+  }
+  return problems;
+}
+
+/** Every cross-reference check; an empty list means the manifests, registry and proto/ agree. */
+export function crossReferenceProblems(facts: DeploymentFacts): string[] {
+  return [
+    ...registryProblems(facts),
+    ...serviceProblems(facts),
+    ...referenceProblems(facts),
+    ...networkProblems(facts),
+    ...podProblems(facts),
+    ...availabilityProblems(facts),
+  ];
+}

@@ -1,0 +1,135 @@
+// `twokey k8s ...`: certificates as Kubernetes Secrets, and offline checks of the manifests.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { CertificateAuthority, loadRegistry } from '../certs-ca/index.ts';
+import { isTwokeyError } from '../services/authz/errors.ts';
+import { MethodCatalog } from '../services/authz/method-catalog.ts';
+import { crossReferenceProblems } from '../deploy/tools/cross-reference.ts';
+import { renderKustomization } from '../deploy/tools/kustomize.ts';
+import { parseManifests, toYamlStream, type K8sObject } from '../deploy/tools/manifest.ts';
+import { KUBERNETES_VERSION, validateManifests } from '../deploy/tools/schema.ts';
+import { GATEWAY_PUBLIC_TLS_SECRET, svidSecretName } from '../deploy/tools/workload-secrets.ts';
+import { workloadSecrets, writeSecrets } from './k8s-secrets.ts';
+
+const DEFAULT_REGISTRY = 'deploy/registry.yaml';
+
+export const usage = `Usage: twokey k8s <subcommand> [options]
+
+Subcommands:
+  secrets  --ca-dir DIR --out FILE|- [--registry FILE] [--namespace NS] [--gateway-tls-dir DIR]
+           Issue a fresh certificate for every workload in the registry and write them as
+           Kubernetes Secrets (<workload>-svid: svid.pem, svid.key, bundle.pem), one YAML
+           stream for 'kubectl apply -f'. FILE is created mode 0600; '-' writes to stdout.
+           Re-running it and applying the result rotates every certificate.
+             --registry         default ${DEFAULT_REGISTRY}
+             --namespace        refuse a registry with a workload outside NS
+             --gateway-tls-dir  also write the ${GATEWAY_PUBLIC_TLS_SECRET} Secret from DIR/tls.crt
+                                and DIR/tls.key; when DIR has none, a certificate for localhost is
+                                made there by DIR's own small CA (clients trust DIR/ca.pem)
+
+  render   DIR
+           Print the manifests the kustomization in DIR renders (the kustomize subset deploy/
+           uses), as 'kubectl apply -k DIR' would send them.
+
+  check    [DIR ...] [--registry FILE] [--secrets FILE] [--grants-oid OID]
+           Render each kustomization (default: deploy) and check it offline: every object
+           against the Kubernetes ${KUBERNETES_VERSION} schema, and the manifests against the registry
+           and proto/ (identities, Services, mounts, network paths, pod hardening). With
+           --secrets (the output of 'k8s secrets') those Secrets are checked too; without it
+           they are assumed to be created separately. --grants-oid: the CA's grants extension
+           OID, when it is not the default.
+
+Exit status: 0 success, 1 refused, failed or problems found, 2 bad usage.
+`;
+
+class UsageError extends Error {}
+
+function value(values: Record<string, unknown>, name: string, fallback?: string): string {
+  const v = values[name];
+  if (typeof v === 'string' && v !== '') return v;
+  if (fallback !== undefined) return fallback;
+  throw new UsageError(`--${name} is required`);
+}
+
+export async function run(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(usage);
+    return sub === undefined ? 2 : 0;
+  }
+  try {
+    switch (sub) {
+      case 'secrets':
+        return secrets(rest);
+      case 'render':
+        return render(rest);
+      case 'check':
+        return check(rest);
+      default:
+        throw new UsageError(`unknown subcommand ${JSON.stringify(sub)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      process.stderr.write(`twokey k8s: ${(err as Error).message}\nRun 'twokey k8s --help' for usage.\n`);
+      return 2;
+    }
+    if (isTwokeyError(err)) {
+      process.stderr.write(`twokey k8s ${sub}: ${err.message} [${err.code}]\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+function secrets(args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: { 'ca-dir': { type: 'string' }, out: { type: 'string' }, registry: { type: 'string' }, namespace: { type: 'string' }, 'gateway-tls-dir': { type: 'string' } },
+  });
+  const ca = CertificateAuthority.open(value(values, 'ca-dir'));
+  const out = value(values, 'out');
+  const registry = loadRegistry(value(values, 'registry', DEFAULT_REGISTRY));
+  const made = workloadSecrets(ca, registry, {
+    ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
+    ...(values['gateway-tls-dir'] === undefined ? {} : { gatewayTlsDir: values['gateway-tls-dir'] }),
+  });
+  writeSecrets(made, out);
+  if (out !== '-') process.stderr.write(`wrote ${made.length} Secrets to ${out}; apply with: kubectl apply -f ${out}\n`);
+  return 0;
+}
+
+function render(args: string[]): number {
+  const { positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) throw new UsageError('render takes exactly one kustomization directory');
+  process.stdout.write(toYamlStream(renderKustomization(positionals[0]!)));
+  return 0;
+}
+
+function check(args: string[]): number {
+  const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { registry: { type: 'string' }, secrets: { type: 'string' }, 'grants-oid': { type: 'string' } } });
+  const registry = loadRegistry(value(values, 'registry', DEFAULT_REGISTRY));
+  const catalog = MethodCatalog.default();
+  const extra: K8sObject[] = values.secrets === undefined ? [] : parseManifests(readFileSync(values.secrets, 'utf8'), values.secrets);
+  const has = (ns: string, name: string): boolean => extra.some((o) => o.kind === 'Secret' && o.metadata.namespace === ns && o.metadata.name === name);
+  // Without --secrets, the Secrets 'k8s secrets' makes are taken to exist; the public TLS Secret
+  // may always come from elsewhere (kubectl create secret tls, cert-manager).
+  const gateway = registry.workloads.find((w) => w.name === 'gateway');
+  const externalSecrets = new Set([
+    ...(values.secrets === undefined ? registry.workloads.map((w) => `${w.namespace}/${svidSecretName(w.name)}`) : []),
+    ...(gateway === undefined || has(gateway.namespace, GATEWAY_PUBLIC_TLS_SECRET) ? [] : [`${gateway.namespace}/${GATEWAY_PUBLIC_TLS_SECRET}`]),
+  ]);
+  const grantsOid = values['grants-oid'];
+  let problems = 0;
+  for (const dir of positionals.length === 0 ? ['deploy'] : positionals) {
+    const objects = [...renderKustomization(dir), ...extra];
+    const found = [
+      ...validateManifests(objects).map((p) => `${p.object}: ${p.message}`),
+      ...crossReferenceProblems({ objects, registry, catalog, externalSecrets, ...(grantsOid === undefined ? {} : { grantsOid }) }),
+    ];
+    for (const p of found) process.stdout.write(`${dir}: ${p}\n`);
+    process.stdout.write(`${dir}: ${objects.length} objects, ${found.length} problems (Kubernetes ${KUBERNETES_VERSION} schema, registry, proto/)\n`);
+    problems += found.length;
+  }
+  return problems === 0 ? 0 : 1;
+}
