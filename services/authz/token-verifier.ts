@@ -206,13 +206,49 @@ function decodeJsonPart(part: string, what: string): Record<string, unknown> {
   // Node's decoder is lenient: insist on the one canonical encoding so two strings never mean one token.
   if (bytes.toString('base64url') !== part) throw malformed(`${what} is not canonical base64url`);
   let value: unknown;
+  let text: string;
   try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    value = JSON.parse(text);
   } catch {
     throw malformed(`${what} is not UTF-8 JSON`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw malformed(`${what} is not a JSON object`);
+  const duplicate = duplicateMember(text);
+  if (duplicate !== undefined) throw malformed(`${what} repeats the member "${safeName(duplicate)}"`);
   return value as Record<string, unknown>;
+}
+
+const JSON_STRING = /"(?:[^"\\]|\\.)*"/y;
+
+/**
+ * The first member name an object in already-valid JSON text repeats. JSON.parse keeps the last
+ * duplicate while other JOSE libraries keep the first, so {"alg":"none","alg":"ES256"} or two
+ * "sub" members could mean one thing here and another to a different verifier in the mesh.
+ */
+function duplicateMember(text: string): string | undefined {
+  const objects: Array<Set<string> | null> = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '{') objects.push(new Set());
+    else if (c === '[') objects.push(null);
+    else if (c === '}' || c === ']') objects.pop();
+    else if (c === '"') {
+      JSON_STRING.lastIndex = i;
+      const literal = JSON_STRING.exec(text)![0];
+      i += literal.length - 1;
+      const names = objects[objects.length - 1];
+      if (names === null || names === undefined) continue;
+      let j = i + 1;
+      while (text[j] === ' ' || text[j] === '\t' || text[j] === '\n' || text[j] === '\r') j++;
+      if (text[j] !== ':') continue;
+      // Escapes are decoded, so "s\u0075b" and "sub" are one name.
+      const name = JSON.parse(literal) as string;
+      if (names.has(name)) return name;
+      names.add(name);
+    }
+  }
+  return undefined;
 }
 
 function depthOf(value: unknown): number {
