@@ -10,6 +10,9 @@ interface Subcommand {
 const SUBCOMMANDS: Record<string, Subcommand> = {
   ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/cli.ts') },
   k8s: { summary: 'Kubernetes: certificates as Secrets, offline manifest checks', load: () => import('./k8s-command.ts') },
+  serve: { summary: 'run one service of the example mesh', load: () => import('../services/mesh-runtime/serve-command.ts') },
+  users: { summary: "manage the auth service's users", load: () => import('../services/auth/users-command.ts') },
+  authz: { summary: 'offline policy check: the decision for a certificate, token and method', load: () => import('../services/authz/check-cli.ts') },
 };
 
 const USAGE = () => `twokey: two-key authorization for gRPC microservices

@@ -131,9 +131,9 @@ function serviceEnv(
     TWOKEY_REGISTRY: registryPath,
     TWOKEY_HEALTH_LISTEN: local(ports.health[name]!),
     TWOKEY_LOG_LEVEL: opts.logLevel ?? 'info',
-    TWOKEY_AUTH_ADDR: `localhost:${ports.authMesh}`,
-    TWOKEY_IMAGE_STORE_ADDR: `localhost:${ports.imageStoreMesh}`,
-    TWOKEY_TAGGING_ADDR: `localhost:${ports.taggingMesh}`,
+    TWOKEY_AUTH_ADDR: local(ports.authMesh),
+    TWOKEY_IMAGE_STORE_ADDR: local(ports.imageStoreMesh),
+    TWOKEY_TAGGING_ADDR: local(ports.taggingMesh),
     ...opts.env,
   };
   switch (name) {
@@ -240,7 +240,7 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
       name,
       spiffeId: workload.spiffeId.toString(),
       grants: workload.grants.toStrings(),
-      ...(port === undefined ? {} : { address: `localhost:${port}` }),
+      ...(port === undefined ? {} : { address: `127.0.0.1:${port}` }),
       health: `127.0.0.1:${ports.health[name]}`,
     };
   }
@@ -249,8 +249,8 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
     trustBundle: join(ca.dir, 'ca.pem'),
     svidRoot: layout.svidRoot,
     services,
-    gateway: { address: `localhost:${ports.gatewayPublic}`, caFile: gatewayTls.caFile },
-    jwks: { url: `https://localhost:${ports.authJwks}/.well-known/jwks.json`, caFile: join(ca.dir, 'ca.pem') },
+    gateway: { address: `127.0.0.1:${ports.gatewayPublic}`, caFile: gatewayTls.caFile },
+    jwks: { url: `https://127.0.0.1:${ports.authJwks}/.well-known/jwks.json`, caFile: join(ca.dir, 'ca.pem') },
     logs: Object.fromEntries(SERVICE_NAMES.map((n) => [n, layout.logFile(n)])),
   };
 
@@ -258,9 +258,10 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
   for (const name of SERVICE_NAMES) supervisor.add({ name, env: serviceEnv(name, layout, ports, registryPath, opts), logFile: layout.logFile(name) });
   const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000);
   try {
-    // auth first: everyone else fetches its keys and tokens at startup.
+    // In dependency order: everyone fetches keys from auth; tagging and cleaner work on the store.
     await mesh.start('auth');
-    await Promise.all(SERVICE_NAMES.filter((n) => n !== 'auth').map((n) => mesh.start(n)));
+    await mesh.start('image-store');
+    await Promise.all((['tagging', 'gateway', 'cleaner'] as const).map((n) => mesh.start(n)));
   } catch (err) {
     await mesh.stop();
     throw err;

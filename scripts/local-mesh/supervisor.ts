@@ -35,8 +35,10 @@ export class Supervisor {
     const log = openSync(spec.logFile, 'a', 0o600);
     const child = spawn(process.execPath, [TWOKEY_BIN, 'serve', name], {
       cwd: REPO_ROOT,
-      env: { ...process.env, ...spec.env },
-      stdio: ['ignore', log, log],
+      env: { ...process.env, ...spec.env, TWOKEY_STOP_WITH_PARENT: '1' },
+      // The child's stdin is a pipe only this process holds: if this process dies, even by
+      // SIGKILL, the pipe closes and the child stops itself instead of lingering.
+      stdio: ['pipe', log, log],
     });
     closeSync(log);
     const exited = new Promise<number | null>((resolve) => {

@@ -1,0 +1,139 @@
+// The auth service process: Auth over mTLS, JWKS over HTTPS, users and keys in SQLite.
+import type { AddressInfo } from 'node:net';
+import type { Metadata } from '@grpc/grpc-js';
+import { callContext } from '../authz/call-context.ts';
+import { TwokeyError } from '../authz/errors.ts';
+import { JwksKeySet } from '../authz/jwks.ts';
+import { TokenVerifier } from '../authz/token-verifier.ts';
+import { dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/env.ts';
+import { unaryHandler } from '../mesh-runtime/handlers.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { AuthClient } from '../mesh-runtime/protos.ts';
+import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { authPolicyFromRegistry } from './auth-policy.ts';
+import { AuthService, type CallerWorkload } from './auth-service.ts';
+import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { createJwksHttpsServer } from './jwks-https.ts';
+import { LoginThrottle } from './login-throttle.ts';
+import { SigningKeys } from './signing-keys.ts';
+import { TokenMinter } from './token-minter.ts';
+import { UserStore } from './user-store.ts';
+
+/** The verified mTLS peer of the call being served. */
+function caller(): CallerWorkload {
+  const peer = callContext().peer;
+  if (peer === undefined) throw new TwokeyError('ERR_PEER_CERT_MISSING', 'no verified peer certificate');
+  return { spiffeId: peer.spiffeId.toString(), thumbprint: peer.thumbprint };
+}
+
+/** Where a login attempt comes from: the calling workload and the end-user address it reports. */
+function loginSource(metadata: Metadata): string {
+  const reported = metadata.get('x-forwarded-for');
+  const address = reported.length === 1 && typeof reported[0] === 'string' && /^[0-9a-fA-F:.]{1,45}$/.test(reported[0]) ? reported[0] : 'direct';
+  return `${caller().spiffeId}|${address}`;
+}
+
+export async function serve(env: Env): Promise<RunningService> {
+  const runtime = await MeshRuntime.start('auth', env, ['twokey.auth.v1.Auth']);
+  try {
+    const log = runtime.logger;
+    const policy = authPolicyFromRegistry(runtime.registry);
+    const db = openAuthDatabase(authDatabasePath(dataDir(env)));
+    runtime.onClose(() => void db.close());
+    const keys = new SigningKeys(db, { rotationMs: envDurationMs(env, 'TWOKEY_KEY_ROTATION', '24h') });
+    await keys.current();
+    // Auth verifies subject tokens with its own published keys, exactly as every other service does.
+    const ownKeys = new JwksKeySet({ fetch: async () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
+    await ownKeys.start();
+    const service = new AuthService({
+      policy,
+      users: new UserStore(db),
+      throttle: new LoginThrottle(db),
+      keys,
+      minter: new TokenMinter({ keys, issuer: policy.issuer }),
+      verifySubjectToken: (token, audiences) =>
+        new TokenVerifier({ keys: ownKeys, issuer: policy.issuer, audiences, maxActorDepth: policy.maxDelegationDepth }).verify(token),
+    });
+
+    const rotate = async (why: string): Promise<void> => {
+      const kid = await keys.rotate();
+      await ownKeys.refresh();
+      log.info({ event: 'keys.rotated', kid, why }, 'signing key rotated');
+    };
+    // Scheduled rotation happens on the next mint once due; this timer also covers quiet periods.
+    const timer = setInterval(() => {
+      const before = keys.jwks().keys[0]?.kid;
+      void keys.current().then(async (k) => {
+        if (k.kid !== before) {
+          await ownKeys.refresh();
+          log.info({ event: 'keys.rotated', kid: k.kid, why: 'schedule' }, 'signing key rotated');
+        }
+      });
+    }, 60_000);
+    timer.unref();
+    runtime.onClose(() => clearInterval(timer));
+    // On demand: `kill -HUP <pid>`.
+    const onHup = (): void => void rotate('SIGHUP').catch((err) => log.error({ err }, 'rotation failed'));
+    process.on('SIGHUP', onHup);
+    runtime.onClose(() => void process.off('SIGHUP', onHup));
+
+    const mesh = runtime.meshServer(ownKeys);
+    mesh.server.addService(AuthClient.service, {
+      Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
+        const source = loginSource(call.metadata);
+        try {
+          const res = await service.login(caller(), source, req);
+          log.info({ event: 'auth.login', user: req.username, source, jti: res.jti }, 'login succeeded');
+          return res;
+        } catch (err) {
+          log.warn({ event: 'auth.login_failed', user: req.username.slice(0, 64), source, code: (err as TwokeyError).code }, 'login refused');
+          throw err;
+        }
+      }),
+      GetJwks: unaryHandler(log, () => service.getJwks()),
+      ExchangeToken: unaryHandler(log, async (req: { subject_token: string; subject_user: string; scope: string; audience: string }) => {
+        const who = caller();
+        try {
+          const res = await service.exchangeToken(who, req);
+          log.info({ event: 'auth.exchange', actor: who.spiffeId, audience: req.audience, scope: res.scope, jti: res.jti }, 'delegated token issued');
+          return res;
+        } catch (err) {
+          log.warn({ event: 'auth.exchange_refused', actor: who.spiffeId, reason: (err as Error).message }, 'token exchange refused');
+          throw err;
+        }
+      }),
+      GetServiceToken: unaryHandler(log, async (req: { audience: string }) => {
+        const who = caller();
+        const res = await service.getServiceToken(who, req);
+        log.info({ event: 'auth.service_token', workload: who.spiffeId, scope: res.scope, jti: res.jti }, 'service token issued');
+        return res;
+      }),
+    });
+    const port = await mesh.listen(runtime.config.listen);
+
+    // The HTTPS JWKS endpoint presents auth's workload certificate, reloaded when it rotates.
+    const material = runtime.svid.material;
+    const https = createJwksHttpsServer({ issuer: policy.issuer, jwks: () => keys.jwks(), tls: { cert: material.chainPem, key: material.keyPem } });
+    runtime.svid.addIdentityCertificateListener(() => {
+      const m = runtime.svid.material;
+      https.setSecureContext({ cert: m.chainPem, key: m.keyPem });
+    });
+    const jwksAddress = envAddress(env, 'TWOKEY_JWKS_HTTPS_LISTEN', '0.0.0.0:8444');
+    const [host, jwksPort] = splitHostPort(jwksAddress);
+    await new Promise<void>((resolve, reject) => {
+      https.once('error', reject);
+      https.listen(jwksPort, host, () => resolve());
+    });
+    runtime.onClose(() => new Promise<void>((resolve) => https.close(() => resolve())));
+    runtime.serving({ mesh_port: port, jwks_https_port: (https.address() as AddressInfo).port });
+    return runtime;
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+}
+
+function splitHostPort(address: string): [string, number] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i).replace(/^\[|\]$/g, ''), Number(address.slice(i + 1))];
+}

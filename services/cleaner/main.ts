@@ -1,0 +1,49 @@
+// The cleaner process: no API of its own; every interval it deletes flagged images with its
+// service token. Only its health listener accepts connections.
+import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
+import { envDurationMs, type Env } from '../mesh-runtime/env.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { AuthClient, ImageStoreClient, bearer, unary } from '../mesh-runtime/protos.ts';
+import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { CleanerJob, type CleanerImagesPort } from './cleaner-job.ts';
+
+export async function serve(env: Env): Promise<RunningService> {
+  const runtime = await MeshRuntime.start('cleaner', env, []);
+  try {
+    const log = runtime.logger;
+    const intervalMs = envDurationMs(env, 'TWOKEY_CLEANER_INTERVAL', '24h');
+    const auth = runtime.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
+    const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443', false);
+    const serviceToken = new CachedToken(() => unary<IssuedToken>(auth, 'GetServiceToken', { audience: '' }));
+    const images: CleanerImagesPort = {
+      listTagged: async (tag, pageToken, token) => {
+        const res = await unary<{ images: { id: string; owner: string }[]; next_page_token: string }>(
+          store,
+          'ListImages',
+          { owner: '', tag, page_size: 100, page_token: pageToken },
+          bearer(token),
+        );
+        return { images: res.images.map((i) => ({ id: i.id, owner: i.owner })), nextPageToken: res.next_page_token };
+      },
+      deleteImage: async (id, token) => {
+        await unary(store, 'DeleteImage', { id }, bearer(token));
+      },
+    };
+    const job = new CleanerJob({ images, serviceToken: () => serviceToken.get(), logger: log });
+    let sweeping: Promise<unknown> = Promise.resolve();
+    const tick = (): void => {
+      sweeping = job.sweep().catch((err: unknown) => log.warn({ event: 'cleaner.sweep_failed', err: (err as Error).message }, 'sweep failed; next interval retries'));
+    };
+    const timer = setInterval(tick, intervalMs);
+    runtime.onClose(async () => {
+      clearInterval(timer);
+      await sweeping;
+    });
+    tick();
+    runtime.serving({ interval_ms: intervalMs });
+    return runtime;
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+}

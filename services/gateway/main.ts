@@ -1,0 +1,128 @@
+// The gateway process: the only door for end users. Public TLS (no client certificate), the user
+// token verified before anything is forwarded, identity-like metadata dropped, and calls relayed
+// into the mesh over mTLS with the gateway's own certificate and the user's token.
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { isTwokeyError, grpcStatusOf, TwokeyError } from '../authz/errors.ts';
+import { TokenAuthenticator } from '../authz/token-authenticator.ts';
+import { TokenVerifier } from '../authz/token-verifier.ts';
+import { SpiffeId } from '../authz/spiffe-id.ts';
+import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
+import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { PUBLIC_ROUTES, rawDefinition, type PublicRoute } from './public-routes.ts';
+
+const ADDRESS_ENV: Record<PublicRoute['upstream'], [string, string]> = {
+  auth: ['TWOKEY_AUTH_ADDR', 'auth:8443'],
+  'image-store': ['TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443'],
+  tagging: ['TWOKEY_TAGGING_ADDR', 'tagging:8443'],
+};
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const UPSTREAM_TIMEOUT_MS = 30_000;
+
+/** The client's IP from grpc-js's peer string ("ipv4:1.2.3.4:5678", "ipv6:[::1]:5678"). */
+function clientAddress(peer: string): string {
+  const match = /^ipv[46]:\[?([0-9a-fA-F:.]+?)\]?:\d+$/.exec(peer);
+  return match?.[1] ?? 'unknown';
+}
+
+export async function serve(env: Env): Promise<RunningService> {
+  const runtime = await MeshRuntime.start('gateway', env, []);
+  try {
+    const log = runtime.logger;
+    const trustDomainId = SpiffeId.forTrustDomain(runtime.registry.trustDomain).toString();
+    const keys = await runtime.authKeys();
+    // The gateway accepts only tokens minted for the whole mesh: user tokens.
+    const tokens = new TokenAuthenticator({
+      verifier: new TokenVerifier({ keys, issuer: runtime.registry.auth.issuer, audiences: [trustDomainId] }),
+    });
+    const upstreams = new Map<string, grpc.Client>();
+    for (const name of new Set(PUBLIC_ROUTES.map((r) => r.upstream))) {
+      const [envName, fallback] = ADDRESS_ENV[name];
+      upstreams.set(name, runtime.client(grpc.Client, name, envName, fallback, false));
+    }
+
+    const tlsDir = envString(env, 'TWOKEY_PUBLIC_TLS_DIR', '/var/run/twokey/public-tls');
+    const credentials = grpc.ServerCredentials.createSsl(
+      null,
+      [{ cert_chain: readFileSync(join(tlsDir, 'tls.crt')), private_key: readFileSync(join(tlsDir, 'tls.key')) }],
+      false,
+    );
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
+
+    for (const route of PUBLIC_ROUTES) {
+      const definition = rawDefinition(route.path);
+      const handler: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
+        const started = Date.now();
+        const client = clientAddress(call.getPeer());
+        const requestIdIn = call.metadata.get('x-request-id')[0];
+        const requestId = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn) ? requestIdIn : randomUUID();
+        const deny = (code: grpc.status, reason: string, errorCode: string): void => {
+          log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason }, 'gateway deny');
+          callback({ code, details: `twokey gateway: ${reason} (request ${requestId})` });
+        };
+        // Nothing the client sent is forwarded except the request body: fresh metadata only.
+        const outgoing = new grpc.Metadata();
+        outgoing.set('x-request-id', requestId);
+        const forward = (subject: string | undefined, jti: string | undefined): void => {
+          const upstream = upstreams.get(route.upstream)!;
+          const callDeadline = call.getDeadline();
+          const deadline = Math.min(Date.now() + UPSTREAM_TIMEOUT_MS, callDeadline instanceof Date ? callDeadline.getTime() : Number(callDeadline) || Infinity);
+          upstream.makeUnaryRequest(route.path, (b: Buffer) => b, (b: Buffer) => b, call.request, outgoing, { deadline }, (err, res) => {
+            const code = err?.code ?? grpc.status.OK;
+            log.info({ event: 'gateway.forward', method: route.path, client, request_id: requestId, subject, jti, upstream: route.upstream, grpc_code: code, latency_ms: Date.now() - started }, 'gateway forward');
+            if (err) callback({ code: err.code, details: err.details, metadata: new grpc.Metadata() });
+            else callback(null, res!);
+          });
+        };
+        if (!route.needsUserToken) {
+          outgoing.set('x-forwarded-for', client);
+          forward(undefined, undefined);
+          return;
+        }
+        Promise.resolve(tokens.fromMetadata(call.metadata)).then(
+          (result) => {
+            if (!result.ok) return deny(grpcStatusOf(result.error), result.error.message, result.error.code);
+            const token = result.token;
+            if (token.kind !== 'user') {
+              return deny(grpc.status.UNAUTHENTICATED, `the gateway accepts only user tokens, not a ${token.kind} token`, 'ERR_TOKEN_INVALID');
+            }
+            if (Date.now() >= token.validUntilMs) return deny(grpc.status.UNAUTHENTICATED, 'token expired', 'ERR_TOKEN_EXPIRED');
+            outgoing.set('authorization', `Bearer ${result.raw}`);
+            forward(token.subject, token.jti);
+          },
+          (err: unknown) => {
+            const e = isTwokeyError(err) ? err : new TwokeyError('ERR_TOKEN_INVALID', 'token verification failed');
+            deny(grpcStatusOf(e), e.message, e.code);
+          },
+        );
+      };
+      server.register(route.path, handler, definition.responseSerialize, definition.requestDeserialize, 'unary');
+    }
+
+    const listen = envAddress(env, 'TWOKEY_PUBLIC_LISTEN', '0.0.0.0:9443');
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(listen, credentials, (err, bound) => (err ? reject(new TwokeyError('ERR_CONFIG_INVALID', `cannot listen on ${listen}: ${err.message}`)) : resolve(bound))),
+    );
+    runtime.onClose(
+      () =>
+        new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 2000);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        }),
+    );
+    runtime.serving({ public_port: port });
+    return runtime;
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+}

@@ -1,0 +1,136 @@
+// What every example service does at startup: read its configuration and the registry, load its
+// workload certificate, start the health listener, and build mesh servers and clients.
+import type { Client, ChannelOptions } from '@grpc/grpc-js';
+import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
+import { createMeshClient } from '../authz/client.ts';
+import { TwokeyError } from '../authz/errors.ts';
+import { JwksKeySet } from '../authz/jwks.ts';
+import { SvidSource } from '../authz/rotation.ts';
+import { createMeshServer, type MeshServer } from '../authz/server.ts';
+import type { VerificationKeys } from '../authz/token-verifier.ts';
+import { readCommonConfig, envAddress, type CommonConfig, type Env } from './env.ts';
+import { HealthServer } from './health.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { AuthClient, unary } from './protos.ts';
+
+/** Room for the image store's 4 MiB content limit plus the rest of the message. */
+export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
+const CHANNEL_OPTIONS: ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+};
+
+type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: ChannelOptions) => C;
+
+export class MeshRuntime {
+  readonly name: string;
+  readonly env: Env;
+  readonly config: CommonConfig;
+  readonly registry: Registry;
+  readonly workload: RegistryWorkload;
+  readonly logger: Logger;
+  readonly svid: SvidSource;
+  readonly health: HealthServer;
+  readonly #closers: (() => Promise<void> | void)[] = [];
+
+  private constructor(name: string, env: Env, config: CommonConfig, registry: Registry, logger: Logger, svid: SvidSource, health: HealthServer) {
+    this.name = name;
+    this.env = env;
+    this.config = config;
+    this.registry = registry;
+    this.workload = registry.workloads.find((w) => w.spiffeId.equals(svid.svid.spiffeId))!;
+    this.logger = logger;
+    this.svid = svid;
+    this.health = health;
+  }
+
+  /** Fails with a message naming the problem when the config, registry or certificate is unusable. */
+  static async start(name: string, env: Env, healthServices: readonly string[]): Promise<MeshRuntime> {
+    const config = readCommonConfig(env);
+    const logger = createLogger(name, config.logLevel);
+    const registry = loadRegistry(config.registryPath);
+    const svid = await SvidSource.open(config.svidDir, {
+      trustDomain: registry.trustDomain,
+      onRejected: (err) => logger.warn({ event: 'svid.rejected', err: err.message }, 'new certificate files rejected; keeping the current ones'),
+      onRotated: (m) => logger.info({ event: 'svid.rotated', serial: m.svid.serialHex, not_after: m.svid.notAfter }, 'workload certificate reloaded'),
+    });
+    const own = svid.svid.spiffeId;
+    if (!registry.workloads.some((w) => w.spiffeId.equals(own))) {
+      svid.close();
+      throw new TwokeyError('ERR_CONFIG_INVALID', `this workload's certificate names ${own}, which the registry ${config.registryPath} does not list`);
+    }
+    const health = new HealthServer(healthServices);
+    const runtime = new MeshRuntime(name, env, config, registry, logger, svid, health);
+    runtime.onClose(() => svid.close());
+    await health.listen(config.healthListen);
+    runtime.onClose(() => health.close());
+    logger.info({ event: 'service.starting', spiffe_id: own.toString(), serial: svid.svid.serialHex, health: config.healthListen }, `${name} starting`);
+    return runtime;
+  }
+
+  /** The SPIFFE ID of a workload the registry names. */
+  workloadId(name: string): string {
+    const w = this.registry.workloads.find((x) => x.name === name);
+    if (w === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `the registry names no workload ${JSON.stringify(name)}`);
+    return w.spiffeId.toString();
+  }
+
+  /** An mTLS client for a peer service, dialled at the address in `addressEnv`. */
+  client<C extends Client>(ctor: ClientCtor<C>, peerName: string, addressEnv: string, defaultAddress: string, propagate = true): C {
+    const address = envAddress(this.env, addressEnv, defaultAddress);
+    const client = createMeshClient(ctor, address, { svid: this.svid, serverId: this.workloadId(peerName), propagate, channelOptions: CHANNEL_OPTIONS });
+    this.onClose(() => client.close());
+    return client;
+  }
+
+  /** The mesh's token keys, fetched from auth's GetJwks over mTLS and refreshed in the background. */
+  async authKeys(): Promise<JwksKeySet> {
+    const auth = this.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
+    const keys = new JwksKeySet({
+      fetch: async () => (await unary<{ jwks_json: string }>(auth, 'GetJwks', {}, undefined, 5000)).jwks_json,
+      cooldownMs: 5000,
+      refreshIntervalMs: 60_000,
+      onFetchError: (err) => this.logger.warn({ event: 'jwks.fetch_failed', err: err.message }, 'JWKS fetch failed; keeping the last good keys'),
+    });
+    await keys.start();
+    this.onClose(() => keys.close());
+    return keys;
+  }
+
+  /** A mesh server: mTLS with client certificates required, and the decision on every call. */
+  meshServer(keys: VerificationKeys): MeshServer {
+    const mesh = createMeshServer({
+      svid: this.svid,
+      keys,
+      issuer: this.registry.auth.issuer,
+      logger: this.logger,
+      dryRun: this.config.dryRun,
+      serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
+    });
+    this.onClose(() => mesh.close());
+    return mesh;
+  }
+
+  onClose(fn: () => Promise<void> | void): void {
+    this.#closers.push(fn);
+  }
+
+  /** Marks the process serving: health probes start to pass. */
+  serving(details: Record<string, unknown>): void {
+    this.health.setAll('SERVING');
+    this.logger.info({ event: 'service.serving', ...details }, `${this.name} serving`);
+  }
+
+  /** Stops in reverse order of start. */
+  async close(): Promise<void> {
+    this.health.setAll('NOT_SERVING');
+    for (const fn of this.#closers.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'error while stopping');
+      }
+    }
+    this.logger.info({ event: 'service.stopped' }, `${this.name} stopped`);
+  }
+}
