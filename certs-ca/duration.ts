@@ -9,7 +9,7 @@ const MAX_SECONDS = 100 * 365 * 86400;
 
 /**
  * Parses a duration to whole seconds. A number is taken as seconds. Zero, negative, fractional and
- * unit-less strings are rejected with `code` (the caller's context: CLI, registry, CA config).
+ * unit-less strings are rejected with `code`; `what` (may be empty) prefixes the message.
  */
 export function parseDuration(input: unknown, what: string, code: ErrorCode = 'ERR_CA_POLICY'): number {
   let seconds: number;
@@ -19,13 +19,15 @@ export function parseDuration(input: unknown, what: string, code: ErrorCode = 'E
     seconds = 0;
     for (const [, n, unit] of input.matchAll(PART)) seconds += Number(n) * UNIT_SECONDS[unit!]!;
   } else {
-    throw new TwokeyError(code, `${what}: invalid duration ${JSON.stringify(input)} (use e.g. 90s, 15m, 24h, 30d)`);
+    throw new TwokeyError(code, `${prefix(what)}invalid duration ${JSON.stringify(input)} (use e.g. 90s, 15m, 24h, 30d)`);
   }
   if (!Number.isSafeInteger(seconds) || seconds <= 0 || seconds > MAX_SECONDS) {
-    throw new TwokeyError(code, `${what}: duration ${JSON.stringify(input)} must be a whole number of seconds between 1s and 100 years`);
+    throw new TwokeyError(code, `${prefix(what)}duration ${JSON.stringify(input)} must be a whole number of seconds between 1s and 100 years`);
   }
   return seconds;
 }
+
+const prefix = (what: string): string => (what === '' ? '' : `${what}: `);
 
 /** The shortest exact rendering: 86400 -> "1d", 5400 -> "1h30m". */
 export function formatDuration(seconds: number): string {

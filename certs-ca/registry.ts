@@ -132,7 +132,7 @@ class Checker {
   }
 
   duration(value: unknown, path: Path): number {
-    return this.wrap(path, () => parseDuration(value, 'duration', 'ERR_REGISTRY_INVALID'));
+    return this.wrap(path, () => parseDuration(value, ''));
   }
 
   name(value: unknown, path: Path): string {
@@ -165,11 +165,16 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, schema: 'core', prettyErrors: false });
   const first = doc.errors[0] ?? doc.warnings[0];
   if (first !== undefined) {
-    const at = first.linePos?.[0];
-    throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}${at === undefined ? '' : `:${at.line}`}: ${first.message.split('\n')[0]}`);
+    const line = lines.linePos(first.pos[0]).line;
+    throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}:${line}: ${first.message.split('\n')[0]}`);
   }
   const c = new Checker(source, doc, lines);
-  const raw = doc.toJS({ maxAliasCount: 0 }) as unknown;
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 0 });
+  } catch (err) {
+    throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}: ${(err as Error).message} (aliases are not allowed)`, { cause: err });
+  }
   const top = c.object(raw, [], ['trustDomain', 'defaultTtl', 'auth', 'workloads'], ['trustDomain', 'workloads']);
   const trustDomain = c.wrap(['trustDomain'], () => SpiffeId.forTrustDomain(c.string(top.trustDomain, ['trustDomain'])).trustDomain);
   const defaultTtl = c.duration(top.defaultTtl ?? DEFAULTS.defaultTtl, ['defaultTtl']);
@@ -213,8 +218,8 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
     const dns =
       w.dns === undefined
         ? [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.cluster.local`, 'localhost']
-        : c.strings(w.dns, [...p, 'dns'], (s, q) => c.wrap(q, () => checkDnsName(s, 'dns', 'ERR_REGISTRY_INVALID')));
-    const ip = w.ip === undefined ? ['127.0.0.1', '::1'] : c.strings(w.ip, [...p, 'ip'], (s, q) => c.wrap(q, () => checkIpAddress(s, 'ip', 'ERR_REGISTRY_INVALID')));
+        : c.strings(w.dns, [...p, 'dns'], (s, q) => c.wrap(q, () => checkDnsName(s, '')));
+    const ip = w.ip === undefined ? ['127.0.0.1', '::1'] : c.strings(w.ip, [...p, 'ip'], (s, q) => c.wrap(q, () => checkIpAddress(s, '')));
     const d = c.object(w.delegation ?? {}, [...p, 'delegation'], ['scopes', 'audiences', 'withoutSubjectToken'], []);
     const audienceTexts = c.strings(d.audiences ?? [], [...p, 'delegation', 'audiences']);
     const audiences = audienceTexts.map((a, j) => {
