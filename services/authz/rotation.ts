@@ -38,9 +38,24 @@ function bad(why: string, cause?: unknown): TwokeyError {
   return new TwokeyError('ERR_CONFIG_INVALID', `workload certificate files rejected: ${why}`, { cause });
 }
 
+/**
+ * Whether the leaf (chain[0]) chains to a bundle CA through the given intermediates, each link
+ * checked by issuer name and signature (validity dates are the caller's to check).
+ */
+export function chainsToBundle(chain: readonly X509Certificate[], bundle: readonly X509Certificate[]): boolean {
+  let current: X509Certificate | undefined = chain[0];
+  for (let depth = 0; current !== undefined && depth <= 4; depth++) {
+    const link: X509Certificate = current;
+    if (bundle.some((ca) => ca.ca && link.checkIssued(ca) && link.verify(ca.publicKey))) return true;
+    current = chain.slice(1).find((c) => c.ca && link.checkIssued(c) && link.verify(c.publicKey));
+  }
+  return false;
+}
+
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
-function certificatesIn(pem: Buffer, what: string): X509Certificate[] {
+/** Every PEM certificate in a file, in order; throws naming the file when there is none. */
+export function certificatesIn(pem: Buffer, what: string): X509Certificate[] {
   const blocks = pem.toString('utf8').match(PEM_CERT) ?? [];
   if (blocks.length === 0) throw bad(`${what} holds no PEM certificate`);
   try {
@@ -79,14 +94,7 @@ export function validateSvidMaterial(
   if (opts.now < svid.notBefore.getTime()) throw bad(`certificate not valid before ${svid.notBefore.toISOString()}`);
   if (opts.now >= svid.notAfter.getTime()) throw bad(`certificate expired at ${svid.notAfter.toISOString()}`);
   for (const ca of bundle) if (!ca.ca) throw bad(`${SVID_FILES.bundle} holds a certificate that is not a CA (${ca.subject})`);
-  // Walk leaf -> intermediates -> a bundle CA, each link checked by signature.
-  let current = leaf;
-  for (let depth = 0; ; depth++) {
-    if (bundle.some((ca) => current.checkIssued(ca) && current.verify(ca.publicKey))) break;
-    const next = chain.slice(1).find((c) => c.ca && current.checkIssued(c) && current.verify(c.publicKey));
-    if (next === undefined || depth > 4) throw bad(`${SVID_FILES.cert} does not chain to a CA in ${SVID_FILES.bundle}`);
-    current = next;
-  }
+  if (!chainsToBundle(chain, bundle)) throw bad(`${SVID_FILES.cert} does not chain to a CA in ${SVID_FILES.bundle}`);
   return { svid, chainPem: files.chainPem, keyPem: files.keyPem, bundlePem: files.bundlePem };
 }
 
