@@ -249,7 +249,7 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
     trustBundle: join(ca.dir, 'ca.pem'),
     svidRoot: layout.svidRoot,
     services,
-    gateway: { address: `127.0.0.1:${ports.gatewayPublic}`, caFile: gatewayTls.caFile },
+    gateway: { address: `localhost:${ports.gatewayPublic}`, caFile: gatewayTls.caFile },
     jwks: { url: `https://127.0.0.1:${ports.authJwks}/.well-known/jwks.json`, caFile: join(ca.dir, 'ca.pem') },
     logs: Object.fromEntries(SERVICE_NAMES.map((n) => [n, layout.logFile(n)])),
   };
