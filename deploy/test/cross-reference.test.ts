@@ -1,0 +1,257 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { CertificateAuthority, loadRegistry, parseRegistry, type Registry } from '../../certs-ca/index.ts';
+import { MethodCatalog } from '../../services/authz/method-catalog.ts';
+import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
+import { crossReferenceProblems, impliedCallees, type DeploymentFacts } from '../tools/cross-reference.ts';
+import { renderKustomization } from '../tools/kustomize.ts';
+import type { JsonObject, K8sObject } from '../tools/manifest.ts';
+import { containersOf, objects, podSpecOf } from '../tools/pod-spec.ts';
+import { validateManifests } from '../tools/schema.ts';
+import { KUSTOMIZATIONS, REGISTRY_FILE } from './paths.ts';
+
+// Mutations address objects by kind and name, then by JSON path, so a failing case reads as the
+// one change it makes.
+function get(objs: K8sObject[], kind: string, name: string): K8sObject {
+  const found = objs.find((o) => o.kind === kind && o.metadata.name === name);
+  if (found === undefined) throw new Error(`no ${kind}/${name}`);
+  return found;
+}
+
+function container(objs: K8sObject[], workload: string): JsonObject {
+  const w = objs.find((o) => (o.kind === 'Deployment' || o.kind === 'StatefulSet') && o.metadata.name === workload)!;
+  return containersOf(podSpecOf(w)!)[0]!;
+}
+
+function spec(obj: K8sObject): JsonObject {
+  return obj['spec'] as JsonObject;
+}
+
+describe('deploy: manifests, registry and proto/ agree', function () {
+  let tmp: string;
+  let registry: Registry;
+  let catalog: MethodCatalog;
+  let secrets: K8sObject[];
+  let base: K8sObject[];
+
+  before(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'twokey-k8s-xref-'));
+    registry = loadRegistry(REGISTRY_FILE);
+    catalog = MethodCatalog.default();
+    const ca = CertificateAuthority.init({ dir: join(tmp, 'ca'), trustDomain: registry.trustDomain, catalog });
+    // The real Secrets `twokey k8s secrets` makes, so mounts resolve against what users apply.
+    secrets = workloadSecrets(ca, registry, { namespace: 'twokey', gatewayTlsDir: join(tmp, 'gateway-tls') });
+    base = [...renderKustomization(KUSTOMIZATIONS[0].dir), ...secrets];
+  });
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  function facts(objs: K8sObject[], reg: Registry = registry): DeploymentFacts {
+    return { objects: objs, registry: reg, catalog };
+  }
+
+  /** The problems one mutation of the base set causes. */
+  function problemsAfter(mutate: (objs: K8sObject[]) => void, reg: Registry = registry): string[] {
+    const objs = structuredClone(base);
+    mutate(objs);
+    return crossReferenceProblems(facts(objs, reg));
+  }
+
+  for (const { name, dir } of KUSTOMIZATIONS) {
+    it(`${name} with the issued Secrets has no problems, and the Secrets are valid objects`, () => {
+      const objs = [...renderKustomization(dir), ...secrets];
+      expect(crossReferenceProblems(facts(objs))).to.deep.equal([]);
+      expect(validateManifests(secrets)).to.deep.equal([]);
+    });
+  }
+
+  it('derives the network paths from the grants: exactly these callers and callees', () => {
+    const { callees, problems } = impliedCallees(facts(base));
+    expect(problems).to.deep.equal([]);
+    const pairs = [...callees].map(([caller, m]) => [caller, [...m.keys()].sort()]);
+    expect(Object.fromEntries(pairs)).to.deep.equal({
+      auth: [],
+      gateway: ['auth', 'image-store', 'tagging'],
+      'image-store': ['auth'],
+      tagging: ['auth', 'image-store'],
+      cleaner: ['auth', 'image-store'],
+    });
+  });
+
+  describe('each check fails on the mistake it exists for', () => {
+    it('a Service whose selector matches no pods', () => {
+      expect(problemsAfter((o) => ((spec(get(o, 'Service', 'tagging'))['selector'] as JsonObject)['app.kubernetes.io/name'] = 'taging'))).to.include(
+        'Service/twokey/tagging: selector {"app.kubernetes.io/name":"taging"} selects 0 workloads\' pods, expected exactly one',
+      );
+    });
+
+    it('a Service port aimed at a port no container declares', () => {
+      expect(problemsAfter((o) => (objects(spec(get(o, 'Service', 'image-store')), 'ports')[0]!['targetPort'] = 'grpc'))).to.include(
+        'Service/twokey/image-store: port grpc-mesh targets "grpc", which no container of StatefulSet/twokey/image-store declares',
+      );
+    });
+
+    it('a StatefulSet governed by a Service that is not headless', () => {
+      expect(problemsAfter((o) => void delete spec(get(o, 'Service', 'auth'))['clusterIP'])).to.include(
+        'StatefulSet/twokey/auth: serviceName "auth" must name a headless Service that selects its pods',
+      );
+    });
+
+    it('a registry workload without its ServiceAccount', () => {
+      const problems = problemsAfter((o) => o.splice(o.indexOf(get(o, 'ServiceAccount', 'cleaner')), 1));
+      expect(problems).to.include('registry workload cleaner: no ServiceAccount twokey/cleaner');
+      expect(problems).to.include('Deployment/twokey/cleaner: ServiceAccount twokey/cleaner does not exist');
+    });
+
+    it('a pod running under another workload\'s service account, so its SPIFFE ID is wrong', () => {
+      expect(problemsAfter((o) => (podSpecOf(get(o, 'Deployment', 'tagging'))!['serviceAccountName'] = 'gateway'))).to.include(
+        'Deployment/twokey/tagging: runs as spiffe://twokey.local/ns/twokey/sa/gateway, but the registry gives workload tagging spiffe://twokey.local/ns/twokey/sa/tagging',
+      );
+    });
+
+    it('a registry whose SPIFFE IDs are not namespace and service account', () => {
+      const text = readFileSync(REGISTRY_FILE, 'utf8').replace('serviceAccount: cleaner', 'serviceAccount: janitor');
+      const problems = crossReferenceProblems(facts(structuredClone(base), parseRegistry(text)));
+      expect(problems).to.include('registry workload cleaner: no ServiceAccount twokey/janitor');
+      expect(problems).to.include('Deployment/twokey/cleaner: runs as spiffe://twokey.local/ns/twokey/sa/cleaner, but the registry gives workload cleaner spiffe://twokey.local/ns/twokey/sa/janitor');
+      expect(problems).to.include('ServiceAccount/twokey/cleaner belongs to no registry workload');
+    });
+
+    it('a workload the registry does not know', () => {
+      const problems = problemsAfter((o) => {
+        const copy = structuredClone(get(o, 'Deployment', 'cleaner'));
+        copy.metadata.name = 'reporter';
+        o.push(copy);
+      });
+      expect(problems).to.include('Deployment/twokey/reporter is not a registry workload');
+    });
+
+    it('an SVID Secret mounted with subPath, which never sees rotated certificates', () => {
+      const problems = problemsAfter((o) => {
+        const mount = objects(container(o, 'gateway'), 'volumeMounts').find((m) => m['name'] === 'svid')!;
+        mount['subPath'] = 'svid.pem';
+      });
+      expect(problems).to.include('Deployment/twokey/gateway: Secret gateway-svid must be mounted once, read-only, without subPath, at /var/run/twokey/svid');
+    });
+
+    it('a mounted Secret or ConfigMap that does not exist', () => {
+      const problems = problemsAfter((o) => {
+        o.splice(o.indexOf(get(o, 'Secret', 'auth-svid')), 1);
+        o.splice(o.indexOf(o.find((x) => x.kind === 'ConfigMap')!), 1);
+      });
+      expect(problems).to.include('StatefulSet/twokey/auth: volume svid refers to Secret twokey/auth-svid, which does not exist');
+      expect(problems.filter((p) => p.includes('volume registry refers to ConfigMap'))).to.have.length(5);
+    });
+
+    it('a Secret holding another workload\'s certificate', () => {
+      const problems = problemsAfter((o) => {
+        get(o, 'Secret', 'tagging-svid')['data'] = structuredClone(get(o, 'Secret', 'cleaner-svid')['data']);
+      });
+      expect(problems).to.include('Secret/twokey/tagging-svid: certificate is for spiffe://twokey.local/ns/twokey/sa/cleaner, not spiffe://twokey.local/ns/twokey/sa/tagging');
+      expect(problems.some((p) => p.startsWith('Secret/twokey/tagging-svid: certificate grants'))).to.equal(true);
+    });
+
+    it('a NetworkPolicy that lets in a caller the grants do not imply', () => {
+      const problems = problemsAfter((o) => {
+        const from = (objects(spec(get(o, 'NetworkPolicy', 'tagging')), 'ingress')[0]!['from'] as JsonObject[]);
+        from.push({ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'cleaner' } } });
+        (objects(spec(get(o, 'NetworkPolicy', 'cleaner')), 'egress')[0]!['to'] as JsonObject[]).push({ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'tagging' } } });
+      });
+      expect(problems).to.deep.equal(["NetworkPolicies allow cleaner -> tagging:8443, which the registry's grants do not imply"]);
+    });
+
+    it('a NetworkPolicy that blocks a path the grants need', () => {
+      const problems = problemsAfter((o) => {
+        const to = objects(spec(get(o, 'NetworkPolicy', 'tagging')), 'egress')[0]!['to'] as JsonObject[];
+        to.splice(1, 1); // image-store
+      });
+      expect(problems).to.deep.equal(["NetworkPolicies block tagging -> image-store:8443, which tagging's grants need (twokey.images.v1.ImageStore)"]);
+    });
+
+    it('default deny holds without a workload\'s own policy: a missing policy blocks, never opens', () => {
+      const problems = problemsAfter((o) => o.splice(o.indexOf(get(o, 'NetworkPolicy', 'cleaner')), 1));
+      expect(problems).to.deep.equal([
+        "NetworkPolicies block cleaner -> auth:8443, which cleaner's grants need (twokey.auth.v1.Auth)",
+        "NetworkPolicies block cleaner -> image-store:8443, which cleaner's grants need (twokey.images.v1.ImageStore)",
+      ]);
+    });
+
+    it('only the gateway\'s public port is reachable from outside the namespace', () => {
+      const problems = problemsAfter((o) => {
+        const ingress = objects(spec(get(o, 'NetworkPolicy', 'gateway')), 'ingress')[0]!;
+        (ingress['ports'] as JsonObject[]).push({ protocol: 'TCP', port: 8081 });
+      });
+      expect(problems).to.deep.equal([
+        'NetworkPolicies allow a pod in another namespace -> gateway:8081',
+        'NetworkPolicies allow the internet -> gateway:8081',
+      ]);
+    });
+
+    it('a new grant in the registry needs its network path and peer address', () => {
+      const text = readFileSync(REGISTRY_FILE, 'utf8').replace(
+        '      - /twokey.images.v1.ImageStore/DeleteImage\n    serviceScopes: [images:read:any, images:delete:any]',
+        '      - /twokey.images.v1.ImageStore/DeleteImage\n      - /twokey.tagging.v1.Tagging/SuggestTags\n    serviceScopes: [images:read:any, images:delete:any]',
+      );
+      const problems = crossReferenceProblems(facts(structuredClone(base), parseRegistry(text)));
+      expect(problems).to.include("NetworkPolicies block cleaner -> tagging:8443, which cleaner's grants need (twokey.tagging.v1.Tagging)");
+      expect(problems).to.include('Deployment/twokey/cleaner: peer addresses for ["auth","image-store"], but its grants call ["auth","image-store","tagging"]');
+      // The certificate in the Secret predates the new grant.
+      expect(problems.some((p) => p.startsWith('Secret/twokey/cleaner-svid: certificate grants'))).to.equal(true);
+    });
+
+    it('a peer address that misses the callee\'s Service or its certificate names', () => {
+      const problems = problemsAfter((o) => {
+        const env = objects(container(o, 'tagging'), 'env').find((e) => e['name'] === 'TWOKEY_AUTH_ADDR')!;
+        env['value'] = 'auth-jwks:8444';
+      });
+      expect(problems).to.include("Deployment/twokey/tagging: auth-jwks:8444 does not reach auth's mesh port through its Service");
+      expect(problems.some((p) => p.startsWith("Deployment/twokey/tagging: dials auth-jwks, which auth's certificate does not name"))).to.equal(true);
+    });
+
+    it('a Service claiming a gRPC service that proto/ does not define', () => {
+      expect(problemsAfter((o) => ((get(o, 'Service', 'tagging').metadata['annotations'] as JsonObject)['twokey.local/grpc-services'] = 'twokey.tagging.v2.Tagging'))).to.include(
+        'Service/twokey/tagging: serves twokey.tagging.v2.Tagging, which proto/ does not define',
+      );
+    });
+
+    it('weakened pod hardening, missing probes, resources or /tmp', () => {
+      const problems = problemsAfter((o) => {
+        const c = container(o, 'image-store');
+        const sc = c['securityContext'] as JsonObject;
+        sc['readOnlyRootFilesystem'] = false;
+        sc['allowPrivilegeEscalation'] = true;
+        sc['capabilities'] = { drop: ['ALL'], add: ['NET_ADMIN'] };
+        delete c['livenessProbe'];
+        delete (c['resources'] as JsonObject)['limits'];
+        podSpecOf(get(o, 'Deployment', 'cleaner'))!['automountServiceAccountToken'] = true;
+        const gateway = container(o, 'gateway');
+        gateway['volumeMounts'] = objects(gateway, 'volumeMounts').filter((m) => m['mountPath'] !== '/tmp');
+      });
+      const c = 'StatefulSet/twokey/image-store container image-store';
+      expect(problems).to.include.members([
+        `${c}: readOnlyRootFilesystem must be true`,
+        `${c}: allowPrivilegeEscalation must be false`,
+        `${c}: capabilities must drop ALL and add none`,
+        `${c}: livenessProbe must be a gRPC probe on the health port 8081`,
+        `${c}: no cpu limits`,
+        `${c}: no memory limits`,
+        'Deployment/twokey/cleaner: automountServiceAccountToken must be false (no Kubernetes API token in the pod)',
+        'Deployment/twokey/gateway container gateway: needs a writable emptyDir at /tmp (the root filesystem is read-only)',
+      ]);
+    });
+
+    it('disruption budgets exactly where replicas > 1, and single-replica stateful workloads', () => {
+      const problems = problemsAfter((o) => {
+        o.splice(o.indexOf(get(o, 'PodDisruptionBudget', 'tagging')), 1);
+        spec(get(o, 'Deployment', 'gateway'))['replicas'] = 1;
+        spec(get(o, 'StatefulSet', 'image-store'))['replicas'] = 2;
+      });
+      expect(problems).to.include.members([
+        'Deployment/twokey/tagging: 2 replicas need exactly one PodDisruptionBudget, found 0',
+        'Deployment/twokey/gateway: a single replica must not have a PodDisruptionBudget',
+        'StatefulSet/twokey/image-store: a workload with a data volume must be a single-replica StatefulSet',
+      ]);
+    });
+  });
+});
