@@ -249,7 +249,7 @@ function readIa5(reader: DerReader, el: DerElement, label: string): string {
 }
 
 function formatIp(reader: DerReader, value: Buffer): string {
-  if (value.length === 4) return Array.from(value).join('.');
+  if (value.length === 4) return `${value[0]}.${value[1]}.${value[2]}.${value[3]}`;
   if (value.length !== 16) reader.fail('iPAddress: must be 4 or 16 octets');
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(value.readUInt16BE(i).toString(16));
@@ -300,22 +300,31 @@ function readGrants(value: DerElement): GrantSet {
 }
 
 // UTCTime YYMMDDHHMMSSZ and GeneralizedTime YYYYMMDDHHMMSSZ: the only forms RFC 5280 allows.
-const UTC_TIME = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-const GENERALIZED_TIME = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-
+// Read digit by digit from the buffer: this runs twice per connection.
 function readTime(reader: DerReader, el: DerElement, label: string): Date {
-  const text = el.key;
-  let m: RegExpExecArray | null;
-  let year: number;
-  if (el.tag === TAG.UTC_TIME && (m = UTC_TIME.exec(text)) !== null) {
-    const yy = Number(m[1]);
-    year = yy < 50 ? 2000 + yy : 1900 + yy;
-  } else if (el.tag === TAG.GENERALIZED_TIME && (m = GENERALIZED_TIME.exec(text)) !== null) {
-    year = Number(m[1]);
-  } else {
+  const buf = el.buf;
+  const utc = el.tag === TAG.UTC_TIME;
+  const width = utc ? 13 : 15;
+  if ((!utc && el.tag !== TAG.GENERALIZED_TIME) || el.length !== width || buf[el.end - 1] !== 0x5a /* Z */) {
     reader.fail(`${label}: must be UTCTime YYMMDDHHMMSSZ or GeneralizedTime YYYYMMDDHHMMSSZ`);
   }
-  const [month, day, hour, minute, second] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number];
+  let pos = el.valueStart;
+  const digits = (count: number): number => {
+    let n = 0;
+    for (let i = 0; i < count; i++, pos++) {
+      const d = buf[pos]! - 0x30;
+      if (d < 0 || d > 9) reader.fail(`${label}: must be UTCTime YYMMDDHHMMSSZ or GeneralizedTime YYYYMMDDHHMMSSZ`);
+      n = n * 10 + d;
+    }
+    return n;
+  };
+  let year = digits(utc ? 2 : 4);
+  if (utc) year += year < 50 ? 2000 : 1900;
+  const month = digits(2);
+  const day = digits(2);
+  const hour = digits(2);
+  const minute = digits(2);
+  const second = digits(2);
   const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
   // Date.UTC rolls over out-of-range fields; a round trip catches e.g. February 30th.
   if (
@@ -333,8 +342,23 @@ function readTime(reader: DerReader, el: DerElement, label: string): Date {
 
 const STRING_TAGS: ReadonlySet<number> = new Set([TAG.UTF8_STRING, TAG.PRINTABLE_STRING, TAG.IA5_STRING]);
 
+// Every peer shares one issuer or a few, so rendered names are kept (bounded) by their bytes.
+const renderedNames = new Map<string, string>();
+const MAX_RENDERED_NAMES = 64;
+
 /** Renders a Name as `TYPE=value, ...` in certificate order, escaping RFC 4514 specials. */
 function readName(parent: DerReader, el: DerElement): string {
+  const key = el.buf.toString('latin1', el.start, el.end);
+  let text = renderedNames.get(key);
+  if (text === undefined) {
+    text = renderName(parent, el);
+    if (renderedNames.size >= MAX_RENDERED_NAMES) renderedNames.clear();
+    renderedNames.set(key, text);
+  }
+  return text;
+}
+
+function renderName(parent: DerReader, el: DerElement): string {
   const name = parent.child(el, 'Name');
   const parts: string[] = [];
   while (!name.done) {
