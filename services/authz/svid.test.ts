@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
+import forge from 'node-forge';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,6 +180,49 @@ describe('parseSvid', () => {
     expect(() => checkInteger(reader, reader.expect(0x02, 'serialNumber'), 'serialNumber')).to.throw(TwokeyError, /non-minimal INTEGER encoding/);
     const longForm = new DerReader(Buffer.from([0x04, 0x81, 0x01, 0x00]), 'ERR_PEER_CERT_INVALID', 'invalid certificate');
     expect(() => longForm.next('x')).to.throw(TwokeyError, /non-minimal length encoding/);
+  });
+
+  // Re-encodes a parsed certificate after editing its tree: how BER-isms that our builder never
+  // writes get into a certificate.
+  function edited(edit: (tbs: forge.asn1.Asn1[]) => void): Buffer {
+    const der = buildCertificate(spec(), signer.privateKey).der;
+    const cert = forge.asn1.fromDer(der.toString('binary'));
+    edit(((cert.value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[]));
+    return Buffer.from(forge.asn1.toDer(cert).getBytes(), 'binary');
+  }
+  const U = forge.asn1.Class.UNIVERSAL;
+  const extensionsOf = (tbs: forge.asn1.Asn1[]): forge.asn1.Asn1[] => ((tbs[7]!.value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[]);
+
+  it('rejects an explicit critical FALSE (DER omits DEFAULT values)', () => {
+    const der = edited((tbs) => {
+      const ext = extensionsOf(tbs).at(-1)!.value as forge.asn1.Asn1[];
+      ext.splice(1, 0, forge.asn1.create(U, forge.asn1.Type.BOOLEAN, false, '\x00'));
+    });
+    rejects(der, 'ERR_PEER_CERT_INVALID', /extension 1\.3\.6\.1\.4\.1\.32473\.7\.1: critical FALSE must be omitted in DER/);
+  });
+
+  it('rejects times that are not YYMMDDHHMMSSZ or that name no real date', () => {
+    const withNotBefore = (text: string, type = forge.asn1.Type.UTCTIME): Buffer =>
+      edited((tbs) => {
+        (tbs[4]!.value as forge.asn1.Asn1[])[0] = forge.asn1.create(U, type, false, text);
+      });
+    rejects(withNotBefore('2601010000Z'), 'ERR_PEER_CERT_INVALID', /notBefore: must be UTCTime YYMMDDHHMMSSZ/);
+    rejects(withNotBefore('260101000000+0100'), 'ERR_PEER_CERT_INVALID', /notBefore: must be UTCTime/);
+    rejects(withNotBefore('20260101000000.5Z', forge.asn1.Type.GENERALIZEDTIME), 'ERR_PEER_CERT_INVALID', /notBefore: must be/);
+    rejects(withNotBefore('260230000000Z'), 'ERR_PEER_CERT_INVALID', /notBefore: not a valid date/);
+    rejects(withNotBefore('2601010000a0Z'), 'ERR_PEER_CERT_INVALID', /notBefore: must be/);
+    rejects(withNotBefore('260103000000Z'), 'ERR_PEER_CERT_INVALID', /notAfter is before notBefore/);
+  });
+
+  it('rejects a v1 certificate and a signature algorithm mismatch', () => {
+    rejects(edited((tbs) => tbs.shift()), 'ERR_PEER_CERT_INVALID', /version: expected tag 0xa0/);
+    rejects(
+      edited((tbs) => {
+        tbs[2] = forge.asn1.create(U, forge.asn1.Type.SEQUENCE, true, [forge.asn1.create(U, forge.asn1.Type.OID, false, forge.asn1.oidToDer('1.2.840.10045.4.3.3').getBytes())]);
+      }),
+      'ERR_PEER_CERT_INVALID',
+      /signature algorithm differs/,
+    );
   });
 
   it('encodes dates after 2049 as GeneralizedTime and reads them back', () => {
