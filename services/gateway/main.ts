@@ -22,9 +22,9 @@ const ADDRESS_ENV: Record<PublicRoute['upstream'], [string, string]> = {
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const UPSTREAM_TIMEOUT_MS = 30_000;
 
-/** The client's IP from grpc-js's peer string ("ipv4:1.2.3.4:5678", "ipv6:[::1]:5678"). */
+/** The client's IP from grpc-js's peer string ("1.2.3.4:5678", "[::1]:5678", optionally "ipv4:"-prefixed). */
 function clientAddress(peer: string): string {
-  const match = /^ipv[46]:\[?([0-9a-fA-F:.]+?)\]?:\d+$/.exec(peer);
+  const match = /^(?:ipv[46]:)?\[?([0-9a-fA-F:.]+?)\]?:\d+$/.exec(peer);
   return match?.[1] ?? 'unknown';
 }
 

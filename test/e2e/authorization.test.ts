@@ -1,0 +1,279 @@
+// End to end: the example mesh as real processes over real TLS, every decision with its exact
+// status code and its decision-log line naming both identities.
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { get } from 'node:https';
+import { readFileSync, statSync } from 'node:fs';
+import { promisify } from 'node:util';
+import type { Client } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { unary } from '../../services/mesh-runtime/protos.ts';
+import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
+import { REPO_ROOT } from '../../scripts/local-mesh/supervisor.ts';
+import {
+  decisionIdIn,
+  decisionLine,
+  eventually,
+  expectStatus,
+  logLines,
+  removeState,
+  startTestMesh,
+  withToken,
+  type TestMesh,
+} from './mesh-harness.ts';
+
+interface Image {
+  id: string;
+  owner: string;
+  name: string;
+  tags: string[];
+  content: Buffer;
+}
+
+const TAGGING = 'spiffe://twokey.local/ns/twokey/sa/tagging';
+const GATEWAY = 'spiffe://twokey.local/ns/twokey/sa/gateway';
+const CLEANER = 'spiffe://twokey.local/ns/twokey/sa/cleaner';
+const IMAGE_STORE = 'spiffe://twokey.local/ns/twokey/sa/image-store';
+const EMPTY_LIST = { owner: '', tag: '', page_size: 0, page_token: '' };
+const run = promisify(execFile);
+
+describe('example mesh, end to end', function () {
+  this.timeout(60_000);
+  let t: TestMesh;
+  let alice: string;
+  let bob: string;
+  let images: Client;
+
+  before(async function () {
+    this.timeout(120_000);
+    t = await startTestMesh();
+    images = t.gateway('image-store');
+    alice = await t.login('alice');
+    bob = await t.login('bob');
+  });
+
+  after(async function () {
+    this.timeout(30_000);
+    if (t !== undefined) {
+      await t.close();
+      removeState(t.stateDir);
+    }
+  });
+
+  const upload = (token: string, name: string, content: Buffer, tags: string[] = [], requestId?: string): Promise<Image> =>
+    unary<Image>(images, 'CreateImage', { name, content_type: 'image/jpeg', content, tags }, withToken(token, requestId));
+
+  it('writes users.json owner-only and endpoints.json for clients', () => {
+    expect(statSync(t.mesh.layout.usersFile).mode & 0o777).to.equal(0o600);
+    const endpoints = JSON.parse(readFileSync(t.mesh.layout.endpointsFile, 'utf8'));
+    expect(endpoints.trustDomain).to.equal('twokey.local');
+    expect(endpoints.services['image-store'].spiffeId).to.equal(IMAGE_STORE);
+    expect(Object.keys(endpoints.services).sort()).to.deep.equal(['auth', 'cleaner', 'gateway', 'image-store', 'tagging']);
+  });
+
+  it("gives alice full CRUD on her own images, each call logged with the gateway's and alice's identities", async () => {
+    const requestId = randomUUID();
+    const created = await upload(alice, 'beach.jpg', jpegWithoutExif(), ['holiday'], requestId);
+    expect(created.owner).to.equal('alice');
+    const read = await unary<Image>(images, 'GetImage', { id: created.id, without_content: false }, withToken(alice));
+    expect(Buffer.compare(read.content, jpegWithoutExif())).to.equal(0);
+    const listed = await unary<{ images: Image[] }>(images, 'ListImages', EMPTY_LIST, withToken(alice));
+    expect(listed.images.map((i) => i.id)).to.include(created.id);
+    expect(listed.images.every((i) => i.owner === 'alice')).to.equal(true);
+    const renamed = await unary<Image>(images, 'UpdateImage', { id: created.id, name: 'beach-2.jpg', content_type: '', content: Buffer.alloc(0) }, withToken(alice));
+    expect(renamed.name).to.equal('beach-2.jpg');
+    const retagged = await unary<Image>(images, 'SetTags', { id: created.id, tags: ['sea', 'holiday'] }, withToken(alice));
+    expect(retagged.tags).to.deep.equal(['holiday', 'sea']);
+    await unary(images, 'DeleteImage', { id: created.id }, withToken(alice));
+    await expectStatus(unary(images, 'GetImage', { id: created.id, without_content: true }, withToken(alice)), 'PERMISSION_DENIED');
+
+    const line = logLines(t.mesh, 'image-store').find((l) => l['request_id'] === requestId && l['event'] === 'authz.decision');
+    expect(line).to.include({ allow: true, method: '/twokey.images.v1.ImageStore/CreateImage', peer_spiffe_id: GATEWAY, subject: 'alice', token_kind: 'user' });
+  });
+
+  it("denies bob alice's image with PERMISSION_DENIED, the same as for an image that does not exist", async () => {
+    const photo = await upload(alice, 'private.jpg', jpegWithoutExif());
+    const denied = await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(bob)), 'PERMISSION_DENIED');
+    const missing = await expectStatus(unary(images, 'GetImage', { id: `img_${'0'.repeat(32)}`, without_content: true }, withToken(bob)), 'PERMISSION_DENIED');
+    expect(denied.replace(/\(decision [^)]+\)/, '')).to.equal(missing.replace(/\(decision [^)]+\)/, ''));
+    await expectStatus(unary(images, 'DeleteImage', { id: photo.id }, withToken(bob)), 'PERMISSION_DENIED');
+    await expectStatus(unary(images, 'UpdateImage', { id: photo.id, name: 'bob.jpg', content_type: '', content: Buffer.alloc(0) }, withToken(bob)), 'PERMISSION_DENIED');
+    await expectStatus(unary(images, 'ListImages', { ...EMPTY_LIST, owner: 'alice' }, withToken(bob)), 'PERMISSION_DENIED');
+    const bobs = await unary<{ images: Image[] }>(images, 'ListImages', EMPTY_LIST, withToken(bob));
+    expect(bobs.images.map((i) => i.id)).to.not.include(photo.id);
+    // The resource check runs in the handler, after the interceptor allowed the call: the
+    // interceptor's line shows both identities, the status names the failed resource check.
+    expect(denied).to.include('resource check failed');
+    const id = decisionIdIn(denied);
+    expect(decisionLine(t.mesh, id)).to.include({ peer_spiffe_id: GATEWAY, subject: 'bob' });
+  });
+
+  it('refuses gateway calls without a token, or with a malformed one, with UNAUTHENTICATED', async () => {
+    const requestId = randomUUID();
+    const details = await expectStatus(unary(images, 'ListImages', EMPTY_LIST, withToken(undefined, requestId)), 'UNAUTHENTICATED');
+    expect(details).to.include('no "authorization: Bearer <token>" metadata');
+    await expectStatus(unary(images, 'ListImages', EMPTY_LIST, withToken('not.a.token')), 'UNAUTHENTICATED');
+    await expectStatus(unary(t.gateway('tagging'), 'SuggestTags', { image_id: 'x' }, withToken(undefined)), 'UNAUTHENTICATED');
+    const line = logLines(t.mesh, 'gateway').find((l) => l['request_id'] === requestId);
+    expect(line).to.include({ event: 'gateway.deny', error_code: 'ERR_TOKEN_MISSING', grpc_code: 16 });
+    // Refused at the door: nothing reached the image store for that request.
+    expect(logLines(t.mesh, 'image-store').some((l) => l['request_id'] === requestId)).to.equal(false);
+  });
+
+  it('accepts only user tokens at the gateway: a service token is refused', async () => {
+    const auth = await t.workload('cleaner', 'auth');
+    const service = await unary<{ access_token: string }>(auth, 'GetServiceToken', { audience: '' });
+    const details = await expectStatus(unary(images, 'ListImages', EMPTY_LIST, withToken(service.access_token)), 'UNAUTHENTICATED');
+    expect(details).to.include('only user tokens');
+  });
+
+  it("refuses tagging's certificate with alice's token to update or delete: PERMISSION_DENIED by the grant", async () => {
+    const photo = await upload(alice, 'keep.jpg', jpegWithoutExif());
+    const asTagging = await t.workload('tagging', 'image-store');
+    const del = await expectStatus(unary(asTagging, 'DeleteImage', { id: photo.id }, withToken(alice)), 'PERMISSION_DENIED');
+    expect(del).to.include(`certificate of ${TAGGING} does not grant /twokey.images.v1.ImageStore/DeleteImage`);
+    const upd = await expectStatus(
+      unary(asTagging, 'UpdateImage', { id: photo.id, name: 'x.jpg', content_type: '', content: Buffer.alloc(0) }, withToken(alice)),
+      'PERMISSION_DENIED',
+    );
+    expect(upd).to.include('does not grant /twokey.images.v1.ImageStore/UpdateImage');
+    expect(decisionLine(t.mesh, decisionIdIn(del))).to.include({ allow: false, failed_check: 'grant', peer_spiffe_id: TAGGING });
+    const still = await unary<Image>(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
+    expect(still.name).to.equal('keep.jpg');
+  });
+
+  it("refuses tagging's delegated token presented by another workload with UNAUTHENTICATED", async () => {
+    const photo = await upload(alice, 'replay.jpg', jpegWithoutExif());
+    const taggingAuth = await t.workload('tagging', 'auth');
+    const delegated = await unary<{ access_token: string; scope: string }>(taggingAuth, 'ExchangeToken', {
+      subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE,
+    });
+    expect(delegated.scope).to.equal('images:tag');
+    // Its rightful holder may use it.
+    const asTagging = await t.workload('tagging', 'image-store');
+    await unary(asTagging, 'SetTags', { id: photo.id, tags: ['ok'] }, withToken(delegated.access_token));
+    // The gateway's certificate does grant SetTags, yet the token is bound to tagging's certificate.
+    const asGateway = await t.workload('gateway', 'image-store');
+    const details = await expectStatus(unary(asGateway, 'SetTags', { id: photo.id, tags: ['stolen'] }, withToken(delegated.access_token)), 'UNAUTHENTICATED');
+    expect(details).to.include('binding check failed');
+    expect(decisionLine(t.mesh, decisionIdIn(details))).to.include({ failed_check: 'binding', peer_spiffe_id: GATEWAY, subject: 'alice' });
+  });
+
+  it('refuses token exchange beyond the registry: broader scope, other audience, unknown user', async () => {
+    const taggingAuth = await t.workload('tagging', 'auth');
+    const ask = (fields: Record<string, string>) =>
+      unary(taggingAuth, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE, ...fields });
+    expect(await expectStatus(ask({ scope: 'images:tag images:delete' }), 'PERMISSION_DENIED')).to.include('"images:delete" is beyond');
+    expect(await expectStatus(ask({ audience: GATEWAY }), 'PERMISSION_DENIED')).to.include(`audience ${GATEWAY}`);
+    expect(await expectStatus(ask({ subject_user: 'mallory' }), 'PERMISSION_DENIED')).to.include('no enabled user "mallory"');
+    // The cleaner has no delegation at all, and no grant for ExchangeToken either.
+    const cleanerAuth = await t.workload('cleaner', 'auth');
+    const details = await expectStatus(
+      unary(cleanerAuth, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE }),
+      'PERMISSION_DENIED',
+    );
+    expect(details).to.include(`certificate of ${CLEANER} does not grant /twokey.auth.v1.Auth/ExchangeToken`);
+  });
+
+  it('refuses a workload certificate without the grant with PERMISSION_DENIED', async () => {
+    const storeAsClient = await t.workload('image-store', 'auth');
+    const details = await expectStatus(unary(storeAsClient, 'GetServiceToken', { audience: '' }), 'PERMISSION_DENIED');
+    expect(details).to.include(`certificate of ${IMAGE_STORE} does not grant /twokey.auth.v1.Auth/GetServiceToken`);
+    const cleaner = await t.workload('cleaner', 'image-store');
+    await expectStatus(unary(cleaner, 'CreateImage', { name: 'x.jpg', content_type: 'image/jpeg', content: jpegWithoutExif(), tags: [] }, withToken(alice)), 'PERMISSION_DENIED');
+    expect(decisionLine(t.mesh, decisionIdIn(details))).to.include({ failed_check: 'grant', peer_spiffe_id: IMAGE_STORE });
+  });
+
+  it("tags alice's GPS photo asynchronously, with tagging's delegated token for alice", async () => {
+    const photo = await upload(alice, 'eiffel.jpg', jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), ['paris']);
+    const tagged = await eventually('the location tags', 20_000, async () => {
+      const image = await unary<Image>(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
+      return image.tags.includes('gps') ? image : undefined;
+    });
+    expect(tagged.tags).to.deep.equal(['geo:48.8584,2.2945', 'gps', 'paris']);
+    const setTags = logLines(t.mesh, 'image-store').filter(
+      (l) => l['event'] === 'authz.decision' && l['method'] === '/twokey.images.v1.ImageStore/SetTags' && l['peer_spiffe_id'] === TAGGING && l['allow'] === true,
+    );
+    expect(setTags.some((l) => l['subject'] === 'alice' && l['token_kind'] === 'delegated' && JSON.stringify(l['actor_chain']) === JSON.stringify([TAGGING]))).to.equal(true);
+  });
+
+  it('suggests tags over two hops with the forwarded user token, and not for bob', async () => {
+    const photo = await upload(alice, 'sydney.jpg', jpegWithGps({ latitude: -33.8568, longitude: 151.2153 }));
+    const tagging = t.gateway('tagging');
+    const requestId = randomUUID();
+    const suggestion = await unary<{ tags: string[]; has_location: boolean; latitude: number }>(tagging, 'SuggestTags', { image_id: photo.id }, withToken(alice, requestId));
+    expect(suggestion.tags).to.deep.equal(['gps', 'geo:-33.8568,151.2153']);
+    expect(suggestion.latitude).to.be.closeTo(-33.8568, 1e-6);
+    // Hop 2 (tagging -> image-store) carried alice's own token, under tagging's certificate.
+    const hop2 = logLines(t.mesh, 'image-store').find((l) => l['request_id'] === requestId && l['event'] === 'authz.decision');
+    expect(hop2).to.include({ peer_spiffe_id: TAGGING, subject: 'alice', token_kind: 'user', allow: true });
+    await expectStatus(unary(tagging, 'SuggestTags', { image_id: photo.id }, withToken(bob)), 'PERMISSION_DENIED');
+  });
+
+  it('lets the cleaner delete flagged images of any owner, and nothing else', async () => {
+    const flaggedAlice = await upload(alice, 'bad-a.jpg', jpegWithoutExif(), ['flagged']);
+    const flaggedBob = await upload(bob, 'bad-b.jpg', jpegWithoutExif(), ['flagged']);
+    const fine = await upload(alice, 'fine.jpg', jpegWithoutExif(), ['nice']);
+    await eventually('the cleaner', 20_000, async () => {
+      const a = await unary<{ images: Image[] }>(images, 'ListImages', EMPTY_LIST, withToken(alice));
+      const b = await unary<{ images: Image[] }>(images, 'ListImages', EMPTY_LIST, withToken(bob));
+      const ids = [...a.images, ...b.images].map((i) => i.id);
+      return !ids.includes(flaggedAlice.id) && !ids.includes(flaggedBob.id) ? ids : undefined;
+    });
+    const kept = await unary<Image>(images, 'GetImage', { id: fine.id, without_content: true }, withToken(alice));
+    expect(kept.tags).to.deep.equal(['nice']);
+    const deletions = logLines(t.mesh, 'image-store').filter(
+      (l) => l['event'] === 'authz.decision' && l['method'] === '/twokey.images.v1.ImageStore/DeleteImage' && l['allow'] === true && l['peer_spiffe_id'] === CLEANER,
+    );
+    expect(deletions.length).to.be.at.least(2);
+    for (const line of deletions) expect(line).to.include({ subject: CLEANER, token_kind: 'service' });
+  });
+
+  it('publishes the JWKS over HTTPS for ordinary JOSE tooling', async () => {
+    const { jwks } = t.mesh.endpoints;
+    const body = await new Promise<string>((resolve, reject) => {
+      get(jwks.url, { ca: readFileSync(jwks.caFile) }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => (res.statusCode === 200 ? resolve(text) : reject(new Error(`HTTP ${res.statusCode}`))));
+      }).on('error', reject);
+    });
+    const set = JSON.parse(body) as { keys: { kid: string; d?: string }[] };
+    expect(set.keys.some((k) => 'd' in k)).to.equal(false);
+    expect(set.keys.map((k) => k.kid)).to.include(decodeProtectedHeader(alice).kid);
+    const { payload } = await jwtVerify(alice, createLocalJWKSet(set as Parameters<typeof createLocalJWKSet>[0]), {
+      algorithms: ['ES256'],
+      issuer: 'https://auth.twokey.local',
+      audience: 'spiffe://twokey.local',
+    });
+    expect(payload).to.include({ sub: 'alice', token_kind: 'user' });
+  });
+
+  it('manages users with `twokey users`; disabled users cannot log in; repeated failures are throttled', async () => {
+    const dataDir = `${t.stateDir}/data/auth`;
+    const cli = (args: string[], input?: string) => {
+      const child = run(process.execPath, [`${REPO_ROOT}/scripts/twokey.js`, 'users', ...args, '--data-dir', dataDir]);
+      if (input !== undefined) child.child.stdin!.end(input);
+      return child;
+    };
+    await cli(['add', 'carol', '--password-stdin'], 'carol-long-password\n');
+    const auth = t.gateway('auth');
+    await unary(auth, 'Login', { username: 'carol', password: 'carol-long-password' });
+    await cli(['disable', 'carol']);
+    await expectStatus(unary(auth, 'Login', { username: 'carol', password: 'carol-long-password' }), 'UNAUTHENTICATED');
+    expect((await cli(['list'])).stdout).to.match(/carol\s+disabled/);
+
+    // A spoofed X-Forwarded-For from the client is dropped; the gateway reports the real address.
+    const spoof = withToken(undefined);
+    spoof.set('x-forwarded-for', '203.0.113.9');
+    for (let i = 0; i < 5; i++) {
+      await expectStatus(unary(auth, 'Login', { username: 'ghost', password: 'wrong password' }, spoof), 'UNAUTHENTICATED');
+    }
+    const throttled = await expectStatus(unary(auth, 'Login', { username: 'ghost', password: 'wrong password' }), 'RESOURCE_EXHAUSTED');
+    expect(throttled).to.include('too many failed logins for this username');
+    const failures = logLines(t.mesh, 'auth').filter((l) => l['event'] === 'auth.login_failed' && l['user'] === 'ghost');
+    expect(failures.map((l) => l['code'])).to.deep.equal([...Array<string>(5).fill('ERR_LOGIN_FAILED'), 'ERR_LOGIN_THROTTLED']);
+    for (const line of failures) expect(line['source'], JSON.stringify(line)).to.be.oneOf([`${GATEWAY}|127.0.0.1`, `${GATEWAY}|::1`]);
+  });
+});

@@ -1,0 +1,124 @@
+// Shared plumbing for the end-to-end tests: a real mesh in a fresh temporary state directory,
+// started exactly as `npm start` starts it, and readers for its decision logs.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { unary } from '../../services/mesh-runtime/protos.ts';
+import { gatewayClient, workloadClient, type ServiceClientKind } from '../../scripts/local-mesh/clients.ts';
+import { startLocalMesh, type LocalMesh } from '../../scripts/local-mesh/local-mesh.ts';
+
+export const STATUS_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(status).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]),
+);
+
+export interface TestMesh {
+  mesh: LocalMesh;
+  stateDir: string;
+  gateway(service: ServiceClientKind): Client;
+  workload(name: string, service: ServiceClientKind): Promise<Client>;
+  login(user: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startTestMesh(opts: { stateDir?: string; cleanerInterval?: string } = {}): Promise<TestMesh> {
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'twokey-e2e-'));
+  let mesh: LocalMesh;
+  try {
+    mesh = await startLocalMesh({ stateDir, cleanerInterval: opts.cleanerInterval ?? '2s', healthTimeoutMs: 60_000 });
+  } catch (err) {
+    if (opts.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true });
+    throw err;
+  }
+  const closers: (() => void)[] = [];
+  const gateways = new Map<string, Client>();
+  const harness: TestMesh = {
+    mesh,
+    stateDir,
+    gateway(service) {
+      let client = gateways.get(service);
+      if (client === undefined) {
+        client = gatewayClient(mesh.endpoints, service);
+        gateways.set(service, client);
+        closers.push(() => client!.close());
+      }
+      return client;
+    },
+    async workload(name, service) {
+      const { client, close } = await workloadClient(mesh.endpoints, name, service);
+      closers.push(close);
+      return client;
+    },
+    async login(user) {
+      return (await unary<{ access_token: string }>(harness.gateway('auth'), 'Login', { username: user, password: mesh.users[user] })).access_token;
+    },
+    async close() {
+      for (const close of closers.splice(0)) close();
+      gateways.clear();
+      await mesh.stop();
+    },
+  };
+  return harness;
+}
+
+/** Metadata with a bearer token and a request id the decision log will carry. */
+export function withToken(token: string | undefined, requestId?: string): Metadata {
+  const md = new Metadata();
+  if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+  if (requestId !== undefined) md.set('x-request-id', requestId);
+  return md;
+}
+
+/** Awaits a call that must fail with `code`; returns the status details. */
+export async function expectStatus(call: Promise<unknown>, code: keyof typeof status): Promise<string> {
+  try {
+    await call;
+  } catch (err) {
+    const e = err as ServiceError;
+    expect(STATUS_NAMES[e.code], `status (details: ${e.details})`).to.equal(code);
+    return e.details;
+  }
+  expect.fail(`expected ${code}, but the call succeeded`);
+}
+
+export function decisionIdIn(details: string): string {
+  const match = /\(decision ([0-9a-f-]{36})\)/.exec(details);
+  expect(match, `a decision id in ${JSON.stringify(details)}`).to.not.equal(null);
+  return match![1]!;
+}
+
+export type LogLine = Record<string, unknown>;
+
+export function logLines(mesh: LocalMesh, service: string): LogLine[] {
+  return readFileSync(mesh.layout.logFile(service), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+}
+
+/** The one decision line with this id, from any service's log. */
+export function decisionLine(mesh: LocalMesh, decisionId: string): LogLine {
+  const found = ['auth', 'image-store', 'tagging'].flatMap((s) => logLines(mesh, s)).filter((l) => l['decision_id'] === decisionId);
+  expect(found, `decision ${decisionId} in the logs`).to.have.length(1);
+  return found[0]!;
+}
+
+export async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+}
+
+export function removeState(stateDir: string): void {
+  rmSync(stateDir, { recursive: true, force: true });
+}
