@@ -238,7 +238,7 @@ export async function check(values: Values): Promise<CheckOutput> {
     token:
       raw === undefined || keys === undefined
         ? { ok: false, error: new TwokeyError('ERR_TOKEN_MISSING', 'no token given (--token, --token-file or --claims)') }
-        : await new TokenAuthenticator({ verifier: new TokenVerifier({ keys, issuer: settings.issuer, audiences, clock: () => now }), clock: () => now }).verify(raw),
+        : await new TokenAuthenticator({ verifier: new TokenVerifier({ keys, issuer: settings.issuer, audiences, ...(values.server !== undefined ? { delegatedAudience: audiences[1]! } : {}), clock: () => now }), clock: () => now }).verify(raw),
   };
   const decision = decide(input);
   const rule = input.rule;

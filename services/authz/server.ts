@@ -62,6 +62,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     keys: options.keys,
     issuer: options.issuer,
     audiences: [own.trustDomainId.toString(), own.toString()],
+    delegatedAudience: own.toString(),
     clock,
   });
   const tokens = new TokenAuthenticator({ verifier, cache, clock });

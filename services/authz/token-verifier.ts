@@ -32,6 +32,11 @@ export interface TokenVerifierOptions {
   issuer: string;
   /** Audiences this service accepts: the trust-domain ID and its own SPIFFE ID. */
   audiences: readonly string[];
+  /**
+   * The one audience a delegated token must name: the receiving service's own SPIFFE ID. A
+   * delegated token is minted for one target service and never valid mesh-wide.
+   */
+  delegatedAudience?: string;
   /** Epoch milliseconds; injected so tests and the offline check control time. */
   clock?: () => number;
   /** Clock skew tolerated on exp, nbf and iat, in seconds. */
@@ -64,6 +69,7 @@ export class TokenVerifier {
   readonly #keys: VerificationKeys;
   readonly #issuer: string;
   readonly #audiences: ReadonlySet<string>;
+  readonly #delegatedAudience: string | undefined;
   readonly #clock: () => number;
   readonly #leeway: number;
   readonly #maxTokenBytes: number;
@@ -79,6 +85,7 @@ export class TokenVerifier {
     this.#keys = options.keys;
     this.#issuer = options.issuer;
     this.#audiences = new Set(options.audiences);
+    this.#delegatedAudience = options.delegatedAudience;
     this.#clock = options.clock ?? Date.now;
     this.#leeway = options.leewaySeconds ?? 30;
     this.#maxTokenBytes = options.maxTokenBytes ?? LIMITS.maxTokenBytes;
@@ -149,6 +156,9 @@ export class TokenVerifier {
       case 'delegated':
         if (!USERNAME_SHAPE.test(sub)) throw invalid('delegated token "sub" is not a username');
         if (act === undefined) throw invalid('a delegated token must name its actor in "act"');
+        if (this.#delegatedAudience !== undefined && audience !== this.#delegatedAudience) {
+          throw invalid(`a delegated token must be addressed to this service (${this.#delegatedAudience}), not "${audience}"`);
+        }
         actorChain = parseActorChain(act, this.#maxActorDepth);
         boundThumbprint = parseCnf(cnf, 'delegated');
         break;

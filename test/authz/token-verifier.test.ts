@@ -191,7 +191,15 @@ describe('TokenVerifier', () => {
     it('a user token whose subject looks like a SPIFFE ID', async () => {
       await expectCode(sign({ sub: TAGGING }), 'ERR_TOKEN_INVALID', /not a username/);
     });
-    it('a delegated token without act, without cnf, or with a bad actor', async () => {
+    it('a delegated token addressed to anyone but this service, when the service says who it is', async () => {
+    const own = new TokenVerifier({ keys: await StaticKeys.fromJwks(TestIssuer.jwks(issuer)), issuer: ISSUER, audiences: [MESH_AUDIENCE, STORE], delegatedAudience: STORE, clock: () => now });
+    const claims = { token_kind: 'delegated', act: { sub: TAGGING }, cnf: { 'x5t#S256': THUMB } };
+    expect((await own.verify(await sign({ ...claims, aud: STORE }))).audience).to.equal(STORE);
+    const err = await rejection(own.verify(await sign({ ...claims, aud: MESH_AUDIENCE })));
+    expect(err.message).to.match(/must be addressed to this service/);
+  });
+
+  it('a delegated token without act, without cnf, or with a bad actor', async () => {
       const base = { token_kind: 'delegated', aud: STORE };
       await expectCode(sign({ ...base, cnf: { 'x5t#S256': THUMB } }), 'ERR_TOKEN_INVALID', /actor/);
       await expectCode(sign({ ...base, act: { sub: TAGGING } }), 'ERR_TOKEN_INVALID', /cnf/);
