@@ -143,7 +143,7 @@ export class CertificateAuthority {
     }
     const clock = opts.clock ?? (() => new Date());
     const random = opts.random ?? randomBytes;
-    const { privateKey, publicKey } = generateP256();
+    const { privateKey, publicKey } = (opts.generateKeyPair ?? generateP256)();
     const now = wholeSeconds(clock());
     const cert = buildCertificate(
       rootSpec({
