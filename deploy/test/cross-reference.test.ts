@@ -10,7 +10,7 @@ import { renderKustomization } from '../tools/kustomize.ts';
 import type { JsonObject, K8sObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf } from '../tools/pod-spec.ts';
 import { validateManifests } from '../tools/schema.ts';
-import { KUSTOMIZATIONS, REGISTRY_FILE } from './paths.ts';
+import { KUSTOMIZATIONS, REGISTRY_FILE, SERVICES_DIR } from './paths.ts';
 
 // Mutations address objects by kind and name, then by JSON path, so a failing case reads as the
 // one change it makes.
@@ -66,6 +66,15 @@ describe('deploy: manifests, registry and proto/ agree', function () {
     });
   }
 
+  it('gives a data directory to exactly the services whose code keeps state there', () => {
+    for (const w of registry.workloads) {
+      const main = readFileSync(join(SERVICES_DIR, w.name, 'main.ts'), 'utf8');
+      const keepsState = /\bdataDir\(env\)/.test(main);
+      const env = objects(container(base, w.name), 'env').map((e) => e['name']);
+      expect(env.includes('TWOKEY_DATA_DIR'), `${w.name} keeps state: ${keepsState}`).to.equal(keepsState);
+    }
+  });
+
   it('derives the network paths from the grants: exactly these callers and callees', () => {
     const { callees, problems } = impliedCallees(facts(base));
     expect(problems).to.deep.equal([]);
@@ -105,8 +114,8 @@ describe('deploy: manifests, registry and proto/ agree', function () {
     });
 
     it('a pod running under another workload\'s service account, so its SPIFFE ID is wrong', () => {
-      expect(problemsAfter((o) => (podSpecOf(get(o, 'Deployment', 'tagging'))!['serviceAccountName'] = 'gateway'))).to.include(
-        'Deployment/twokey/tagging: runs as spiffe://twokey.local/ns/twokey/sa/gateway, but the registry gives workload tagging spiffe://twokey.local/ns/twokey/sa/tagging',
+      expect(problemsAfter((o) => (podSpecOf(get(o, 'StatefulSet', 'tagging'))!['serviceAccountName'] = 'gateway'))).to.include(
+        'StatefulSet/twokey/tagging: runs as spiffe://twokey.local/ns/twokey/sa/gateway, but the registry gives workload tagging spiffe://twokey.local/ns/twokey/sa/tagging',
       );
     });
 
@@ -205,8 +214,8 @@ describe('deploy: manifests, registry and proto/ agree', function () {
         const env = objects(container(o, 'tagging'), 'env').find((e) => e['name'] === 'TWOKEY_AUTH_ADDR')!;
         env['value'] = 'auth-jwks:8444';
       });
-      expect(problems).to.include("Deployment/twokey/tagging: auth-jwks:8444 does not reach auth's mesh port through its Service");
-      expect(problems.some((p) => p.startsWith("Deployment/twokey/tagging: dials auth-jwks, which auth's certificate does not name"))).to.equal(true);
+      expect(problems).to.include("StatefulSet/twokey/tagging: auth-jwks:8444 does not reach auth's mesh port through its Service");
+      expect(problems.some((p) => p.startsWith("StatefulSet/twokey/tagging: dials auth-jwks, which auth's certificate does not name"))).to.equal(true);
     });
 
     it('a Service claiming a gRPC service that proto/ does not define', () => {
@@ -241,15 +250,28 @@ describe('deploy: manifests, registry and proto/ agree', function () {
       ]);
     });
 
+    it('state on anything but a PersistentVolumeClaim', () => {
+      const problems = problemsAfter((o) => {
+        const c = container(o, 'tagging');
+        c['volumeMounts'] = objects(c, 'volumeMounts').filter((m) => m['name'] !== 'data');
+      });
+      expect(problems).to.deep.equal(['StatefulSet/twokey/tagging container tagging: TWOKEY_DATA_DIR /var/lib/twokey must be a writable mount of a PersistentVolumeClaim']);
+    });
+
     it('disruption budgets exactly where replicas > 1, and single-replica stateful workloads', () => {
       const problems = problemsAfter((o) => {
-        o.splice(o.indexOf(get(o, 'PodDisruptionBudget', 'tagging')), 1);
-        spec(get(o, 'Deployment', 'gateway'))['replicas'] = 1;
+        const pdb = structuredClone(get(o, 'PodDisruptionBudget', 'gateway'));
+        pdb.metadata.name = 'auth';
+        (spec(pdb)['selector'] as JsonObject)['matchLabels'] = { 'app.kubernetes.io/name': 'auth' };
+        o.push(pdb);
+        o.splice(o.indexOf(get(o, 'PodDisruptionBudget', 'gateway')), 1);
+        spec(get(o, 'Deployment', 'cleaner'))['replicas'] = 2;
         spec(get(o, 'StatefulSet', 'image-store'))['replicas'] = 2;
       });
       expect(problems).to.include.members([
-        'Deployment/twokey/tagging: 2 replicas need exactly one PodDisruptionBudget, found 0',
-        'Deployment/twokey/gateway: a single replica must not have a PodDisruptionBudget',
+        'Deployment/twokey/gateway: 2 replicas need exactly one PodDisruptionBudget, found 0',
+        'Deployment/twokey/cleaner: 2 replicas need exactly one PodDisruptionBudget, found 0',
+        'StatefulSet/twokey/auth: a single replica must not have a PodDisruptionBudget',
         'StatefulSet/twokey/image-store: a workload with a data volume must be a single-replica StatefulSet',
       ]);
     });

@@ -106,7 +106,7 @@ describe('deploy: twokey k8s secrets', function () {
 
     const checked = await twokey(['k8s', 'check', 'deploy', 'deploy/overlays/local', '--secrets', out]);
     expect(checked.code, checked.stdout).to.equal(0);
-    expect(checked.stdout).to.contain('deploy/overlays/local: 32 objects, 0 problems');
+    expect(checked.stdout).to.match(/^deploy\/overlays\/local: \d+ objects, 0 problems/m);
   });
 
   it('the command exits 2 on bad usage and 1, naming the problem, on a broken kustomization', async () => {

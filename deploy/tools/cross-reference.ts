@@ -446,6 +446,15 @@ export function podProblems(facts: DeploymentFacts): string[] {
         const grpcPort = isObject(c[probe]) && isObject((c[probe] as JsonObject)['grpc']) ? ((c[probe] as JsonObject)['grpc'] as JsonObject)['port'] : undefined;
         if (grpcPort !== HEALTH_PORT) problems.push(`${cid}: ${probe} must be a gRPC probe on the health port ${HEALTH_PORT}`);
       }
+      const dataDir = envOf(c).get('TWOKEY_DATA_DIR');
+      if (dataDir !== undefined) {
+        const claims = new Set(objects(w['spec'], 'volumeClaimTemplates').map((t) => str(t['metadata'], 'name')));
+        const mount = objects(c, 'volumeMounts').find((m) => m['mountPath'] === dataDir);
+        // Anything else loses the databases (and auth's signing keys) with the pod.
+        if (mount === undefined || !claims.has(str(mount, 'name')) || mount['readOnly'] === true) {
+          problems.push(`${cid}: TWOKEY_DATA_DIR ${dataDir} must be a writable mount of a PersistentVolumeClaim`);
+        }
+      }
       const tmp = objects(c, 'volumeMounts').find((m) => m['mountPath'] === '/tmp');
       const tmpVolume = tmp === undefined ? undefined : objects(spec, 'volumes').find((v) => v['name'] === tmp['name']);
       if (tmpVolume === undefined || !isObject(tmpVolume['emptyDir'])) problems.push(`${cid}: needs a writable emptyDir at /tmp (the root filesystem is read-only)`);
