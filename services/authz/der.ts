@@ -240,6 +240,22 @@ export function encodeOid(dotted: string): Buffer {
   return Buffer.from(out);
 }
 
+/**
+ * Rejects an OID whose encoding is not canonical (a subidentifier padded with 0x80, or a
+ * truncated last one), so one OID always has one byte form and byte comparison is exact.
+ */
+export function checkOidEncoding(reader: DerReader, el: DerElement, label: string): void {
+  const buf = el.buf;
+  if (el.length === 0) reader.fail(`${label}: empty OID`);
+  let startOfSubid = true;
+  for (let i = el.valueStart; i < el.end; i++) {
+    const b = buf[i]!;
+    if (startOfSubid && b === 0x80) reader.fail(`${label}: non-minimal OID encoding`);
+    startOfSubid = (b & 0x80) === 0;
+  }
+  if (!startOfSubid) reader.fail(`${label}: truncated OID`);
+}
+
 /** Decodes OID contents octets to dotted form, rejecting non-minimal subidentifiers. */
 export function decodeOid(reader: DerReader, value: Buffer, label: string): string {
   if (value.length === 0) reader.fail(`${label}: empty OID`);

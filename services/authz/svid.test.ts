@@ -201,6 +201,15 @@ describe('parseSvid', () => {
     rejects(der, 'ERR_PEER_CERT_INVALID', /extension 1\.3\.6\.1\.4\.1\.32473\.7\.1: critical FALSE must be omitted in DER/);
   });
 
+  it('rejects a non-canonical extension OID, which could otherwise dodge the duplicate check', () => {
+    const der = edited((tbs) => {
+      const ext = extensionsOf(tbs).at(-1)!.value as forge.asn1.Asn1[];
+      // 1.3.6.1.4.1.32473.7.1 with its 32473 arc padded by a leading 0x80 octet.
+      ext[0] = forge.asn1.create(U, forge.asn1.Type.OID, false, Buffer.from('2b0601040180 81fd590701'.replace(' ', ''), 'hex').toString('binary'));
+    });
+    rejects(der, 'ERR_PEER_CERT_INVALID', /extnID: non-minimal OID encoding/);
+  });
+
   it('rejects times that are not YYMMDDHHMMSSZ or that name no real date', () => {
     const withNotBefore = (text: string, type = forge.asn1.Type.UTCTIME): Buffer =>
       edited((tbs) => {

@@ -4,6 +4,7 @@ import {
   DerReader,
   TAG,
   checkInteger,
+  checkOidEncoding,
   contextTag,
   decodeOid,
   encodeOid,
@@ -148,6 +149,8 @@ export function parseSvid(der: Buffer, opts?: ParseSvidOptions): Svid {
   while (!exts.done) {
     const ext = exts.child(exts.expect(TAG.SEQUENCE, 'extension'), 'extension');
     const oidEl = ext.expect(TAG.OID, 'extnID');
+    // Canonical bytes, so neither the duplicate check nor the grants lookup can be sidestepped.
+    checkOidEncoding(ext, oidEl, 'extnID');
     const key = oidEl.key;
     const criticalEl = ext.optional(TAG.BOOLEAN, 'critical');
     // DER omits a DEFAULT value, so an explicit FALSE is itself malformed.
