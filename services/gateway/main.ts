@@ -38,6 +38,8 @@ export async function serve(env: Env): Promise<RunningService> {
     const tokens = new TokenAuthenticator({
       verifier: new TokenVerifier({ keys, issuer: runtime.registry.auth.issuer, audiences: [trustDomainId] }),
     });
+    // A retired signing key must stop vouching for tokens verified with it.
+    keys.addChangeListener(() => tokens.cache.clear());
     const upstreams = new Map<string, grpc.Client>();
     for (const name of new Set(PUBLIC_ROUTES.map((r) => r.upstream))) {
       const [envName, fallback] = ADDRESS_ENV[name];

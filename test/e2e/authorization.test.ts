@@ -5,10 +5,11 @@ import { randomUUID } from 'node:crypto';
 import { get } from 'node:https';
 import { readFileSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
-import type { Client } from '@grpc/grpc-js';
+import { credentials, type Client } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
-import { unary } from '../../services/mesh-runtime/protos.ts';
+import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
 import { REPO_ROOT } from '../../scripts/local-mesh/supervisor.ts';
 import {
@@ -248,6 +249,41 @@ describe('example mesh, end to end', function () {
       audience: 'spiffe://twokey.local',
     });
     expect(payload).to.include({ sub: 'alice', token_kind: 'user' });
+  });
+
+  it('refuses content over the size limit with RESOURCE_EXHAUSTED naming the limit', async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024 + 1, 0xab);
+    const details = await expectStatus(upload(alice, 'big.jpg', big), 'RESOURCE_EXHAUSTED');
+    expect(details).to.include('image content is 4194305 bytes; the limit is 4194304 bytes');
+    expect(await expectStatus(unary(images, 'CreateImage', { name: 'x', content_type: 'text/html', content: Buffer.from('x'), tags: [] }, withToken(alice)), 'INVALID_ARGUMENT')).to.include(
+      'is not an image/* media type',
+    );
+  });
+
+  it('serves only grpc.health.v1 on the plaintext health port', async () => {
+    const health = t.mesh.endpoints.services['image-store']!.health;
+    expect(await checkHealth(health)).to.equal('SERVING');
+    const plaintext = new ImageStoreClient(health, credentials.createInsecure());
+    try {
+      await expectStatus(unary(plaintext, 'ListImages', EMPTY_LIST, withToken(alice)), 'UNIMPLEMENTED');
+    } finally {
+      plaintext.close();
+    }
+  });
+
+  it('rotates the signing key on SIGHUP; tokens from before and after both verify', async () => {
+    const oldKid = decodeProtectedHeader(alice).kid;
+    process.kill(t.mesh.pid('auth')!, 'SIGHUP');
+    const fresh = await eventually('a token signed with the new key', 10_000, async () => {
+      const token = await t.login('alice');
+      return decodeProtectedHeader(token).kid !== oldKid ? token : undefined;
+    });
+    // The image store learns the new key by refetching on the unknown kid (rate-limited to one
+    // fetch per 5 s cooldown), so the first call may wait out a cooldown started just before.
+    await eventually('the image store to accept the new key', 10_000, () => unary(images, 'ListImages', EMPTY_LIST, withToken(fresh)));
+    await unary(images, 'ListImages', EMPTY_LIST, withToken(alice));
+    const kids = JSON.parse((await unary<{ jwks_json: string }>(await t.workload('gateway', 'auth'), 'GetJwks', {})).jwks_json).keys.map((k: { kid: string }) => k.kid);
+    expect(kids).to.have.length(2).and.include(oldKid);
   });
 
   it('manages users with `twokey users`; disabled users cannot log in; repeated failures are throttled', async () => {
