@@ -1,17 +1,15 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { loadRegistry } from '../../certs-ca/index.ts';
 import { workloadsOf } from '../tools/cross-reference.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { JsonObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf } from '../tools/pod-spec.ts';
-import { DEPLOY_DIR, REGISTRY_FILE, SERVICES_DIR } from './paths.ts';
+import { DEPLOY_DIR, REGISTRY_FILE, REPO, SERVICES_DIR } from './paths.ts';
 
 // No container engine runs here, so the image is checked as text against the manifests it must
 // agree with: the user it runs as, the ports, the entry point and what enters the build context.
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 interface Instruction {
   op: string;
@@ -44,8 +42,8 @@ function ignored(path: string, patterns: readonly string[]): boolean {
 }
 
 describe('deploy: the container image', () => {
-  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
-  const ignore = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const dockerfile = readFileSync(join(REPO, 'Dockerfile'), 'utf8');
+  const ignore = readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
   const all = stages(dockerfile);
   const final = all.at(-1)!;
   const pods = workloadsOf(renderKustomization(DEPLOY_DIR));
@@ -94,7 +92,7 @@ describe('deploy: the container image', () => {
     for (const copy of all.flat().filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))) {
       const sources = copy.args.split(/\s+/).slice(0, -1);
       for (const source of sources) {
-        expect(existsSync(join(ROOT, source)), source).to.equal(true);
+        expect(existsSync(join(REPO, source)), source).to.equal(true);
         expect(ignored(source, ignore), `${source} is excluded by .dockerignore`).to.equal(false);
       }
     }

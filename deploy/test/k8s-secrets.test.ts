@@ -11,10 +11,9 @@ import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
 import { parseManifests, toYamlStream, type K8sObject } from '../tools/manifest.ts';
-import { REGISTRY_FILE } from './paths.ts';
+import { REGISTRY_FILE, REPO } from './paths.ts';
 
 const TWOKEY = fileURLToPath(new URL('../../scripts/twokey.js', import.meta.url));
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const run = promisify(execFile);
 
 async function twokey(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
