@@ -47,6 +47,20 @@ export function runInCall<T>(ctx: CallContext, fn: () => T): T {
   return storage.run(ctx, fn);
 }
 
+// Work a handler leaves behind (timers, unawaited promises) keeps the call's context after the
+// call has ended; it must not keep acting for the user with the call's token.
+const ended = new WeakSet<CallContext>();
+
+/** Marks the call finished (status sent or cancelled). */
+export function endCall(ctx: CallContext): void {
+  ended.add(ctx);
+}
+
+/** Whether the call is still being served, i.e. its token may be forwarded. */
+export function isCallActive(ctx: CallContext): boolean {
+  return !ended.has(ctx);
+}
+
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -1,7 +1,7 @@
 // The grpc-js server interceptor: a thin adapter that feeds decide() and lets only allowed calls through.
 import { randomUUID } from 'node:crypto';
 import { ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
-import { runInCall, requestIdFrom, traceFrom, type CallContext } from './call-context.ts';
+import { endCall, runInCall, requestIdFrom, traceFrom, type CallContext } from './call-context.ts';
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule } from './decision.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
@@ -126,7 +126,14 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
           onReceiveHalfClose: (nextHalfClose) => {
             if (ctx !== undefined) runInCall(ctx, nextHalfClose);
           },
+          onCancel: () => {
+            if (ctx !== undefined) endCall(ctx);
+          },
         });
+      },
+      sendStatus: (callStatus, nextStatus) => {
+        if (ctx !== undefined) endCall(ctx);
+        nextStatus(callStatus);
       },
     });
     return intercepting;

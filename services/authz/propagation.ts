@@ -1,12 +1,12 @@
 // Outgoing calls made while serving a call carry its user token, request id and trace, and nothing else about identity.
 import { InterceptingCall, type Interceptor } from '@grpc/grpc-js';
-import { currentCall, newSpanId, traceparentOf } from './call-context.ts';
+import { currentCall, isCallActive, newSpanId, traceparentOf } from './call-context.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 
 /**
  * A client interceptor for mesh clients. Inside a served call it adds the call's verified user
- * token (unless the code set its own, e.g. a service or delegated token), its x-request-id and a
- * child traceparent. Identity-claiming keys are removed whatever the calling code put there.
+ * token (unless the code set its own, e.g. a service or delegated token; and only until the served
+ * call ends), its x-request-id and a child traceparent. Identity-claiming keys are removed whatever the calling code put there.
  */
 export function createPropagationInterceptor(): Interceptor {
   return (options, nextCall) =>
@@ -15,7 +15,7 @@ export function createPropagationInterceptor(): Interceptor {
         const out = stripIdentityMetadata(metadata, { keepAuthorization: true });
         const ctx = currentCall();
         if (ctx !== undefined) {
-          if (out.get('authorization').length === 0 && ctx.forwardToken !== undefined) {
+          if (out.get('authorization').length === 0 && ctx.forwardToken !== undefined && isCallActive(ctx)) {
             out.set('authorization', `Bearer ${ctx.forwardToken}`);
           }
           out.set('x-request-id', ctx.requestId);

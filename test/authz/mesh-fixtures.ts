@@ -125,6 +125,8 @@ export interface ProbeServer {
   svid: SvidSource;
   /** How many times a handler body ran, per method name. */
   ran: Record<string, number>;
+  /** Outcomes of forwarded calls made after the response (forward_after_response). */
+  late: Array<{ code: grpc.status; details: string }>;
   close(): Promise<void>;
 }
 
@@ -149,6 +151,7 @@ export async function startProbe(opts: {
     ...(opts.clock ? { clock: opts.clock } : {}),
   });
   const ran: Record<string, number> = {};
+  const late: ProbeServer['late'] = [];
   const count = (name: string) => (ran[name] = (ran[name] ?? 0) + 1);
   const pong = (call: { metadata: grpc.Metadata }, text: string) => {
     const ctx = callContext();
@@ -171,6 +174,14 @@ export async function startProbe(opts: {
       if (!forwardTo) return cb(null, pong(call, `unary ${call.request.text}`));
       // A downstream call from inside the handler: nothing is copied by hand.
       const client = createMeshClient(Probe, forwardTo, { svid: opts.clientSvid ?? svid, serverId: SERVER_ID }) as ProbeClient;
+      if (call.request.forward_after_response) {
+        cb(null, pong(call, 'answered first'));
+        setTimeout(() => client.Unary({ text: 'late' }, (err: grpc.ServiceError | null) => {
+          client.close();
+          late.push(err ? { code: err.code, details: err.details } : { code: grpc.status.OK, details: '' });
+        }), 20);
+        return;
+      }
       client.Unary({ text: 'hop' }, (err: grpc.ServiceError | null, res: any) => {
         client.close();
         if (err) return cb(err);
@@ -208,6 +219,7 @@ export async function startProbe(opts: {
     port,
     svid,
     ran,
+    late,
     close: async () => {
       await mesh.close(500);
       svid.close();

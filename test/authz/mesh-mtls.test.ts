@@ -301,6 +301,15 @@ describe('mesh server and client over real mTLS', function () {
     expect(out.res.metadata_keys).not.to.include('x-user-id');
   });
 
+  it('work a handler leaves behind after the call ended no longer carries the user token', async () => {
+    const out = await unary(client(caller), 'Unary', { text: 'x', forward_to: `127.0.0.1:${probe.port}`, forward_after_response: true }, bearer(await userToken()));
+    expect(out.res.text).to.equal('answered first');
+    for (let i = 0; i < 100 && probe.late.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(probe.late).to.have.length(1);
+    expect(probe.late[0]!.code).to.equal(status.UNAUTHENTICATED);
+    expect(probe.late[0]!.details).to.match(/^twokey: token check failed: no "authorization: Bearer <token>" metadata/);
+  });
+
   /** A call from a client using the given certificate dir, made with plain grpc-js credentials. */
   async function rawTlsClientCall(dir: string, token: string): Promise<Outcome> {
     const { readFileSync } = await import('node:fs');
