@@ -94,8 +94,8 @@ function invalid(message: string, cause?: unknown): TwokeyError {
 
 /**
  * Parses an X.509-SVID leaf certificate from DER. Throws TwokeyError:
- * ERR_PEER_CERT_INVALID for malformed DER, zero or several URI SANs, a CA certificate, or an
- * unrecognized critical extension; ERR_SPIFFE_ID_INVALID for a bad URI SAN;
+ * ERR_PEER_CERT_INVALID for malformed DER, zero or several URI SANs, a SPIFFE ID without a path,
+ * a CA certificate, no keyUsage, or an unrecognized critical extension; ERR_SPIFFE_ID_INVALID for a bad URI SAN;
  * ERR_GRANT_EXTENSION_INVALID for a duplicated, critical or malformed grants extension.
  * It does not verify the signature or the validity period: TLS verified the chain, and callers
  * compare the dates with their own clock (see checkSvidValidity).
@@ -182,6 +182,10 @@ export function parseSvid(der: Buffer, opts?: ParseSvidOptions): Svid {
     }
   }
   if (spiffeId === undefined) throw invalid('invalid certificate: no subjectAltName; an X.509-SVID has exactly one URI SAN');
+  // X.509-SVID §3.1 and §5.2: the trust domain's own ID names no workload, so a leaf needs a path.
+  if (spiffeId.path === '') throw invalid(`invalid certificate: SPIFFE ID ${spiffeId} has no path; an X.509-SVID leaf needs a non-root path`);
+  // X.509-SVID §4.3: every SVID carries keyUsage; without it the key is unrestricted.
+  if (!seen.has(OID_KEY_USAGE)) throw invalid('invalid certificate: no keyUsage extension; an X.509-SVID leaf must carry one with digitalSignature');
 
   return {
     spiffeId,
