@@ -23,6 +23,8 @@ export class PeerIdentityCache {
   readonly #bySocket = new WeakMap<TLSSocket, PeerResult>();
   readonly #byCertificate = new Map<string, PeerResult>();
   readonly #maxCertificates: number;
+  #parses = 0;
+  #socketless = 0;
 
   constructor(options: PeerIdentityCacheOptions = {}) {
     this.#grantsOid = options.grantsOid;
@@ -40,8 +42,14 @@ export class PeerIdentityCache {
     return result;
   }
 
+  /** Certificates parsed so far, and calls that had to use getAuthContext() (for operators and tests). */
+  get stats(): { parses: number; socketless: number } {
+    return { parses: this.#parses, socketless: this.#socketless };
+  }
+
   /** Parses a DER certificate the way a call's peer is parsed (also used offline). */
   fromDer(der: Buffer): PeerResult {
+    this.#parses += 1;
     try {
       return { ok: true, identity: parseSvid(der, this.#grantsOid === undefined ? {} : { grantsOid: this.#grantsOid }) };
     } catch (err) {
@@ -61,6 +69,7 @@ export class PeerIdentityCache {
   }
 
   #fromAuthContext(call: ServerInterceptingCallInterface): PeerResult {
+    this.#socketless += 1;
     const raw = call.getAuthContext().sslPeerCertificate?.raw;
     if (raw === undefined) return missing();
     const key = createHash('sha256').update(raw).digest('base64url');

@@ -35,6 +35,7 @@ export interface MeshServer {
   /** The grpc-js server: add services to it as usual (server.addService(definition, impl)). */
   readonly server: Server;
   readonly tokens: TokenAuthenticator;
+  readonly peers: PeerIdentityCache;
   /** Binds the mTLS listener; resolves to the bound port (use port 0 for an ephemeral one). */
   listen(address: string): Promise<number>;
   /** Graceful shutdown, forced after `graceMs`. */
@@ -66,11 +67,12 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     clock,
   });
   const tokens = new TokenAuthenticator({ verifier, cache, clock });
+  const peers = new PeerIdentityCache(options.svid.grantsOid === undefined ? {} : { grantsOid: options.svid.grantsOid });
   const authz = createAuthzInterceptor({
     trustDomain,
     rules: options.rules ?? MethodCatalog.default(),
     tokens,
-    peers: new PeerIdentityCache(options.svid.grantsOid === undefined ? {} : { grantsOid: options.svid.grantsOid }),
+    peers,
     ...(options.logger ? { log: new DecisionLog(options.logger) } : {}),
     clock,
     dryRun: options.dryRun === true,
@@ -81,6 +83,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
   return {
     server,
     tokens,
+    peers,
     listen: (address) =>
       new Promise((resolve, reject) => {
         server.bindAsync(address, credentials, (err, port) => {

@@ -116,6 +116,16 @@ describe('mesh server and client over real mTLS', function () {
     expect(probe.ran['Unary']).to.equal(1);
   });
 
+  it('parses the peer certificate once per connection, not once per call, and never falls back to getAuthContext()', async () => {
+    const c = client(caller);
+    const md = bearer(await userToken());
+    expect((await unary(c, 'Unary', { text: '0' }, md)).code).to.equal(status.OK);
+    const before = probe.mesh.peers.stats;
+    for (let i = 0; i < 5; i++) expect((await unary(c, 'Unary', { text: String(i) }, md)).code).to.equal(status.OK);
+    expect(probe.mesh.peers.stats).to.deep.equal(before);
+    expect(before.socketless).to.equal(0);
+  });
+
   describe('refused at the TLS handshake (UNAVAILABLE, no handler runs)', () => {
     it('a client without a certificate', async () => {
       const Probe = probeClientCtor();
