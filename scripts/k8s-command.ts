@@ -1,5 +1,5 @@
 // `twokey k8s ...`: certificates as Kubernetes Secrets, and offline checks of the manifests.
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority, loadRegistry } from '../certs-ca/index.ts';
 import { isTwokeyError } from '../services/authz/errors.ts';
@@ -12,6 +12,9 @@ import { GATEWAY_PUBLIC_TLS_SECRET, svidSecretName } from '../deploy/tools/workl
 import { workloadSecrets, writeSecrets } from './k8s-secrets.ts';
 
 const DEFAULT_REGISTRY = 'deploy/registry.yaml';
+// kustomize reads generator files only inside the kustomization's directory, so the base keeps a
+// copy of the registry, kept identical by `sync-registry` and checked by `check` and the tests.
+const DEFAULT_REGISTRY_COPY = 'deploy/base/registry.yaml';
 
 export const usage = `Usage: twokey k8s <subcommand> [options]
 
@@ -27,6 +30,11 @@ Subcommands:
                                 and DIR/tls.key; when DIR has none, a certificate for localhost is
                                 made there by DIR's own small CA (clients trust DIR/ca.pem)
 
+  sync-registry  [--registry FILE] [--to FILE]
+           Copy the registry (default ${DEFAULT_REGISTRY}), after checking it, to the copy the
+           kustomize base turns into the registry ConfigMap (default ${DEFAULT_REGISTRY_COPY}).
+           Run it after every registry change, then re-issue the Secrets and apply.
+
   render   DIR
            Print the manifests the kustomization in DIR renders (the kustomize subset deploy/
            uses), as 'kubectl apply -k DIR' would send them.
@@ -34,7 +42,8 @@ Subcommands:
   check    [DIR ...] [--registry FILE] [--secrets FILE] [--grants-oid OID]
            Render each kustomization (default: deploy) and check it offline: every object
            against the Kubernetes ${KUBERNETES_VERSION} schema, and the manifests against the registry
-           and proto/ (identities, Services, mounts, network paths, pod hardening). With
+           and proto/ (identities, Services, mounts, network paths, pod hardening, the
+           registry the pods load is the registry file's exact text). With
            --secrets (the output of 'k8s secrets') those Secrets are checked too; without it
            they are assumed to be created separately. --grants-oid: the CA's grants extension
            OID, when it is not the default.
@@ -63,6 +72,8 @@ export async function run(args: string[]): Promise<number> {
         return secrets(rest);
       case 'render':
         return render(rest);
+      case 'sync-registry':
+        return syncRegistry(rest);
       case 'check':
         return check(rest);
       default:
@@ -99,6 +110,19 @@ function secrets(args: string[]): number {
   return 0;
 }
 
+function syncRegistry(args: string[]): number {
+  const { values } = parseArgs({ args, strict: true, options: { registry: { type: 'string' }, to: { type: 'string' } } });
+  const from = value(values, 'registry', DEFAULT_REGISTRY);
+  const to = value(values, 'to', DEFAULT_REGISTRY_COPY);
+  loadRegistry(from); // an invalid registry is never copied towards the cluster
+  const text = readFileSync(from, 'utf8');
+  const tmp = `${to}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { flag: 'wx' });
+  renameSync(tmp, to);
+  process.stderr.write(`copied ${from} to ${to}\n`);
+  return 0;
+}
+
 function render(args: string[]): number {
   const { positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: {} });
   if (positionals.length !== 1) throw new UsageError('render takes exactly one kustomization directory');
@@ -108,7 +132,9 @@ function render(args: string[]): number {
 
 function check(args: string[]): number {
   const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { registry: { type: 'string' }, secrets: { type: 'string' }, 'grants-oid': { type: 'string' } } });
-  const registry = loadRegistry(value(values, 'registry', DEFAULT_REGISTRY));
+  const registryFile = value(values, 'registry', DEFAULT_REGISTRY);
+  const registry = loadRegistry(registryFile);
+  const registrySource = { text: readFileSync(registryFile, 'utf8'), file: registryFile };
   const catalog = MethodCatalog.default();
   const extra: K8sObject[] = values.secrets === undefined ? [] : parseManifests(readFileSync(values.secrets, 'utf8'), values.secrets);
   const has = (ns: string, name: string): boolean => extra.some((o) => o.kind === 'Secret' && o.metadata.namespace === ns && o.metadata.name === name);
@@ -125,7 +151,7 @@ function check(args: string[]): number {
     const objects = [...renderKustomization(dir), ...extra];
     const found = [
       ...validateManifests(objects).map((p) => `${p.object}: ${p.message}`),
-      ...crossReferenceProblems({ objects, registry, catalog, externalSecrets, ...(grantsOid === undefined ? {} : { grantsOid }) }),
+      ...crossReferenceProblems({ objects, registry, registrySource, catalog, externalSecrets, ...(grantsOid === undefined ? {} : { grantsOid }) }),
     ];
     for (const p of found) process.stdout.write(`${dir}: ${p}\n`);
     process.stdout.write(`${dir}: ${objects.length} objects, ${found.length} problems (Kubernetes ${KUBERNETES_VERSION} schema, registry, proto/)\n`);

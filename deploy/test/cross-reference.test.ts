@@ -48,7 +48,7 @@ describe('deploy: manifests, registry and proto/ agree', function () {
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
   function facts(objs: K8sObject[], reg: Registry = registry): DeploymentFacts {
-    return { objects: objs, registry: reg, catalog };
+    return { objects: objs, registry: reg, catalog, registrySource: { text: readFileSync(REGISTRY_FILE, 'utf8'), file: 'deploy/registry.yaml' } };
   }
 
   /** The problems one mutation of the base set causes. */
@@ -125,6 +125,17 @@ describe('deploy: manifests, registry and proto/ agree', function () {
       expect(problems).to.include('registry workload cleaner: no ServiceAccount twokey/janitor');
       expect(problems).to.include('Deployment/twokey/cleaner: runs as spiffe://twokey.local/ns/twokey/sa/cleaner, but the registry gives workload cleaner spiffe://twokey.local/ns/twokey/sa/janitor');
       expect(problems).to.include('ServiceAccount/twokey/cleaner belongs to no registry workload');
+    });
+
+    it('pods loading a registry other than the one certificates are issued from', () => {
+      const problems = problemsAfter((o) => {
+        const cm = o.find((x) => x.kind === 'ConfigMap')!;
+        const data = cm['data'] as Record<string, string>;
+        data['registry.yaml'] = data['registry.yaml']!.replace('userTokenTtl: 15m', 'userTokenTtl: 12h');
+      });
+      expect(problems).to.have.length(5);
+      for (const p of problems) expect(p).to.match(/^\w+\/twokey\/[a-z-]+: loads a registry from ConfigMap\/twokey\/twokey-registry-\w+ that differs from deploy\/registry.yaml, which certificates are issued from/);
+      expect(problems.some((p) => p.startsWith('StatefulSet/twokey/auth: '))).to.equal(true);
     });
 
     it('a workload the registry does not know', () => {

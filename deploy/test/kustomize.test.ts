@@ -7,7 +7,7 @@ import { applyPatch, parsePatch } from '../tools/json-patch.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { K8sObject } from '../tools/manifest.ts';
 import { containersOf, podSpecOf } from '../tools/pod-spec.ts';
-import { DEPLOY_DIR, LOCAL_OVERLAY_DIR, REGISTRY_FILE } from './paths.ts';
+import { DEPLOY_DIR, LOCAL_OVERLAY_DIR, REGISTRY_COPY_FILE, REGISTRY_FILE } from './paths.ts';
 
 const DEPLOYMENT = `apiVersion: apps/v1
 kind: Deployment
@@ -90,6 +90,10 @@ describe('deploy: kustomize renderer on the real kustomizations', () => {
     expect(cm!['data']).to.deep.equal({ 'registry.yaml': registry });
   });
 
+  it("keeps the base's registry copy identical to deploy/registry.yaml (npx twokey k8s sync-registry)", () => {
+    expect(readFileSync(REGISTRY_COPY_FILE, 'utf8')).to.equal(readFileSync(REGISTRY_FILE, 'utf8'));
+  });
+
   it('points every pod at the hashed registry ConfigMap', () => {
     const name = byKind(base, 'ConfigMap')[0]!.metadata.name;
     const workloads = base.filter((o) => podSpecOf(o) !== undefined);
@@ -144,11 +148,12 @@ describe('deploy: kustomize renderer refuses what it does not render', () => {
   }
 
   it('renders resources, a generator, a namespace, images and a JSON patch together', () => {
-    writeFileSync(join(dir, 'web.yaml'), DEPLOYMENT);
-    writeFileSync(join(dir, 'settings.txt'), 'x=1\n');
-    kustomization(dir, 'namespace: shop\nresources: [web.yaml]\nconfigMapGenerator:\n  - name: settings\n    files: [settings.txt]\n');
+    mkdirSync(join(dir, 'base'));
+    writeFileSync(join(dir, 'base', 'web.yaml'), DEPLOYMENT);
+    writeFileSync(join(dir, 'base', 'settings.txt'), 'x=1\n');
+    kustomization(join(dir, 'base'), 'namespace: shop\nresources: [web.yaml]\nconfigMapGenerator:\n  - name: settings\n    files: [settings.txt]\n');
     kustomization(join(dir, 'overlay'), [
-      'resources: [..]',
+      'resources: [../base]',
       'images:',
       '  - name: registry.example:5000/web',
       '    newName: mirror.example/web',
@@ -197,7 +202,14 @@ describe('deploy: kustomize renderer refuses what it does not render', () => {
     expect(() => renderKustomization(dir)).to.throw('Deployment/web is defined twice');
     kustomization(join(dir, 'x'), 'resources: [../y]\n');
     kustomization(join(dir, 'y'), 'resources: [../x]\n');
-    expect(() => renderKustomization(join(dir, 'x'))).to.throw('kustomization cycle');
+    expect(() => renderKustomization(join(dir, 'x'))).to.throw('cycle detected');
+  });
+
+  it('refuses an overlay inside the directory of the base it uses, as kustomize does', () => {
+    writeFileSync(join(dir, 'web.yaml'), DEPLOYMENT);
+    kustomization(dir, 'resources: [web.yaml]\n');
+    kustomization(join(dir, 'overlays', 'dev'), 'resources: [../..]\n');
+    expect(() => renderKustomization(join(dir, 'overlays', 'dev'))).to.throw(/cycle detected: candidate root .* contains visited root .*overlays\/dev/);
   });
 
   it('refuses a namespaced kind it does not know', () => {

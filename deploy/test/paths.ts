@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 export const DEPLOY_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const LOCAL_OVERLAY_DIR = fileURLToPath(new URL('../overlays/local', import.meta.url));
 export const REGISTRY_FILE = fileURLToPath(new URL('../registry.yaml', import.meta.url));
+/** The copy the kustomize base generates the registry ConfigMap from. */
+export const REGISTRY_COPY_FILE = fileURLToPath(new URL('../base/registry.yaml', import.meta.url));
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const README_FILE = fileURLToPath(new URL('../../README.md', import.meta.url));
 export const SERVICES_DIR = fileURLToPath(new URL('../../services', import.meta.url));

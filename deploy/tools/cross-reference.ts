@@ -24,7 +24,12 @@ export interface DeploymentFacts {
   externalSecrets?: ReadonlySet<string>;
   /** OID of the grants extension in the SVID Secrets' certificates (the CA's setting). */
   grantsOid?: string;
+  /** The registry file's text and name: the pods must load exactly this registry. */
+  registrySource?: { text: string; file: string };
 }
+
+/** Where services read the registry unless TWOKEY_REGISTRY says otherwise. */
+export const REGISTRY_MOUNT_FILE = '/etc/twokey/registry.yaml';
 
 // ---------------------------------------------------------------------------------------------
 // Reading the rendered set
@@ -122,6 +127,7 @@ export function registryProblems(facts: DeploymentFacts): string[] {
     const secret = find(objs, 'Secret', w.namespace, svidSecretName(w.name));
     if (secret !== undefined) problems.push(...svidSecretProblems(facts, w, secret));
   }
+  if (facts.registrySource !== undefined) problems.push(...loadedRegistryProblems(facts, facts.registrySource));
   const known = (ns: string | undefined, name: string, field: 'name' | 'serviceAccount'): boolean =>
     registry.workloads.some((w) => w.namespace === ns && w[field] === name);
   for (const o of objs) {
@@ -163,6 +169,31 @@ function workloadIdentityProblems(facts: DeploymentFacts, w: RegistryWorkload, w
   for (const other of containers) {
     if (other === main) continue;
     if (objects(other, 'volumeMounts').some((m) => m['name'] === volume['name'])) problems.push(`${id}: container ${String(other['name'])} also mounts ${w.name}'s private key`);
+  }
+  return problems;
+}
+
+/** Each workload must load, from a ConfigMap, the very registry its certificate was issued from. */
+function loadedRegistryProblems(facts: DeploymentFacts, source: { text: string; file: string }): string[] {
+  const problems: string[] = [];
+  for (const w of workloadsOf(facts.objects)) {
+    const spec = podSpecOf(w)!;
+    const main = containersOf(spec)[0];
+    if (main === undefined) continue;
+    const file = envOf(main).get('TWOKEY_REGISTRY') ?? REGISTRY_MOUNT_FILE;
+    const slash = file.lastIndexOf('/');
+    const [dir, key] = [file.slice(0, slash), file.slice(slash + 1)];
+    const mount = objects(main, 'volumeMounts').find((m) => m['mountPath'] === dir && m['subPath'] === undefined);
+    const volume = mount === undefined ? undefined : objects(spec, 'volumes').find((v) => v['name'] === mount['name']);
+    const name = str(volume?.['configMap'], 'name');
+    const cm = name === undefined ? undefined : find(facts.objects, 'ConfigMap', w.metadata.namespace, name);
+    if (cm === undefined) {
+      problems.push(`${objectId(w)}: no ConfigMap mounted at ${dir} for TWOKEY_REGISTRY ${file}`);
+      continue;
+    }
+    if (stringMap(cm['data'])[key] !== source.text) {
+      problems.push(`${objectId(w)}: loads a registry from ${objectId(cm)} that differs from ${source.file}, which certificates are issued from (run 'npx twokey k8s sync-registry')`);
+    }
   }
   return problems;
 }

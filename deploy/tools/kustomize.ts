@@ -39,7 +39,12 @@ export function renderKustomization(dir: string): K8sObject[] {
 
 function build(dir: string, stack: readonly string[]): K8sObject[] {
   const root = realpathSync(dir);
-  if (stack.includes(root)) throw invalid(root, `kustomization cycle: ${[...stack, root].join(' -> ')}`);
+  // kustomize refuses a kustomization at or above any it is already building from: an overlay
+  // inside its base's directory cannot use that base.
+  const visited = stack.find((v) => v === root || v.startsWith(root + sep));
+  if (visited !== undefined) {
+    throw invalid(relativeName(root), `cycle detected: candidate root ${relativeName(root)} contains visited root ${relativeName(visited)} (kustomize refuses it)`);
+  }
   const file = join(root, KUSTOMIZATION_FILE);
   const where = relativeName(file);
   let text: string;
