@@ -107,7 +107,10 @@ describe('example mesh, end to end', function () {
     // interceptor's line shows both identities, the status names the failed resource check.
     expect(denied).to.include('resource check failed');
     const id = decisionIdIn(denied);
-    expect(decisionLine(t.mesh, id)).to.include({ peer_spiffe_id: GATEWAY, subject: 'bob' });
+    expect(decisionLine(t.mesh, id)).to.include({ allow: true, peer_spiffe_id: GATEWAY, subject: 'bob' });
+    expect(decisionLine(t.mesh, id, 'authz.resource_denied')).to.include({
+      allow: false, error_code: 'ERR_RESOURCE_FORBIDDEN', grpc_code: 7, peer_spiffe_id: GATEWAY, subject: 'bob',
+    });
   });
 
   it('refuses gateway calls without a token, or with a malformed one, with UNAUTHENTICATED', async () => {

@@ -97,10 +97,12 @@ export function logLines(mesh: LocalMesh, service: string): LogLine[] {
     .map((l) => JSON.parse(l) as LogLine);
 }
 
-/** The one decision line with this id, from any service's log. */
-export function decisionLine(mesh: LocalMesh, decisionId: string): LogLine {
-  const found = ['auth', 'image-store', 'tagging'].flatMap((s) => logLines(mesh, s)).filter((l) => l['decision_id'] === decisionId);
-  expect(found, `decision ${decisionId} in the logs`).to.have.length(1);
+/** The interceptor's decision line with this id, from any service's log. */
+export function decisionLine(mesh: LocalMesh, decisionId: string, event = 'authz.decision'): LogLine {
+  const found = ['auth', 'image-store', 'tagging']
+    .flatMap((s) => logLines(mesh, s))
+    .filter((l) => l['decision_id'] === decisionId && l['event'] === event);
+  expect(found, `${event} line for decision ${decisionId} in the logs`).to.have.length(1);
   return found[0]!;
 }
 
