@@ -6,7 +6,11 @@ import { parseArgs } from 'node:util';
 import { status } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { SignJWT, exportJWK } from 'jose';
+import { CA_FILES } from '../../certs-ca/certificate-authority.ts';
+import { parseCaConfig } from '../../certs-ca/ca-config.ts';
 import { DEFAULT_AUTH_ISSUER, loadRegistry } from '../../certs-ca/registry.ts';
+import { authDatabasePath } from '../auth/database.ts';
+import { SigningKeys } from '../auth/signing-keys.ts';
 import { decide, type Decision, type DecisionInput, type PeerResult } from './decision.ts';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { StaticKeys } from './jwks.ts';
@@ -129,20 +133,19 @@ function readInput(path: string, what: string): Buffer {
   }
 }
 
-/** Reads what a --state directory holds: CA settings and the auth service's published keys. */
+/** Reads what a --state directory (npm start) holds: CA settings and the auth service's published keys. */
 function fromState(dir: string): { trustDomain: string; grantsOid: string; bundle: Buffer; jwks: unknown } {
   const root = resolve(dir);
-  const caConfig = join(root, 'ca', 'config.json');
-  const authDb = join(root, 'data', 'auth', 'auth.db');
-  if (!existsSync(caConfig)) throw new UsageError(`${dir} is not a twokey state directory (no ca/config.json)`);
-  const config = JSON.parse(readFileSync(caConfig, 'utf8')) as { trustDomain?: unknown; grantsOid?: unknown };
-  if (typeof config.trustDomain !== 'string' || typeof config.grantsOid !== 'string') throw new UsageError(`${caConfig} lacks trustDomain or grantsOid`);
-  if (!existsSync(authDb)) throw new UsageError(`${dir} has no auth database yet (data/auth/auth.db): start the mesh once, or pass --jwks`);
+  const caDir = join(root, 'ca');
+  const configFile = join(caDir, CA_FILES.config);
+  const authDb = authDatabasePath(join(root, 'data', 'auth'));
+  if (!existsSync(configFile)) throw new UsageError(`${dir} is not a twokey state directory (no ca/${CA_FILES.config})`);
+  const config = parseCaConfig(readFileSync(configFile, 'utf8'), configFile);
+  if (!existsSync(authDb)) throw new UsageError(`${dir} has no auth database yet (${authDb}): start the mesh once, or pass --jwks`);
   // Read-only: the offline check must never change a running mesh's state.
   const db = new Database(authDb, { readonly: true, fileMustExist: true });
   try {
-    const rows = db.prepare("SELECT public_jwk FROM signing_keys ORDER BY state = 'current' DESC").all() as Array<{ public_jwk: string }>;
-    return { trustDomain: config.trustDomain, grantsOid: config.grantsOid, bundle: readFileSync(join(root, 'ca', 'ca.pem')), jwks: { keys: rows.map((r) => JSON.parse(r.public_jwk)) } };
+    return { trustDomain: config.trustDomain, grantsOid: config.grantsOid, bundle: readFileSync(join(caDir, CA_FILES.cert)), jwks: new SigningKeys(db, { rotationMs: Infinity }).jwks() };
   } finally {
     db.close();
   }
