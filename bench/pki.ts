@@ -1,0 +1,85 @@
+// The benchmark's workload certificates, issued by twokey's own CA into a temporary directory:
+// one server identity and client identities holding 1, 100 and 10,000 grants, plus one that is
+// not granted the benchmark method.
+import fs from 'node:fs';
+import path from 'node:path';
+import { CertificateAuthority } from '../certs-ca/certificate-authority.ts';
+import { MethodCatalog } from '../services/authz/method-catalog.ts';
+import { BENCH_PROTO_ROOT, ECHO_METHOD, OTHER_METHOD } from './echo-service.ts';
+
+export const TRUST_DOMAIN = 'twokey.local';
+
+export interface BenchPki {
+  /** Workload directories (svid.pem, svid.key, bundle.pem) by role. */
+  server: string;
+  clientOneGrant: string;
+  clientNotGranted: string;
+  clientGrants100: string;
+  clientGrantsLarge: string;
+  largeGrantCount: number;
+  grantsOid: string;
+  /** Proto roots whose declared rules servers apply: the bench proto (the filler methods declare none). */
+  ruleRoots: string[];
+}
+
+// Identifier characters protobuf allows: the shortest distinct method names keep 10,000 grants
+// inside one TLS certificate message (OpenSSL refuses a certificate message over 100 KiB).
+const FIRST = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_';
+const REST = `${FIRST}0123456789`;
+
+function shortNames(count: number): string[] {
+  const names: string[] = [];
+  for (const a of FIRST) names.push(a);
+  for (const a of FIRST) for (const b of REST) names.push(a + b);
+  outer: for (const a of FIRST) {
+    for (const b of REST) {
+      for (const c of REST) {
+        if (names.length >= count) break outer;
+        names.push(a + b + c);
+      }
+    }
+  }
+  return names.slice(0, count);
+}
+
+/**
+ * Writes a proto package `b` whose service S has `count` methods, so that large grant lists name
+ * real methods (the CA refuses grants naming none).
+ */
+function writeFillerProto(root: string, count: number): string[] {
+  const names = shortNames(count);
+  fs.mkdirSync(path.join(root, 'b'), { recursive: true });
+  const rpcs = names.map((n) => `  rpc ${n}(E) returns (E);`).join('\n');
+  fs.writeFileSync(path.join(root, 'b', 'filler.proto'), `syntax = "proto3";\npackage b;\nmessage E {}\nservice S {\n${rpcs}\n}\n`);
+  return names.map((n) => `/b.S/${n}`);
+}
+
+export function buildPki(workDir: string, largeGrantCount: number): BenchPki {
+  const fillerRoot = path.join(workDir, 'filler-proto');
+  const filler = writeFillerProto(fillerRoot, largeGrantCount - 1);
+  const catalog = MethodCatalog.load({ extraRoots: [BENCH_PROTO_ROOT, fillerRoot] });
+  const ca = CertificateAuthority.init({ dir: path.join(workDir, 'ca'), trustDomain: TRUST_DOMAIN, catalog });
+  const issue = (name: string, grants: string[]): string => {
+    const dir = path.join(workDir, 'workloads', name);
+    const issued = ca.issue({
+      spiffeId: `spiffe://${TRUST_DOMAIN}/ns/bench/sa/${name}`,
+      grants,
+      ip: ['127.0.0.1'],
+      dns: ['localhost'],
+      ttl: '1h',
+    });
+    ca.writeWorkload(dir, issued);
+    return dir;
+  };
+  // The granted method comes last: a grant lookup that scanned the list would pay for every entry.
+  return {
+    server: issue('echo-server', []),
+    clientOneGrant: issue('client-1', [ECHO_METHOD]),
+    clientNotGranted: issue('client-not-granted', [OTHER_METHOD]),
+    clientGrants100: issue('client-100', [...filler.slice(0, 99), ECHO_METHOD]),
+    clientGrantsLarge: issue(`client-${largeGrantCount}`, [...filler, ECHO_METHOD]),
+    largeGrantCount,
+    grantsOid: ca.grantsOid,
+    ruleRoots: [BENCH_PROTO_ROOT],
+  };
+}

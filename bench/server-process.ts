@@ -1,0 +1,84 @@
+// Entry of a benchmark server child process: serves Echo on 127.0.0.1 with an ephemeral port,
+// either plain grpc-js over mTLS (the baseline) or through twokey's mesh server, then reports the
+// bound port to the parent and answers its stats requests (stats-probe.ts).
+import fs from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import './stats-probe.ts';
+import { createMeshServer } from '../services/authz/server.ts';
+import { SvidSource } from '../services/authz/rotation.ts';
+import { StaticKeys } from '../services/authz/jwks.ts';
+import { MethodCatalog } from '../services/authz/method-catalog.ts';
+import { createLogger } from '../services/mesh-runtime/logger.ts';
+import { echoHandlers, loadEchoService } from './echo-service.ts';
+
+/** How the parent describes the server it wants. */
+export type ServerConfig =
+  | {
+      kind: 'plain';
+      /** Workload certificate directory (svid.pem, svid.key, bundle.pem). */
+      svidDir: string;
+    }
+  | {
+      kind: 'twokey';
+      svidDir: string;
+      trustDomain: string;
+      /** The public JWK Set the verifier trusts, fixed for the run. */
+      jwks: unknown;
+      issuer: string;
+      /** Proto roots beside proto/ whose methods' declared rules apply (the bench proto). */
+      protoRoots: string[];
+      /** Write the decision log as services do (JSON lines to stdout, which the parent discards). */
+      decisionLog: boolean;
+    };
+
+export interface ReadyMessage {
+  op: 'ready';
+  port: number;
+  /** Milliseconds from process start to ready: start-up, which a profile summary leaves out. */
+  startupMs: number;
+}
+
+function readConfig(): ServerConfig {
+  const raw = process.env.TWOKEY_BENCH_SERVER;
+  if (raw === undefined) throw new Error('TWOKEY_BENCH_SERVER is not set');
+  return JSON.parse(raw) as ServerConfig;
+}
+
+function bind(server: grpc.Server, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', credentials, (err, port) => (err === null ? resolve(port) : reject(err)));
+  });
+}
+
+async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<number> {
+  const read = (name: string): Buffer => fs.readFileSync(path.join(config.svidDir, name));
+  const credentials = grpc.ServerCredentials.createSsl(
+    read('bundle.pem'),
+    [{ cert_chain: read('svid.pem'), private_key: read('svid.key') }],
+    true,
+  );
+  const server = new grpc.Server();
+  server.addService(loadEchoService(), echoHandlers);
+  return bind(server, credentials);
+}
+
+/** The same handler behind twokey's mesh server, configured the way the example services are. */
+async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<number> {
+  const svid = await SvidSource.open(config.svidDir, { trustDomain: config.trustDomain, pollIntervalMs: 0 });
+  const mesh = createMeshServer({
+    svid,
+    keys: await StaticKeys.fromJwks(config.jwks),
+    issuer: config.issuer,
+    rules: MethodCatalog.load({ extraRoots: config.protoRoots }),
+    ...(config.decisionLog ? { logger: createLogger('bench-echo', 'info') } : {}),
+  });
+  mesh.server.addService(loadEchoService(), echoHandlers);
+  return mesh.listen('127.0.0.1:0');
+}
+
+const config = readConfig();
+const port = config.kind === 'plain' ? await startPlain(config) : await startTwokey(config);
+process.send!({ op: 'ready', port, startupMs: performance.now() } satisfies ReadyMessage);
+// Exit through process.exit so `--cpu-prof` writes its profile when the parent stops the server.
+process.on('SIGTERM', () => process.exit(0));

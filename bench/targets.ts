@@ -1,0 +1,92 @@
+// The issue's targets, each checked against this run's measurements (ratios to A from one run).
+import type { ScenarioSummary, TargetResult } from './report.ts';
+
+export interface MemoryResult {
+  heapBeforeMiB: number;
+  rssBeforeMiB: number;
+  /** After each batch of never-seen tokens, heap measured after a full collection. */
+  steps: Array<{ distinctTokens: number; heapUsedMiB: number; rssMiB: number; callsPerSecond: number; cpuSecondsPer1k: number }>;
+}
+
+// "Flat" and "no leak" need a number: cost within 10% of one grant's, heap growth under 1 MiB
+// over 2,000 connections opened and closed, and no heap growth past the cache's bound.
+const FLAT_TOLERANCE = 1.1;
+const LEAK_LIMIT_MIB = 1;
+const BOUNDED_GROWTH_MIB = 2;
+
+const f = (v: number, digits = 2): string => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+
+export function evaluateTargets(rows: readonly ScenarioSummary[], leakHeapMiB: readonly number[], memory: MemoryResult | undefined): TargetResult[] {
+  const row = (id: string): ScenarioSummary | undefined => rows.find((x) => x.id === id);
+  const a = row('A')!;
+  const b = row('B');
+  const c = row('C');
+  const targets: TargetResult[] = [];
+  // Targets whose scenarios did not run (--only) are left out rather than failed.
+  if (b !== undefined) {
+    targets.push(
+      {
+        target: 'B throughput >= 0.90 x A (stretch 0.95)',
+        measured: `${f(b.ratioToA.callsPerSecond)} x A (${f(b.callsPerSecond, 0)} vs ${f(a.callsPerSecond, 0)} calls/s)`,
+        met: b.ratioToA.callsPerSecond >= 0.9,
+      },
+      {
+        target: 'B p99 at the fixed rate within 0.2 ms of A',
+        measured: `${b.ratioToA.openP99DeltaMs >= 0 ? '+' : ''}${f(b.ratioToA.openP99DeltaMs, 3)} ms (${f(b.openLatencyMs.p99, 3)} vs ${f(a.openLatencyMs.p99, 3)} ms)`,
+        met: b.ratioToA.openP99DeltaMs <= 0.2,
+      },
+    );
+  }
+  if (c !== undefined) {
+    targets.push({
+      target: 'C (10,000 tokens round-robin) throughput >= 0.50 x A',
+      measured: `${f(c.ratioToA.callsPerSecond)} x A (${f(c.callsPerSecond, 0)} calls/s)`,
+      met: c.ratioToA.callsPerSecond >= 0.5,
+    });
+  }
+  if (memory !== undefined) {
+    const firstSight = Math.min(...memory.steps.map((s) => s.callsPerSecond));
+    targets.push({
+      target: 'C worst case, every call a never-seen token: throughput >= 0.50 x A',
+      measured: `${f(firstSight / a.callsPerSecond)} x A (${f(firstSight, 0)} calls/s, each a full ES256 verification)`,
+      met: firstSight / a.callsPerSecond >= 0.5,
+    });
+  }
+  for (const id of ['D-grant', 'D-token']) {
+    const d = row(id);
+    if (d === undefined || b === undefined) continue;
+    targets.push({
+      target: `${id}: a denial costs no more server CPU than B's allow`,
+      measured: `${f(d.cpuSecondsPer1k, 4)} vs ${f(b.cpuSecondsPer1k, 4)} CPU s/1k calls (${f(d.cpuSecondsPer1k / b.cpuSecondsPer1k)} x B)`,
+      met: d.cpuSecondsPer1k <= b.cpuSecondsPer1k,
+    });
+  }
+  for (const id of ['F-g100', 'F-glarge']) {
+    const g = row(id);
+    if (g === undefined || b === undefined) continue;
+    targets.push({
+      target: `${id}: decision cost flat (CPU/call within ${Math.round((FLAT_TOLERANCE - 1) * 100)}% of 1 grant)`,
+      measured: `${f(g.cpuSecondsPer1k / b.cpuSecondsPer1k)} x B's CPU/call, ${f(g.callsPerSecond / b.callsPerSecond)} x B's calls/s`,
+      met: g.cpuSecondsPer1k <= b.cpuSecondsPer1k * FLAT_TOLERANCE,
+    });
+  }
+  const growth = leakHeapMiB.length >= 2 ? leakHeapMiB[leakHeapMiB.length - 1]! - leakHeapMiB[0]! : Number.NaN;
+  if (leakHeapMiB.length > 0) {
+    targets.push({
+      target: `no per-connection leak: server heap growth < ${LEAK_LIMIT_MIB} MiB from round 1 to the last (1,000 connections opened and closed per round)`,
+      measured: Number.isFinite(growth) ? `${growth >= 0 ? '+' : ''}${f(growth)} MiB (${leakHeapMiB.map((v) => f(v, 1)).join(' -> ')})` : 'needs 2+ rounds',
+      met: Number.isFinite(growth) && growth < LEAK_LIMIT_MIB,
+    });
+  }
+  if (memory !== undefined && memory.steps.length >= 2) {
+    const first = memory.steps[0]!;
+    const last = memory.steps[memory.steps.length - 1]!;
+    const tail = last.heapUsedMiB - first.heapUsedMiB;
+    targets.push({
+      target: `memory bounded with 100,000 distinct tokens: heap growth < ${BOUNDED_GROWTH_MIB} MiB from ${first.distinctTokens.toLocaleString('en')} to ${last.distinctTokens.toLocaleString('en')} tokens`,
+      measured: `${f(memory.heapBeforeMiB, 1)} -> ${memory.steps.map((s) => f(s.heapUsedMiB, 1)).join(' -> ')} MiB heap (${tail >= 0 ? '+' : ''}${f(tail)} MiB in the second half)`,
+      met: tail < BOUNDED_GROWTH_MIB,
+    });
+  }
+  return targets;
+}
