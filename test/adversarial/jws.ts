@@ -1,5 +1,5 @@
 // Raw JWS construction for hostile tokens: exact header and payload bytes, signed with any key and algorithm.
-import { createHmac, generateKeyPairSync, randomBytes, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { createHmac, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, type KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
 
 export function b64u(value: unknown): string {
@@ -24,6 +24,11 @@ export class RawSigner {
     this.alg = alg;
     this.privateKey = privateKey;
     this.publicKey = publicKey;
+  }
+
+  /** A signer over an existing ES256 private key (e.g. the auth service's own, read from its database). */
+  static fromPrivateKey(kid: string, privateKey: KeyObject): RawSigner {
+    return new RawSigner(kid, 'ES256', privateKey, createPublicKey(privateKey));
   }
 
   static create(kid: string, alg: RawSigner['alg'] = 'ES256'): RawSigner {

@@ -1,0 +1,274 @@
+// Attacks on the running example mesh: another user's images, service and delegated tokens used out of place, token exchange abuse.
+import { createPrivateKey } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
+import { authDatabasePath } from '../../services/auth/database.ts';
+import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
+import { jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
+import { STATUS_NAMES, expectStatus, removeState, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { userClaims } from './hostile-tokens.ts';
+import { RawSigner, jti } from './jws.ts';
+
+interface Image {
+  id: string;
+  owner: string;
+  name: string;
+  tags: string[];
+  updated_at_ms: string;
+}
+
+const TD_ID = 'spiffe://twokey.local';
+const id = (sa: string) => `${TD_ID}/ns/twokey/sa/${sa}`;
+const IMAGE_STORE = id('image-store');
+const TAGGING = id('tagging');
+const EMPTY_LIST = { owner: '', tag: '', page_size: 0, page_token: '' };
+const MISSING_ID = `img_${'0'.repeat(32)}`;
+const withoutDecisionId = (details: string) => details.replace(/\(decision [0-9a-f-]{36}\)/, '(decision)');
+
+describe('adversarial: attacks on the running example mesh', function () {
+  this.timeout(60_000);
+  let t: TestMesh;
+  let alice: string;
+  let bob: string;
+  let images: grpc.Client;
+  let photo: Image;
+  let bobPhoto: Image;
+  /** The auth service's current signing key, read from its database: tokens only the real issuer could sign. */
+  let issuerKey: RawSigner;
+
+  before(async function () {
+    this.timeout(120_000);
+    t = await startTestMesh({ cleanerInterval: '1h' });
+    images = t.gateway('image-store');
+    alice = await t.login('alice');
+    bob = await t.login('bob');
+    const create = (token: string, name: string, tags: string[]) =>
+      unary<Image>(images, 'CreateImage', { name, content_type: 'image/jpeg', content: jpegWithoutExif(), tags }, withToken(token));
+    photo = await create(alice, 'alice-private.jpg', ['alice-secret-tag']);
+    bobPhoto = await create(bob, 'bob.jpg', []);
+    const db = new Database(authDatabasePath(t.mesh.layout.dataDir('auth')), { readonly: true });
+    try {
+      const row = db.prepare("SELECT kid, private_pkcs8 FROM signing_keys WHERE state = 'current'").get() as { kid: string; private_pkcs8: string };
+      issuerKey = RawSigner.fromPrivateKey(row.kid, createPrivateKey(row.private_pkcs8));
+    } finally {
+      db.close();
+    }
+  });
+  after(async function () {
+    this.timeout(30_000);
+    if (t !== undefined) {
+      await t.close();
+      removeState(t.stateDir);
+    }
+  });
+
+  async function aliceImageUnchanged(): Promise<void> {
+    const now = await unary<Image>(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
+    expect({ name: now.name, tags: now.tags, owner: now.owner, updated: now.updated_at_ms }).to.deep.equal({
+      name: photo.name,
+      tags: photo.tags,
+      owner: 'alice',
+      updated: photo.updated_at_ms,
+    });
+  }
+
+  describe("another user's image: the same PERMISSION_DENIED whether it exists or not, and nothing changes", () => {
+    const attempts: Array<{ method: string; request: (imageId: string) => object }> = [
+      { method: 'GetImage', request: (imageId) => ({ id: imageId, without_content: false }) },
+      { method: 'UpdateImage', request: (imageId) => ({ id: imageId, name: 'pwned.jpg', content_type: '', content: Buffer.alloc(0) }) },
+      { method: 'SetTags', request: (imageId) => ({ id: imageId, tags: ['pwned'] }) },
+      { method: 'DeleteImage', request: (imageId) => ({ id: imageId }) },
+    ];
+    for (const a of attempts) {
+      it(`bob ${a.method} on alice's image and on a missing image -> PERMISSION_DENIED, identical details`, async () => {
+        const existing = await expectStatus(unary(images, a.method, a.request(photo.id), withToken(bob)), 'PERMISSION_DENIED');
+        const missing = await expectStatus(unary(images, a.method, a.request(MISSING_ID), withToken(bob)), 'PERMISSION_DENIED');
+        expect(withoutDecisionId(existing)).to.equal(withoutDecisionId(missing));
+        expect(existing).to.match(/resource check failed/);
+        await aliceImageUnchanged();
+      });
+    }
+
+    it("bob lists with owner alice -> PERMISSION_DENIED; with alice's tag he sees none of hers", async () => {
+      await expectStatus(unary(images, 'ListImages', { ...EMPTY_LIST, owner: 'alice' }, withToken(bob)), 'PERMISSION_DENIED');
+      const byTag = await unary<{ images: Image[] }>(images, 'ListImages', { ...EMPTY_LIST, tag: 'alice-secret-tag' }, withToken(bob));
+      expect(byTag.images).to.deep.equal([]);
+    });
+
+    it("bob replays a page token from alice's listing and still sees only his own images", async () => {
+      for (let i = 0; i < 2; i++) {
+        await unary(images, 'CreateImage', { name: `a${i}.jpg`, content_type: 'image/jpeg', content: jpegWithoutExif(), tags: [] }, withToken(alice));
+      }
+      const page = await unary<{ images: Image[]; next_page_token: string }>(images, 'ListImages', { ...EMPTY_LIST, page_size: 1 }, withToken(alice));
+      expect(page.next_page_token).to.not.equal('');
+      const replay = await unary<{ images: Image[] }>(images, 'ListImages', { ...EMPTY_LIST, page_size: 50, page_token: page.next_page_token }, withToken(bob)).catch(
+        (err: grpc.ServiceError) => ({ images: [] as Image[], code: err.code }),
+      );
+      expect(replay.images.every((i) => i.owner === 'bob')).to.equal(true);
+    });
+
+    it('bob cannot create an image owned by alice: an unknown owner field in the request is ignored', async () => {
+      // CreateImageRequest has no owner; field 9 is unknown to it and must not become one.
+      const field = (no: number, value: Buffer) => Buffer.concat([Buffer.from([(no << 3) | 2, value.length]), value]);
+      const content = jpegWithoutExif().subarray(0, 100);
+      const body = Buffer.concat([field(1, Buffer.from('forged.jpg')), field(2, Buffer.from('image/jpeg')), field(3, content), field(9, Buffer.from('alice'))]);
+      const desc = (ImageStoreClient.service as grpc.ServiceDefinition)['CreateImage']!;
+      const created = await new Promise<Image>((resolve, reject) =>
+        images.makeUnaryRequest('/twokey.images.v1.ImageStore/CreateImage', (b: Buffer) => b, desc.responseDeserialize as (b: Buffer) => Image, body, withToken(bob), (err, res) =>
+          err ? reject(err) : resolve(res!),
+        ),
+      );
+      expect(created.owner).to.equal('bob');
+    });
+
+    it('bob cannot create for alice through identity-looking metadata', async () => {
+      const md = withToken(bob);
+      for (const key of ['x-twokey-owner', 'x-user', 'x-forwarded-user', 'x-spiffe-id']) md.set(key, 'alice');
+      const created = await unary<Image>(images, 'CreateImage', { name: 'spoof.jpg', content_type: 'image/jpeg', content: jpegWithoutExif(), tags: [] }, md);
+      expect(created.owner).to.equal('bob');
+    });
+
+    it("an injected image id reveals nothing and changes nothing", async () => {
+      for (const hostile of [`${photo.id}' OR '1'='1`, `${photo.id}%`, '%', '*', `${photo.id}\u0000`]) {
+        const out = await unary(images, 'GetImage', { id: hostile, without_content: true }, withToken(bob)).then(
+          () => 'OK',
+          (err: grpc.ServiceError) => STATUS_NAMES[err.code],
+        );
+        expect(['PERMISSION_DENIED', 'INVALID_ARGUMENT'], hostile).to.include(out);
+      }
+      await aliceImageUnchanged();
+    });
+  });
+
+  describe('service and delegated tokens out of place', () => {
+    it("tagging's own service token (images:read:any) cannot set tags on alice's image -> PERMISSION_DENIED (scope)", async () => {
+      const auth = await t.workload('tagging', 'auth');
+      const svc = await unary<{ access_token: string }>(auth, 'GetServiceToken', { audience: '' });
+      const store = await t.workload('tagging', 'image-store');
+      const details = await expectStatus(unary(store, 'SetTags', { id: photo.id, tags: ['x'] }, withToken(svc.access_token)), 'PERMISSION_DENIED');
+      expect(details).to.include('scope check failed');
+      await aliceImageUnchanged();
+    });
+
+    it("the cleaner's service token presented by tagging -> UNAUTHENTICATED (binding)", async () => {
+      const cleanerAuth = await t.workload('cleaner', 'auth');
+      const svc = await unary<{ access_token: string }>(cleanerAuth, 'GetServiceToken', { audience: '' });
+      const store = await t.workload('tagging', 'image-store');
+      const details = await expectStatus(unary(store, 'GetImage', { id: photo.id, without_content: true }, withToken(svc.access_token)), 'UNAUTHENTICATED');
+      expect(details).to.include('binding check failed');
+    });
+
+    it("alice's delegated token used by tagging on bob's image -> PERMISSION_DENIED (resource)", async () => {
+      const auth = await t.workload('tagging', 'auth');
+      const delegated = await unary<{ access_token: string }>(auth, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE });
+      const store = await t.workload('tagging', 'image-store');
+      const details = await expectStatus(unary(store, 'SetTags', { id: bobPhoto.id, tags: ['x'] }, withToken(delegated.access_token)), 'PERMISSION_DENIED');
+      expect(details).to.include('resource check failed');
+    });
+
+    it('a delegated token for the image store, presented by the gateway to tagging -> UNAUTHENTICATED', async () => {
+      const auth = await t.workload('tagging', 'auth');
+      const delegated = await unary<{ access_token: string }>(auth, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE });
+      const tagging = await t.workload('gateway', 'tagging');
+      const details = await expectStatus(unary(tagging, 'SuggestTags', { image_id: photo.id }, withToken(delegated.access_token)), 'UNAUTHENTICATED');
+      expect(details).to.match(/audience .* is not accepted here|binding check failed/);
+    });
+
+    it('a service token at the public gateway -> UNAUTHENTICATED', async () => {
+      const auth = await t.workload('tagging', 'auth');
+      const svc = await unary<{ access_token: string }>(auth, 'GetServiceToken', { audience: '' });
+      await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(svc.access_token)), 'UNAUTHENTICATED');
+    });
+
+    it('a token signed by the real issuer key for another trust domain audience -> UNAUTHENTICATED', async () => {
+      const forged = issuerKey.sign(issuerKey.header(), userClaims({ aud: 'spiffe://evil.example', scope: 'images:read' }));
+      await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(forged)), 'UNAUTHENTICATED');
+    });
+  });
+
+  describe('token exchange abuse at the auth service (tagging presenting its certificate)', () => {
+    let auth: grpc.Client;
+    before(async () => {
+      auth = await t.workload('tagging', 'auth');
+    });
+    const exchange = (fields: Record<string, string>) =>
+      unary<{ access_token: string; scope: string }>(auth, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE, ...fields });
+
+    const refusals: Array<{ name: string; fields: () => Record<string, string>; code: keyof typeof grpc.status; message: RegExp }> = [
+      { name: 'broader scope images:tag:any', fields: () => ({ scope: 'images:tag:any' }), code: 'PERMISSION_DENIED', message: /"images:tag:any" is beyond/ },
+      { name: 'a scope tagging never gets for users (images:read)', fields: () => ({ scope: 'images:read' }), code: 'PERMISSION_DENIED', message: /"images:read" is beyond/ },
+      { name: 'audience: the whole trust domain', fields: () => ({ audience: TD_ID }), code: 'PERMISSION_DENIED', message: /may not obtain tokens for audience spiffe:\/\/twokey\.local$|may not obtain tokens for audience spiffe:\/\/twokey\.local / },
+      { name: 'audience: the auth service', fields: () => ({ audience: id('auth') }), code: 'PERMISSION_DENIED', message: /may not obtain tokens for audience/ },
+      { name: 'audience: tagging itself', fields: () => ({ audience: TAGGING }), code: 'PERMISSION_DENIED', message: /may not obtain tokens for audience/ },
+      { name: 'no audience', fields: () => ({ audience: '' }), code: 'PERMISSION_DENIED', message: /an audience .* is required/ },
+      { name: 'a username that looks like a workload', fields: () => ({ subject_user: id('cleaner') }), code: 'INVALID_ARGUMENT', message: /subject_user is not a username/ },
+      { name: 'a username that is a service name', fields: () => ({ subject_user: 'cleaner' }), code: 'PERMISSION_DENIED', message: /no enabled user "cleaner"/ },
+      { name: 'a username in another case', fields: () => ({ subject_user: 'Alice' }), code: 'INVALID_ARGUMENT', message: /subject_user is not a username/ },
+      { name: 'a username with a trailing space', fields: () => ({ subject_user: 'alice ' }), code: 'INVALID_ARGUMENT', message: /subject_user is not a username/ },
+      { name: 'both a subject token and a username', fields: () => ({ subject_token: bob, subject_user: 'alice' }), code: 'INVALID_ARGUMENT', message: /exactly one of subject_token or subject_user/ },
+      { name: 'a subject token forged with another key', fields: () => ({ subject_user: '', subject_token: RawSigner.create(issuerKey.kid).sign(issuerKey.header(), userClaims({ scope: 'images:tag' })) }), code: 'PERMISSION_DENIED', message: /subject_token is not valid: .*signature/ },
+      {
+        name: 'an expired subject token signed by the real issuer',
+        fields: () => {
+          const s = Math.floor(Date.now() / 1000);
+          return { subject_user: '', subject_token: issuerKey.sign(issuerKey.header(), userClaims({ iat: s - 3600, nbf: s - 3600, exp: s - 1800, scope: 'images:tag' })) };
+        },
+        code: 'PERMISSION_DENIED',
+        message: /subject_token is not valid: token expired/,
+      },
+      { name: "the cleaner's service token as subject", fields: () => ({ subject_user: '', subject_token: cleanerServiceToken }), code: 'PERMISSION_DENIED', message: /a service token cannot be exchanged|not valid/ },
+      {
+        name: 'a delegated subject token already at the maximum depth (real issuer key)',
+        fields: () => ({
+          subject_user: '',
+          subject_token: issuerKey.sign(issuerKey.header(), {
+            ...userClaims({ scope: 'images:tag', aud: TAGGING, token_kind: 'delegated' }),
+            act: { sub: id('gateway'), act: { sub: id('cleaner') } },
+            cnf: { 'x5t#S256': 'A'.repeat(43) },
+            jti: jti(),
+          }),
+        }),
+        code: 'PERMISSION_DENIED',
+        message: /delegation depth 3 exceeds the maximum of 2/,
+      },
+    ];
+    let cleanerServiceToken = '';
+    before(async () => {
+      const cleanerAuth = await t.workload('cleaner', 'auth');
+      cleanerServiceToken = (await unary<{ access_token: string }>(cleanerAuth, 'GetServiceToken', { audience: '' })).access_token;
+    });
+
+    for (const r of refusals) {
+      it(`${r.name} -> ${r.code}`, async () => {
+        const details = await expectStatus(exchange(r.fields()), r.code);
+        expect(details).to.match(r.message);
+      });
+    }
+
+    it("exchanging tagging's own delegated token onward -> PERMISSION_DENIED (issued for the image store, not tagging)", async () => {
+      const first = await exchange({});
+      const details = await expectStatus(exchange({ subject_user: '', subject_token: first.access_token }), 'PERMISSION_DENIED');
+      expect(details).to.match(/subject_token is not valid|was issued for/);
+    });
+
+    it('the gateway, which has no ExchangeToken grant, -> PERMISSION_DENIED (grant)', async () => {
+      const gatewayAuth = await t.workload('gateway', 'auth');
+      const details = await expectStatus(
+        unary(gatewayAuth, 'ExchangeToken', { subject_token: alice, subject_user: '', scope: 'images:tag', audience: IMAGE_STORE }),
+        'PERMISSION_DENIED',
+      );
+      expect(details).to.include('does not grant /twokey.auth.v1.Auth/ExchangeToken');
+    });
+
+    it('a service token for an audience outside the trust domain -> PERMISSION_DENIED', async () => {
+      const details = await expectStatus(unary(auth, 'GetServiceToken', { audience: 'spiffe://evil.example/ns/x/sa/y' }), 'PERMISSION_DENIED');
+      expect(details).to.include('neither the trust domain nor a registered workload');
+    });
+
+    it('a login as a username that looks like a workload -> UNAUTHENTICATED', async () => {
+      const gatewayAuth = t.gateway('auth');
+      await expectStatus(unary(gatewayAuth, 'Login', { username: id('cleaner'), password: 'x' }), 'UNAUTHENTICATED');
+    });
+  });
+});
