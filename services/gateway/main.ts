@@ -47,11 +47,15 @@ export async function serve(env: Env): Promise<RunningService> {
     }
 
     const tlsDir = envString(env, 'TWOKEY_PUBLIC_TLS_DIR', '/var/run/twokey/public-tls');
-    const credentials = grpc.ServerCredentials.createSsl(
-      null,
-      [{ cert_chain: readFileSync(join(tlsDir, 'tls.crt')), private_key: readFileSync(join(tlsDir, 'tls.key')) }],
-      false,
-    );
+    let certChain: Buffer;
+    let privateKey: Buffer;
+    try {
+      certChain = readFileSync(join(tlsDir, 'tls.crt'));
+      privateKey = readFileSync(join(tlsDir, 'tls.key'));
+    } catch (err) {
+      throw new TwokeyError('ERR_CONFIG_INVALID', `cannot read the public TLS certificate from TWOKEY_PUBLIC_TLS_DIR ${tlsDir}: ${(err as Error).message}`);
+    }
+    const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: certChain, private_key: privateKey }], false);
     const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
 
     for (const route of PUBLIC_ROUTES) {

@@ -59,6 +59,12 @@ export async function serve(env: Env): Promise<RunningService> {
         const stop = (): void => controller.abort();
         call.on('cancelled', stop);
         call.on('close', stop);
+        // The decision was made when the stream opened; it must not outlive the token it was made on.
+        let expired = false;
+        const expiry = setTimeout(() => {
+          expired = true;
+          controller.abort();
+        }, Math.max(0, token().validUntilMs - Date.now()));
         followEvents(
           repo,
           after,
@@ -67,10 +73,13 @@ export async function serve(env: Env): Promise<RunningService> {
           controller.signal,
         ).then(
           () => {
+            clearTimeout(expiry);
             watchers.delete(controller);
-            call.end();
+            if (expired) call.emit('error', statusFor(new TwokeyError('ERR_TOKEN_EXPIRED', 'the token this stream was opened with expired; reopen it with a fresh one'), log));
+            else call.end();
           },
           (err: unknown) => {
+            clearTimeout(expiry);
             watchers.delete(controller);
             call.emit('error', statusFor(err, log));
           },
