@@ -1,0 +1,157 @@
+// Runs rendered pods as local processes, as a kubelet would set them up: each volume becomes a
+// directory (Secrets and ConfigMaps in the kubelet's atomic symlink layout), each container port a
+// free loopback port, each Service address the port of the pod it selects. Nothing is rewritten
+// by hand: a wrong env name, port, path or address in the manifests shows up as a pod that fails.
+import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from '../../scripts/local-mesh/ports.ts';
+import { Supervisor } from '../../scripts/local-mesh/supervisor.ts';
+import { isObject, type JsonObject, type K8sObject } from '../tools/manifest.ts';
+import { containersOf, objects, podSpecOf, podTemplateOf, str } from '../tools/pod-spec.ts';
+
+export interface LocalPod {
+  name: string;
+  /** Container port -> loopback port. */
+  ports: Map<number, number>;
+  /** Mount path in the container -> directory here. */
+  mounts: Map<string, string>;
+  env: Record<string, string>;
+}
+
+let generation = 0;
+
+/**
+ * Writes files the way the kubelet's atomic writer does: a timestamped directory, a `..data`
+ * symlink swapped atomically to it, and one symlink per key through `..data`.
+ */
+export function writeAtomicVolume(dir: string, files: Record<string, Buffer>, mode: number): void {
+  mkdirSync(dir, { recursive: true });
+  const stamp = `..${Date.now()}_${process.pid}_${generation++}`;
+  mkdirSync(join(dir, stamp));
+  for (const [key, content] of Object.entries(files)) {
+    writeFileSync(join(dir, stamp, key), content);
+    chmodSync(join(dir, stamp, key), mode);
+  }
+  symlinkSync(stamp, join(dir, '..data_tmp'));
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+  for (const key of Object.keys(files)) {
+    try {
+      symlinkSync(join('..data', key), join(dir, key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  for (const entry of readdirSync(dir)) {
+    if (entry.startsWith('..') && entry !== '..data' && entry !== stamp) rmSync(join(dir, entry), { recursive: true, force: true });
+  }
+}
+
+function find(objs: readonly K8sObject[], kind: string, name: string): K8sObject {
+  const found = objs.find((o) => o.kind === kind && o.metadata.name === name);
+  if (found === undefined) throw new Error(`no ${kind} ${name} in the rendered set`);
+  return found;
+}
+
+function dataOf(obj: K8sObject, encoding: 'base64' | 'utf8'): Record<string, Buffer> {
+  const data = isObject(obj['data']) ? obj['data'] : {};
+  return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(String(v), encoding)]));
+}
+
+/** Directories for one pod's volumes, filled from the Secrets and ConfigMaps in `objs`. */
+function prepareVolumes(objs: readonly K8sObject[], workload: K8sObject, root: string): Map<string, string> {
+  const spec = podSpecOf(workload)!;
+  const claims = new Set(objects(workload['spec'], 'volumeClaimTemplates').map((t) => str(t['metadata'], 'name')));
+  const dirs = new Map<string, string>();
+  for (const volume of objects(spec, 'volumes')) {
+    const name = String(volume['name']);
+    const dir = join(root, name);
+    const secret = volume['secret'];
+    const configMap = volume['configMap'];
+    if (isObject(secret)) {
+      writeAtomicVolume(dir, dataOf(find(objs, 'Secret', String(secret['secretName'])), 'base64'), (secret['defaultMode'] as number | undefined) ?? 0o644);
+    } else if (isObject(configMap)) {
+      writeAtomicVolume(dir, dataOf(find(objs, 'ConfigMap', String(configMap['name'])), 'utf8'), (configMap['defaultMode'] as number | undefined) ?? 0o644);
+    } else if (isObject(volume['emptyDir'])) {
+      mkdirSync(dir, { recursive: true });
+    } else {
+      throw new Error(`${workload.metadata.name}: volume ${name} is of a kind this harness does not lay out`);
+    }
+    dirs.set(name, dir);
+  }
+  for (const claim of claims) {
+    const dir = join(root, `pvc-${claim}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    dirs.set(String(claim), dir);
+  }
+  return dirs;
+}
+
+/** Lays out every workload's pod under `root` and assigns loopback ports. */
+export async function preparePods(objs: readonly K8sObject[], root: string): Promise<LocalPod[]> {
+  const workloads = objs.filter((o) => podTemplateOf(o) !== undefined);
+  const pods: LocalPod[] = [];
+  for (const w of workloads) {
+    const container = containersOf(podSpecOf(w)!)[0]!;
+    // The harness starts `twokey serve <name>`; the manifest must ask for exactly that.
+    if (JSON.stringify(container['args']) !== JSON.stringify([w.metadata.name])) throw new Error(`${w.metadata.name}: args ${JSON.stringify(container['args'])}`);
+    const ports = new Map<number, number>();
+    for (const p of objects(container, 'ports')) ports.set(p['containerPort'] as number, await freePort());
+    const volumes = prepareVolumes(objs, w, join(root, w.metadata.name));
+    const mounts = new Map<string, string>();
+    for (const m of objects(container, 'volumeMounts')) {
+      if (m['subPath'] !== undefined) throw new Error(`${w.metadata.name}: subPath mounts are not laid out`);
+      mounts.set(String(m['mountPath']), volumes.get(String(m['name']))!);
+    }
+    pods.push({ name: w.metadata.name, ports, mounts, env: {} });
+  }
+  for (const pod of pods) {
+    const w = workloads.find((o) => o.metadata.name === pod.name)!;
+    const container = containersOf(podSpecOf(w)!)[0]!;
+    for (const e of objects(container, 'env')) pod.env[String(e['name'])] = translate(String(e['value']), pod, pods, objs);
+  }
+  return pods;
+}
+
+/** A manifest env value, as it must read on this machine. */
+function translate(value: string, pod: LocalPod, pods: readonly LocalPod[], objs: readonly K8sObject[]): string {
+  const listen = /^0\.0\.0\.0:(\d+)$/.exec(value);
+  if (listen !== null) {
+    const port = pod.ports.get(Number(listen[1]));
+    if (port === undefined) throw new Error(`${pod.name} listens on ${value}, a port its container does not declare`);
+    return `127.0.0.1:${port}`;
+  }
+  const peer = /^([a-z0-9-]+):(\d+)$/.exec(value);
+  if (peer !== null) return `127.0.0.1:${servicePort(peer[1]!, Number(peer[2]), pods, objs)}`;
+  const mount = [...pod.mounts.keys()].filter((p) => value === p || value.startsWith(`${p}/`)).sort((a, b) => b.length - a.length)[0];
+  if (mount !== undefined) return pod.mounts.get(mount)! + value.slice(mount.length);
+  return value;
+}
+
+/** The loopback port behind `service:port`: the Service, its selected pod, its target port. */
+function servicePort(service: string, port: number, pods: readonly LocalPod[], objs: readonly K8sObject[]): number {
+  const svc = find(objs, 'Service', service);
+  const spec = svc['spec'] as JsonObject;
+  const selector = spec['selector'] as Record<string, string>;
+  const target = objs.find((o) => {
+    const labels = (podTemplateOf(o)?.['metadata'] as JsonObject | undefined)?.['labels'] as Record<string, string> | undefined;
+    return labels !== undefined && Object.entries(selector).every(([k, v]) => labels[k] === v);
+  });
+  const svcPort = objects(spec, 'ports').find((p) => p['port'] === port);
+  if (target === undefined || svcPort === undefined) throw new Error(`Service ${service} has no port ${port} in front of a pod`);
+  const container = containersOf(podSpecOf(target)!)[0]!;
+  const targetPort = svcPort['targetPort'] ?? port;
+  const containerPort = objects(container, 'ports').find((p) => p['name'] === targetPort || p['containerPort'] === targetPort)?.['containerPort'];
+  const local = pods.find((p) => p.name === target.metadata.name)!.ports.get(containerPort as number);
+  if (local === undefined) throw new Error(`Service ${service}:${port} targets ${String(targetPort)}, which ${target.metadata.name} does not declare`);
+  return local;
+}
+
+/** Starts every pod's service as `twokey serve <args>`; logs go to `root/<name>.log`. */
+export function startPods(pods: readonly LocalPod[], root: string): Supervisor {
+  const supervisor = new Supervisor();
+  for (const pod of pods) {
+    supervisor.add({ name: pod.name, env: { ...pod.env, HOME: join(root, pod.name) }, logFile: join(root, `${pod.name}.log`) });
+    supervisor.start(pod.name);
+  }
+  return supervisor;
+}

@@ -1,0 +1,155 @@
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { CertificateAuthority, loadRegistry } from '../../certs-ca/index.ts';
+import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { AuthClient, ImageStoreClient, bearer, unary } from '../../services/mesh-runtime/protos.ts';
+import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
+import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
+import type { Supervisor } from '../../scripts/local-mesh/supervisor.ts';
+import { renderKustomization } from '../tools/kustomize.ts';
+import type { K8sObject } from '../tools/manifest.ts';
+import { preparePods, startPods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
+import { LOCAL_OVERLAY_DIR, REGISTRY_FILE, REPO } from './paths.ts';
+
+const TWOKEY = fileURLToPath(new URL('../../scripts/twokey.js', import.meta.url));
+
+function pod(pods: readonly LocalPod[], name: string): LocalPod {
+  return pods.find((p) => p.name === name)!;
+}
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}${last === undefined ? '' : ` (last error: ${(last as Error).message})`}`);
+}
+
+/** The serial of the certificate a TLS server presents. */
+function servedSerial(port: number, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => {
+      resolve(socket.getPeerX509Certificate()!.serialNumber);
+      socket.end();
+    });
+    socket.once('error', reject);
+  });
+}
+
+// The manifests are run, not just read: every pod of the local overlay starts as `twokey serve`
+// with exactly its env, its volumes laid out as the kubelet would, and its Secrets from
+// `twokey k8s secrets`. A wrong variable name, port, mount path or Service address fails here.
+describe('deploy: the pods the manifests describe run and talk to each other', function () {
+  this.timeout(180_000);
+  let tmp: string;
+  let ca: CertificateAuthority;
+  let objs: K8sObject[];
+  let pods: LocalPod[];
+  let supervisor: Supervisor | undefined;
+  const exits: string[] = [];
+  const registry = loadRegistry(REGISTRY_FILE);
+
+  before(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'twokey-k8s-pods-'));
+    ca = CertificateAuthority.init({ dir: join(tmp, 'ca'), trustDomain: registry.trustDomain });
+    const secrets = workloadSecrets(ca, registry, { namespace: 'twokey', gatewayTlsDir: join(tmp, 'gateway-tls') });
+    objs = [...renderKustomization(LOCAL_OVERLAY_DIR), ...secrets];
+    pods = await preparePods(objs, join(tmp, 'pods'));
+    supervisor = startPods(pods, tmp);
+    supervisor.onUnexpectedExit = (name, code, signal) => exits.push(`${name} exited (${code ?? signal}); see ${join(tmp, `${name}.log`)}`);
+    for (const p of pods) {
+      await until(`${p.name} to report SERVING`, 90_000, async () => {
+        if (exits.length > 0) throw new Error(exits.join('; '));
+        return (await checkHealth(`127.0.0.1:${p.ports.get(8081)}`, '', 1000)) === 'SERVING' ? true : undefined;
+      });
+    }
+  });
+
+  after(async () => {
+    await supervisor?.stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('every pod reports SERVING on its health port, and none exited', () => {
+    expect(pods.map((p) => p.name).sort()).to.deep.equal(registry.workloads.map((w) => w.name).sort());
+    expect(exits).to.deep.equal([]);
+  });
+
+  it('a user added as the README says logs in through the gateway, uploads, and tagging tags the upload', async () => {
+    // `kubectl exec auth-0 -- node scripts/twokey.js users add alice`, with auth's environment.
+    const password = 'correct horse battery staple';
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile(process.execPath, [TWOKEY, 'users', 'add', 'alice', '--password-stdin'], { cwd: REPO, env: { ...process.env, ...pod(pods, 'auth').env } }, (err) =>
+        err ? reject(err) : resolve(),
+      );
+      child.stdin!.end(`${password}\n`);
+    });
+    // `kubectl port-forward svc/gateway 9443:9443`, trusting the gateway's own CA.
+    const address = `127.0.0.1:${pod(pods, 'gateway').ports.get(9443)}`;
+    const credentials = grpc.credentials.createSsl(readFileSync(join(tmp, 'gateway-tls', 'ca.pem')));
+    // Through a port-forward the client dials localhost, the name the certificate carries.
+    const options = { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost' };
+    const auth = new AuthClient(address, credentials, options);
+    const images = new ImageStoreClient(address, credentials, options);
+    try {
+      const { access_token: token } = await unary<{ access_token: string }>(auth, 'Login', { username: 'alice', password });
+      // Pods start together, so the gateway's first JWKS fetch can precede auth; it refetches after
+      // a 5 s cooldown. Until then tokens are refused, which this waits out (and bounds).
+      await until("the gateway to hold auth's verification keys", 20_000, async () =>
+        unary(images, 'ListImages', { owner: '', tag: '', page_size: 0, page_token: '' }, bearer(token)),
+      );
+      const photo = await unary<{ id: string; owner: string }>(
+        images,
+        'CreateImage',
+        { name: 'eiffel.jpg', content_type: 'image/jpeg', content: jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), tags: [] },
+        bearer(token),
+      );
+      expect(photo.owner).to.equal('alice');
+      const tagged = await until('tagging to tag the upload', 30_000, async () => {
+        const image = await unary<{ tags: string[] }>(images, 'GetImage', { id: photo.id, without_content: true }, bearer(token));
+        return image.tags.includes('gps') ? image : undefined;
+      });
+      expect(tagged.tags).to.include('gps');
+    } finally {
+      auth.close();
+      images.close();
+    }
+  });
+
+  it('rotated Secrets, delivered the way the kubelet updates a volume, are picked up without a restart', async () => {
+    const authPod = pod(pods, 'auth');
+    const bundle = ca.bundlePem();
+    const before = await servedSerial(authPod.ports.get(8444)!, bundle);
+    const pids = new Map(pods.map((p) => [p.name, supervisor!.pid(p.name)]));
+
+    const rotated = workloadSecrets(ca, registry, { namespace: 'twokey' });
+    for (const p of pods) {
+      const secret = rotated.find((s) => s.metadata.name === `${p.name}-svid`)!;
+      const files = Object.fromEntries(Object.entries(secret['data'] as Record<string, string>).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+      writeAtomicVolume(p.mounts.get('/var/run/twokey/svid')!, files, 0o440);
+    }
+    const expected = new X509Certificate(Buffer.from((rotated[0]!['data'] as Record<string, string>)['svid.pem']!, 'base64')).serialNumber;
+    expect(rotated[0]!.metadata.name).to.equal('auth-svid');
+    expect(expected).not.to.equal(before);
+    await until("auth's JWKS endpoint to serve the rotated certificate", 15_000, async () =>
+      (await servedSerial(authPod.ports.get(8444)!, bundle)) === expected ? true : undefined,
+    );
+    for (const p of pods) expect(supervisor!.pid(p.name), `${p.name} was restarted`).to.equal(pids.get(p.name));
+    for (const p of pods) expect(await checkHealth(`127.0.0.1:${p.ports.get(8081)}`, '', 1000)).to.equal('SERVING');
+    expect(exits).to.deep.equal([]);
+  });
+});
