@@ -1,3 +1,4 @@
+// Tests that manifests, registry and proto/ agree, and that each cross-reference check catches its mistake.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

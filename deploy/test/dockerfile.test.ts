@@ -1,3 +1,4 @@
+// Tests that the Dockerfile agrees with the manifests: user, ports, entry point, build context.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';

@@ -1,3 +1,4 @@
+// Tests of `twokey k8s secrets`: one SVID Secret per workload, rotation, refusals, the command itself.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

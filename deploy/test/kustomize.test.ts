@@ -1,3 +1,4 @@
+// Tests of the offline kustomize renderer: kustomize's name hash, JSON patches, the real kustomizations, refusals.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,3 +1,4 @@
+// Tests of the offline NetworkPolicy model against the semantics Kubernetes documents.
 import { expect } from 'chai';
 import type { K8sObject } from '../tools/manifest.ts';
 import { connectionAllowed, namespaceLabels, type Endpoint, type PodEndpoint } from '../tools/network-policy.ts';

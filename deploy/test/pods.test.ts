@@ -1,3 +1,4 @@
+// Tests that run the local overlay's pods as processes and use them the way the README does.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

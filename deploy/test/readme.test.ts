@@ -1,3 +1,4 @@
+// Tests that the README's Kubernetes section names Services, ports, pods and labels that exist.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';

@@ -1,3 +1,4 @@
+// Tests that every rendered object is valid Kubernetes v1.33.0, and that broken manifests are caught.
 import { expect } from 'chai';
 import { renderKustomization } from '../tools/kustomize.ts';
 import { parseManifests, type K8sObject } from '../tools/manifest.ts';
