@@ -18,6 +18,11 @@ export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
 const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  // grpc-js backs off up to 120 s between reconnects by default; inside a mesh a peer that comes
+  // back (auth after a restart, say) must be reachable again within seconds, or key refreshes
+  // and token requests keep failing long after it is healthy.
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 2000,
 };
 
 type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: ChannelOptions) => C;
