@@ -1,0 +1,315 @@
+// Faults operators meet, on the running example mesh under steady load: each reports attempted, failed and lost counts.
+import { readFileSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { expect } from 'chai';
+import type { Client } from '@grpc/grpc-js';
+import { decodeProtectedHeader } from 'jose';
+import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
+import { loadRegistry } from '../../certs-ca/registry.ts';
+import { DEFAULT_REGISTRY } from '../../scripts/local-mesh/local-mesh.ts';
+import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
+import { unary } from '../../services/mesh-runtime/protos.ts';
+import { STATUS_NAMES, eventually, logLines, removeState, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { userClaims } from '../adversarial/hostile-tokens.ts';
+import { RawSigner } from '../adversarial/jws.ts';
+import { Load, SOAK_SCALE, printReport, sleep } from './load.ts';
+
+interface Image {
+  id: string;
+  owner: string;
+  tags: string[];
+}
+
+const EMPTY_LIST = { owner: '', tag: '', page_size: 0, page_token: '' };
+const ms = (n: number) => n * SOAK_SCALE;
+
+describe('faults on the running example mesh', function () {
+  this.timeout(60_000 * SOAK_SCALE);
+  let t: TestMesh;
+  let images: Client;
+  let alice: string;
+
+  before(async function () {
+    this.timeout(120_000);
+    t = await startTestMesh({ cleanerInterval: '1h' });
+    images = t.gateway('image-store');
+    alice = await t.login('alice');
+  });
+  after(async function () {
+    this.timeout(30_000);
+    if (t !== undefined) {
+      await t.close();
+      removeState(t.stateDir);
+    }
+  });
+
+  const list = (token: string) => unary<{ images: Image[] }>(images, 'ListImages', EMPTY_LIST, withToken(token));
+  const upload = (token: string, name: string, content = jpegWithoutExif()) =>
+    unary<Image>(images, 'CreateImage', { name, content_type: 'image/jpeg', content, tags: [] }, withToken(token));
+  /** Every image of alice's, across pages. */
+  async function allIds(token: string): Promise<Set<string>> {
+    const ids = new Set<string>();
+    let pageToken = '';
+    do {
+      const page = await unary<{ images: Image[]; next_page_token: string }>(images, 'ListImages', { ...EMPTY_LIST, page_size: 100, page_token: pageToken }, withToken(token));
+      for (const i of page.images) ids.add(i.id);
+      pageToken = page.next_page_token;
+    } while (pageToken !== '');
+    return ids;
+  }
+
+  it('auth signing-key rotation during steady load: zero failed calls, with old and new tokens', async () => {
+    // Past the JWKS refetch cooldown of the start-up fetch, as in a mesh that has been running.
+    await sleep(5500);
+    const oldKid = decodeProtectedHeader(alice).kid;
+    let current = alice;
+    // Half the workers keep the pre-rotation token; the others log in afresh every few calls.
+    const load = new Load('key rotation', 4, async (i) => {
+      if (i % 2 === 0) return list(alice);
+      if (i % 8 === 1) current = await t.login('alice');
+      return list(current);
+    });
+    await sleep(ms(1000));
+    process.kill(t.mesh.pid('auth')!, 'SIGHUP');
+    await eventually('a token signed with the new key', 5000, async () => {
+      const token = await t.login('alice');
+      return decodeProtectedHeader(token).kid !== oldKid ? token : undefined;
+    });
+    await sleep(ms(2500));
+    const report = await load.stop();
+    printReport(report, `new kid in use: ${decodeProtectedHeader(current).kid !== oldKid}`);
+    expect(decodeProtectedHeader(current).kid).to.not.equal(oldKid);
+    expect(report.attempted).to.be.greaterThan(20);
+    expect(report.failures).to.deep.equal({});
+    // Auth keeps one previous key: a second rotation would retire the key alice's token was signed with.
+    alice = current;
+  });
+
+  it('workload certificate rotation during steady load (files replaced on disk): zero failed calls, new connections see the new certificate', async () => {
+    const registry = loadRegistry(DEFAULT_REGISTRY);
+    const ca = CertificateAuthority.open(t.mesh.layout.caDir);
+    const store = t.mesh.endpoints.services['image-store']!;
+    const servedSerial = () => peerSerial(store.address!, join(t.mesh.layout.svidRoot, 'gateway'));
+    const before = await servedSerial();
+    const load = new Load('certificate rotation', 4, () => list(alice));
+    await sleep(ms(500));
+    for (const name of ['image-store', 'gateway']) {
+      const w = registry.workloads.find((x) => x.name === name)!;
+      ca.writeWorkload(join(t.mesh.layout.svidRoot, name), ca.issue({ spiffeId: w.spiffeId, grants: w.grants, ttl: w.ttl, dns: w.dns, ip: w.ip }));
+    }
+    const after = await eventually('the image store to serve its new certificate', 10_000, async () => {
+      const serial = await servedSerial();
+      return serial !== before ? serial : undefined;
+    });
+    await sleep(ms(1500));
+    const report = await load.stop();
+    printReport(report, `image-store serial ${before.slice(0, 8)}... -> ${after.slice(0, 8)}...`);
+    expect(report.attempted).to.be.greaterThan(20);
+    expect(report.failures).to.deep.equal({});
+    expect(logLines(t.mesh, 'image-store').some((l) => l['event'] === 'svid.rotated')).to.equal(true);
+  });
+
+  it('auth down for a while: calls with tokens already verified keep succeeding; new logins fail cleanly with UNAVAILABLE', async () => {
+    await list(alice);
+    await t.mesh.stopService('auth');
+    try {
+      const load = new Load('auth down', 3, () => list(alice));
+      const logins = { attempted: 0, unavailable: 0, other: [] as string[] };
+      const until = Date.now() + ms(2500);
+      while (Date.now() < until) {
+        logins.attempted += 1;
+        await t.login('alice').then(
+          () => logins.other.push('OK'),
+          (err) => (err.code === 14 ? (logins.unavailable += 1) : logins.other.push(`${STATUS_NAMES[err.code]}: ${err.details}`)),
+        );
+        await sleep(100);
+      }
+      const report = await load.stop();
+      printReport(report, `logins attempted ${logins.attempted}, UNAVAILABLE ${logins.unavailable}`);
+      expect(report.attempted).to.be.greaterThan(20);
+      expect(report.failures).to.deep.equal({});
+      expect(logins.other).to.deep.equal([]);
+      expect(logins.unavailable).to.equal(logins.attempted);
+    } finally {
+      await t.mesh.start('auth');
+    }
+    // The gateway's channel to auth reconnects with backoff; logins come back without a restart.
+    const restarted = Date.now();
+    await eventually('a login after auth is back', 15_000, () => t.login('alice'));
+    process.stdout.write(`      [fault] auth down: logins work again ${Date.now() - restarted} ms after auth is healthy\n`);
+  });
+
+  it('key rotation during an unknown-kid flood: new-key tokens are accepted within one JWKS cooldown (5 s)', async () => {
+    const attacker = RawSigner.create('x');
+    const flood = new Load('rotation under an unknown-kid flood (attacker)', 4, (i) =>
+      list(attacker.sign(attacker.header({ kid: `forged-${i}` }), userClaims({ scope: 'images:read' }))).then(
+        () => {
+          throw new Error('a forged token was accepted');
+        },
+        (err) => {
+          if (err.code !== 16) throw err;
+        },
+      ),
+    );
+    await sleep(300);
+    const oldKid = decodeProtectedHeader(await t.login('alice')).kid;
+    process.kill(t.mesh.pid('auth')!, 'SIGHUP');
+    const fresh = await eventually('a token signed with the new key', 5000, async () => {
+      const token = await t.login('alice');
+      return decodeProtectedHeader(token).kid !== oldKid ? token : undefined;
+    });
+    const firstUse = Date.now();
+    const legit = new Load('rotation under an unknown-kid flood (new-key tokens)', 2, () => list(fresh), { pauseMs: 50 });
+    const accepted = await eventually('the new key to be accepted at the gateway', 10_000, () => list(fresh).then(() => Date.now())).catch((err) => {
+      process.stdout.write(`      gateway JWKS events: ${JSON.stringify(logLines(t.mesh, 'gateway').filter((l) => String(l['event']).startsWith('jwks')).map((l) => [l['time'], String(l['err']).slice(0, 120)]))}\n`);
+      throw err;
+    });
+    await sleep(ms(500));
+    const report = await legit.stop();
+    const attack = await flood.stop();
+    printReport(attack);
+    const fetchFailures = logLines(t.mesh, 'gateway').filter((l) => l['event'] === 'jwks.fetch_failed').map((l) => String(l['err']).slice(0, 100));
+    printReport(report, `new-key tokens accepted ${accepted - firstUse} ms after first use, gateway JWKS fetch failures so far: ${JSON.stringify(fetchFailures)}`);
+    expect(attack.failures).to.deep.equal({});
+    expect(accepted - firstUse).to.be.at.most(5500);
+    for (const key of Object.keys(report.failures)) expect(key).to.match(/^UNAUTHENTICATED: .*unknown signing key id/);
+  });
+
+  it('image-store killed with SIGKILL during uploads, restarted: every acknowledged upload is present', async () => {
+    const acknowledged: string[] = [];
+    const tag = `run-${Date.now()}`;
+    const load = new Load('SIGKILL image-store during uploads', 3, async (i) => {
+      const image = await upload(alice, `${tag}-${i}.jpg`, Buffer.concat([jpegWithoutExif(), Buffer.from(`${i}`)]));
+      acknowledged.push(image.id);
+    }, { pauseMs: 10 });
+    await sleep(ms(700));
+    await t.mesh.kill('image-store');
+    await sleep(300);
+    await t.mesh.start('image-store');
+    await sleep(ms(700));
+    const report = await load.stop();
+    const present = await eventually('the restarted image store', 10_000, () => allIds(alice));
+    report.lost = acknowledged.filter((id) => !present.has(id)).length;
+    printReport(report, `acknowledged ${acknowledged.length}`);
+    expect(acknowledged.length).to.be.greaterThan(5);
+    expect(report.lost).to.equal(0);
+    // The only failures are the store being away: never a wrong answer.
+    for (const key of Object.keys(report.failures)) expect(key).to.match(/^UNAVAILABLE/);
+  });
+
+  it('tagging stopped while uploads continue, restarted: every upload is tagged exactly once', async () => {
+    await t.mesh.stopService('tagging');
+    const uploaded: string[] = [];
+    const load = new Load('tagging stopped during uploads', 2, async (i) => {
+      const image = await upload(alice, `gps-${i}.jpg`, jpegWithGps({ latitude: 10 + i / 1000, longitude: 20 }));
+      uploaded.push(image.id);
+    }, { pauseMs: 50 });
+    await sleep(ms(1000));
+    const report = await load.stop();
+    await t.mesh.start('tagging');
+    await eventually('every upload tagged', 20_000, async () => {
+      const tagged = await Promise.all(uploaded.map((id) => unary<Image>(images, 'GetImage', { id, without_content: true }, withToken(alice))));
+      return tagged.every((i) => i.tags.includes('gps')) ? true : undefined;
+    });
+    // Restart once more: the durable cursor must not replay what was already tagged.
+    await t.mesh.stopService('tagging');
+    await t.mesh.start('tagging');
+    await sleep(1000);
+    const processed = logLines(t.mesh, 'tagging').filter((l) => l['event'] === 'tagging.processed' && uploaded.includes(l['image_id'] as string));
+    const perImage = new Map<string, number>();
+    for (const l of processed) perImage.set(l['image_id'] as string, (perImage.get(l['image_id'] as string) ?? 0) + 1);
+    report.lost = uploaded.filter((id) => perImage.get(id) !== 1).length;
+    printReport(report, `uploads ${uploaded.length}, tagged exactly once ${[...perImage.values()].filter((n) => n === 1).length}`);
+    expect(uploaded.length).to.be.greaterThan(5);
+    expect(report.failures).to.deep.equal({});
+    expect(report.lost).to.equal(0);
+  });
+
+  it('many idle connections that send nothing: the service keeps serving others', async () => {
+    const store = t.mesh.endpoints.services['image-store']!;
+    const [host, port] = store.address!.split(':') as [string, string];
+    const sockets: Array<Socket | TLSSocket> = [];
+    const load = new Load('idle-connection flood', 3, () => list(alice));
+    const gatewayDir = join(t.mesh.layout.svidRoot, 'gateway');
+    for (let i = 0; i < 150 * SOAK_SCALE; i++) {
+      // Half stop before the TLS handshake, half hold a verified TLS connection and send no HTTP/2 preface.
+      if (i % 2 === 0) sockets.push(netConnect(Number(port), host).on('error', () => undefined));
+      else sockets.push(tlsClient(store.address!, gatewayDir).on('error', () => undefined));
+    }
+    await sleep(ms(2000));
+    const report = await load.stop();
+    const open = sockets.filter((s) => !s.destroyed).length;
+    for (const s of sockets) s.destroy();
+    printReport(report, `${sockets.length} idle connections, ${open} still open`);
+    expect(report.attempted).to.be.greaterThan(20);
+    expect(report.failures).to.deep.equal({});
+  });
+
+  it('a flood of tokens with unknown kids: all refused, bounded JWKS refetches, others keep being served', async () => {
+    const attacker = RawSigner.create('x');
+    const fetchesBefore = jwksFetches();
+    let refused = 0;
+    const legit = new Load('unknown-kid flood (legitimate traffic)', 2, () => list(alice));
+    const flood = new Load('unknown-kid flood (attacker)', 6, async (i) => {
+      const token = attacker.sign(attacker.header({ kid: `forged-${i}` }), userClaims({ scope: 'images:read' }));
+      try {
+        await list(token);
+      } catch (err) {
+        if ((err as { code: number }).code === 16) {
+          refused += 1;
+          return;
+        }
+        throw err;
+      }
+      throw new Error('a forged token was accepted');
+    });
+    await sleep(ms(2000));
+    const attack = await flood.stop();
+    const report = await legit.stop();
+    const fetches = jwksFetches() - fetchesBefore;
+    printReport(attack, `refused ${refused}, JWKS fetches by the gateway ${fetches}`);
+    printReport(report);
+    expect(refused).to.equal(attack.attempted);
+    expect(attack.attempted).to.be.greaterThan(50);
+    // One fetch per 5 s cooldown at most (plus one already due).
+    expect(fetches).to.be.at.most(1 + Math.ceil(attack.durationMs / 5000));
+    expect(report.failures).to.deep.equal({});
+  });
+
+  /** How often the gateway fetched the JWKS from auth (auth logs every GetJwks decision). */
+  function jwksFetches(): number {
+    return logLines(t.mesh, 'auth').filter(
+      (l) => l['event'] === 'authz.decision' && l['method'] === '/twokey.auth.v1.Auth/GetJwks' && l['peer_spiffe_id'] === 'spiffe://twokey.local/ns/twokey/sa/gateway',
+    ).length;
+  }
+});
+
+function tlsClient(address: string, dir: string): TLSSocket {
+  const [host, port] = address.split(':') as [string, string];
+  return tlsConnect({
+    host,
+    port: Number(port),
+    servername: 'twokey.local',
+    ca: readFileSync(join(dir, 'bundle.pem')),
+    cert: readFileSync(join(dir, 'svid.pem')),
+    key: readFileSync(join(dir, 'svid.key')),
+    ALPNProtocols: ['h2'],
+    checkServerIdentity: () => undefined,
+  });
+}
+
+/** The serial number of the certificate a mesh listener serves to a new connection. */
+function peerSerial(address: string, dir: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsClient(address, dir);
+    socket.once('secureConnect', () => {
+      const serial = socket.getPeerX509Certificate()?.serialNumber ?? '';
+      socket.destroy();
+      resolve(serial);
+    });
+    socket.once('error', reject);
+  });
+}
+
