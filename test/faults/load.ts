@@ -25,24 +25,25 @@ export class Load {
 
   /** Starts `concurrency` workers calling `op(i)` back to back until stop(). */
   constructor(name: string, concurrency: number, op: (i: number) => Promise<unknown>, opts: { pauseMs?: number } = {}) {
-    this.report = { name, attempted: 0, succeeded: 0, failed: 0, failures: {}, lost: 0, durationMs: 0 };
+    const report: LoadReport = { name, attempted: 0, succeeded: 0, failed: 0, failures: {}, lost: 0, durationMs: 0 };
+    this.report = report;
     let next = 0;
     for (let w = 0; w < concurrency; w++) {
       this.#workers.push(
         (async () => {
           while (this.#running) {
             const i = next++;
-            this.report.attempted += 1;
+            report.attempted += 1;
             try {
               await op(i);
-              this.report.succeeded += 1;
+              report.succeeded += 1;
             } catch (err) {
-              this.report.failed += 1;
+              report.failed += 1;
               const code = (err as ServiceError).code;
               // Decision and request ids differ per call; without them failures group by cause.
               const text = typeof code === 'number' ? `${STATUS_NAMES[code]}: ${(err as ServiceError).details}` : String((err as Error).message);
               const key = text.replace(/\s*\((decision|request)[^)]*\)/g, '').slice(0, 160);
-              this.report.failures[key] = (this.report.failures[key] ?? 0) + 1;
+              report.failures[key] = (report.failures[key] ?? 0) + 1;
             }
             if (opts.pauseMs) await sleep(opts.pauseMs);
           }
