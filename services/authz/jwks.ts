@@ -92,7 +92,9 @@ export class JwksKeySet implements VerificationKeys {
   readonly #onFetchError: ((err: TwokeyError) => void) | undefined;
   readonly #changeListeners = new Set<(kids: readonly string[]) => void>();
   #keys = new Map<string, PublicKey>();
-  #lastAttempt = Number.NEGATIVE_INFINITY;
+  // Only refetches an unknown kid asked for count here: a periodic refresh just before a rotation
+  // must not make the rotated-in key wait out a cooldown it did not cause.
+  #lastOnDemand = Number.NEGATIVE_INFINITY;
   #inFlight: Promise<void> | null = null;
   #timer: NodeJS.Timeout | null = null;
   #fetchCount = 0;
@@ -136,7 +138,6 @@ export class JwksKeySet implements VerificationKeys {
   /** Fetches the set now; concurrent callers share one fetch. Throws when it fails. */
   refresh(): Promise<void> {
     if (this.#inFlight !== null) return this.#inFlight;
-    this.#lastAttempt = this.#clock();
     this.#fetchCount += 1;
     this.#inFlight = (async () => {
       try {
@@ -160,7 +161,8 @@ export class JwksKeySet implements VerificationKeys {
 
   async keyFor(kid: string, alg: string): Promise<CryptoKey | KeyObject> {
     let entry = this.#keys.get(kid);
-    if (entry === undefined && this.#clock() - this.#lastAttempt >= this.#cooldownMs) {
+    if (entry === undefined && this.#clock() - this.#lastOnDemand >= this.#cooldownMs) {
+      this.#lastOnDemand = this.#clock();
       try {
         await this.refresh();
       } catch (err) {
