@@ -19,15 +19,29 @@ CREATE TABLE IF NOT EXISTS login_failures (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures (key, at_ms);
 CREATE TABLE IF NOT EXISTS signing_keys (
-  kid           TEXT PRIMARY KEY,
-  private_pkcs8 TEXT NOT NULL,
-  public_jwk    TEXT NOT NULL,
-  state         TEXT NOT NULL CHECK (state IN ('current', 'previous')),
-  created_at_ms INTEGER NOT NULL
+  kid             TEXT PRIMARY KEY,
+  private_pkcs8   TEXT NOT NULL,
+  public_jwk      TEXT NOT NULL,
+  state           TEXT NOT NULL CHECK (state IN ('next', 'current', 'previous')),
+  created_at_ms   INTEGER NOT NULL,
+  activated_at_ms INTEGER
 ) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS one_current_key ON signing_keys (state) WHERE state = 'current';
-CREATE UNIQUE INDEX IF NOT EXISTS one_previous_key ON signing_keys (state) WHERE state = 'previous';
+CREATE UNIQUE INDEX IF NOT EXISTS one_key_per_state ON signing_keys (state);
 `;
+
+/**
+ * Version 1 kept only current and previous keys; version 2 also publishes the next key ahead of
+ * its use. Old key rows are dropped: verifiers refetch on the new kid, and the cost is that tokens
+ * signed before the upgrade stop verifying (they live minutes).
+ */
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version >= 2) return;
+  db.transaction(() => {
+    db.exec('DROP TABLE IF EXISTS signing_keys');
+    db.pragma('user_version = 2');
+  })();
+}
 
 /** The path of the auth database inside a data directory. */
 export function authDatabasePath(dataDir: string): string {
@@ -46,6 +60,7 @@ export function openAuthDatabase(path: string): AuthDatabase {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('busy_timeout = 5000');
+  migrate(db);
   db.exec(SCHEMA);
   return db;
 }

@@ -1,5 +1,6 @@
-// ES256 signing keys: persisted, rotated on a schedule or on demand; the JWKS publishes the
-// current and the previous key so tokens signed just before a rotation still verify.
+// ES256 signing keys: persisted, rotated on a schedule or on demand. The JWKS publishes three:
+// the next key (published before it signs anything, so verifiers already hold it when it takes
+// over), the current key, and the previous one (so tokens signed just before a rotation verify).
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
 import type { AuthDatabase } from './database.ts';
@@ -7,24 +8,30 @@ import type { AuthDatabase } from './database.ts';
 export interface SigningKey {
   kid: string;
   privateKey: KeyObject;
-  createdAtMs: number;
+  /** When it became the signing key. */
+  activatedAtMs: number;
 }
 
 export interface JsonWebKeySet {
   keys: JWK[];
 }
 
+type KeyState = 'next' | 'current' | 'previous';
+
 interface KeyRow {
   kid: string;
   private_pkcs8: string;
   public_jwk: string;
-  state: 'current' | 'previous';
+  state: KeyState;
   created_at_ms: number;
+  activated_at_ms: number | null;
 }
 
 export type KeyGenerator = () => KeyObject;
 
 export const generateP256Key: KeyGenerator = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+
+const PUBLISH_ORDER: Record<KeyState, number> = { current: 0, next: 1, previous: 2 };
 
 export class SigningKeys {
   readonly #db: AuthDatabase;
@@ -43,38 +50,56 @@ export class SigningKeys {
   /** The key to sign with now; rotates first when the current one is due (or missing). */
   async current(): Promise<SigningKey> {
     let row = this.#row('current');
-    if (row === undefined || this.#now() - row.created_at_ms >= this.#rotationMs) {
+    if (row === undefined || this.#now() - (row.activated_at_ms ?? row.created_at_ms) >= this.#rotationMs) {
       await this.rotate();
       row = this.#row('current')!;
     }
-    return { kid: row.kid, privateKey: this.#privateKey(row), createdAtMs: row.created_at_ms };
+    return { kid: row.kid, privateKey: this.#privateKey(row), activatedAtMs: row.activated_at_ms ?? row.created_at_ms };
   }
 
-  /** New current key; the old current becomes previous; the old previous is destroyed. */
+  /**
+   * The next key becomes current, current becomes previous, the old previous is destroyed, and a
+   * new next key is published. Returns the new current kid. (To withdraw a key at once, rotate twice.)
+   */
   async rotate(): Promise<string> {
+    const fresh = await this.#newKey();
+    const second = this.#row('next') === undefined ? await this.#newKey() : undefined;
+    const now = this.#now();
+    const insert = this.#db.prepare(
+      'INSERT INTO signing_keys (kid, private_pkcs8, public_jwk, state, created_at_ms, activated_at_ms) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    return this.#db.transaction(() => {
+      this.#db.prepare("DELETE FROM signing_keys WHERE state = 'previous'").run();
+      this.#db.prepare("UPDATE signing_keys SET state = 'previous' WHERE state = 'current'").run();
+      // Normally the next key has been published for a whole rotation period; only on first
+      // start (or after an upgrade) is there none, and a freshly generated key takes its place.
+      if (this.#row('next') === undefined) insert.run(second!.kid, second!.pkcs8, second!.jwk, 'next', now, null);
+      this.#db.prepare("UPDATE signing_keys SET state = 'current', activated_at_ms = ? WHERE state = 'next'").run(now);
+      insert.run(fresh.kid, fresh.pkcs8, fresh.jwk, 'next', now, null);
+      return this.#row('current')!.kid;
+    }).immediate();
+  }
+
+  /** Public keys only: current, next, previous. */
+  jwks(): JsonWebKeySet {
+    const rows = this.#db.prepare('SELECT * FROM signing_keys').all() as KeyRow[];
+    rows.sort((a, b) => PUBLISH_ORDER[a.state] - PUBLISH_ORDER[b.state]);
+    return { keys: rows.map((r) => JSON.parse(r.public_jwk) as JWK) };
+  }
+
+  async #newKey(): Promise<{ kid: string; pkcs8: string; jwk: string }> {
     const privateKey = this.#generate();
     const jwk = await exportJWK(privateKey);
     delete jwk.d;
     const kid = await calculateJwkThumbprint(jwk, 'sha256');
-    const publicJwk = { ...jwk, kid, alg: 'ES256', use: 'sig' };
-    const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    this.#db.transaction(() => {
-      this.#db.prepare("DELETE FROM signing_keys WHERE state = 'previous'").run();
-      this.#db.prepare("UPDATE signing_keys SET state = 'previous' WHERE state = 'current'").run();
-      this.#db
-        .prepare("INSERT INTO signing_keys (kid, private_pkcs8, public_jwk, state, created_at_ms) VALUES (?, ?, ?, 'current', ?)")
-        .run(kid, pkcs8, JSON.stringify(publicJwk), this.#now());
-    }).immediate();
-    return kid;
+    return {
+      kid,
+      pkcs8: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      jwk: JSON.stringify({ ...jwk, kid, alg: 'ES256', use: 'sig' }),
+    };
   }
 
-  /** Public keys only: current first, then previous. */
-  jwks(): JsonWebKeySet {
-    const rows = this.#db.prepare("SELECT * FROM signing_keys ORDER BY state = 'current' DESC").all() as KeyRow[];
-    return { keys: rows.map((r) => JSON.parse(r.public_jwk) as JWK) };
-  }
-
-  #row(state: 'current' | 'previous'): KeyRow | undefined {
+  #row(state: KeyState): KeyRow | undefined {
     return this.#db.prepare('SELECT * FROM signing_keys WHERE state = ?').get(state) as KeyRow | undefined;
   }
 

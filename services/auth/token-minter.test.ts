@@ -63,11 +63,12 @@ describe('auth token minting and signing keys', () => {
     expect(token.audience).to.equal(STORE);
   });
 
-  it('publishes current and previous keys so a token signed before a rotation still verifies', async () => {
+  it('publishes current, next and previous keys so a token signed before a rotation still verifies', async () => {
     const before = await minter.mint({ kind: 'user', subject: 'bob', scopes: [], audience: MESH, clientId: MESH, ttlMs: 60_000 });
     const firstKid = keys.jwks().keys[0]!.kid;
+    expect(keys.jwks().keys).to.have.length(2);
     await keys.rotate();
-    expect(keys.jwks().keys.map((k) => k.kid)).to.have.length(2).and.include(firstKid);
+    expect(keys.jwks().keys.map((k) => k.kid)).to.have.length(3).and.include(firstKid);
     await (await verifier([MESH])).verify(before.token);
     await keys.rotate();
     expect(keys.jwks().keys.map((k) => k.kid)).to.not.include(firstKid);
@@ -76,13 +77,32 @@ describe('auth token minting and signing keys', () => {
     expect(error).to.have.property('code', 'ERR_TOKEN_INVALID');
   });
 
-  it('rotates on schedule when the current key is older than the rotation period', async () => {
+  it('publishes each key before it signs anything, so verifiers already hold it at rotation', async () => {
+    await keys.current();
+    const published = keys.jwks().keys.map((k) => k.kid);
+    const promoted = await keys.rotate();
+    expect(published).to.include(promoted);
+    const token = await minter.mint({ kind: 'user', subject: 'bob', scopes: [], audience: MESH, clientId: MESH, ttlMs: 60_000 });
+    const verifyWithOldSet = new TokenVerifier({
+      keys: await StaticKeys.fromJwks({ keys: published.map((kid) => keys.jwks().keys.find((k) => k.kid === kid)).filter((k) => k !== undefined) }),
+      issuer: ISSUER,
+      audiences: [MESH],
+      clock: () => now,
+    });
+    expect((await verifyWithOldSet.verify(token.token)).subject).to.equal('bob');
+  });
+
+  it('rotates on schedule when the current key has signed for the rotation period', async () => {
     const first = (await keys.current()).kid;
     now += 3_599_000;
     expect((await keys.current()).kid).to.equal(first);
     now += 1_000;
-    expect((await keys.current()).kid).to.not.equal(first);
+    const second = (await keys.current()).kid;
+    expect(second).to.not.equal(first);
     expect(keys.jwks().keys.map((k) => k.kid)).to.include(first);
+    // The promoted key was created an hour ago, but its period starts when it begins to sign.
+    now += 1_000;
+    expect((await keys.current()).kid).to.equal(second);
   });
 
   it('never publishes private key material', async () => {
