@@ -15,13 +15,20 @@ import * as grpc from '@grpc/grpc-js';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { pino } from 'pino';
 import { CertificateAuthority } from '../certs-ca/index.ts';
+import { X509Certificate } from 'node:crypto';
+import { DecisionLog } from '../services/authz/decision-log.ts';
+import { createAuthzInterceptor } from '../services/authz/interceptor.ts';
 import { StaticKeys } from '../services/authz/jwks.ts';
+import { PeerIdentityCache } from '../services/authz/peer-identity.ts';
+import { TokenAuthenticator } from '../services/authz/token-authenticator.ts';
+import { TokenVerifier } from '../services/authz/token-verifier.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { SvidSource } from '../services/authz/rotation.ts';
 import { createMeshServer } from '../services/authz/server.ts';
 
 const VARIANTS = {
   plain: 'plain grpc-js mTLS',
+  'plain-als': 'plain + AsyncLocalStorage on',
   'twokey-nolog': 'twokey (decision log off)',
   'twokey-log': 'twokey (decision log on)',
 } as const;
@@ -30,7 +37,7 @@ type Variant = keyof typeof VARIANTS;
 const { values } = parseArgs({
   options: {
     calls: { type: 'string' }, concurrency: { type: 'string' }, rounds: { type: 'string' },
-    serve: { type: 'string' }, dir: { type: 'string' },
+    serve: { type: 'string' }, dir: { type: 'string' }, alone: { type: 'boolean' },
   },
 });
 const CALLS = Math.min(Number(values.calls ?? 2000), 50_000);
@@ -51,7 +58,13 @@ async function serve(variant: Variant, dir: string): Promise<void> {
   const impl = { GetImage: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => cb(null, image) };
   const svid = await SvidSource.open(join(dir, 'server'), { trustDomain: TD, pollIntervalMs: 0 });
   let port: number;
-  if (variant === 'plain') {
+  if (variant === 'plain-als') {
+    // What the call context alone costs: AsyncLocalStorage's hooks apply to every async resource
+    // of the process once a store is entered.
+    const { AsyncLocalStorage } = await import('node:async_hooks');
+    new AsyncLocalStorage().enterWith({});
+  }
+  if (variant === 'plain' || variant === 'plain-als') {
     // Client certificates required and verified against the bundle; no authorization.
     const m = svid.material;
     const server = new grpc.Server();
@@ -75,6 +88,62 @@ async function serve(variant: Variant, dir: string): Promise<void> {
     if (msg === 'exit') process.exit(0);
   });
   process.send!({ port });
+}
+
+/**
+ * Child: the interceptor alone, driven in-process through grpc-js's interceptor API with a stand-in
+ * for grpc-js's own call (no sockets, so the peer comes from getAuthContext() keyed by the DER's
+ * hash: slightly more work than the per-connection socket cache a real server uses). Reports us
+ * per allowed call with a cached token, against a pass-through interceptor on the same harness.
+ */
+async function alone(dir: string): Promise<void> {
+  const { readFileSync } = await import('node:fs');
+  const token = readFileSync(join(dir, 'token'), 'utf8');
+  const der = Buffer.from(new X509Certificate(readFileSync(join(dir, 'client.pem'))).raw);
+  const keys = await StaticKeys.fromJwks(JSON.parse(readFileSync(join(dir, 'jwks.json'), 'utf8')));
+  const tokens = new TokenAuthenticator({ verifier: new TokenVerifier({ keys, issuer: ISSUER, audiences: [`spiffe://${TD}`] }) });
+  const methodDescriptor = { path: GET, requestStream: false, responseStream: false } as any;
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  let reached = 0;
+  let denied = 0;
+  const run = (interceptor: grpc.ServerInterceptor, n: number): number => {
+    const t = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      let listener: any;
+      const base = {
+        start: (l: any) => (listener = l), sendStatus: () => void denied++, sendMetadata: () => {}, sendMessage: () => {}, startRead: () => {},
+        getPeer: () => 'bench', getDeadline: () => Infinity, getHost: () => 'bench', getConnectionInfo: () => ({}), getMetricsRecorder: () => undefined,
+        getAuthContext: () => ({ transportSecurityType: 'ssl', sslPeerCertificate: { raw: der } }),
+      } as any;
+      interceptor(methodDescriptor, base).start({
+        onReceiveMetadata: () => void reached++, onReceiveMessage: () => {}, onReceiveHalfClose: () => {}, onCancel: () => {},
+      });
+      listener.onReceiveMetadata(md);
+      listener.onReceiveMessage({});
+      listener.onReceiveHalfClose();
+    }
+    return Number(process.hrtime.bigint() - t) / 1000 / n;
+  };
+  const passThrough: grpc.ServerInterceptor = (_d, call) => new grpc.ServerInterceptingCall(call);
+  const authz = createAuthzInterceptor({ trustDomain: TD, rules: MethodCatalog.default(), tokens, peers: new PeerIdentityCache() });
+  const logged = createAuthzInterceptor({
+    trustDomain: TD, rules: MethodCatalog.default(), tokens, peers: new PeerIdentityCache(),
+    log: new DecisionLog(pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true }))),
+  });
+  // Fill the token cache, then let the JIT settle.
+  tokens.fromMetadata(md);
+  await new Promise((r) => setTimeout(r, 50));
+  for (const i of [passThrough, authz, logged]) run(i, 5000);
+  const results: Record<string, number[]> = { passThrough: [], authz: [], logged: [] };
+  for (let r = 0; r < 5; r++) {
+    results.passThrough!.push(run(passThrough, CALLS * 5));
+    results.authz!.push(run(authz, CALLS * 5));
+    results.logged!.push(run(logged, CALLS * 5));
+  }
+  if (denied !== 0 || reached === 0) throw new Error(`harness: ${denied} denied calls`);
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  process.send!({ alone: { passThrough: median(results.passThrough!), authz: median(results.authz!), logged: median(results.logged!) } });
 }
 
 function ask<T>(child: ChildProcess, message: string | null, key: string): Promise<T> {
@@ -146,6 +215,12 @@ async function main(): Promise<void> {
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${token}`);
 
+    writeFileSync(join(dir, 'token'), token);
+    writeFileSync(join(dir, 'client.pem'), client.chainPem);
+    const aloneChild = fork(fileURLToPath(import.meta.url), ['--alone', '--dir', dir, '--calls', String(CALLS)], { execArgv: process.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const single = await ask<{ passThrough: number; authz: number; logged: number }>(aloneChild, null, 'alone');
+    await new Promise((resolve) => aloneChild.once('exit', resolve));
+
     const names = Object.keys(VARIANTS) as Variant[];
     const samples = new Map<Variant, Sample[]>(names.map((n) => [n, []]));
     for (let r = 0; r < ROUNDS; r++) for (const n of names) samples.get(n)!.push(await measure(n, dir, md, creds));
@@ -172,12 +247,20 @@ async function main(): Promise<void> {
         (s.cpu - base.cpu).toFixed(1).padStart(8),
       ].join(' '));
     }
+    console.log(
+      `interceptor alone, in-process (allowed call, cached token; ${CALLS * 5} calls x 5, median): ` +
+        `pass-through ${single.passThrough.toFixed(2)} us, twokey ${single.authz.toFixed(2)} us (+${(single.authz - single.passThrough).toFixed(2)}), ` +
+        `with decision log ${single.logged.toFixed(2)} us (+${(single.logged - single.passThrough).toFixed(2)})`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-if (values.serve !== undefined) {
+if (values.alone === true) {
+  if (values.dir === undefined) throw new Error('--alone --dir DIR');
+  await alone(values.dir);
+} else if (values.serve !== undefined) {
   if (!(values.serve in VARIANTS) || values.dir === undefined) throw new Error('--serve VARIANT --dir DIR');
   await serve(values.serve as Variant, values.dir);
 } else {
