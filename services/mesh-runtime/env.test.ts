@@ -1,0 +1,30 @@
+// Service configuration from the environment: defaults, and errors that name the variable.
+import { expect } from 'chai';
+import { envDurationMs, parseAddress, readCommonConfig } from './env.ts';
+
+describe('service environment', () => {
+  it('uses the container defaults of the deployment contract', () => {
+    expect(readCommonConfig({})).to.deep.equal({
+      listen: '0.0.0.0:8443',
+      healthListen: '0.0.0.0:8081',
+      svidDir: '/var/run/twokey/svid',
+      registryPath: '/etc/twokey/registry.yaml',
+      logLevel: 'info',
+      dryRun: false,
+    });
+  });
+
+  it('accepts host:port forms, IPv6 in brackets, and refuses the rest naming the variable', () => {
+    expect(parseAddress('[::1]:8443', 'X')).to.equal('[::1]:8443');
+    expect(parseAddress('auth.twokey.svc:8443', 'X')).to.equal('auth.twokey.svc:8443');
+    expect(() => readCommonConfig({ TWOKEY_LISTEN: '8443' })).to.throw(/TWOKEY_LISTEN: "8443" is not host:port/);
+    expect(() => readCommonConfig({ TWOKEY_HEALTH_LISTEN: 'h:70000' })).to.throw(/TWOKEY_HEALTH_LISTEN/);
+    expect(() => readCommonConfig({ TWOKEY_DRY_RUN: 'yes' })).to.throw(/TWOKEY_DRY_RUN must be 0 or 1/);
+  });
+
+  it('reads durations in milliseconds', () => {
+    expect(envDurationMs({ T: '90s' }, 'T', '1h')).to.equal(90_000);
+    expect(envDurationMs({}, 'T', '1h')).to.equal(3_600_000);
+    expect(() => envDurationMs({ T: 'soon' }, 'T', '1h')).to.throw(/T: invalid duration/);
+  });
+});
