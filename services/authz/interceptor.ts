@@ -1,8 +1,8 @@
 // The grpc-js server interceptor: a thin adapter that feeds decide() and lets only allowed calls through.
 import { randomUUID } from 'node:crypto';
-import { ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
+import { ServerInterceptingCall, status, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
 import { endCall, runInCall, requestIdFrom, traceFrom, type CallContext } from './call-context.ts';
-import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule } from './decision.ts';
+import { decide, decidePeer, type Decision, type MethodRule, type TokenResult } from './decision.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -46,6 +46,19 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
     // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
     const peer = peers.fromCall(call);
     let ctx: CallContext | undefined;
+    let forwardToken: string | undefined;
+    /** The decision for this call: synchronous unless the token is not in the cache yet. */
+    const authorize = (metadata: Metadata, method: string): Decision | Promise<Decision> => {
+      const input = { peer, method, rule: options.rules.ruleOf(method), now: clock(), trustDomain: options.trustDomain };
+      const settled = decidePeer(input);
+      if (settled !== null) return settled;
+      const decideWith = (token: TokenResult): Decision => {
+        forwardToken = token.ok && token.token.kind === 'user' ? token.raw : undefined;
+        return decide({ ...input, token, now: clock() });
+      };
+      const token = options.tokens.fromMetadata(metadata);
+      return token instanceof Promise ? token.then(decideWith) : decideWith(token);
+    };
     const intercepting: ServerInterceptingCall = new ServerInterceptingCall(call, {
       start: (next) => {
         next({
@@ -75,7 +88,7 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
                 method,
                 peer: peer.ok ? peer.identity : undefined,
                 token,
-                forwardToken: token?.kind === 'user' ? tokenString(input.token) : undefined,
+                forwardToken: decision.allow ? forwardToken : undefined,
                 requestId,
                 trace: traceFrom(metadata),
               };
@@ -94,30 +107,18 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
                 latencyUs: Number(process.hrtime.bigint() - started) / 1000,
               });
             };
-            const input: { -readonly [K in keyof DecisionInput]: DecisionInput[K] } = {
-              peer,
-              method,
-              rule: options.rules.ruleOf(method),
-              now: clock(),
-              trustDomain: options.trustDomain,
-              token: undefined,
-            };
+            // Only computing the decision is guarded here: an error in it denies the call. What the
+            // handler does once admitted is grpc-js's to handle, not mislogged as a decision.
+            let decision: Decision | Promise<Decision>;
             try {
-              const settled = decidePeer(input);
-              if (settled !== null) return finish(settled);
-              const token = options.tokens.fromMetadata(metadata);
-              if (!(token instanceof Promise)) {
-                input.token = token;
-                return finish(decide(input));
-              }
-              token.then((result) => {
-                input.token = result;
-                input.now = clock();
-                finish(decide(input));
-              }).catch(fail);
+              decision = authorize(metadata, method);
             } catch (err) {
-              fail(err);
+              return fail(err);
             }
+            if (!(decision instanceof Promise)) return finish(decision);
+            decision.then(finish, fail).catch(() => {
+              intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: internal error (decision ${decisionId})` });
+            });
           },
           // Messages and half-close reach the handler only after an allowing decision set ctx.
           onReceiveMessage: (message, nextMessage) => {
@@ -138,10 +139,6 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
     });
     return intercepting;
   };
-}
-
-function tokenString(token: DecisionInput['token']): string | undefined {
-  return token?.ok ? token.raw : undefined;
 }
 
 function internalDenial(err: unknown): Decision {
