@@ -12,6 +12,7 @@ import { TwokeyError } from '../../services/authz/errors.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { assignPorts, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
+import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
 
 export const DEV_USERS = ['alice', 'bob'] as const;
@@ -162,13 +163,15 @@ export class LocalMesh {
   readonly users: Record<string, string>;
   readonly #supervisor: Supervisor;
   readonly #healthTimeoutMs: number;
+  readonly #unlock: () => void;
 
-  constructor(layout: StateLayout, endpoints: Endpoints, users: Record<string, string>, supervisor: Supervisor, healthTimeoutMs: number) {
+  constructor(layout: StateLayout, endpoints: Endpoints, users: Record<string, string>, supervisor: Supervisor, healthTimeoutMs: number, unlock: () => void) {
     this.layout = layout;
     this.endpoints = endpoints;
     this.users = users;
     this.#supervisor = supervisor;
     this.#healthTimeoutMs = healthTimeoutMs;
+    this.#unlock = unlock;
   }
 
   set onUnexpectedExit(fn: (name: string, code: number | null, signal: NodeJS.Signals | null) => void) {
@@ -213,8 +216,10 @@ export class LocalMesh {
     await this.#supervisor.stop(name);
   }
 
+  /** Stops every service and releases the state directory. */
   async stop(): Promise<void> {
     await this.#supervisor.stopAll();
+    this.#unlock();
   }
 }
 
@@ -223,6 +228,16 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
   const layout = stateLayout(opts.stateDir);
   mkdirSync(layout.root, { recursive: true, mode: 0o700 });
   mkdirSync(join(layout.root, 'logs'), { recursive: true, mode: 0o700 });
+  const unlock = lockStateDir(layout.root);
+  try {
+    return await startLocked(layout, opts, unlock);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}
+
+async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: () => void): Promise<LocalMesh> {
   const registryPath = resolve(opts.registryPath ?? DEFAULT_REGISTRY);
   const registry = loadRegistry(registryPath);
   const ca = issueCertificates(layout, registry);
@@ -256,7 +271,7 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
 
   const supervisor = new Supervisor();
   for (const name of SERVICE_NAMES) supervisor.add({ name, env: serviceEnv(name, layout, ports, registryPath, opts), logFile: layout.logFile(name) });
-  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000);
+  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock);
   try {
     // In dependency order: everyone fetches keys from auth; tagging and cleaner work on the store.
     await mesh.start('auth');

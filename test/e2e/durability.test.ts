@@ -6,6 +6,7 @@ import type { Client } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
+import { startLocalMesh } from '../../scripts/local-mesh/local-mesh.ts';
 import { eventually, expectStatus, logLines, removeState, startTestMesh, withToken, type TestMesh } from './mesh-harness.ts';
 
 interface Image {
@@ -73,6 +74,14 @@ describe('example mesh durability, end to end', function () {
     await new Promise((r) => setTimeout(r, 1500));
     const processed = logLines(mesh.mesh, 'tagging').filter((l) => l['event'] === 'tagging.processed' && l['image_id'] === photo.id);
     expect(processed.map((l) => l['outcome'])).to.deep.equal(['tagged']);
+  });
+
+  it('refuses a second mesh on a state directory in use', async () => {
+    let error: unknown;
+    await startLocalMesh({ stateDir }).catch((err) => (error = err));
+    expect(error).to.have.property('message').that.includes(`a mesh is already running from ${t!.mesh.layout.root} (pid ${process.pid})`);
+    // The running mesh is untouched.
+    await t!.login('bob');
   });
 
   it('reuses the state on a second start: same CA, same users, same images', async () => {
