@@ -39,7 +39,6 @@ export const ERROR_CODES = [
   'ERR_REQUEST_INVALID',
   'ERR_RESOURCE_TOO_LARGE',
   'ERR_RESOURCE_NOT_FOUND',
-  'ERR_UPSTREAM_UNAVAILABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -89,7 +88,6 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   // Only callers allowed to see every owner's resources get NOT_FOUND; others get
   // ERR_RESOURCE_FORBIDDEN for a missing resource too, so existence never leaks.
   ERR_RESOURCE_NOT_FOUND: status.NOT_FOUND,
-  ERR_UPSTREAM_UNAVAILABLE: status.UNAVAILABLE,
 };
 
 /** The gRPC status for any error; anything not a TwokeyError fails closed as INTERNAL. */
