@@ -1,10 +1,11 @@
 // The caller's workload identity, parsed from its certificate once per connection, not once per call.
-import { createHash } from 'node:crypto';
-import { TLSSocket } from 'node:tls';
+import { X509Certificate, createHash } from 'node:crypto';
+import { TLSSocket, type DetailedPeerCertificate } from 'node:tls';
 import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { parseSvid } from './svid.ts';
 import type { PeerResult } from './decision.ts';
+import { chainsToBundle } from './rotation.ts';
 
 export interface PeerIdentityCacheOptions {
   grantsOid?: string;
@@ -12,15 +13,25 @@ export interface PeerIdentityCacheOptions {
   maxCertificates?: number;
 }
 
+interface SocketEntry {
+  result: PeerResult;
+  /** The trust bundle generation the connection's chain was last checked against. */
+  generation: number;
+}
+
 /**
  * Resolves the peer of a server call to a PeerResult. grpc-js's getAuthContext() converts the
  * whole certificate to a JS object on every call (~17 us); instead the TLS socket of the
  * connection is the cache key, so the DER is read and parsed once per connection. Validity dates
- * are kept with the identity and compared with the clock on every call by decide().
+ * are kept with the identity and compared with the clock on every call by decide(). When the
+ * trust bundle changes (a CA retired), each open connection's chain is checked again against the
+ * new bundle at its next call, so a connection cannot outlive the trust in its issuer either.
  */
 export class PeerIdentityCache {
   readonly #grantsOid: string | undefined;
-  readonly #bySocket = new WeakMap<TLSSocket, PeerResult>();
+  readonly #bySocket = new WeakMap<TLSSocket, SocketEntry>();
+  #bundle: readonly X509Certificate[] | undefined;
+  #generation = 0;
   readonly #byCertificate = new Map<string, PeerResult>();
   readonly #maxCertificates: number;
   #parses = 0;
@@ -35,11 +46,23 @@ export class PeerIdentityCache {
   fromCall(call: ServerInterceptingCallInterface): PeerResult {
     const socket = tlsSocketOf(call);
     if (socket === undefined) return this.#fromAuthContext(call);
-    const cached = this.#bySocket.get(socket);
-    if (cached !== undefined) return cached;
-    const result = this.#fromSocket(socket);
-    this.#bySocket.set(socket, result);
-    return result;
+    let entry = this.#bySocket.get(socket);
+    if (entry === undefined) {
+      entry = { result: this.#fromSocket(socket), generation: this.#generation };
+      this.#bySocket.set(socket, entry);
+    } else if (entry.generation !== this.#generation) {
+      entry.generation = this.#generation;
+      if (entry.result.ok && this.#bundle !== undefined && !chainsToBundle(peerChain(socket), this.#bundle)) {
+        entry.result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate no longer chains to the trust bundle (its CA was removed)') };
+      }
+    }
+    return entry.result;
+  }
+
+  /** The trust bundle now in force; open connections are re-checked against it at their next call. */
+  setTrustBundle(bundle: readonly X509Certificate[]): void {
+    this.#bundle = bundle;
+    this.#generation += 1;
   }
 
   /** Certificates parsed so far, and calls that had to use getAuthContext() (for operators and tests). */
@@ -80,6 +103,18 @@ export class PeerIdentityCache {
     this.#byCertificate.set(key, result);
     return result;
   }
+}
+
+/** The peer's chain as the TLS handshake received it: leaf first, then its issuers. */
+function peerChain(socket: TLSSocket): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (cert?.raw !== undefined && chain.length < 8) {
+    chain.push(new X509Certificate(cert.raw));
+    if (cert.issuerCertificate === undefined || cert.issuerCertificate === cert) break;
+    cert = cert.issuerCertificate;
+  }
+  return chain;
 }
 
 function missing(): PeerResult {

@@ -7,7 +7,7 @@ import { createAuthzInterceptor, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
-import type { SvidSource } from './rotation.ts';
+import { SVID_FILES, certificatesIn, type SvidSource } from './rotation.ts';
 import { TokenAuthenticator } from './token-authenticator.ts';
 import { TokenCache } from './token-cache.ts';
 import { TokenVerifier, type VerificationKeys } from './token-verifier.ts';
@@ -68,6 +68,11 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
   });
   const tokens = new TokenAuthenticator({ verifier, cache, clock });
   const peers = new PeerIdentityCache(options.svid.grantsOid === undefined ? {} : { grantsOid: options.svid.grantsOid });
+  // The bundle TLS verifies new connections with also re-checks open ones when it changes.
+  const onBundle = (update: { caCertificate: Buffer } | null): void => {
+    if (update !== null) peers.setTrustBundle(certificatesIn(update.caCertificate, SVID_FILES.bundle));
+  };
+  options.svid.addCaCertificateListener(onBundle);
   const authz = createAuthzInterceptor({
     trustDomain,
     rules: options.rules ?? MethodCatalog.default(),
@@ -93,6 +98,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
       }),
     close: (graceMs = 2000) =>
       new Promise<void>((resolve) => {
+        options.svid.removeCaCertificateListener(onBundle);
         const force = setTimeout(() => {
           server.forceShutdown();
           resolve();

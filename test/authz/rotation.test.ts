@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { spiffeServerCheck } from '../../services/authz/client.ts';
+import { createMeshClient, spiffeServerCheck } from '../../services/authz/client.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
 import { SvidSource } from '../../services/authz/rotation.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
@@ -138,6 +138,49 @@ describe('certificate rotation', function () {
     const err = await SvidSource.open(dir, { trustDomain: TD, pollIntervalMs: 0 }).catch((e: TwokeyError) => e);
     expect((err as TwokeyError).code).to.equal('ERR_CONFIG_INVALID');
     expect((err as TwokeyError).message).to.match(/^workload certificate files rejected: svid.pem: .*CA/);
+  });
+});
+
+describe('trust bundle rotation and open connections', function () {
+  this.timeout(20000);
+
+  it('a connection whose CA left the bundle is refused at its next call', async () => {
+    const pki = TestPki.create();
+    const next = TestPki.create(TD, `${pki.root}-next`);
+    const issuer = await TestIssuer.create('k1');
+    const serverDir = pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
+    const probe = await startProbe({ svidDir: serverDir, keys: await StaticKeys.fromJwks(TestIssuer.jwks(issuer)) });
+    const caller = await SvidSource.open(pki.workload('caller', CALLER_ID, [`${P}/Unary`]), { trustDomain: TD, pollIntervalMs: 0 });
+    const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
+    const call = async () => {
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${await issuer.sign({ scope: 'probe:call' })}`);
+      return new Promise<{ code: grpc.status; details: string }>((resolve) =>
+        client.Unary!({ text: 'x' }, md, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null) =>
+          resolve(err ? { code: err.code, details: err.details } : { code: grpc.status.OK, details: '' })));
+    };
+    try {
+      expect((await call()).code).to.equal(grpc.status.OK);
+      // A rotation under the same CA re-checks the open connection, which still chains.
+      pki.ca.writeWorkload(serverDir, pki.issue(SERVER_ID, [`${P}/Unary`]));
+      expect(await probe.svid.poll()).to.equal(true);
+      await new Promise((r) => setImmediate(r));
+      expect((await call()).code).to.equal(grpc.status.OK);
+      // The server moves to the next CA and stops trusting the old one.
+      next.ca.writeWorkload(serverDir, next.issue(SERVER_ID, [`${P}/Unary`]));
+      expect(await probe.svid.poll()).to.equal(true);
+      await new Promise((r) => setImmediate(r)); // bundle updates are delivered asynchronously
+      const out = await call();
+      expect(out.code).to.equal(grpc.status.UNAUTHENTICATED);
+      expect(out.details).to.match(/^twokey: peer check failed: peer certificate no longer chains to the trust bundle/);
+      expect(probe.ran['Unary']).to.equal(2);
+    } finally {
+      client.close();
+      caller.close();
+      await probe.close();
+      pki.cleanup();
+      next.cleanup();
+    }
   });
 });
 
