@@ -40,11 +40,19 @@ export async function serve(env: Env): Promise<RunningService> {
     const policy = authPolicyFromRegistry(runtime.registry);
     const db = openAuthDatabase(authDatabasePath(dataDir(env)));
     runtime.onClose(() => void db.close());
-    const keys = new SigningKeys(db, { rotationMs: envDurationMs(env, 'TWOKEY_KEY_ROTATION', '24h') });
-    await keys.current();
     // Auth verifies subject tokens with its own published keys, exactly as every other service does.
-    const ownKeys = new JwksKeySet({ fetch: async () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
+    let ownKeys: JwksKeySet | undefined;
+    const keys = new SigningKeys(db, {
+      rotationMs: envDurationMs(env, 'TWOKEY_KEY_ROTATION', '24h'),
+      onRotated: (kid, why) => {
+        log.info({ event: 'keys.rotated', kid, why }, 'signing key rotated');
+        void ownKeys?.refresh().catch(() => undefined);
+      },
+    });
+    await keys.current();
+    ownKeys = new JwksKeySet({ fetch: async () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
     await ownKeys.start();
+    const verifierKeys = ownKeys;
     const service = new AuthService({
       policy,
       users: new UserStore(db),
@@ -52,32 +60,19 @@ export async function serve(env: Env): Promise<RunningService> {
       keys,
       minter: new TokenMinter({ keys, issuer: policy.issuer }),
       verifySubjectToken: (token, audiences) =>
-        new TokenVerifier({ keys: ownKeys, issuer: policy.issuer, audiences, maxActorDepth: policy.maxDelegationDepth }).verify(token),
+        new TokenVerifier({ keys: verifierKeys, issuer: policy.issuer, audiences, maxActorDepth: policy.maxDelegationDepth }).verify(token),
     });
 
-    const rotate = async (why: string): Promise<void> => {
-      const kid = await keys.rotate();
-      await ownKeys.refresh();
-      log.info({ event: 'keys.rotated', kid, why }, 'signing key rotated');
-    };
-    // Scheduled rotation happens on the next mint once due; this timer also covers quiet periods.
-    const timer = setInterval(() => {
-      const before = keys.jwks().keys[0]?.kid;
-      void keys.current().then(async (k) => {
-        if (k.kid !== before) {
-          await ownKeys.refresh();
-          log.info({ event: 'keys.rotated', kid: k.kid, why: 'schedule' }, 'signing key rotated');
-        }
-      });
-    }, 60_000);
+    // Due rotations also happen on the next mint; this timer covers quiet periods.
+    const timer = setInterval(() => void keys.current().catch((err) => log.error({ err }, 'scheduled rotation failed')), 60_000);
     timer.unref();
     runtime.onClose(() => clearInterval(timer));
     // On demand: `kill -HUP <pid>`.
-    const onHup = (): void => void rotate('SIGHUP').catch((err) => log.error({ err }, 'rotation failed'));
+    const onHup = (): void => void keys.rotate('SIGHUP').catch((err) => log.error({ err }, 'rotation failed'));
     process.on('SIGHUP', onHup);
     runtime.onClose(() => void process.off('SIGHUP', onHup));
 
-    const mesh = runtime.meshServer(ownKeys);
+    const mesh = runtime.meshServer(verifierKeys);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
         const source = loginSource(call.metadata);

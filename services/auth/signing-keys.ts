@@ -39,19 +39,24 @@ export class SigningKeys {
   readonly #now: () => number;
   readonly #generate: KeyGenerator;
   readonly #cache = new Map<string, KeyObject>();
+  readonly #onRotated: (kid: string, why: string) => void;
 
-  constructor(db: AuthDatabase, opts: { rotationMs: number; now?: () => number; generate?: KeyGenerator }) {
+  constructor(
+    db: AuthDatabase,
+    opts: { rotationMs: number; now?: () => number; generate?: KeyGenerator; onRotated?: (kid: string, why: string) => void },
+  ) {
     this.#db = db;
     this.#rotationMs = opts.rotationMs;
     this.#now = opts.now ?? Date.now;
     this.#generate = opts.generate ?? generateP256Key;
+    this.#onRotated = opts.onRotated ?? (() => undefined);
   }
 
   /** The key to sign with now; rotates first when the current one is due (or missing). */
   async current(): Promise<SigningKey> {
     let row = this.#row('current');
     if (row === undefined || this.#now() - (row.activated_at_ms ?? row.created_at_ms) >= this.#rotationMs) {
-      await this.rotate();
+      await this.rotate(row === undefined ? 'first key' : 'schedule');
       row = this.#row('current')!;
     }
     return { kid: row.kid, privateKey: this.#privateKey(row), activatedAtMs: row.activated_at_ms ?? row.created_at_ms };
@@ -61,14 +66,14 @@ export class SigningKeys {
    * The next key becomes current, current becomes previous, the old previous is destroyed, and a
    * new next key is published. Returns the new current kid. (To withdraw a key at once, rotate twice.)
    */
-  async rotate(): Promise<string> {
+  async rotate(why = 'on demand'): Promise<string> {
     const fresh = await this.#newKey();
     const second = this.#row('next') === undefined ? await this.#newKey() : undefined;
     const now = this.#now();
     const insert = this.#db.prepare(
       'INSERT INTO signing_keys (kid, private_pkcs8, public_jwk, state, created_at_ms, activated_at_ms) VALUES (?, ?, ?, ?, ?, ?)',
     );
-    return this.#db.transaction(() => {
+    const kid = this.#db.transaction(() => {
       this.#db.prepare("DELETE FROM signing_keys WHERE state = 'previous'").run();
       this.#db.prepare("UPDATE signing_keys SET state = 'previous' WHERE state = 'current'").run();
       // Normally the next key has been published for a whole rotation period; only on first
@@ -78,6 +83,8 @@ export class SigningKeys {
       insert.run(fresh.kid, fresh.pkcs8, fresh.jwk, 'next', now, null);
       return this.#row('current')!.kid;
     }).immediate();
+    this.#onRotated(kid, why);
+    return kid;
   }
 
   /** Public keys only: current, next, previous. */
