@@ -141,7 +141,7 @@ describe('faults on the running example mesh', function () {
     process.stdout.write(`      [fault] auth down: logins work again ${Date.now() - restarted} ms after auth is healthy\n`);
   });
 
-  it('key rotation during an unknown-kid flood: new-key tokens are accepted within one JWKS cooldown (5 s)', async () => {
+  it('key rotation during an unknown-kid flood: zero failed calls with new-key tokens (verifiers already hold the next key)', async () => {
     const attacker = RawSigner.create('x');
     const flood = new Load('rotation under an unknown-kid flood (attacker)', 4, (i) =>
       list(attacker.sign(attacker.header({ kid: `forged-${i}` }), userClaims({ scope: 'images:read' }))).then(
@@ -153,6 +153,7 @@ describe('faults on the running example mesh', function () {
         },
       ),
     );
+    // The flood holds every service's unknown-kid refetch cooldown busy before the rotation.
     await sleep(300);
     const oldKid = decodeProtectedHeader(await t.login('alice')).kid;
     process.kill(t.mesh.pid('auth')!, 'SIGHUP');
@@ -160,21 +161,16 @@ describe('faults on the running example mesh', function () {
       const token = await t.login('alice');
       return decodeProtectedHeader(token).kid !== oldKid ? token : undefined;
     });
-    const firstUse = Date.now();
-    const legit = new Load('rotation under an unknown-kid flood (new-key tokens)', 2, () => list(fresh), { pauseMs: 50 });
-    const accepted = await eventually('the new key to be accepted at the gateway', 10_000, () => list(fresh).then(() => Date.now())).catch((err) => {
-      process.stdout.write(`      gateway JWKS events: ${JSON.stringify(logLines(t.mesh, 'gateway').filter((l) => String(l['event']).startsWith('jwks')).map((l) => [l['time'], String(l['err']).slice(0, 120)]))}\n`);
-      throw err;
-    });
-    await sleep(ms(500));
+    const legit = new Load('rotation under an unknown-kid flood (new-key tokens)', 2, () => list(fresh), { pauseMs: 20 });
+    await sleep(ms(1500));
     const report = await legit.stop();
     const attack = await flood.stop();
     printReport(attack);
-    const fetchFailures = logLines(t.mesh, 'gateway').filter((l) => l['event'] === 'jwks.fetch_failed').map((l) => String(l['err']).slice(0, 100));
-    printReport(report, `new-key tokens accepted ${accepted - firstUse} ms after first use, gateway JWKS fetch failures so far: ${JSON.stringify(fetchFailures)}`);
+    printReport(report);
     expect(attack.failures).to.deep.equal({});
-    expect(accepted - firstUse).to.be.at.most(5500);
-    for (const key of Object.keys(report.failures)) expect(key).to.match(/^UNAUTHENTICATED: .*unknown signing key id/);
+    expect(report.attempted).to.be.greaterThan(10);
+    expect(report.failures).to.deep.equal({});
+    alice = fresh;
   });
 
   it('image-store killed with SIGKILL during uploads, restarted: every acknowledged upload is present', async () => {
