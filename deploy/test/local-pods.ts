@@ -1,16 +1,19 @@
 // Runs rendered pods as local processes, as a kubelet would set them up: each volume becomes a
-// directory (Secrets and ConfigMaps in the kubelet's atomic symlink layout), each container port a
-// free loopback port, each Service address the port of the pod it selects. Nothing is rewritten
-// by hand: a wrong env name, port, path or address in the manifests shows up as a pod that fails.
-import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+// directory (Secrets and ConfigMaps in the kubelet's atomic symlink layout, owned as fsGroup makes
+// them), each container port a free loopback port, each Service address the port of the pod it
+// selects, and, when this runs as root, the process runs as the pod's uid and gid. Nothing is
+// rewritten by hand: a wrong env name, port, path, address or permission shows up as a failing pod.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../../scripts/local-mesh/ports.ts';
-import { Supervisor } from '../../scripts/local-mesh/supervisor.ts';
 import { isObject, type JsonObject, type K8sObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf, podTemplateOf, str } from '../tools/pod-spec.ts';
 
 export interface LocalPod {
   name: string;
+  /** The pod's runAsUser, runAsGroup and fsGroup, applied when this process may (root). */
+  user: { uid: number; gid: number; fsGroup: number };
   /** Container port -> loopback port. */
   ports: Map<number, number>;
   /** Mount path in the container -> directory here. */
@@ -24,13 +27,15 @@ let generation = 0;
  * Writes files the way the kubelet's atomic writer does: a timestamped directory, a `..data`
  * symlink swapped atomically to it, and one symlink per key through `..data`.
  */
-export function writeAtomicVolume(dir: string, files: Record<string, Buffer>, mode: number): void {
+export function writeAtomicVolume(dir: string, files: Record<string, Buffer>, mode: number, fsGroup?: number): void {
   mkdirSync(dir, { recursive: true });
   const stamp = `..${Date.now()}_${process.pid}_${generation++}`;
   mkdirSync(join(dir, stamp));
   for (const [key, content] of Object.entries(files)) {
     writeFileSync(join(dir, stamp, key), content);
     chmodSync(join(dir, stamp, key), mode);
+    // The kubelet gives Secret and ConfigMap files to root and the pod's fsGroup.
+    if (fsGroup !== undefined && asRoot()) chownSync(join(dir, stamp, key), 0, fsGroup);
   }
   symlinkSync(stamp, join(dir, '..data_tmp'));
   renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
@@ -57,8 +62,21 @@ function dataOf(obj: K8sObject, encoding: 'base64' | 'utf8'): Record<string, Buf
   return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(String(v), encoding)]));
 }
 
+function asRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** A writable volume (emptyDir, PersistentVolumeClaim): group fsGroup, setgid, group-writable. */
+function writableDir(dir: string, fsGroup: number): void {
+  mkdirSync(dir, { recursive: true });
+  if (asRoot()) {
+    chownSync(dir, 0, fsGroup);
+    chmodSync(dir, 0o2770);
+  }
+}
+
 /** Directories for one pod's volumes, filled from the Secrets and ConfigMaps in `objs`. */
-function prepareVolumes(objs: readonly K8sObject[], workload: K8sObject, root: string): Map<string, string> {
+function prepareVolumes(objs: readonly K8sObject[], workload: K8sObject, root: string, fsGroup: number): Map<string, string> {
   const spec = podSpecOf(workload)!;
   const claims = new Set(objects(workload['spec'], 'volumeClaimTemplates').map((t) => str(t['metadata'], 'name')));
   const dirs = new Map<string, string>();
@@ -68,11 +86,11 @@ function prepareVolumes(objs: readonly K8sObject[], workload: K8sObject, root: s
     const secret = volume['secret'];
     const configMap = volume['configMap'];
     if (isObject(secret)) {
-      writeAtomicVolume(dir, dataOf(find(objs, 'Secret', String(secret['secretName'])), 'base64'), (secret['defaultMode'] as number | undefined) ?? 0o644);
+      writeAtomicVolume(dir, dataOf(find(objs, 'Secret', String(secret['secretName'])), 'base64'), (secret['defaultMode'] as number | undefined) ?? 0o644, fsGroup);
     } else if (isObject(configMap)) {
-      writeAtomicVolume(dir, dataOf(find(objs, 'ConfigMap', String(configMap['name'])), 'utf8'), (configMap['defaultMode'] as number | undefined) ?? 0o644);
+      writeAtomicVolume(dir, dataOf(find(objs, 'ConfigMap', String(configMap['name'])), 'utf8'), (configMap['defaultMode'] as number | undefined) ?? 0o644, fsGroup);
     } else if (isObject(volume['emptyDir'])) {
-      mkdirSync(dir, { recursive: true });
+      writableDir(dir, fsGroup);
     } else {
       throw new Error(`${workload.metadata.name}: volume ${name} is of a kind this harness does not lay out`);
     }
@@ -80,7 +98,7 @@ function prepareVolumes(objs: readonly K8sObject[], workload: K8sObject, root: s
   }
   for (const claim of claims) {
     const dir = join(root, `pvc-${claim}`);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writableDir(dir, fsGroup);
     dirs.set(String(claim), dir);
   }
   return dirs;
@@ -94,15 +112,19 @@ export async function preparePods(objs: readonly K8sObject[], root: string): Pro
     const container = containersOf(podSpecOf(w)!)[0]!;
     // The harness starts `twokey serve <name>`; the manifest must ask for exactly that.
     if (JSON.stringify(container['args']) !== JSON.stringify([w.metadata.name])) throw new Error(`${w.metadata.name}: args ${JSON.stringify(container['args'])}`);
+    const sc = (podSpecOf(w)!['securityContext'] ?? {}) as JsonObject;
+    const user = { uid: sc['runAsUser'] as number, gid: sc['runAsGroup'] as number, fsGroup: sc['fsGroup'] as number };
+    if (![user.uid, user.gid, user.fsGroup].every((n) => Number.isInteger(n) && n > 0)) throw new Error(`${w.metadata.name}: runAsUser, runAsGroup and fsGroup must be set`);
     const ports = new Map<number, number>();
     for (const p of objects(container, 'ports')) ports.set(p['containerPort'] as number, await freePort());
-    const volumes = prepareVolumes(objs, w, join(root, w.metadata.name));
+    mkdirSync(join(root, w.metadata.name), { recursive: true });
+    const volumes = prepareVolumes(objs, w, join(root, w.metadata.name), user.fsGroup);
     const mounts = new Map<string, string>();
     for (const m of objects(container, 'volumeMounts')) {
       if (m['subPath'] !== undefined) throw new Error(`${w.metadata.name}: subPath mounts are not laid out`);
       mounts.set(String(m['mountPath']), volumes.get(String(m['name']))!);
     }
-    pods.push({ name: w.metadata.name, ports, mounts, env: {} });
+    pods.push({ name: w.metadata.name, user, ports, mounts, env: {} });
   }
   for (const pod of pods) {
     const w = workloads.find((o) => o.metadata.name === pod.name)!;
@@ -146,12 +168,65 @@ function servicePort(service: string, port: number, pods: readonly LocalPod[], o
   return local;
 }
 
-/** Starts every pod's service as `twokey serve <args>`; logs go to `root/<name>.log`. */
-export function startPods(pods: readonly LocalPod[], root: string): Supervisor {
-  const supervisor = new Supervisor();
-  for (const pod of pods) {
-    supervisor.add({ name: pod.name, env: { ...pod.env, HOME: join(root, pod.name) }, logFile: join(root, `${pod.name}.log`) });
-    supervisor.start(pod.name);
+/**
+ * The process environment of a pod's container: exactly its manifest env, plus what the image
+ * sets (NODE_ENV, HOME) and its /tmp emptyDir as the temporary directory.
+ */
+export function podProcessEnv(pod: LocalPod): Record<string, string> {
+  const tmp = pod.mounts.get('/tmp');
+  if (tmp === undefined) throw new Error(`${pod.name} has no /tmp volume`);
+  return { PATH: process.env['PATH'] ?? '/usr/bin:/bin', NODE_ENV: 'production', HOME: tmp, TMPDIR: tmp, ...pod.env };
+}
+
+/** Who a pod's processes run as here: its own uid and gid when this runs as root. */
+export function podIdentity(pod: LocalPod): { uid?: number; gid?: number } {
+  return asRoot() ? { uid: pod.user.uid, gid: pod.user.gid } : {};
+}
+
+export class RunningPods {
+  readonly #children = new Map<string, ChildProcess>();
+  readonly #exits = new Map<string, Promise<void>>();
+  readonly unexpectedExits: string[] = [];
+  #stopping = false;
+
+  /** Starts every pod's service as `node scripts/twokey.js serve <name>`, logging to root/<name>.log. */
+  constructor(pods: readonly LocalPod[], repo: string, root: string) {
+    for (const pod of pods) {
+      const logFile = join(root, `${pod.name}.log`);
+      const log = openSync(logFile, 'a', 0o600);
+      const child = spawn(process.execPath, ['scripts/twokey.js', 'serve', pod.name], {
+        cwd: repo,
+        env: { ...podProcessEnv(pod), TWOKEY_STOP_WITH_PARENT: '1' },
+        ...podIdentity(pod),
+        // stdin is a pipe only this process holds, so a child never outlives the test run.
+        stdio: ['pipe', log, log],
+      });
+      closeSync(log);
+      this.#children.set(pod.name, child);
+      this.#exits.set(
+        pod.name,
+        new Promise((resolve) =>
+          child.once('exit', (code, signal) => {
+            if (!this.#stopping) this.unexpectedExits.push(`${pod.name} exited (${code ?? signal}); see ${logFile}`);
+            resolve();
+          }),
+        ),
+      );
+    }
   }
-  return supervisor;
+
+  pid(name: string): number | undefined {
+    return this.#children.get(name)?.pid;
+  }
+
+  /** SIGTERM to every pod, SIGKILL to any still running after `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.#stopping = true;
+    for (const child of this.#children.values()) child.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      for (const child of this.#children.values()) child.kill('SIGKILL');
+    }, graceMs);
+    await Promise.all(this.#exits.values());
+    clearTimeout(timer);
+  }
 }

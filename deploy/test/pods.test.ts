@@ -1,7 +1,7 @@
 // Tests that run the local overlay's pods as processes and use them the way the README does.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -13,10 +13,9 @@ import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { AuthClient, ImageStoreClient, bearer, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
-import type { Supervisor } from '../../scripts/local-mesh/supervisor.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { K8sObject } from '../tools/manifest.ts';
-import { preparePods, startPods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
+import { RunningPods, podIdentity, podProcessEnv, preparePods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
 import { LOCAL_OVERLAY_DIR, REGISTRY_FILE, REPO } from './paths.ts';
 
 const TWOKEY = fileURLToPath(new URL('../../scripts/twokey.js', import.meta.url));
@@ -25,10 +24,12 @@ function pod(pods: readonly LocalPod[], name: string): LocalPod {
   return pods.find((p) => p.name === name)!;
 }
 
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, stopIf: () => string | undefined = () => undefined): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
+    const fatal = stopIf();
+    if (fatal !== undefined) throw new Error(fatal);
     try {
       const value = await probe();
       if (value !== undefined) return value;
@@ -60,42 +61,54 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
   let ca: CertificateAuthority;
   let objs: K8sObject[];
   let pods: LocalPod[];
-  let supervisor: Supervisor | undefined;
-  const exits: string[] = [];
+  let running: RunningPods | undefined;
   const registry = loadRegistry(REGISTRY_FILE);
 
   before(async () => {
     tmp = mkdtempSync(join(tmpdir(), 'twokey-k8s-pods-'));
+    // The pods' own uid must reach its volume directories below this one.
+    chmodSync(tmp, 0o711);
     ca = CertificateAuthority.init({ dir: join(tmp, 'ca'), trustDomain: registry.trustDomain });
     const secrets = workloadSecrets(ca, registry, { namespace: 'twokey', gatewayTlsDir: join(tmp, 'gateway-tls') });
     objs = [...renderKustomization(LOCAL_OVERLAY_DIR), ...secrets];
     pods = await preparePods(objs, join(tmp, 'pods'));
-    supervisor = startPods(pods, tmp);
-    supervisor.onUnexpectedExit = (name, code, signal) => exits.push(`${name} exited (${code ?? signal}); see ${join(tmp, `${name}.log`)}`);
+    running = new RunningPods(pods, REPO, tmp);
+    const exits = running.unexpectedExits;
     for (const p of pods) {
-      await until(`${p.name} to report SERVING`, 90_000, async () => {
-        if (exits.length > 0) throw new Error(exits.join('; '));
-        return (await checkHealth(`127.0.0.1:${p.ports.get(8081)}`, '', 1000)) === 'SERVING' ? true : undefined;
-      });
+      await until(
+        `${p.name} to report SERVING`,
+        90_000,
+        async () => ((await checkHealth(`127.0.0.1:${p.ports.get(8081)}`, '', 1000)) === 'SERVING' ? true : undefined),
+        () => (exits.length > 0 ? `${exits.join('; ')}\n${exits.map((e) => readFileSync(e.slice(e.lastIndexOf('see ') + 4), 'utf8').slice(-2000)).join('\n')}` : undefined),
+      );
     }
   });
 
   after(async () => {
-    await supervisor?.stopAll();
+    await running?.stop();
     rmSync(tmp, { recursive: true, force: true });
   });
 
   it('every pod reports SERVING on its health port, and none exited', () => {
     expect(pods.map((p) => p.name).sort()).to.deep.equal(registry.workloads.map((w) => w.name).sort());
-    expect(exits).to.deep.equal([]);
+    expect(running!.unexpectedExits).to.deep.equal([]);
+    // Run as root, the harness runs each pod as the uid and gid of its securityContext.
+    if (process.getuid?.() === 0) {
+      for (const p of pods) {
+        const status = readFileSync(`/proc/${running!.pid(p.name)}/status`, 'utf8');
+        expect(/^Uid:\s+(\d+)/m.exec(status)![1], p.name).to.equal(String(p.user.uid));
+        expect(/^Gid:\s+(\d+)/m.exec(status)![1], p.name).to.equal(String(p.user.gid));
+      }
+    }
   });
 
   it('a user added as the README says logs in through the gateway, uploads, and tagging tags the upload', async () => {
     // `kubectl exec auth-0 -- node scripts/twokey.js users add alice`, with auth's environment.
     const password = 'correct horse battery staple';
     await new Promise<void>((resolve, reject) => {
-      const child = execFile(process.execPath, [TWOKEY, 'users', 'add', 'alice', '--password-stdin'], { cwd: REPO, env: { ...process.env, ...pod(pods, 'auth').env } }, (err) =>
-        err ? reject(err) : resolve(),
+      const auth = pod(pods, 'auth');
+      const child = execFile(process.execPath, [TWOKEY, 'users', 'add', 'alice', '--password-stdin'], { cwd: REPO, env: podProcessEnv(auth), ...podIdentity(auth) }, (err, _out, stderr) =>
+        err ? reject(new Error(`users add failed: ${stderr}`)) : resolve(),
       );
       child.stdin!.end(`${password}\n`);
     });
@@ -135,13 +148,13 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
     const authPod = pod(pods, 'auth');
     const bundle = ca.bundlePem();
     const before = await servedSerial(authPod.ports.get(8444)!, bundle);
-    const pids = new Map(pods.map((p) => [p.name, supervisor!.pid(p.name)]));
+    const pids = new Map(pods.map((p) => [p.name, running!.pid(p.name)]));
 
     const rotated = workloadSecrets(ca, registry, { namespace: 'twokey' });
     for (const p of pods) {
       const secret = rotated.find((s) => s.metadata.name === `${p.name}-svid`)!;
       const files = Object.fromEntries(Object.entries(secret['data'] as Record<string, string>).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
-      writeAtomicVolume(p.mounts.get('/var/run/twokey/svid')!, files, 0o440);
+      writeAtomicVolume(p.mounts.get('/var/run/twokey/svid')!, files, 0o440, p.user.fsGroup);
     }
     const expected = new X509Certificate(Buffer.from((rotated[0]!['data'] as Record<string, string>)['svid.pem']!, 'base64')).serialNumber;
     expect(rotated[0]!.metadata.name).to.equal('auth-svid');
@@ -149,8 +162,8 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
     await until("auth's JWKS endpoint to serve the rotated certificate", 15_000, async () =>
       (await servedSerial(authPod.ports.get(8444)!, bundle)) === expected ? true : undefined,
     );
-    for (const p of pods) expect(supervisor!.pid(p.name), `${p.name} was restarted`).to.equal(pids.get(p.name));
+    for (const p of pods) expect(running!.pid(p.name), `${p.name} was restarted`).to.equal(pids.get(p.name));
     for (const p of pods) expect(await checkHealth(`127.0.0.1:${p.ports.get(8081)}`, '', 1000)).to.equal('SERVING');
-    expect(exits).to.deep.equal([]);
+    expect(running!.unexpectedExits).to.deep.equal([]);
   });
 });
