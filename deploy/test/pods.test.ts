@@ -121,8 +121,8 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
     const images = new ImageStoreClient(address, credentials, options);
     try {
       const { access_token: token } = await unary<{ access_token: string }>(auth, 'Login', { username: 'alice', password });
-      // Pods start together, so the gateway's first JWKS fetch can precede auth; it refetches after
-      // a 5 s cooldown. Until then tokens are refused, which this waits out (and bounds).
+      // Pods start together, so the gateway may have failed to fetch auth's keys and then waits a
+      // cooldown (5 s) before asking again; tokens are refused meanwhile, which this waits out.
       await until("the gateway to hold auth's verification keys", 20_000, async () =>
         unary(images, 'ListImages', { owner: '', tag: '', page_size: 0, page_token: '' }, bearer(token)),
       );
