@@ -69,7 +69,12 @@ export async function serve(env: Env): Promise<RunningService> {
           repo,
           after,
           (event) => call.write(toEventMessage(event)),
-          () => new Promise((resolve) => call.once('drain', () => resolve())),
+          // Resolves on drain, or when the stream ends, so a stalled consumer cannot strand the feed.
+          () =>
+            new Promise<void>((resolve) => {
+              call.once('drain', () => resolve());
+              controller.signal.addEventListener('abort', () => resolve(), { once: true });
+            }),
           controller.signal,
         ).then(
           () => {
