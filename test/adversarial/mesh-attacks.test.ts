@@ -1,5 +1,7 @@
 // Attacks on the running example mesh: another user's images, service and delegated tokens used out of place, token exchange abuse.
 import { createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import Database from 'better-sqlite3';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
@@ -185,6 +187,73 @@ describe('adversarial: attacks on the running example mesh', function () {
       const forged = issuerKey.sign(issuerKey.header(), userClaims({ aud: 'spiffe://evil.example', scope: 'images:read' }));
       await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(forged)), 'UNAUTHENTICATED');
     });
+  });
+
+  describe('the public edges: gateway and HTTPS JWKS', () => {
+    for (const path of [
+      '/twokey.auth.v1.Auth/GetServiceToken',
+      '/twokey.auth.v1.Auth/ExchangeToken',
+      '/twokey.auth.v1.Auth/GetJwks',
+      '/twokey.images.v1.ImageStore/WatchImages',
+      '/twokey.images.v1.ImageStore/getimage',
+      '/twokey.images.v1.ImageStore/GetImage/',
+      '/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo',
+    ]) {
+      it(`the gateway does not relay ${path} -> UNIMPLEMENTED`, async () => {
+        const code = await new Promise<grpc.status>((resolve) =>
+          images.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), withToken(alice), { deadline: Date.now() + 5000 }, (err) =>
+            resolve(err ? err.code : grpc.status.OK),
+          ),
+        );
+        expect(STATUS_NAMES[code]).to.equal('UNIMPLEMENTED');
+      });
+    }
+
+    it("a delegated token at the public gateway -> UNAUTHENTICATED (its audience is the image store), even for its own subject's image", async () => {
+      const auth = await t.workload('tagging', 'auth');
+      const delegated = await unary<{ access_token: string }>(auth, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: IMAGE_STORE });
+      const details = await expectStatus(unary(images, 'SetTags', { id: photo.id, tags: ['x'] }, withToken(delegated.access_token)), 'UNAUTHENTICATED');
+      expect(details).to.include(`invalid token: audience "${IMAGE_STORE}" is not accepted here`);
+      await aliceImageUnchanged();
+    });
+
+    const jwksRequest = (method: string, path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const url = new URL(t.mesh.endpoints.jwks.url);
+        const req = httpsRequest(
+          { host: url.hostname, port: url.port, method, path, ca: readFileSync(t.mesh.endpoints.jwks.caFile), servername: 'localhost', checkServerIdentity: () => undefined },
+          (res) => {
+            let body = '';
+            res.on('data', (c) => (body += c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on('error', reject);
+        req.end(method === 'POST' ? '{"keys":[]}' : undefined);
+      });
+
+    it('the HTTPS JWKS publishes public keys only', async () => {
+      const res = await jwksRequest('GET', '/.well-known/jwks.json');
+      expect(res.status).to.equal(200);
+      const keys = (JSON.parse(res.body) as { keys: Record<string, unknown>[] }).keys;
+      expect(keys.length).to.be.greaterThan(0);
+      for (const k of keys) for (const member of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']) expect(k).to.not.have.property(member);
+    });
+
+    for (const [method, path, status] of [
+      ['POST', '/.well-known/jwks.json', 405],
+      ['PUT', '/.well-known/jwks.json', 405],
+      ['GET', '/.well-known/../../auth.db', 404],
+      ['GET', '/.well-known/%2e%2e/auth.db', 404],
+      ['GET', '/.well-known/jwks.json/', 404],
+      ['GET', '/', 404],
+    ] as const) {
+      it(`the HTTPS JWKS answers ${method} ${path} with ${status}`, async () => {
+        const res = await jwksRequest(method, path);
+        expect(res.status).to.equal(status);
+        expect(res.body).to.not.match(/"d"|BEGIN|PRIVATE|sqlite/i);
+      });
+    }
   });
 
   describe('token exchange abuse at the auth service (tagging presenting its certificate)', () => {
