@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../../scripts/local-mesh/ports.ts';
+import { containerPorts, podLabels, selects, stringMap, targetContainerPort } from '../tools/cross-reference.ts';
 import { isObject, type JsonObject, type K8sObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf, podTemplateOf, str } from '../tools/pod-spec.ts';
 
@@ -149,22 +150,16 @@ function translate(value: string, pod: LocalPod, pods: readonly LocalPod[], objs
   return value;
 }
 
-/** The loopback port behind `service:port`: the Service, its selected pod, its target port. */
+/** The loopback port behind `service:port`: the Service, the pod it selects, its target port. */
 function servicePort(service: string, port: number, pods: readonly LocalPod[], objs: readonly K8sObject[]): number {
   const svc = find(objs, 'Service', service);
   const spec = svc['spec'] as JsonObject;
-  const selector = spec['selector'] as Record<string, string>;
-  const target = objs.find((o) => {
-    const labels = (podTemplateOf(o)?.['metadata'] as JsonObject | undefined)?.['labels'] as Record<string, string> | undefined;
-    return labels !== undefined && Object.entries(selector).every(([k, v]) => labels[k] === v);
-  });
+  const target = objs.find((o) => podTemplateOf(o) !== undefined && selects(stringMap(spec['selector']), podLabels(o)));
   const svcPort = objects(spec, 'ports').find((p) => p['port'] === port);
   if (target === undefined || svcPort === undefined) throw new Error(`Service ${service} has no port ${port} in front of a pod`);
-  const container = containersOf(podSpecOf(target)!)[0]!;
-  const targetPort = svcPort['targetPort'] ?? port;
-  const containerPort = objects(container, 'ports').find((p) => p['name'] === targetPort || p['containerPort'] === targetPort)?.['containerPort'];
-  const local = pods.find((p) => p.name === target.metadata.name)!.ports.get(containerPort as number);
-  if (local === undefined) throw new Error(`Service ${service}:${port} targets ${String(targetPort)}, which ${target.metadata.name} does not declare`);
+  const containerPort = targetContainerPort(svcPort, containerPorts(target))?.containerPort;
+  const local = containerPort === undefined ? undefined : pods.find((p) => p.name === target.metadata.name)!.ports.get(containerPort);
+  if (local === undefined) throw new Error(`Service ${service}:${port} targets a port ${target.metadata.name} does not declare`);
   return local;
 }
 

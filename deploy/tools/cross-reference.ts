@@ -42,16 +42,17 @@ export function workloadsOf(objs: readonly K8sObject[]): K8sObject[] {
   return objs.filter((o) => isWorkloadKind(o.kind));
 }
 
-function stringMap(value: unknown): Record<string, string> {
+export function stringMap(value: unknown): Record<string, string> {
   if (!isObject(value)) return {};
   return Object.fromEntries(Object.entries(value).filter((e): e is [string, string] => typeof e[1] === 'string'));
 }
 
-function podLabels(workload: K8sObject): Record<string, string> {
-  return stringMap(podTemplateOf(workload)?.['metadata'] !== undefined ? (podTemplateOf(workload)!['metadata'] as JsonObject)['labels'] : undefined);
+export function podLabels(workload: K8sObject): Record<string, string> {
+  const metadata = podTemplateOf(workload)?.['metadata'];
+  return stringMap(isObject(metadata) ? metadata['labels'] : undefined);
 }
 
-function containerPorts(workload: K8sObject): ContainerPort[] {
+export function containerPorts(workload: K8sObject): ContainerPort[] {
   const spec = podSpecOf(workload);
   if (spec === undefined) return [];
   return containersOf(spec).flatMap((c) =>
@@ -69,7 +70,7 @@ function replicasOf(workload: K8sObject): number {
   return typeof replicas === 'number' ? replicas : 1;
 }
 
-function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
+export function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
   const entries = Object.entries(selector);
   return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
 }
@@ -97,7 +98,7 @@ function servicesOf(objs: readonly K8sObject[], workload: K8sObject): K8sObject[
 }
 
 /** The container port a Service port reaches on a workload's pods, if any. */
-function targetContainerPort(servicePort: JsonObject, ports: readonly ContainerPort[]): ContainerPort | undefined {
+export function targetContainerPort(servicePort: JsonObject, ports: readonly ContainerPort[]): ContainerPort | undefined {
   const target = servicePort['targetPort'] ?? servicePort['port'];
   const protocol = (servicePort['protocol'] as string | undefined) ?? 'TCP';
   return ports.find((cp) => cp.protocol === protocol && (typeof target === 'string' ? cp.name === target : cp.containerPort === target));
