@@ -75,6 +75,9 @@ const CASES: CertCase[] = [
     expect: HANDSHAKE,
   },
 
+  { name: 'leaf whose extended key usage is serverAuth only, used as a client', dir: minted('eku-server-only', replaceExtension(builder.OID.extKeyUsage, [builder.extKeyUsage([builder.OID.serverAuth])])), expect: HANDSHAKE },
+  { name: 'leaf whose extended key usage is codeSigning', dir: minted('eku-code-signing', replaceExtension(builder.OID.extKeyUsage, [builder.extKeyUsage(['1.3.6.1.5.5.7.3.3'])])), expect: HANDSHAKE },
+
   // Chain trusted, identity refused by twokey's strict parse (UNAUTHENTICATED at the peer check).
   { name: 'CA=true leaf', dir: fixture('ca-true-leaf'), expect: PEER(/peer check failed: .*CA=true/) },
   { name: 'two URI SANs', dir: fixture('two-uri-sans'), expect: PEER(/peer check failed: .*2 URI SANs/) },
