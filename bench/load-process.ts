@@ -7,6 +7,13 @@ import { RawH2Connection, type RawOutcome } from './h2-raw-client.ts';
 import { summarizeLatencies, type LatencySummary } from './latency.ts';
 import { mintTokens, type TokenSpec } from './token-minter.ts';
 
+/** Tokens obtained elsewhere (a real login), kept under a set id like minted ones. */
+export interface TokensRequest {
+  op: 'tokens';
+  setId: string;
+  tokens: string[];
+}
+
 export interface MintRequest {
   op: 'mint';
   setId: string;
@@ -51,6 +58,8 @@ export interface LoadResult {
   outcomes: Record<string, number>;
   latencyMs: LatencySummary;
   connectMs: number;
+  /** Fraction of one core the load generator itself used: near 1 would mean it, not the server, was the limit. */
+  loadCoreUse: number;
 }
 
 const tokenSets = new Map<string, string[]>();
@@ -177,7 +186,9 @@ async function runJob(job: LoadJob): Promise<LoadResult> {
   const connectMs = performance.now() - connectStart;
   const body = frameMessage(job.message);
   const started = performance.now();
+  const cpuBefore = process.cpuUsage();
   const recorder = job.mode === 'closed' ? await runClosed(job, pool, body) : await runOpen(job, pool, body);
+  const cpu = process.cpuUsage(cpuBefore);
   const elapsedMs = performance.now() - started;
   return {
     calls: recorder.count,
@@ -185,6 +196,7 @@ async function runJob(job: LoadJob): Promise<LoadResult> {
     outcomes: recorder.outcomes,
     latencyMs: summarizeLatencies(recorder.latencies.subarray(0, recorder.count)),
     connectMs,
+    loadCoreUse: (cpu.user + cpu.system) / 1000 / elapsedMs,
   };
 }
 
@@ -218,7 +230,7 @@ async function closePools(prefix: string): Promise<number> {
   return closing.length;
 }
 
-type Request = (MintRequest | LoadJob | ProbeRequest | { op: 'close'; prefix: string }) & { seq: number };
+type Request = (MintRequest | TokensRequest | LoadJob | ProbeRequest | { op: 'close'; prefix: string }) & { seq: number };
 
 async function handle(message: Request): Promise<unknown> {
   switch (message.op) {
@@ -227,6 +239,9 @@ async function handle(message: Request): Promise<unknown> {
       tokenSets.set(message.setId, tokens);
       return { count: tokens.length };
     }
+    case 'tokens':
+      tokenSets.set(message.setId, message.tokens);
+      return { count: message.tokens.length };
     case 'load':
       return runJob(message);
     case 'probe':

@@ -1,6 +1,7 @@
 // Runs one scenario for one round: warm-up, a closed-loop phase (throughput) and an open-loop
 // phase at the fixed offered rate (latency), reading the servers' CPU counters around each phase.
 import type { Child } from './child.ts';
+import type { StatsSource } from './proc-stats.ts';
 import type { LoadJob, LoadResult, CallSpec } from './load-process.ts';
 import type { RawOutcome } from './h2-raw-client.ts';
 import type { ProcessStats } from './stats-probe.ts';
@@ -10,13 +11,15 @@ export interface Scenario {
   id: string;
   label: string;
   /** The server processes whose CPU and memory this scenario's calls cost. */
-  servers: Child[];
+  servers: StatsSource[];
   call: CallSpec;
   connections: number;
   /** Calls in flight in the closed-loop phase. */
   concurrency: number;
   /** Open a new pool of connections each round and close it after (the connection leak check). */
   reconnectEachRound: boolean;
+  /** Offered rate of the open-loop phase when not the run's common --rate. */
+  openRate?: number;
   /** What every call must end with; checked by status before measuring and by shape while measuring. */
   expect: { shape: RawOutcome; code: number; messageIncludes?: string };
 }
@@ -39,12 +42,12 @@ export interface RoundResult {
   heapAfterRoundBytes: number | undefined;
 }
 
-async function cpuMicros(servers: readonly Child[]): Promise<number> {
+async function cpuMicros(servers: readonly StatsSource[]): Promise<number> {
   const stats = await Promise.all(servers.map((s) => s.stats()));
   return stats.reduce((sum, s) => sum + s.cpuMicros, 0);
 }
 
-export async function allStats(servers: readonly Child[], collectGarbage: boolean): Promise<ProcessStats[]> {
+export async function allStats(servers: readonly StatsSource[], collectGarbage: boolean): Promise<ProcessStats[]> {
   return Promise.all(servers.map((s) => s.stats(collectGarbage)));
 }
 
@@ -82,7 +85,7 @@ export async function runRound(load: Child, scenario: Scenario, timing: Timing, 
     connections: scenario.connections,
     mode,
     concurrency: scenario.concurrency,
-    rate: timing.rate,
+    rate: scenario.openRate ?? timing.rate,
     durationMs,
     maxCalls: undefined,
   });

@@ -17,6 +17,8 @@ export interface ScenarioSummary {
   cpuSecondsPer1kOpen: number;
   /** Fraction of one core the server used at saturation: near 1 means the server, not the load, was the limit. */
   serverCoreUse: number;
+  /** Fraction of one core the load generator used at saturation (the open loop polls, so it is not reported). */
+  loadCoreUse: number;
   /** Peak resident set of the scenario's server processes (summed), MiB. */
   peakRssMiB: number;
   ratioToA: { callsPerSecond: number; cpuSecondsPer1k: number; openP99DeltaMs: number };
@@ -43,7 +45,7 @@ export function renderTable(rows: readonly ScenarioSummary[], rate: number): str
     'p99 - A',
     'CPU s/1k calls',
     'x A',
-    'server core use',
+    'server / load core use',
     'peak RSS MiB',
   ];
   const lines = [header, header.map(() => '---')];
@@ -58,7 +60,7 @@ export function renderTable(rows: readonly ScenarioSummary[], rate: number): str
       `${r.ratioToA.openP99DeltaMs >= 0 ? '+' : ''}${fmt(r.ratioToA.openP99DeltaMs, 3)}`,
       fmt(r.cpuSecondsPer1k, 4),
       fmt(r.ratioToA.cpuSecondsPer1k, 2),
-      fmt(r.serverCoreUse, 2),
+      `${fmt(r.serverCoreUse, 2)} / ${fmt(r.loadCoreUse, 2)}`,
       fmt(r.peakRssMiB, 0),
     ]);
   }

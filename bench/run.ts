@@ -10,6 +10,7 @@ import { Child } from './child.ts';
 import { ECHO_METHOD, encodeEchoRequest } from './echo-service.ts';
 import type { LoadResult } from './load-process.ts';
 import { median } from './latency.ts';
+import { GET_IMAGE_METHOD, startMeshPath, type MeshPath } from './mesh-path.ts';
 import { allStats, probeScenario, runRound, type RoundResult, type Scenario, type Timing } from './measure.ts';
 import { buildPki, TRUST_DOMAIN, type BenchPki } from './pki.ts';
 import { summarizeProfile } from './profile-summary.ts';
@@ -27,16 +28,22 @@ const MEMORY_TOKENS = 100_000;
 // Node) embed the client certificate and a ticket is at most 64 KiB, so a certificate above about
 // 64 KB fails every connection with 'tlsv1 alert internal error'. 6,000 short grants is 57 KB.
 const LARGE_GRANTS = 6_000;
+// Two services in series on two cores serve far fewer calls than one: E's open loop is offered
+// this rate instead of --rate, so its latency is measured below saturation too.
+const MESH_RATE = 250;
+// The mesh services start before the benchmark's other setup ends; this much of their profiles is start-up.
+const MESH_PROFILE_SKIP_MS = 8000;
 
 const { values: argv } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
-    'closed-ms': { type: 'string', default: '1200' },
-    'open-ms': { type: 'string', default: '1500' },
+    'closed-ms': { type: 'string', default: '1000' },
+    'open-ms': { type: 'string', default: '1200' },
     'warmup-ms': { type: 'string', default: '300' },
     rate: { type: 'string', default: '2000' },
     concurrency: { type: 'string', default: '32' },
     'skip-memory': { type: 'boolean', default: false },
+    'skip-mesh': { type: 'boolean', default: false },
     only: { type: 'string' },
     profile: { type: 'string' },
     publish: { type: 'boolean', default: false },
@@ -47,12 +54,13 @@ const { values: argv } = parseArgs({
 if (argv.help) {
   process.stdout.write(`Usage: npm run bench -- [options]
   --rounds N         rounds over all scenarios; medians are reported (default 3)
-  --closed-ms MS     closed-loop (saturation) phase per scenario and round (default 1200)
-  --open-ms MS       open-loop phase at the fixed rate (default 1500)
+  --closed-ms MS     closed-loop (saturation) phase per scenario and round (default 1000)
+  --open-ms MS       open-loop phase at the fixed rate (default 1200)
   --warmup-ms MS     warm-up before each scenario's phases (default 300)
   --rate N           offered rate of the open-loop phase, calls/s (default 2000)
   --concurrency N    calls in flight in the closed loop (default 32)
   --skip-memory      skip the 100,000-token memory check
+  --skip-mesh        skip scenario E (the example mesh: gateway -> image-store)
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
   --profile IDS      run these scenarios' servers under node --cpu-prof; profiles and their
                      summaries go to bench/results/profiles/
@@ -127,6 +135,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     ['F-glarge', twokey()],
     ['F-c100', twokey()],
     ['F-c1000', twokey()],
+    ['A-c1000', { kind: 'plain', svidDir: pki.server }],
   ];
   if (withMemory) wanted.push(['M', twokey()]);
   const chosen = wanted.filter(([name]) => only === undefined || only.has(name) || (name === 'M' && withMemory));
@@ -198,6 +207,7 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('F-glarge', `B, certificate with ${LARGE_GRANTS.toLocaleString('en')} grants`, 'F-glarge', pki.clientGrantsLarge, 'one', allowed),
     scenario('F-c100', 'B over 100 connections', 'F-c100', pki.clientOneGrant, 'one', allowed, 100),
     scenario('F-c1000', 'B over 1,000 connections', 'F-c1000', pki.clientOneGrant, 'one', allowed, 1000),
+    scenario('A-c1000', 'A over 1,000 connections (for F-c1000)', 'A-c1000', pki.clientOneGrant, 'one', allowed, 1000),
   ];
   return all.filter((s): s is Scenario => s !== undefined);
 }
@@ -260,6 +270,7 @@ function summarize(scenarios: Scenario[], results: Map<string, RoundResult[]>, p
       cpuSecondsPer1k: median(perRound((r) => r.cpuSecondsPer1k)),
       cpuSecondsPer1kOpen: median(perRound((r) => r.cpuSecondsPer1kOpen)),
       serverCoreUse: median(perRound((r) => r.serverCoreUse)),
+      loadCoreUse: median(perRound((r) => r.closed.loadCoreUse)),
       peakRssMiB: peakRss.get(s.id) ?? Number.NaN,
       ratioToA: {
         callsPerSecond: median(rs.map((r, i) => r.callsPerSecond / a[i]!.callsPerSecond)),
@@ -274,6 +285,7 @@ function summarize(scenarios: Scenario[], results: Map<string, RoundResult[]>, p
 async function main(): Promise<void> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'twokey-bench-'));
   const children: Child[] = [];
+  let meshPath: MeshPath | undefined;
   try {
     log(`issuing certificates with twokey's CA in ${workDir}`);
     const pki = buildPki(workDir, LARGE_GRANTS);
@@ -312,6 +324,24 @@ async function main(): Promise<void> {
     log(`servers up; tokens minted (1 + ${C_TOKENS} + ${withMemory ? MEMORY_TOKENS : 0} distinct)`);
 
     const scenarios = buildScenarios(pki, servers, message);
+    if (!argv['skip-mesh'] && (only === undefined || only.has('E'))) {
+      log('starting the example mesh (as npm start does)');
+      meshPath = await startMeshPath(path.join(workDir, 'mesh'), profiled.has('E') ? path.join(profileDir, 'E') : undefined);
+      await load.request({ op: 'tokens', setId: 'mesh-user', tokens: [meshPath.token] });
+      const e: Scenario = {
+        id: 'E',
+        label: `real mesh: gateway -> image-store GetImage (${meshPath.imageBytes}-byte image; open loop at ${MESH_RATE}/s)`,
+        servers: meshPath.servers,
+        call: { target: meshPath.target, path: GET_IMAGE_METHOD, message: meshPath.message, tokenSetId: 'mesh-user' },
+        connections: 1,
+        concurrency,
+        reconnectEachRound: false,
+        expect: { shape: 'message', code: 0 },
+        openRate: MESH_RATE,
+      };
+      const after = scenarios.findIndex((s) => s.id.startsWith('F'));
+      scenarios.splice(after === -1 ? scenarios.length : after, 0, e);
+    }
     for (const s of scenarios) await probeScenario(load, s);
     log('every scenario answers with its expected status');
 
@@ -384,25 +414,35 @@ async function main(): Promise<void> {
       fs.writeFileSync(path.join(here, 'latest.md'), `${subtitle}\n\n${table}\n\n${targetTable}\n\n\`${command}\`, ${elapsedS.toFixed(0)} s\n`);
     }
     log(`wrote ${path.relative(process.cwd(), path.join(resultsDir, 'latest.json'))} and latest.svg`);
+    // The profiles are written as each process exits. The main thread's profile is the largest
+    // one of its process (tsx's loader thread writes a small one); start-up is left out.
+    const profiles: Array<{ label: string; dir: string; pid?: number; skipMs: number }> = [];
     for (const id of profiled) {
       const server = servers.children.get(id);
       if (server === undefined) continue;
-      await server.stop(); // the profiles are written as the process exits
-      // The main thread's profile is the largest: it has every sample of the calls.
-      const dir = path.join(profileDir, id);
+      await server.stop();
+      profiles.push({ label: `server ${id}`, dir: path.join(profileDir, id), skipMs: (servers.startupMs.get(server) ?? 0) + 500 });
+    }
+    if (profiled.has('E') && meshPath !== undefined) {
+      await meshPath.stop();
+      const { gateway, imageStore } = meshPath.pids;
+      meshPath = undefined;
+      profiles.push({ label: 'E gateway', dir: path.join(profileDir, 'E'), pid: gateway, skipMs: MESH_PROFILE_SKIP_MS });
+      profiles.push({ label: 'E image-store', dir: path.join(profileDir, 'E'), pid: imageStore, skipMs: MESH_PROFILE_SKIP_MS });
+    }
+    for (const p of profiles) {
       const file = fs
-        .readdirSync(dir)
-        .filter((name) => name.endsWith('.cpuprofile'))
-        .map((name) => path.join(dir, name))
+        .readdirSync(p.dir)
+        .filter((name) => name.endsWith('.cpuprofile') && (p.pid === undefined || name.includes(`.${p.pid}.`)))
+        .map((name) => path.join(p.dir, name))
         .sort((x, y) => fs.statSync(y).size - fs.statSync(x).size)[0];
-      if (file === undefined) throw new Error(`no profile written in ${dir}`);
-      // Start-up (module loading) is left out: the calls are what is being profiled.
-      const summary = summarizeProfile(JSON.parse(fs.readFileSync(file, 'utf8')), 25, (servers.startupMs.get(server) ?? 0) + 500);
-      fs.writeFileSync(path.join(profileDir, `${id}.txt`), `${summary}\n`);
-      process.stdout.write(`\nserver ${id} profile (${path.relative(process.cwd(), file)}):\n${summary}\n`);
+      if (file === undefined) throw new Error(`no profile for ${p.label} in ${p.dir}`);
+      const summary = summarizeProfile(JSON.parse(fs.readFileSync(file, 'utf8')), 25, p.skipMs);
+      fs.writeFileSync(`${file.replace(/\.cpuprofile$/, '')}.txt`, `${summary}\n`);
+      process.stdout.write(`\n${p.label} profile (${path.relative(process.cwd(), file)}):\n${summary}\n`);
     }
   } finally {
-    await Promise.all(children.map((c) => c.stop()));
+    await Promise.all([...children.map((c) => c.stop()), meshPath?.stop()]);
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 }
