@@ -18,6 +18,7 @@ import { LoginThrottle } from './login-throttle.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
+import { isUsername } from './username.ts';
 
 /** The verified mTLS peer of the call being served. */
 function caller(): CallerWorkload {
@@ -81,7 +82,9 @@ export async function serve(env: Env): Promise<RunningService> {
           log.info({ event: 'auth.login', user: req.username, source, jti: res.jti }, 'login succeeded');
           return res;
         } catch (err) {
-          log.warn({ event: 'auth.login_failed', user: req.username.slice(0, 64), source, code: (err as TwokeyError).code }, 'login refused');
+          // A name that cannot be a username may be a password typed in the wrong field: never logged.
+          const user = isUsername(req.username) ? req.username : '(not a username)';
+          log.warn({ event: 'auth.login_failed', user, source, code: (err as TwokeyError).code }, 'login refused');
           throw err;
         }
       }),

@@ -302,6 +302,9 @@ describe('example mesh, end to end', function () {
     await cli(['disable', 'carol']);
     await expectStatus(unary(auth, 'Login', { username: 'carol', password: 'carol-long-password' }), 'UNAUTHENTICATED');
     expect((await cli(['list'])).stdout).to.match(/carol\s+disabled/);
+    // A password typed into the username field is refused and never written to the log.
+    await expectStatus(unary(auth, 'Login', { username: 'Hunter2 Secret!', password: 'x' }), 'UNAUTHENTICATED');
+    expect(readFileSync(t.mesh.layout.logFile('auth'), 'utf8')).to.not.include('Hunter2');
 
     // A spoofed X-Forwarded-For from the client is dropped; the gateway reports the real address.
     const spoof = withToken(undefined);
