@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { ServerInterceptingCall, status, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
 import { endCall, runInCall, requestIdFrom, traceFrom, type CallContext } from './call-context.ts';
-import { decide, decidePeer, type Decision, type MethodRule, type TokenResult } from './decision.ts';
+import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type TokenResult } from './decision.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -26,6 +26,10 @@ export interface AuthzInterceptorOptions {
   dryRun?: boolean;
 }
 
+// setTimeout's longest delay; a certificate valid for longer is looked at again after it.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const MIN_RECHECK_MS = 1000;
+
 /** The status details of a denial: the failed check, its reason and the decision id; never a token. */
 export function denialMessage(decision: Decision, decisionId: string): string {
   return `twokey: ${decision.reason} (decision ${decisionId})`;
@@ -47,14 +51,22 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
     const peer = peers.fromCall(call);
     let ctx: CallContext | undefined;
     let forwardToken: string | undefined;
+    let decided: DecisionInput | undefined;
+    let expiry: NodeJS.Timeout | undefined;
+    const stopExpiry = (): void => {
+      if (expiry !== undefined) clearTimeout(expiry);
+      expiry = undefined;
+    };
     /** The decision for this call: synchronous unless the token is not in the cache yet. */
     const authorize = (metadata: Metadata, method: string): Decision | Promise<Decision> => {
       const input = { peer, method, rule: options.rules.ruleOf(method), now: clock(), trustDomain: options.trustDomain };
+      decided = input;
       const settled = decidePeer(input);
       if (settled !== null) return settled;
       const decideWith = (token: TokenResult): Decision => {
         forwardToken = token.ok && token.token.kind === 'user' ? token.raw : undefined;
-        return decide({ ...input, token, now: clock() });
+        decided = { ...input, token, now: clock() };
+        return decide(decided);
       };
       const token = options.tokens.fromMetadata(metadata);
       return token instanceof Promise ? token.then(decideWith) : decideWith(token);
@@ -92,8 +104,34 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
                 requestId,
                 trace: traceFrom(metadata),
               };
+              if (decision.allow && !dryRun && (methodDescriptor.requestStream || methodDescriptor.responseStream)) {
+                armExpiry(decision, decisionId, requestId);
+              }
               const clean = stripIdentityMetadata(metadata, { keepAuthorization: false });
               runInCall(ctx, () => nextMetadata(clean));
+            };
+            /**
+             * A stream may stay open for hours; it must not outlive the token or the certificate it
+             * was allowed with. When the first of them lapses, the same decision runs again with the
+             * clock of that moment, and its denial ends the stream.
+             */
+            const armExpiry = (allowed: Decision, decisionId: string, requestId: string): void => {
+              const until = Math.min(allowed.token?.validUntilMs ?? Infinity, peer.ok ? peer.identity.notAfter.getTime() : Infinity);
+              if (!Number.isFinite(until)) return;
+              const delay = Math.min(Math.max(until - clock(), 0), MAX_TIMER_MS);
+              expiry = setTimeout(() => {
+                expiry = undefined;
+                const again = decide({ ...decided!, now: clock() });
+                if (again.allow) {
+                  // Not lapsed yet (a long certificate, or a clock that moved back): look again later.
+                  expiry = setTimeout(() => armExpiry(again, decisionId, requestId), MIN_RECHECK_MS);
+                  expiry.unref();
+                  return;
+                }
+                options.log?.write({ decisionId, method: methodDescriptor.path, peer: peer.ok ? peer.identity : undefined, decision: again, enforced: true, latencyUs: 0, requestId });
+                intercepting.sendStatus({ code: again.code, details: `${denialMessage(again, decisionId)}; the stream outlived it` });
+              }, delay);
+              expiry.unref();
             };
             const fail = (err: unknown): void => {
               // Fail closed: an unexpected error is a denial, never a pass.
@@ -128,11 +166,13 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
             if (ctx !== undefined) runInCall(ctx, nextHalfClose);
           },
           onCancel: () => {
+            stopExpiry();
             if (ctx !== undefined) endCall(ctx);
           },
         });
       },
       sendStatus: (callStatus, nextStatus) => {
+        stopExpiry();
         if (ctx !== undefined) endCall(ctx);
         nextStatus(callStatus);
       },

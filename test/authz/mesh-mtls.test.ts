@@ -262,6 +262,27 @@ describe('mesh server and client over real mTLS', function () {
     }
   });
 
+  it('a stream that outlives its token is ended with UNAUTHENTICATED', async () => {
+    const iat = Math.floor(Date.now() / 1000);
+    const token = await issuer.sign({ scope: 'probe:call', iat, nbf: iat, exp: iat + 60 });
+    const validUntil = (iat + 60) * 1000 + 30_000;
+    now = validUntil - 300; // the server's clock: 300 ms of validity left
+    const call = client(caller).Bidi!(bearer(token), { deadline: Date.now() + 10_000 });
+    const echoes: string[] = [];
+    const ended = new Promise<grpc.ServiceError>((resolve) => {
+      call.on('data', (d: any) => echoes.push(d.text));
+      call.on('error', resolve);
+    });
+    call.write({ text: 'before' });
+    await new Promise((r) => setTimeout(r, 100));
+    now = validUntil + 1;
+    const err = await ended;
+    expect(err.code).to.equal(status.UNAUTHENTICATED);
+    expect(err.details).to.match(/^twokey: token check failed: token .* expired \(decision [0-9a-f-]{36}\); the stream outlived it$/);
+    expect(echoes).to.deep.equal(['echo before']);
+    expect(probe.ran['Bidi']).to.equal(1);
+  });
+
   it('a certificate-only method needs the grant and no token', async () => {
     const out = await unary(client(caller), 'CertOnly', { text: 'x' });
     expect(out.code).to.equal(status.OK);
