@@ -1,6 +1,6 @@
 // What a handler knows about the call it serves, reachable anywhere below it without passing it along.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomFillSync, randomUUID } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
 import { TwokeyError } from './errors.ts';
 import type { PeerIdentity, VerifiedToken } from './decision.ts';
@@ -97,9 +97,12 @@ export function traceparentOf(trace: TraceContext, spanId: string): string {
   return `00-${trace.traceId}-${spanId}-${trace.flags}`;
 }
 
-/** The caller's x-request-id when well-formed (it is a correlation id, not identity), else a new one. */
-export function requestIdFrom(metadata: Metadata): string {
+/**
+ * The caller's x-request-id when well-formed (it is a correlation id, not identity), else
+ * `fallback` (the decision id: already unique, so a call without one costs no new id).
+ */
+export function requestIdFrom(metadata: Metadata, fallback: string): string {
   const values = metadata.get('x-request-id');
   if (values.length === 1 && typeof values[0] === 'string' && REQUEST_ID.test(values[0])) return values[0];
-  return randomUUID();
+  return fallback;
 }

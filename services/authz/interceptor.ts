@@ -80,7 +80,7 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
             const method = methodDescriptor.path;
             const finish = (decision: Decision): void => {
               const enforced = !decision.allow && !dryRun;
-              const requestId = requestIdFrom(metadata);
+              const requestId = requestIdFrom(metadata, decisionId);
               options.log?.write({
                 decisionId,
                 method,
