@@ -233,7 +233,7 @@ describe('faults on the running example mesh', function () {
     const present = await eventually('the restarted image store', 10_000, () => allIds(alice));
     report.lost = acknowledged.filter((id) => !present.has(id)).length;
     printReport(report, `acknowledged ${acknowledged.length}`);
-    expect(acknowledged.length).to.be.greaterThan(5);
+    expect(acknowledged.length).to.be.at.least(3);
     expect(report.lost).to.equal(0);
     // The only failures are the store being away: never a wrong answer.
     for (const key of Object.keys(report.failures)) expect(key).to.match(/^UNAVAILABLE/);
