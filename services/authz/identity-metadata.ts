@@ -3,7 +3,11 @@ import type { Metadata } from '@grpc/grpc-js';
 
 // The mesh's only identities are the verified certificate and the verified token, so headers
 // that proxies and other meshes use to assert one (XFCC, x-spiffe-id, x-user-id, ...) mean nothing here.
-const IDENTITY_CLAIMING = /^x-(forwarded-client-cert|forwarded-user|forwarded-email|forwarded-for-user|spiffe|user|remote-user|authenticated|auth-request|client-cert|client-verify|ssl-client|identity|principal|subject|actor|jwt|twokey-)/;
+// Also those of cloud load balancers and gateways (AWS ALB, Google IAP, Azure App Service, Kong,
+// nginx, Linkerd, Envoy), and second credentials beside the one bearer token: a handler ported
+// from behind one of them must not find such a header and trust it.
+const IDENTITY_CLAIMING =
+  /^(x-(forwarded-client-cert|forwarded-user|forwarded-email|forwarded-for-user|spiffe|user|remote-user|authenticated|auth-request|client-cert|client-verify|ssl-|identity|principal|subject|actor|jwt|twokey-|access-token|id-token|auth-token|amzn-oidc-|goog-iap-|goog-authenticated-user-|ms-client-principal|consumer-|credential-identifier|client-dn|arr-clientcert|envoy-peer-metadata)|ssl-client-|l5d-client-id$|authorization-bin$|proxy-authorization$)/;
 
 export function isIdentityClaiming(key: string): boolean {
   return IDENTITY_CLAIMING.test(key.toLowerCase());
