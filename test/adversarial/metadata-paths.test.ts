@@ -173,6 +173,24 @@ describe('adversarial: metadata and method paths', function () {
       'x-client-cert-subject': 'CN=admin',
       'x-ssl-client-verify': 'SUCCESS',
       'x-principal': 'admin',
+      // Identity headers of cloud load balancers and gateways, and second credentials.
+      'x-amzn-oidc-data': 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.',
+      'x-amzn-oidc-identity': 'admin',
+      'x-goog-iap-jwt-assertion': 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.',
+      'x-goog-authenticated-user-email': 'accounts.google.com:admin@example.com',
+      'x-ms-client-principal-name': 'admin',
+      'x-consumer-username': 'admin',
+      'x-credential-identifier': 'admin',
+      'x-client-dn': 'CN=admin',
+      'ssl-client-cert': '-----BEGIN CERTIFICATE-----',
+      'x-ssl-cert': '-----BEGIN CERTIFICATE-----',
+      'x-arr-clientcert': 'MIIB',
+      'l5d-client-id': 'cleaner.twokey.serviceaccount.identity.linkerd.cluster.local',
+      'x-envoy-peer-metadata': 'admin',
+      'x-access-token': 'admin',
+      'x-id-token': 'admin',
+      'x-auth-token': 'admin',
+      'proxy-authorization': 'Basic YWRtaW46YWRtaW4=',
     };
     const spoofed = (extra: Record<string, string> = {}) => {
       const md = new grpc.Metadata();
@@ -196,9 +214,11 @@ describe('adversarial: metadata and method paths', function () {
     });
 
     it('on an allowed call none of them (nor the token) reaches the handler, which sees the verified identities', async () => {
-      const out = await unary(mesh.client, 'Unary', { text: 'x' }, spoofed({ authorization: `Bearer ${token()}` }));
+      const md = spoofed({ authorization: `Bearer ${token()}` });
+      md.set('authorization-bin', Buffer.from(`Bearer ${token({ sub: 'admin' })}`));
+      const out = await unary(mesh.client, 'Unary', { text: 'x' }, md);
       expect(out.code, out.details).to.equal(status.OK);
-      for (const key of [...Object.keys(SPOOFS), 'authorization']) expect(out.res.metadata_keys).not.to.include(key);
+      for (const key of [...Object.keys(SPOOFS), 'authorization', 'authorization-bin']) expect(out.res.metadata_keys).not.to.include(key);
       expect(out.res.subject).to.equal('alice');
       expect(out.res.peer).to.equal(mesh.callerSvid.spiffeId.toString());
     });
