@@ -189,6 +189,50 @@ describe('adversarial: attacks on the running example mesh', function () {
     });
   });
 
+  describe('the event stream (WatchImages): who may watch every owner\'s uploads', () => {
+    /** Opens the stream and resolves with the first event, or the status it ended with. */
+    const watch = (client: grpc.Client, token: string) =>
+      new Promise<{ code: grpc.status; details: string; first?: { owner: string } }>((resolve) => {
+        const call = (client as unknown as Record<string, (r: object, m: grpc.Metadata) => grpc.ClientReadableStream<{ owner: string }>>)['WatchImages']!(
+          { after_sequence: '0' },
+          withToken(token),
+        );
+        call.on('data', (event) => {
+          resolve({ code: grpc.status.OK, details: '', first: event });
+          call.cancel();
+        });
+        call.on('error', (err: grpc.ServiceError) => resolve({ code: err.code, details: err.details }));
+      });
+    const serviceToken = async (workload: string) =>
+      (await unary<{ access_token: string }>(await t.workload(workload, 'auth'), 'GetServiceToken', { audience: '' })).access_token;
+
+    it("control: tagging with its own service token (images:watch) receives events", async () => {
+      const out = await watch(await t.workload('tagging', 'image-store'), await serviceToken('tagging'));
+      expect(out.code, out.details).to.equal(grpc.status.OK);
+      expect(out.first?.owner).to.be.a('string');
+    });
+    it("the gateway's certificate with alice's token -> PERMISSION_DENIED (grant)", async () => {
+      const out = await watch(await t.workload('gateway', 'image-store'), alice);
+      expect(STATUS_NAMES[out.code]).to.equal('PERMISSION_DENIED');
+      expect(out.details).to.include('does not grant /twokey.images.v1.ImageStore/WatchImages');
+    });
+    it("tagging's certificate with alice's user token -> PERMISSION_DENIED (scope)", async () => {
+      const out = await watch(await t.workload('tagging', 'image-store'), alice);
+      expect(STATUS_NAMES[out.code]).to.equal('PERMISSION_DENIED');
+      expect(out.details).to.include('"images:watch"');
+    });
+    it("tagging's certificate with the cleaner's service token -> UNAUTHENTICATED (binding)", async () => {
+      const out = await watch(await t.workload('tagging', 'image-store'), await serviceToken('cleaner'));
+      expect(STATUS_NAMES[out.code]).to.equal('UNAUTHENTICATED');
+      expect(out.details).to.include('binding check failed');
+    });
+    it("the cleaner's certificate with its own service token -> PERMISSION_DENIED (grant)", async () => {
+      const out = await watch(await t.workload('cleaner', 'image-store'), await serviceToken('cleaner'));
+      expect(STATUS_NAMES[out.code]).to.equal('PERMISSION_DENIED');
+      expect(out.details).to.include('does not grant /twokey.images.v1.ImageStore/WatchImages');
+    });
+  });
+
   describe('the public edges: gateway and HTTPS JWKS', () => {
     for (const path of [
       '/twokey.auth.v1.Auth/GetServiceToken',
