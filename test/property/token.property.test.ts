@@ -1,6 +1,9 @@
 // Token pre-checks and verification: only typed errors, no malleability, and no claim set the contract forbids gets through.
 import { expect } from 'chai';
 import fc from 'fast-check';
+import * as grpc from '@grpc/grpc-js';
+import { isIdentityClaiming, stripIdentityMetadata } from '../../services/authz/identity-metadata.ts';
+import { bearerToken } from '../../services/authz/token-authenticator.ts';
 import type { ErrorCode } from '../../services/authz/errors.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
 import { TokenVerifier, precheck } from '../../services/authz/token-verifier.ts';
@@ -251,3 +254,51 @@ describe('property: token pre-checks and verification', function () {
 function b64(value: unknown): string {
   return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value) ?? 'null').toString('base64url');
 }
+
+describe('property: the authorization value and identity metadata', () => {
+  const printable = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 40 });
+
+  it('bearerToken returns exactly the token of "Bearer <base64url and dots>", and refuses everything else with ERR_TOKEN_MALFORMED', () => {
+    const value = fc.oneof(
+      printable,
+      printable.map((s) => `Bearer ${s}`),
+      fc.array(fc.constantFrom(...'ABCxyz019-_.'.split('')), { minLength: 1, maxLength: 30 }).map((cs) => `Bearer ${cs.join('')}`),
+      mutated(fc.constant('Bearer abc.def.ghi'), [' ', 'b', 'B', '=', '+', '/', ',', '.', '~']),
+    );
+    fc.assert(
+      fc.property(value, (v) => {
+        const md = new grpc.Metadata();
+        // grpc-js itself refuses values outside printable ASCII, so such a value never arrives.
+        if (!/^[\x20-\x7e]*$/.test(v)) return;
+        md.set('authorization', v);
+        const out = typedOutcome(() => bearerToken(md), ['ERR_TOKEN_MALFORMED']);
+        const rest = v.startsWith('Bearer ') ? v.slice('Bearer '.length) : null;
+        const ok = rest !== null && rest.length > 0 && [...rest].every((c) => /[A-Za-z0-9._-]/.test(c));
+        expect(out.ok, JSON.stringify(v)).to.equal(ok);
+        if (out.ok) expect(out.value).to.equal(rest);
+      }),
+      { numRuns: RUNS * 2 },
+    );
+  });
+
+  it('identity-claiming metadata never survives stripping, whatever its case or suffix; other keys always do', () => {
+    const claiming = ['x-forwarded-client-cert', 'x-spiffe-id', 'x-user', 'x-remote-user', 'x-jwt-payload', 'x-twokey-', 'x-amzn-oidc-', 'x-goog-iap-', 'x-ms-client-principal', 'x-consumer-', 'ssl-client-', 'x-ssl-'];
+    const suffix = fc.string({ unit: fc.constantFrom(...'abcxyz-019'.split('')), maxLength: 8 });
+    const key = fc.oneof(
+      fc.tuple(fc.constantFrom(...claiming), suffix).map(([p, s]) => ({ key: `${p}${s}`, claims: true })),
+      fc.tuple(fc.constantFrom('x-request-id', 'traceparent', 'content-language', 'x-b3-', 'grpc-accept-'), suffix).map(([p, s]) => ({ key: `${p}${s}`, claims: false })),
+    );
+    fc.assert(
+      fc.property(fc.uniqueArray(key, { selector: (k) => k.key, maxLength: 8 }), fc.boolean(), (keys, keepAuthorization) => {
+        const md = new grpc.Metadata();
+        md.set('authorization', 'Bearer a.b.c');
+        for (const k of keys) md.set(k.key, 'v');
+        const clean = Object.keys(stripIdentityMetadata(md, { keepAuthorization }).getMap());
+        for (const k of keys) expect(clean.includes(k.key), k.key).to.equal(!k.claims && !isIdentityClaiming(k.key));
+        for (const k of keys) if (k.claims) expect(isIdentityClaiming(k.key.toUpperCase()), k.key).to.equal(true);
+        expect(clean.includes('authorization')).to.equal(keepAuthorization);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});
