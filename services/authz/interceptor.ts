@@ -1,8 +1,17 @@
 // The grpc-js server interceptor: a thin adapter that feeds decide() and lets only allowed calls through.
 import { randomUUID } from 'node:crypto';
-import { ServerInterceptingCall, status, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
+import {
+  ServerInterceptingCall,
+  status,
+  type Metadata,
+  type FullResponder,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+  type ServerListener,
+  type ServerMethodDefinition,
+} from '@grpc/grpc-js';
 import { endCall, runInCall, requestIdFrom, traceFrom, type CallContext } from './call-context.ts';
-import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type TokenResult } from './decision.ts';
+import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type TokenResult } from './decision.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -35,6 +44,16 @@ export function denialMessage(decision: Decision, decisionId: string): string {
   return `twokey: ${decision.reason} (decision ${decisionId})`;
 }
 
+interface Settings {
+  readonly trustDomain: string;
+  readonly rules: RuleSource;
+  readonly tokens: TokenAuthenticator;
+  readonly log: DecisionLog | undefined;
+  readonly clock: () => number;
+  readonly newId: () => string;
+  readonly dryRun: boolean;
+}
+
 /**
  * Authorizes every call, unary and streaming alike, before its handler starts: the handler's
  * listener only sees the request metadata (and so only begins reading messages) once the decision
@@ -42,143 +61,188 @@ export function denialMessage(decision: Decision, decisionId: string): string {
  */
 export function createAuthzInterceptor(options: AuthzInterceptorOptions): ServerInterceptor {
   const peers = options.peers ?? new PeerIdentityCache();
-  const clock = options.clock ?? Date.now;
-  const newId = options.newDecisionId ?? randomUUID;
-  const dryRun = options.dryRun === true;
-
-  return (methodDescriptor, call) => {
-    // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
-    const peer = peers.fromCall(call);
-    let ctx: CallContext | undefined;
-    let forwardToken: string | undefined;
-    let decided: DecisionInput | undefined;
-    let expiry: NodeJS.Timeout | undefined;
-    const stopExpiry = (): void => {
-      if (expiry !== undefined) clearTimeout(expiry);
-      expiry = undefined;
-    };
-    /** The decision for this call: synchronous unless the token is not in the cache yet. */
-    const authorize = (metadata: Metadata, method: string): Decision | Promise<Decision> => {
-      const input = { peer, method, rule: options.rules.ruleOf(method), now: clock(), trustDomain: options.trustDomain };
-      decided = input;
-      const settled = decidePeer(input);
-      if (settled !== null) return settled;
-      const decideWith = (token: TokenResult): Decision => {
-        forwardToken = token.ok && token.token.kind === 'user' ? token.raw : undefined;
-        decided = { ...input, token, now: clock() };
-        return decide(decided);
-      };
-      const token = options.tokens.fromMetadata(metadata);
-      return token instanceof Promise ? token.then(decideWith) : decideWith(token);
-    };
-    const intercepting: ServerInterceptingCall = new ServerInterceptingCall(call, {
-      start: (next) => {
-        next({
-          onReceiveMetadata: (metadata, nextMetadata) => {
-            const started = process.hrtime.bigint();
-            const decisionId = newId();
-            const method = methodDescriptor.path;
-            const finish = (decision: Decision): void => {
-              const enforced = !decision.allow && !dryRun;
-              const requestId = requestIdFrom(metadata, decisionId);
-              options.log?.write({
-                decisionId,
-                method,
-                peer: peer.ok ? peer.identity : undefined,
-                decision,
-                enforced,
-                latencyUs: Number(process.hrtime.bigint() - started) / 1000,
-                requestId,
-              });
-              if (enforced) {
-                intercepting.sendStatus({ code: decision.code, details: denialMessage(decision, decisionId) });
-                return;
-              }
-              const token = decision.token;
-              ctx = {
-                decisionId,
-                method,
-                peer: peer.ok ? peer.identity : undefined,
-                token,
-                forwardToken: decision.allow ? forwardToken : undefined,
-                requestId,
-                trace: traceFrom(metadata),
-              };
-              if (decision.allow && !dryRun && (methodDescriptor.requestStream || methodDescriptor.responseStream)) {
-                armExpiry(decision, decisionId, requestId);
-              }
-              const clean = stripIdentityMetadata(metadata, { keepAuthorization: false });
-              runInCall(ctx, () => nextMetadata(clean));
-            };
-            /**
-             * A stream may stay open for hours; it must not outlive the token or the certificate it
-             * was allowed with. When the first of them lapses, the same decision runs again with the
-             * clock of that moment, and its denial ends the stream.
-             */
-            const armExpiry = (allowed: Decision, decisionId: string, requestId: string): void => {
-              const until = Math.min(allowed.token?.validUntilMs ?? Infinity, peer.ok ? peer.identity.notAfter.getTime() : Infinity);
-              if (!Number.isFinite(until)) return;
-              const delay = Math.min(Math.max(until - clock(), 0), MAX_TIMER_MS);
-              expiry = setTimeout(() => {
-                expiry = undefined;
-                const again = decide({ ...decided!, now: clock() });
-                if (again.allow) {
-                  // Not lapsed yet (a long certificate, or a clock that moved back): look again later.
-                  expiry = setTimeout(() => armExpiry(again, decisionId, requestId), MIN_RECHECK_MS);
-                  expiry.unref();
-                  return;
-                }
-                options.log?.write({ decisionId, method: methodDescriptor.path, peer: peer.ok ? peer.identity : undefined, decision: again, enforced: true, latencyUs: 0, requestId });
-                intercepting.sendStatus({ code: again.code, details: `${denialMessage(again, decisionId)}; the stream outlived it` });
-              }, delay);
-              expiry.unref();
-            };
-            const fail = (err: unknown): void => {
-              // Fail closed: an unexpected error is a denial, never a pass.
-              intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: authorization failed internally (decision ${decisionId})` });
-              options.log?.write({
-                decisionId,
-                method,
-                peer: peer.ok ? peer.identity : undefined,
-                decision: internalDenial(err),
-                enforced: true,
-                latencyUs: Number(process.hrtime.bigint() - started) / 1000,
-              });
-            };
-            // Only computing the decision is guarded here: an error in it denies the call. What the
-            // handler does once admitted is grpc-js's to handle, not mislogged as a decision.
-            let decision: Decision | Promise<Decision>;
-            try {
-              decision = authorize(metadata, method);
-            } catch (err) {
-              return fail(err);
-            }
-            if (!(decision instanceof Promise)) return finish(decision);
-            decision.then(finish, fail).catch(() => {
-              intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: internal error (decision ${decisionId})` });
-            });
-          },
-          // Messages and half-close reach the handler only after an allowing decision set ctx.
-          onReceiveMessage: (message, nextMessage) => {
-            if (ctx !== undefined) runInCall(ctx, () => nextMessage(message));
-          },
-          onReceiveHalfClose: (nextHalfClose) => {
-            if (ctx !== undefined) runInCall(ctx, nextHalfClose);
-          },
-          onCancel: () => {
-            stopExpiry();
-            if (ctx !== undefined) endCall(ctx);
-          },
-        });
-      },
-      sendStatus: (callStatus, nextStatus) => {
-        stopExpiry();
-        if (ctx !== undefined) endCall(ctx);
-        nextStatus(callStatus);
-      },
-    });
-    return intercepting;
+  const settings: Settings = {
+    trustDomain: options.trustDomain,
+    rules: options.rules,
+    tokens: options.tokens,
+    log: options.log,
+    clock: options.clock ?? Date.now,
+    newId: options.newDecisionId ?? randomUUID,
+    dryRun: options.dryRun === true,
   };
+  // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
+  return (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call).intercepting;
+}
+
+/**
+ * One call's authorization. Its steps are methods rather than closures: this runs on every call,
+ * and the TypeScript loader names every closure it creates (a property definition each time).
+ */
+class AuthorizedCall {
+  readonly intercepting: ServerInterceptingCall;
+  readonly #settings: Settings;
+  readonly #method: ServerMethodDefinition<unknown, unknown>;
+  readonly #peer: PeerResult;
+  #ctx: CallContext | undefined;
+  #forwardToken: string | undefined;
+  #decided: DecisionInput | undefined;
+  #expiry: NodeJS.Timeout | undefined;
+  #decisionId = '';
+  #requestId = '';
+  #started = 0n;
+  #metadata: Metadata | undefined;
+  #nextMetadata: ((metadata: Metadata) => void) | undefined;
+
+  constructor(settings: Settings, method: ServerMethodDefinition<unknown, unknown>, peer: PeerResult, call: ServerInterceptingCallInterface) {
+    this.#settings = settings;
+    this.#method = method;
+    this.#peer = peer;
+    this.intercepting = new ServerInterceptingCall(call, { start: this.#start.bind(this), sendStatus: this.#sendStatus.bind(this) });
+  }
+
+  #start(next: (listener?: ServerListener) => void): void {
+    next({
+      onReceiveMetadata: this.#onMetadata.bind(this),
+      onReceiveMessage: this.#onMessage.bind(this),
+      onReceiveHalfClose: this.#onHalfClose.bind(this),
+      onCancel: this.#onCancel.bind(this),
+    });
+  }
+
+  #onMetadata(metadata: Metadata, nextMetadata: (metadata: Metadata) => void): void {
+    this.#started = process.hrtime.bigint();
+    this.#decisionId = this.#settings.newId();
+    this.#requestId = requestIdFrom(metadata, this.#decisionId);
+    this.#metadata = metadata;
+    this.#nextMetadata = nextMetadata;
+    // Only computing the decision is guarded here: an error in it denies the call. What the
+    // handler does once admitted is grpc-js's to handle, not mislogged as a decision.
+    let decision: Decision | Promise<Decision>;
+    try {
+      decision = this.#authorize(metadata);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (!(decision instanceof Promise)) return this.#finish(decision);
+    decision.then((d) => this.#finish(d), (err: unknown) => this.#fail(err)).catch(() => {
+      this.intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: internal error (decision ${this.#decisionId})` });
+    });
+  }
+
+  // Messages and half-close reach the handler only after an allowing decision set the context.
+  #onMessage(message: unknown, nextMessage: (message: unknown) => void): void {
+    const ctx = this.#ctx;
+    if (ctx !== undefined) runInCall(ctx, () => nextMessage(message));
+  }
+
+  #onHalfClose(nextHalfClose: () => void): void {
+    if (this.#ctx !== undefined) runInCall(this.#ctx, nextHalfClose);
+  }
+
+  #onCancel(): void {
+    this.#stopExpiry();
+    if (this.#ctx !== undefined) endCall(this.#ctx);
+  }
+
+  #sendStatus(...[callStatus, nextStatus]: Parameters<FullResponder['sendStatus']>): void {
+    this.#stopExpiry();
+    if (this.#ctx !== undefined) endCall(this.#ctx);
+    nextStatus(callStatus);
+  }
+
+  /** The decision for this call: synchronous unless the token is not in the cache yet. */
+  #authorize(metadata: Metadata): Decision | Promise<Decision> {
+    const s = this.#settings;
+    const path = this.#method.path;
+    const input: DecisionInput = { peer: this.#peer, method: path, rule: s.rules.ruleOf(path), now: s.clock(), trustDomain: s.trustDomain };
+    this.#decided = input;
+    const settled = decidePeer(input);
+    if (settled !== null) return settled;
+    const token = s.tokens.fromMetadata(metadata);
+    return token instanceof Promise ? token.then((t) => this.#decideWith(t)) : this.#decideWith(token);
+  }
+
+  #decideWith(token: TokenResult): Decision {
+    this.#forwardToken = token.ok && token.token.kind === 'user' ? token.raw : undefined;
+    this.#decided = { ...this.#decided!, token, now: this.#settings.clock() };
+    return decide(this.#decided);
+  }
+
+  #log(decision: Decision, enforced: boolean): void {
+    this.#settings.log?.write({
+      decisionId: this.#decisionId,
+      method: this.#method.path,
+      peer: this.#peer.ok ? this.#peer.identity : undefined,
+      decision,
+      enforced,
+      latencyUs: Number(process.hrtime.bigint() - this.#started) / 1000,
+      requestId: this.#requestId,
+    });
+  }
+
+  #finish(decision: Decision): void {
+    const enforced = !decision.allow && !this.#settings.dryRun;
+    this.#log(decision, enforced);
+    if (enforced) {
+      this.intercepting.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId) });
+      return;
+    }
+    const metadata = this.#metadata!;
+    const ctx: CallContext = {
+      decisionId: this.#decisionId,
+      method: this.#method.path,
+      peer: this.#peer.ok ? this.#peer.identity : undefined,
+      token: decision.token,
+      forwardToken: decision.allow ? this.#forwardToken : undefined,
+      requestId: this.#requestId,
+      trace: traceFrom(metadata),
+    };
+    this.#ctx = ctx;
+    if (decision.allow && !this.#settings.dryRun && (this.#method.requestStream || this.#method.responseStream)) this.#armExpiry(decision);
+    const clean = stripIdentityMetadata(metadata, { keepAuthorization: false });
+    const nextMetadata = this.#nextMetadata!;
+    this.#metadata = undefined;
+    this.#nextMetadata = undefined;
+    runInCall(ctx, () => nextMetadata(clean));
+  }
+
+  #fail(err: unknown): void {
+    // Fail closed: an unexpected error is a denial, never a pass.
+    this.intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: authorization failed internally (decision ${this.#decisionId})` });
+    this.#log(internalDenial(err), true);
+  }
+
+  /**
+   * A stream may stay open for hours; it must not outlive the token or the certificate it was
+   * allowed with. When the first of them lapses, the same decision runs again with the clock of
+   * that moment, and its denial ends the stream.
+   */
+  #armExpiry(allowed: Decision): void {
+    const peer = this.#peer;
+    const until = Math.min(allowed.token?.validUntilMs ?? Infinity, peer.ok ? peer.identity.notAfter.getTime() : Infinity);
+    if (!Number.isFinite(until)) return;
+    const delay = Math.min(Math.max(until - this.#settings.clock(), 0), MAX_TIMER_MS);
+    this.#expiry = setTimeout(() => this.#onExpiry(), delay);
+    this.#expiry.unref();
+  }
+
+  #onExpiry(): void {
+    this.#expiry = undefined;
+    const again = decide({ ...this.#decided!, now: this.#settings.clock() });
+    if (again.allow) {
+      // Not lapsed yet (a long certificate, or a clock that moved back): look again later.
+      this.#expiry = setTimeout(() => this.#armExpiry(again), MIN_RECHECK_MS);
+      this.#expiry.unref();
+      return;
+    }
+    this.#log(again, true);
+    this.intercepting.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
+  }
+
+  #stopExpiry(): void {
+    if (this.#expiry !== undefined) clearTimeout(this.#expiry);
+    this.#expiry = undefined;
+  }
 }
 
 function internalDenial(err: unknown): Decision {
