@@ -178,7 +178,7 @@ describe('adversarial: hostile client certificates over real mTLS', function () 
     return unary(client, 'GetImage', { id: 'img' }, md);
   }
 
-  it(`the fixture set is the one the CA engineer generates (${FIXTURE_SPIFFE_ID})`, () => {
+  it(`the generated fixtures (client ${FIXTURE_SPIFFE_ID}) hold the named defects`, () => {
     expect(ctx.fixtures.fixtures.map((f) => f.name)).to.include.members(['valid', 'expired', 'wrong-ca', 'ca-true-leaf', 'two-uri-sans', 'no-uri-san']);
   });
 

@@ -1,4 +1,4 @@
-// A real Probe mesh server for attacks: a counting JWKS source, a counting outbound-fetch trap, call helpers.
+// A real Probe mesh server for attacks: a counting JWKS source, a counting outbound-fetch trap, call plumbing.
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
