@@ -76,8 +76,32 @@ export async function probeScenario(load: Child, scenario: Scenario): Promise<Ca
   return outcomes[0]!;
 }
 
+function connectionKeyOf(scenario: Scenario, round: number | 'warm-up'): string {
+  return scenario.reconnectEachRound ? `${scenario.id}/round-${round}` : `${scenario.id}/persistent`;
+}
+
+/**
+ * Once before the rounds: the first seconds of a process run unoptimized code, and the first
+ * round would otherwise measure the JIT rather than the server.
+ */
+export async function warmUp(load: Child, scenario: Scenario, durationMs: number): Promise<void> {
+  const connectionKey = connectionKeyOf(scenario, 'warm-up');
+  await load.request<LoadResult>({
+    op: 'load',
+    ...scenario.call,
+    connectionKey,
+    connections: scenario.connections,
+    mode: 'closed',
+    concurrency: scenario.concurrency,
+    rate: 0,
+    durationMs,
+    maxCalls: undefined,
+  });
+  if (scenario.reconnectEachRound) await load.request({ op: 'close', prefix: connectionKey });
+}
+
 export async function runRound(load: Child, scenario: Scenario, timing: Timing, round: number): Promise<RoundResult> {
-  const connectionKey = scenario.reconnectEachRound ? `${scenario.id}/round-${round}` : `${scenario.id}/persistent`;
+  const connectionKey = connectionKeyOf(scenario, round);
   const job = (mode: 'closed' | 'open', durationMs: number): Omit<LoadJob, 'seq'> => ({
     op: 'load',
     ...scenario.call,

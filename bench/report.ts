@@ -13,6 +13,8 @@ export interface ScenarioSummary {
   closedLatencyMs: Pick<LatencySummary, 'p50' | 'p90' | 'p99'>;
   /** Server CPU seconds (user + system, all of the scenario's server processes) per 1,000 calls at saturation. */
   cpuSecondsPer1k: number;
+  /** The lowest round's figure: on a shared machine, the least disturbed estimate of the intrinsic cost. */
+  cpuSecondsPer1kMin: number;
   /** The same at the fixed offered rate. */
   cpuSecondsPer1kOpen: number;
   /** Fraction of one core the server used at saturation: near 1 means the server, not the load, was the limit. */

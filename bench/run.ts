@@ -11,7 +11,7 @@ import { ECHO_METHOD, encodeEchoRequest } from './echo-service.ts';
 import type { LoadResult } from './load-process.ts';
 import { median } from './latency.ts';
 import { GET_IMAGE_METHOD, startMeshPath, type MeshPath } from './mesh-path.ts';
-import { allStats, probeScenario, runRound, type RoundResult, type Scenario, type Timing } from './measure.ts';
+import { allStats, probeScenario, runRound, warmUp, type RoundResult, type Scenario, type Timing } from './measure.ts';
 import { buildPki, TRUST_DOMAIN, type BenchPki } from './pki.ts';
 import { summarizeProfile } from './profile-summary.ts';
 import { renderSvg, renderTable, renderTargets, type ScenarioSummary } from './report.ts';
@@ -31,19 +31,21 @@ const LARGE_GRANTS = 6_000;
 // Two services in series on two cores serve far fewer calls than one: E's open loop is offered
 // this rate instead of --rate, so its latency is measured below saturation too.
 const MESH_RATE = 250;
+const WARM_UP_MS = 500;
 // The mesh services start before the benchmark's other setup ends; this much of their profiles is start-up.
 const MESH_PROFILE_SKIP_MS = 8000;
 
 const { values: argv } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
-    'closed-ms': { type: 'string', default: '1000' },
-    'open-ms': { type: 'string', default: '1200' },
-    'warmup-ms': { type: 'string', default: '300' },
+    'closed-ms': { type: 'string', default: '800' },
+    'open-ms': { type: 'string', default: '1000' },
+    'warmup-ms': { type: 'string', default: '200' },
     rate: { type: 'string', default: '2000' },
     concurrency: { type: 'string', default: '32' },
     'skip-memory': { type: 'boolean', default: false },
     'skip-mesh': { type: 'boolean', default: false },
+    breakdown: { type: 'boolean', default: false },
     only: { type: 'string' },
     profile: { type: 'string' },
     publish: { type: 'boolean', default: false },
@@ -54,13 +56,16 @@ const { values: argv } = parseArgs({
 if (argv.help) {
   process.stdout.write(`Usage: npm run bench -- [options]
   --rounds N         rounds over all scenarios; medians are reported (default 3)
-  --closed-ms MS     closed-loop (saturation) phase per scenario and round (default 1000)
-  --open-ms MS       open-loop phase at the fixed rate (default 1200)
-  --warmup-ms MS     warm-up before each scenario's phases (default 300)
+  --closed-ms MS     closed-loop (saturation) phase per scenario and round (default 800)
+  --open-ms MS       open-loop phase at the fixed rate (default 1000)
+  --warmup-ms MS     warm-up before each scenario's phases (default 200)
   --rate N           offered rate of the open-loop phase, calls/s (default 2000)
   --concurrency N    calls in flight in the closed loop (default 32)
   --skip-memory      skip the 100,000-token memory check
   --skip-mesh        skip scenario E (the example mesh: gateway -> image-store)
+  --breakdown        add the scenarios that show where B's cost goes: A with a pass-through
+                     interceptor (A+i), A+i entering an AsyncLocalStorage context as twokey does
+                     (A+i+als), B without the decision log (B-nolog), A over 1,000 connections
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
   --profile IDS      run these scenarios' servers under node --cpu-prof; profiles and their
                      summaries go to bench/results/profiles/
@@ -96,6 +101,8 @@ const log = (line: string): void => {
   process.stderr.write(`[bench ${((performance.now() - startedAt) / 1000).toFixed(1)}s] ${line}\n`);
 };
 const startedAt = performance.now();
+// Other work on the machine shows up here, and in every figure below: it is printed with them.
+const loadAtStart = os.loadavg()[0]!;
 
 function portOf(child: Child, ports: Map<Child, number>): number {
   const port = ports.get(child);
@@ -127,7 +134,6 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
   const wanted: Array<[string, ServerConfig]> = [
     ['A', { kind: 'plain', svidDir: pki.server }],
     ['B', twokey()],
-    ['B-nolog', twokey(false)],
     ['C', twokey()],
     ['D-grant', twokey()],
     ['D-token', twokey()],
@@ -135,8 +141,13 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     ['F-glarge', twokey()],
     ['F-c100', twokey()],
     ['F-c1000', twokey()],
-    ['A-c1000', { kind: 'plain', svidDir: pki.server }],
   ];
+  if (argv.breakdown) {
+    wanted.push(['B-nolog', twokey(false)]);
+    wanted.push(['A-c1000', { kind: 'plain', svidDir: pki.server }]);
+    wanted.push(['A+i', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through' }]);
+    wanted.push(['A+i+als', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through-als' }]);
+  }
   if (withMemory) wanted.push(['M', twokey()]);
   const chosen = wanted.filter(([name]) => only === undefined || only.has(name) || (name === 'M' && withMemory));
   const children = new Map<string, Child>();
@@ -190,6 +201,8 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
   const allowed = { shape: 'message', code: 0 } as const;
   const all = [
     scenario('A', 'plain grpc-js, mTLS, no authorization', 'A', pki.clientOneGrant, 'one', allowed),
+    scenario('A+i', 'A + pass-through interceptor', 'A+i', pki.clientOneGrant, 'one', allowed),
+    scenario('A+i+als', 'A + pass-through interceptor in an AsyncLocalStorage context', 'A+i+als', pki.clientOneGrant, 'one', allowed),
     scenario('B', 'twokey allow, same token (cache hit)', 'B', pki.clientOneGrant, 'one', allowed),
     scenario('B-nolog', 'B without the decision log', 'B-nolog', pki.clientOneGrant, 'one', allowed),
     scenario('C', `twokey allow, ${C_TOKENS.toLocaleString('en')} tokens round-robin`, 'C', pki.clientOneGrant, 'many', allowed),
@@ -268,6 +281,7 @@ function summarize(scenarios: Scenario[], results: Map<string, RoundResult[]>, p
         p99: median(perRound((r) => r.closed.latencyMs.p99)),
       },
       cpuSecondsPer1k: median(perRound((r) => r.cpuSecondsPer1k)),
+      cpuSecondsPer1kMin: Math.min(...perRound((r) => r.cpuSecondsPer1k)),
       cpuSecondsPer1kOpen: median(perRound((r) => r.cpuSecondsPer1kOpen)),
       serverCoreUse: median(perRound((r) => r.serverCoreUse)),
       loadCoreUse: median(perRound((r) => r.closed.loadCoreUse)),
@@ -352,6 +366,8 @@ async function main(): Promise<void> {
       await load.request({ op: 'close', prefix: 'C/prime' });
     }
 
+    for (const s of scenarios) await warmUp(load, s, WARM_UP_MS);
+    log('warmed up');
     const results = new Map<string, RoundResult[]>(scenarios.map((s) => [s.id, []]));
     for (let round = 0; round < rounds; round += 1) {
       // Rotated each round, so no scenario always runs first or right after a heavy one.
@@ -377,7 +393,8 @@ async function main(): Promise<void> {
     const targets = evaluateTargets(summaries, leak, memory);
     const machine = `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`;
     const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
-    const subtitle = `${machine}; ${rounds} rounds, medians; closed loop ${concurrency} in flight; open loop ${timing.rate} calls/s; ${PAYLOAD_BYTES}-byte messages`;
+    const loadAverage = `load average ${loadAtStart.toFixed(1)} at start, ${os.loadavg()[0]!.toFixed(1)} at end`;
+    const subtitle = `${machine} (${loadAverage}); ${rounds} rounds, medians; closed loop ${concurrency} in flight; open loop ${timing.rate} calls/s; ${PAYLOAD_BYTES}-byte messages`;
     const table = renderTable(summaries, timing.rate);
     const targetTable = renderTargets(targets);
     const elapsedS = (performance.now() - startedAt) / 1000;

@@ -1,6 +1,7 @@
 // Entry of a benchmark server child process: serves Echo on 127.0.0.1 with an ephemeral port,
 // either plain grpc-js over mTLS (the baseline) or through twokey's mesh server, then reports the
 // bound port to the parent and answers its stats requests (stats-probe.ts).
+import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -18,6 +19,11 @@ export type ServerConfig =
       kind: 'plain';
       /** Workload certificate directory (svid.pem, svid.key, bundle.pem). */
       svidDir: string;
+      /**
+       * For the cost breakdown: a server interceptor that only passes everything on, optionally
+       * running the handler's callbacks inside an AsyncLocalStorage context as twokey's does.
+       */
+      interceptor?: 'pass-through' | 'pass-through-als';
     }
   | {
       kind: 'twokey';
@@ -51,6 +57,27 @@ function bind(server: grpc.Server, credentials: grpc.ServerCredentials): Promise
   });
 }
 
+/** An interceptor shaped like twokey's (same listener callbacks) that decides nothing. */
+function passThrough(withContext: boolean): grpc.ServerInterceptor {
+  const storage = new AsyncLocalStorage<object>();
+  return (_method, call) => {
+    let ctx: object | undefined;
+    const inContext = (fn: () => void): void => (withContext && ctx !== undefined ? storage.run(ctx, fn) : fn());
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, nextMetadata) => {
+            ctx = { method: _method.path };
+            inContext(() => nextMetadata(metadata));
+          },
+          onReceiveMessage: (message, nextMessage) => inContext(() => nextMessage(message)),
+          onReceiveHalfClose: (nextHalfClose) => inContext(nextHalfClose),
+        }),
+      sendStatus: (status, nextStatus) => nextStatus(status),
+    });
+  };
+}
+
 async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<number> {
   const read = (name: string): Buffer => fs.readFileSync(path.join(config.svidDir, name));
   const credentials = grpc.ServerCredentials.createSsl(
@@ -58,7 +85,7 @@ async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<num
     [{ cert_chain: read('svid.pem'), private_key: read('svid.key') }],
     true,
   );
-  const server = new grpc.Server();
+  const server = new grpc.Server(config.interceptor === undefined ? {} : { interceptors: [passThrough(config.interceptor === 'pass-through-als')] });
   server.addService(loadEchoService(), echoHandlers);
   return bind(server, credentials);
 }
