@@ -288,6 +288,23 @@ describe('faults on the running example mesh', function () {
     expect(report.failures).to.deep.equal({});
   });
 
+  it('many idle TLS connections from anonymous clients at the public gateway: it keeps serving others', async () => {
+    const [host, port] = t.mesh.endpoints.gateway.address.split(':') as [string, string];
+    const ca = readFileSync(t.mesh.endpoints.gateway.caFile);
+    const load = new Load('idle anonymous connections at the gateway', 3, () => list(alice));
+    const sockets: TLSSocket[] = [];
+    for (let i = 0; i < 150 * Math.min(SOAK_SCALE, 4); i++) {
+      sockets.push(tlsConnect({ host, port: Number(port), servername: 'localhost', ca, ALPNProtocols: ['h2'] }).on('error', () => undefined));
+    }
+    await sleep(ms(2000));
+    const report = await load.stop();
+    const open = sockets.filter((s) => !s.destroyed).length;
+    for (const s of sockets) s.destroy();
+    printReport(report, `${sockets.length} idle anonymous TLS connections, ${open} still open`);
+    expect(report.attempted).to.be.greaterThan(5);
+    expect(report.failures).to.deep.equal({});
+  });
+
   it('a flood of tokens with unknown kids: all refused, bounded JWKS refetches, others keep being served', async () => {
     const attacker = RawSigner.create('x');
     const fetchesBefore = jwksFetches();
