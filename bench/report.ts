@@ -127,8 +127,10 @@ export function renderSvg(rows: readonly ScenarioSummary[], rate: number, subtit
       );
     }
   }
+  // The label column is 250 px wide: about 40 characters at this size.
+  const short = (text: string): string => (text.length > 40 ? `${text.slice(0, 39)}…` : text);
   rows.forEach((r, i) => {
-    out.push(`<text x="10" y="${top + i * rowHeight + 12}">${escapeXml(`${r.id} ${r.label}`)}</text>`);
+    out.push(`<text x="10" y="${top + i * rowHeight + 12}">${escapeXml(short(`${r.id} ${r.label}`))}</text>`);
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;
