@@ -52,6 +52,16 @@ export function meshServerCredentials(svid: SvidSource): ServerCredentials {
   return experimental.createCertificateProviderServerCredentials(svid, svid, true);
 }
 
+/**
+ * Bounds on what a connection may hold. grpc-js otherwise keeps an idle connection for about
+ * 24 days, so a peer could pin sockets (and the certificate they were opened with) indefinitely;
+ * a closed idle connection costs a well-behaved client only a transparent reconnect.
+ */
+export const MESH_SERVER_DEFAULTS: Omit<ServerOptions, 'interceptors'> = {
+  'grpc.max_connection_idle_ms': 5 * 60_000,
+  'grpc.max_concurrent_streams': 1000,
+};
+
 export function createMeshServer(options: MeshServerOptions): MeshServer {
   const own = options.svid.svid.spiffeId;
   const trustDomain = own.trustDomain;
@@ -83,7 +93,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     dryRun: options.dryRun === true,
   });
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
-  const server = new Server({ ...options.serverOptions, interceptors: [authz, ...(options.interceptors ?? [])] });
+  const server = new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz, ...(options.interceptors ?? [])] });
   const credentials = meshServerCredentials(options.svid);
   return {
     server,
