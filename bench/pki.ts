@@ -17,6 +17,8 @@ export interface BenchPki {
   clientGrants100: string;
   clientGrantsLarge: string;
   largeGrantCount: number;
+  /** 10,000 grants: parsed in-process only, since no TLS connection can carry it. */
+  clientGrants10000: string;
   grantsOid: string;
   /** Proto roots whose declared rules servers apply: the bench proto (the filler methods declare none). */
   ruleRoots: string[];
@@ -56,7 +58,7 @@ function writeFillerProto(root: string, count: number): string[] {
 
 export function buildPki(workDir: string, largeGrantCount: number): BenchPki {
   const fillerRoot = path.join(workDir, 'filler-proto');
-  const filler = writeFillerProto(fillerRoot, largeGrantCount - 1);
+  const filler = writeFillerProto(fillerRoot, Math.max(largeGrantCount, 10_000) - 1);
   const catalog = MethodCatalog.load({ extraRoots: [BENCH_PROTO_ROOT, fillerRoot] });
   const ca = CertificateAuthority.init({ dir: path.join(workDir, 'ca'), trustDomain: TRUST_DOMAIN, catalog });
   const issue = (name: string, grants: string[]): string => {
@@ -77,8 +79,9 @@ export function buildPki(workDir: string, largeGrantCount: number): BenchPki {
     clientOneGrant: issue('client-1', [ECHO_METHOD]),
     clientNotGranted: issue('client-not-granted', [OTHER_METHOD]),
     clientGrants100: issue('client-100', [...filler.slice(0, 99), ECHO_METHOD]),
-    clientGrantsLarge: issue(`client-${largeGrantCount}`, [...filler, ECHO_METHOD]),
+    clientGrantsLarge: issue(`client-${largeGrantCount}`, [...filler.slice(0, largeGrantCount - 1), ECHO_METHOD]),
     largeGrantCount,
+    clientGrants10000: issue('client-10000', [...filler.slice(0, 9_999), ECHO_METHOD]),
     grantsOid: ca.grantsOid,
     ruleRoots: [BENCH_PROTO_ROOT],
   };

@@ -12,6 +12,7 @@ import type { LoadResult } from './load-process.ts';
 import { median } from './latency.ts';
 import { GET_IMAGE_METHOD, startMeshPath, type MeshPath } from './mesh-path.ts';
 import { allStats, probeScenario, runRound, warmUp, type RoundResult, type Scenario, type Timing } from './measure.ts';
+import { measureDecisionCost } from './decision-cost.ts';
 import { buildPki, TRUST_DOMAIN, type BenchPki } from './pki.ts';
 import { summarizeProfile } from './profile-summary.ts';
 import { renderSvg, renderTable, renderTargets, type ScenarioSummary } from './report.ts';
@@ -382,6 +383,16 @@ async function main(): Promise<void> {
       const stats = await allStats(s.servers, false);
       peakRss.set(s.id, stats.reduce((sum, x) => sum + x.peakRssBytes, 0) / 2 ** 20);
     }
+    // In this process while no load runs: nothing else of the benchmark competes for the CPU.
+    const decisionCost = measureDecisionCost(
+      [
+        { grants: 1, dir: pki.clientOneGrant },
+        { grants: 100, dir: pki.clientGrants100 },
+        { grants: LARGE_GRANTS, dir: pki.clientGrantsLarge },
+        { grants: 10_000, dir: pki.clientGrants10000 },
+      ],
+      TRUST_DOMAIN,
+    );
     let memory: MemoryResult | undefined;
     if (withMemory) {
       const m = servers.children.get('M')!;
@@ -390,7 +401,7 @@ async function main(): Promise<void> {
 
     const summaries = summarize(scenarios, results, peakRss);
     const leak = (results.get('F-c1000') ?? []).map((r) => (r.heapAfterRoundBytes ?? Number.NaN) / 2 ** 20);
-    const targets = evaluateTargets(summaries, leak, memory);
+    const targets = evaluateTargets(summaries, leak, memory, decisionCost);
     const machine = `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`;
     const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
     const loadAverage = `load average ${loadAtStart.toFixed(1)} at start, ${os.loadavg()[0]!.toFixed(1)} at end`;
@@ -407,6 +418,11 @@ async function main(): Promise<void> {
           .join(', ')}; first-sight verification ${memory.steps.map((s) => s.callsPerSecond.toFixed(0)).join(' / ')} calls/s\n`,
       );
     }
+    process.stdout.write(
+      `decision cost by grants (in-process, best of 5): ${decisionCost
+        .map((d) => `${d.grants.toLocaleString('en')}: decide() ${d.decideNanos.toFixed(0)} ns/call, certificate parse ${d.parseMicros.toFixed(0)} us/connection`)
+        .join('; ')}\n`,
+    );
     process.stdout.write(`F-c1000 server heap after each round's 1,000 connections closed: ${leak.map((v) => v.toFixed(1)).join(', ')} MiB\n`);
     process.stdout.write(`\n${command} took ${elapsedS.toFixed(0)} s\n`);
 
@@ -421,6 +437,7 @@ async function main(): Promise<void> {
       scenarios: summaries,
       targets,
       memory,
+      decisionCost,
       connectionLeakHeapMiB: leak,
     };
     fs.writeFileSync(path.join(resultsDir, 'latest.json'), `${JSON.stringify(json, null, 2)}\n`);
