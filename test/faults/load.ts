@@ -23,15 +23,19 @@ export class Load {
   readonly #workers: Promise<void>[] = [];
   readonly #started = Date.now();
 
-  /** Starts `concurrency` workers calling `op(i)` back to back until stop(). */
-  constructor(name: string, concurrency: number, op: (i: number) => Promise<unknown>, opts: { pauseMs?: number } = {}) {
+  /**
+   * Starts `concurrency` workers calling `op(i)` back to back until stop(), or until `maxMs` has
+   * passed, so a test that fails before calling stop() cannot leave load running forever.
+   */
+  constructor(name: string, concurrency: number, op: (i: number) => Promise<unknown>, opts: { pauseMs?: number; maxMs?: number } = {}) {
+    const deadline = this.#started + (opts.maxMs ?? 60_000 * SOAK_SCALE);
     const report: LoadReport = { name, attempted: 0, succeeded: 0, failed: 0, failures: {}, lost: 0, durationMs: 0 };
     this.report = report;
     let next = 0;
     for (let w = 0; w < concurrency; w++) {
       this.#workers.push(
         (async () => {
-          while (this.#running) {
+          while (this.#running && Date.now() < deadline) {
             const i = next++;
             report.attempted += 1;
             try {
@@ -45,7 +49,10 @@ export class Load {
               const key = text.replace(/\s*\((decision|request)[^)]*\)/g, '').slice(0, 160);
               report.failures[key] = (report.failures[key] ?? 0) + 1;
             }
+            // An op that fails at once (a closed client) settles as a microtask; yielding to the
+            // event loop each time keeps timers, child-process exits and test timeouts running.
             if (opts.pauseMs) await sleep(opts.pauseMs);
+            else await new Promise((resolve) => setImmediate(resolve));
           }
         })(),
       );
