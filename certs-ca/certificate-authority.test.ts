@@ -278,9 +278,11 @@ describe('CertificateAuthority', function () {
       refusal(() => ca.issue({ spiffeId: ID, grants: [], ip: ['127.0.0.256'] }), 'ERR_CA_POLICY', /ip\[0\]: invalid IP address "127\.0\.0\.256"/);
     });
 
-    it('a registry of another trust domain, and a registry with one bad workload (writing nothing)', () => {
+    it('a registry of another trust domain or grants OID, and a registry with one bad workload (writing nothing)', () => {
       const other = parseRegistry('trustDomain: other.local\nworkloads: []\n');
       refusal(() => ca.issueRegistry(other, join(root, 'reg-other')), 'ERR_CA_POLICY', /registry trust domain other\.local is not this CA's trust domain/);
+      const otherOid = parseRegistry(`trustDomain: ${TD}\ngrantsOid: 1.3.6.1.4.1.32473.7.2\nworkloads: []\n`);
+      refusal(() => ca.issueRegistry(otherOid, join(root, 'reg-oid')), 'ERR_CA_POLICY', /registry grantsOid 1\.3\.6\.1\.4\.1\.32473\.7\.2 is not this CA's grants OID 1\.3\.6\.1\.4\.1\.32473\.7\.1/);
       const registry = parseRegistry(
         [
           `trustDomain: ${TD}`,

@@ -217,6 +217,10 @@ export class CertificateAuthority {
     if (registry.trustDomain !== this.trustDomain) {
       throw new TwokeyError('ERR_CA_POLICY', `registry trust domain ${registry.trustDomain} is not this CA's trust domain ${this.trustDomain}`);
     }
+    // Services read the grants under the registry's OID; certificates under another would grant nothing.
+    if (registry.grantsOid !== this.grantsOid) {
+      throw new TwokeyError('ERR_CA_POLICY', `registry grantsOid ${registry.grantsOid} is not this CA's grants OID ${this.grantsOid}`);
+    }
     const issued = registry.workloads.map((w) => {
       try {
         return {

@@ -57,6 +57,13 @@ describe('loadRegistry', () => {
     expect(parseRegistry(base('  []\n', 'auth:\n  issuer: https://login.example.com/twokey\n')).auth.issuer).to.equal('https://login.example.com/twokey');
   });
 
+  it('takes the grants OID, defaulting to the CA default, and refuses one with an arc over 32 bits', () => {
+    expect(loadRegistry(REGISTRY).grantsOid).to.equal('1.3.6.1.4.1.32473.7.1');
+    expect(parseRegistry(base('  []\n', 'grantsOid: 1.3.6.1.4.1.99999.1\n')).grantsOid).to.equal('1.3.6.1.4.1.99999.1');
+    refused(base('  []\n', 'grantsOid: 2.25.329800735698586629295641978511506172918\n'), /:2: grantsOid: .*every arc must fit in 32 bits/);
+    refused(base('  []\n', 'grantsOid: 7\n'), /grantsOid/);
+  });
+
   it('refuses an unreadable file', () => {
     expect(() => loadRegistry('/nonexistent/registry.yaml')).to.throw(TwokeyError, /cannot read registry \/nonexistent\/registry\.yaml/);
   });

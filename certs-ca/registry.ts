@@ -2,9 +2,11 @@
 // token settings, parsed strictly so a typo fails loudly with its place in the file.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, type Document } from 'yaml';
+import { encodeOid } from '../services/authz/der.ts';
 import { TwokeyError } from '../services/authz/errors.ts';
 import { GrantSet } from '../services/authz/grant.ts';
 import { SpiffeId } from '../services/authz/spiffe-id.ts';
+import { DEFAULT_GRANTS_OID } from '../services/authz/svid.ts';
 import { parseDuration } from './duration.ts';
 import { checkDnsName, checkIpAddress } from './host-names.ts';
 
@@ -50,6 +52,8 @@ export interface AuthSettings {
 
 export interface Registry {
   trustDomain: string;
+  /** OID of the certificates' grants extension; must equal the issuing CA's setting. */
+  grantsOid: string;
   /** Default certificate lifetime in seconds. */
   defaultTtl: number;
   auth: AuthSettings;
@@ -175,9 +179,14 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
   } catch (err) {
     throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}: ${(err as Error).message} (aliases are not allowed)`, { cause: err });
   }
-  const top = c.object(raw, [], ['trustDomain', 'defaultTtl', 'auth', 'workloads'], ['trustDomain', 'workloads']);
+  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'auth', 'workloads'], ['trustDomain', 'workloads']);
   const trustDomain = c.wrap(['trustDomain'], () => SpiffeId.forTrustDomain(c.string(top.trustDomain, ['trustDomain'])).trustDomain);
   const defaultTtl = c.duration(top.defaultTtl ?? DEFAULTS.defaultTtl, ['defaultTtl']);
+  const grantsOid = c.wrap(['grantsOid'], () => {
+    const oid = c.string(top.grantsOid ?? DEFAULT_GRANTS_OID, ['grantsOid']);
+    encodeOid(oid);
+    return oid;
+  });
 
   const authRaw = c.object(top.auth ?? {}, ['auth'], ['userScopes', 'userTokenTtl', 'delegatedTokenTtl', 'serviceTokenTtl', 'maxDelegationDepth', 'issuer'], []);
   const depth = authRaw.maxDelegationDepth ?? DEFAULTS.maxDelegationDepth;
@@ -251,7 +260,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
       if (!ids.has(a.toString())) c.fail(['workloads', i, 'delegation', 'audiences', j], `audience ${a} is not a workload in this registry`);
     }),
   );
-  return { trustDomain, defaultTtl, auth, workloads };
+  return { trustDomain, grantsOid, defaultTtl, auth, workloads };
 }
 
 /** The workload with this SPIFFE ID, if any. */

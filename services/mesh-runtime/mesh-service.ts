@@ -56,6 +56,7 @@ export class MeshRuntime {
     const registry = loadRegistry(config.registryPath);
     const svid = await SvidSource.open(config.svidDir, {
       trustDomain: registry.trustDomain,
+      grantsOid: registry.grantsOid,
       onRejected: (err) => logger.warn({ event: 'svid.rejected', err: err.message }, 'new certificate files rejected; keeping the current ones'),
       onRotated: (m) => logger.info({ event: 'svid.rotated', serial: m.svid.serialHex, not_after: m.svid.notAfter }, 'workload certificate reloaded'),
     });
