@@ -2,7 +2,7 @@
 // the issued certificates, and every policy refusal naming its problem.
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TwokeyError, type ErrorCode } from '../services/authz/errors.ts';
 import { parseSvid } from '../services/authz/svid.ts';
-import { CertificateAuthority, loadRegistry, parseRegistry } from './index.ts';
+import { SpiffeId } from '../services/authz/spiffe-id.ts';
+import { builder, CertificateAuthority, loadRegistry, MAX_CERTIFICATE_DER_BYTES, parseRegistry, type IssuedWorkload } from './index.ts';
+import { caSubject, svidSpec } from './svid-profile.ts';
 
 const TD = 'twokey.local';
 const ID = `spiffe://${TD}/ns/demo/sa/web`;
@@ -30,6 +32,27 @@ function refusal(fn: () => unknown, code: ErrorCode, why: RegExp): void {
 
 function openssl(args: string[], input?: string): string {
   return execFileSync('openssl', args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** One mutual TLS 1.3 exchange: the server answers with the client's SPIFFE ID and closes. */
+async function mutualTls(server: IssuedWorkload, client: IssuedWorkload): Promise<string> {
+  const tls = createServer({ key: server.keyPem, cert: server.chainPem, ca: server.bundlePem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (socket) => {
+    socket.end(parseSvid(socket.getPeerCertificate().raw).spiffeId.toString());
+  });
+  tls.on('tlsClientError', () => {});
+  await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (tls.address() as AddressInfo).port;
+    const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', key: client.keyPem, cert: client.chainPem, ca: client.bundlePem });
+    return await new Promise<string>((resolve, reject) => {
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      socket.once('end', () => resolve(text));
+      socket.once('error', reject);
+    }).finally(() => socket.destroy());
+  } finally {
+    await new Promise<void>((resolve) => tls.close(() => resolve()));
+  }
 }
 
 describe('CertificateAuthority', function () {
@@ -294,6 +317,83 @@ describe('CertificateAuthority', function () {
       );
       refusal(() => ca.issueRegistry(registry, join(root, 'reg-bad')), 'ERR_GRANT_INVALID', /workload bad: grant "\/twokey\.auth\.v1\.Auth\/Logout" names no existing method/);
       expect(existsSync(join(root, 'reg-bad'))).to.equal(false);
+    });
+  });
+
+  describe('size limit', () => {
+    // Names of about 200 DER bytes each: some 300 reach the limit without any grant.
+    const bigNames = (n: number) => Array.from({ length: n }, (_, i) => `${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.n${String(i).padStart(4, '0')}.example`);
+
+    it(`refuses a certificate over ${MAX_CERTIFICATE_DER_BYTES} DER bytes for its grants, naming size, limit and reason`, () => {
+      const protos = join(root, 'filler-protos');
+      mkdirSync(join(protos, 'f'), { recursive: true });
+      const methods = Array.from({ length: 7_000 }, (_, i) => `M${i}`);
+      writeFileSync(join(protos, 'f', 'filler.proto'), `syntax = "proto3";\npackage f;\nmessage E {}\nservice S {\n${methods.map((m) => `  rpc ${m}(E) returns (E);`).join('\n')}\n}\n`);
+      const grants = methods.map((m) => `/f.S/${m}`);
+      const within = ca.issue({ spiffeId: ID, grants: grants.slice(0, 4_000), extraProtoRoots: [protos] });
+      expect(within.svid.grants.toStrings()).to.have.length(4_000);
+      expect(within.svid.der.length).to.be.at.most(MAX_CERTIFICATE_DER_BYTES);
+      refusal(
+        () => ca.issue({ spiffeId: ID, grants, extraProtoRoots: [protos] }),
+        'ERR_CA_POLICY',
+        /^certificate for spiffe:\/\/twokey\.local\/ns\/demo\/sa\/web would be \d\d,\d{3} bytes, over the limit of 60,000 bytes: too many grants \(7,000\) or names \(1 SANs\) for a TLS session ticket to carry it$/,
+      );
+    });
+
+    it('signs certificates up to the limit, and the largest one still carries mutual TLS 1.3 (session ticket included)', async () => {
+      const client = `spiffe://${TD}/ns/demo/sa/client`;
+      let largest: IssuedWorkload | undefined;
+      let n = 285;
+      for (; n < 310; n += 1) {
+        try {
+          largest = ca.issue({ spiffeId: client, grants: [], dns: bigNames(n) });
+        } catch (err) {
+          expect((err as Error).message).to.match(new RegExp(`would be 60,\\d{3} bytes, over the limit of 60,000 bytes: too many grants \\(0\\) or names \\(${n + 1} SANs\\)`));
+          break;
+        }
+      }
+      expect(n, 'the limit was never reached').to.be.below(310);
+      expect(largest!.svid.der.length).to.be.within(MAX_CERTIFICATE_DER_BYTES - 200, MAX_CERTIFICATE_DER_BYTES);
+
+      // Node's TLS 1.3 server puts the client certificate into the session ticket it sends after
+      // the handshake; over 64 KiB it aborts the connection there. The control, built beneath the
+      // CA's policy, shows that this check sees that failure.
+      const serverCert = ca.issue({ spiffeId: ID, grants: [], dns: ['localhost'] });
+      expect(await mutualTls(serverCert, largest!)).to.equal(client);
+      const oversized = builder
+        .prepareCertificate(
+          svidSpec({
+            spiffeId: SpiffeId.parse(client),
+            grants: [],
+            grantsOid: ca.grantsOid,
+            dns: bigNames(330),
+            ip: [],
+            publicKey: createPublicKey(largest!.keyPem),
+            issuer: caSubject(TD),
+            issuerKeyId: builder.keyIdentifier(ca.certificate.publicKey),
+            serial: builder.randomSerial(randomBytes),
+            notBefore: new Date(Date.now() - 60_000),
+            notAfter: new Date(Date.now() + 3_600_000),
+          }),
+          createPrivateKey(readFileSync(join(ca.dir, 'ca.key'))),
+        )
+        .sign();
+      expect(oversized.der.length).to.be.above(65_536);
+      let failure: unknown;
+      await mutualTls(serverCert, { ...largest!, chainPem: oversized.pem }).catch((err: unknown) => (failure = err));
+      expect(String(failure)).to.match(/alert internal error/);
+    });
+
+    it('knows the largest size a certificate can have before signing it', () => {
+      const spec = (key: KeyObject) => ({ serial: Buffer.from([1]), issuer: [['CN', 'x']] as const, subject: [['CN', 'y']] as const, notBefore: new Date(0), notAfter: new Date(86_400_000), publicKey: key, extensions: [] });
+      for (const [type, opts] of [['ec', { namedCurve: 'prime256v1' }], ['ec', { namedCurve: 'secp384r1' }], ['rsa', { modulusLength: 2048 }], ['ed25519', {}]] as const) {
+        const { privateKey, publicKey } = generateKeyPairSync(type as 'ec', opts as { namedCurve: string });
+        const unsigned = builder.prepareCertificate(spec(publicKey), privateKey);
+        const sizes = Array.from({ length: 32 }, () => unsigned.sign().der.length);
+        expect(Math.max(...sizes), `${type} ${JSON.stringify(opts)}`).to.be.at.most(unsigned.maxDerBytes);
+        // Fixed-length signatures: the bound is exact.
+        if (type !== 'ec') expect(sizes[0]).to.equal(unsigned.maxDerBytes);
+      }
     });
   });
 

@@ -9,7 +9,7 @@ import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { SpiffeId } from '../services/authz/spiffe-id.ts';
 import { parseSvid, type Svid } from '../services/authz/svid.ts';
 import { makeCaConfig, parseCaConfig, serializeCaConfig, type CaConfig } from './ca-config.ts';
-import { buildCertificate, keyIdentifier, randomSerial } from './certificate-builder.ts';
+import { buildCertificate, keyIdentifier, prepareCertificate, randomSerial } from './certificate-builder.ts';
 import { verifiedCsrPublicKey } from './csr.ts';
 import { formatDuration, parseDuration } from './duration.ts';
 import { checkDnsName, checkIpAddress } from './host-names.ts';
@@ -26,6 +26,14 @@ export const DEFAULT_CA_TTL_SECONDS = 5 * 365 * 86400;
 export const DEFAULT_WORKLOAD_TTL_SECONDS = 86400;
 // Tolerates clock skew between the CA and the workloads that check notBefore.
 const BACKDATE_SECONDS = 60;
+/**
+ * Largest workload certificate (DER bytes) the CA signs. A TLS 1.3 server's session ticket embeds
+ * the client certificate and a ticket holds at most 65,535 bytes, so Node fails every mutual-TLS
+ * connection with a bigger client certificate (`tlsv1 alert internal error`; measured here: 64,983
+ * bytes worked, 65,182 failed). The rest of the ticket grows with the SNI name and ALPN, hence the
+ * margin; OpenSSL's own cap on a certificate message (100 KiB) is further still.
+ */
+export const MAX_CERTIFICATE_DER_BYTES = 60_000;
 
 /** Sources of time, randomness and keys, injectable so tests control them. */
 export interface CaEnvironment {
@@ -274,7 +282,7 @@ export class CertificateAuthority {
     const dns = (req.dns ?? []).map((d, i) => checkDnsName(d, `dns[${i}]`));
     const ip = (req.ip ?? []).map((a, i) => checkIpAddress(a, `ip[${i}]`));
 
-    const cert = buildCertificate(
+    const unsigned = prepareCertificate(
       svidSpec({
         spiffeId,
         grants: grants.toStrings(),
@@ -290,6 +298,15 @@ export class CertificateAuthority {
       }),
       this.#key,
     );
+    if (unsigned.maxDerBytes > MAX_CERTIFICATE_DER_BYTES) {
+      const count = (n: number) => n.toLocaleString('en');
+      throw new TwokeyError(
+        'ERR_CA_POLICY',
+        `certificate for ${spiffeId} would be ${count(unsigned.maxDerBytes)} bytes, over the limit of ${count(MAX_CERTIFICATE_DER_BYTES)} bytes: ` +
+          `too many grants (${count(grants.grants.length)}) or names (${count(1 + dns.length + ip.length)} SANs) for a TLS session ticket to carry it`,
+      );
+    }
+    const cert = unsigned.sign();
     // Validate before handing out, with the same parser peers will use.
     const svid = parseSvid(cert.der, { grantsOid: this.grantsOid });
     if (!new X509Certificate(cert.der).verify(this.certificate.publicKey)) {

@@ -123,8 +123,28 @@ function signatureScheme(key: KeyObject): SignatureScheme {
   throw new TwokeyError('ERR_CA_POLICY', `unsupported signing key type ${type}`);
 }
 
-/** Encodes the TBSCertificate, signs it with `signingKey`, and returns the certificate. */
-export function buildCertificate(spec: CertificateSpec, signingKey: KeyObject): BuiltCertificate {
+/** The largest DER signature value `key` can produce (ECDSA's r and s vary in length). */
+function maxSignatureBytes(key: KeyObject): number {
+  const type = key.asymmetricKeyType;
+  if (type === 'ec') {
+    const orderBytes = key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 48 : 32;
+    // Each INTEGER may need a leading zero octet to stay positive.
+    const int = integer(Buffer.alloc(orderBytes + 1, 0x80));
+    return toDer(seq([int, int])).length;
+  }
+  if (type === 'rsa') return Math.ceil((key.asymmetricKeyDetails?.modulusLength ?? 0) / 8);
+  return 64; // ed25519
+}
+
+/** A certificate encoded but not yet signed, so its size can be checked before any signature exists. */
+export interface UnsignedCertificate {
+  /** The DER length of the signed certificate at most (ECDSA signatures vary by a few octets). */
+  maxDerBytes: number;
+  sign(): BuiltCertificate;
+}
+
+/** Encodes the TBSCertificate for `signingKey`; nothing is signed until sign() is called. */
+export function prepareCertificate(spec: CertificateSpec, signingKey: KeyObject): UnsignedCertificate {
   const scheme = signatureScheme(signingKey);
   const spki = spec.publicKey.export({ type: 'spki', format: 'der' });
   const fields: Node[] = [
@@ -144,9 +164,19 @@ export function buildCertificate(spec: CertificateSpec, signingKey: KeyObject): 
     );
   }
   const tbs = toDer(seq(fields));
-  const signature = sign(scheme.hash, tbs, signingKey);
-  const der = toDer(seq([embed(tbs), scheme.algorithm, bitString(signature)]));
-  return { der, pem: pemOf('CERTIFICATE', der) };
+  const wrap = (signature: Buffer): Buffer => toDer(seq([embed(tbs), scheme.algorithm, bitString(signature)]));
+  return {
+    maxDerBytes: wrap(Buffer.alloc(maxSignatureBytes(signingKey))).length,
+    sign: () => {
+      const der = wrap(sign(scheme.hash, tbs, signingKey));
+      return { der, pem: pemOf('CERTIFICATE', der) };
+    },
+  };
+}
+
+/** Encodes the TBSCertificate, signs it with `signingKey`, and returns the certificate. */
+export function buildCertificate(spec: CertificateSpec, signingKey: KeyObject): BuiltCertificate {
+  return prepareCertificate(spec, signingKey).sign();
 }
 
 // --- Serial numbers and key identifiers ---

@@ -5,6 +5,7 @@ export {
   WORKLOAD_FILES,
   DEFAULT_CA_TTL_SECONDS,
   DEFAULT_WORKLOAD_TTL_SECONDS,
+  MAX_CERTIFICATE_DER_BYTES,
   type CaEnvironment,
   type CaInitOptions,
   type CaOpenOptions,
