@@ -83,6 +83,39 @@ describe('image store service logic', () => {
     expect(codeOf(() => service.create(token('spiffe://twokey.local/ns/x/sa/y', ['images:write'], 'service'), upload))).to.equal('ERR_RESOURCE_FORBIDDEN');
   });
 
+  it('answers every filter combination from statements prepared once, when the repository is made', () => {
+    let prepared = 0;
+    const prepare = db.prepare.bind(db);
+    db.prepare = ((sql: string) => {
+      prepared += 1;
+      return prepare(sql);
+    }) as typeof db.prepare;
+    const own = new ImageRepository(db, { now: () => 1_000 });
+    const madeWith = prepared;
+    const put = (owner: string, name: string, tags: string[]) => own.create({ owner, name, contentType: 'image/png', content: Buffer.from(name), tags });
+    const a1 = put('alice', 'a1', ['x']);
+    put('alice', 'a2', ['y']);
+    put('bob', 'b1', ['x']);
+    const names = (owner: string | undefined, tag: string | undefined, afterSeq = 0, limit = 10) => own.list({ owner, tag, afterSeq, limit }).images.map((i) => i.name);
+    for (let round = 0; round < 2; round++) {
+      expect(names(undefined, undefined)).to.deep.equal(['a1', 'a2', 'b1']);
+      expect(names('alice', undefined)).to.deep.equal(['a1', 'a2']);
+      expect(names(undefined, 'x')).to.deep.equal(['a1', 'b1']);
+      expect(names('alice', 'x')).to.deep.equal(['a1']);
+      expect(names('bob', 'y')).to.deep.equal([]);
+      expect(own.list({ owner: undefined, tag: undefined, afterSeq: 1, limit: 1 })).to.include({ lastSeq: 2, more: true });
+    }
+    expect(own.update(a1.id, { content: Buffer.from('new') })?.content).to.equal(undefined);
+    expect(own.get(a1.id, true)?.content?.toString()).to.equal('new');
+    expect(own.setTags(a1.id, ['z'])?.tags).to.deep.equal(['z']);
+    expect(own.delete(a1.id)).to.equal(true);
+    expect(own.delete(a1.id)).to.equal(false);
+    expect(own.update(a1.id, { name: 'gone' })).to.equal(undefined);
+    expect(own.eventsAfter(0, 10).map((e) => e.type)).to.deep.equal(['created', 'created', 'created', 'updated', 'updated', 'deleted']);
+    expect(madeWith).to.be.above(0);
+    expect(prepared, 'statements prepared after construction').to.equal(madeWith);
+  });
+
   it('logs created, updated and deleted events in order, durably', () => {
     const image = service.create(alice, upload);
     service.setTags(alice, { id: image.id, tags: ['b', 'a', 'a'] });
