@@ -98,7 +98,7 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
     keys: await StaticKeys.fromJwks(config.jwks),
     issuer: config.issuer,
     rules: MethodCatalog.load({ extraRoots: config.protoRoots }),
-    ...(config.decisionLog ? { logger: createLogger('bench-echo', 'info') } : {}),
+    ...(config.decisionLog ? { logger: createLogger('bench-echo', { level: 'info' }) } : {}),
   });
   mesh.server.addService(loadEchoService(), echoHandlers);
   return mesh.listen('127.0.0.1:0');

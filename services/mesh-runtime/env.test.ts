@@ -10,8 +10,10 @@ describe('service environment', () => {
       svidDir: '/var/run/twokey/svid',
       registryPath: '/etc/twokey/registry.yaml',
       logLevel: 'info',
+      logSync: false,
       dryRun: false,
     });
+    expect(readCommonConfig({ TWOKEY_LOG_SYNC: '1' }).logSync).to.equal(true);
   });
 
   it('accepts host:port forms, IPv6 in brackets, and refuses the rest naming the variable', () => {

@@ -42,6 +42,8 @@ export interface CommonConfig {
   svidDir: string;
   registryPath: string;
   logLevel: string;
+  /** Write each log line before going on (see createLogger). */
+  logSync: boolean;
   dryRun: boolean;
 }
 
@@ -52,6 +54,7 @@ export function readCommonConfig(env: Env): CommonConfig {
     svidDir: envString(env, 'TWOKEY_SVID_DIR', '/var/run/twokey/svid'),
     registryPath: envString(env, 'TWOKEY_REGISTRY', '/etc/twokey/registry.yaml'),
     logLevel: envString(env, 'TWOKEY_LOG_LEVEL', 'info'),
+    logSync: envFlag(env, 'TWOKEY_LOG_SYNC'),
     dryRun: envFlag(env, 'TWOKEY_DRY_RUN'),
   };
 }

@@ -1,15 +1,43 @@
-// The structured logger every service process writes with: JSON lines on stdout, written
-// synchronously so a crash or kill loses no decision line.
+// The structured logger every service process writes with: JSON lines on stdout.
 import { pino, type Logger } from 'pino';
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-export function createLogger(service: string, level = 'info'): Logger {
-  const chosen = LEVELS.has(level) ? level : 'info';
+export interface LoggerOptions {
+  level?: string;
+  /**
+   * Write each line before returning (one write(2) per line). Off by default: with a decision line
+   * per call, a synchronous write stalls every call whenever stdout's reader (a pipe to a container
+   * runtime or a log shipper) falls behind, while asynchronous writes leave the event loop serving.
+   * Asynchronous lines are flushed by flushLogger() (MeshRuntime.close) and on process exit, so a
+   * clean shutdown loses none; a crash or a SIGKILL can lose the lines not yet written. Turn on
+   * (TWOKEY_LOG_SYNC=1) where every decision line must be written before its call is answered.
+   */
+  sync?: boolean;
+  /** A file descriptor or path; stdout by default. */
+  dest?: number | string;
+}
+
+export function createLogger(service: string, options: LoggerOptions = {}): Logger {
+  const level = options.level !== undefined && LEVELS.has(options.level) ? options.level : 'info';
+  // minLength 0: every line is handed to the kernel as soon as the previous write completes, so
+  // lines never wait for a buffer to fill; under load, lines queued meanwhile go out in one write.
   return pino(
-    { level: chosen, base: { service, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
-    pino.destination({ dest: 1, sync: true }),
+    { level, base: { service, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    pino.destination({ dest: options.dest ?? 1, sync: options.sync === true, minLength: 0 }),
   );
+}
+
+/** Resolves once every line logged so far is written (at once for a synchronous logger). */
+export function flushLogger(logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      logger.flush(() => resolve());
+    } catch {
+      // A destination that cannot flush (destroyed) has nothing more to write.
+      resolve();
+    }
+  });
 }
 
 export type { Logger };

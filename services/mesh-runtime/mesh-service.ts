@@ -10,7 +10,7 @@ import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { readCommonConfig, envAddress, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
-import { createLogger, type Logger } from './logger.ts';
+import { createLogger, flushLogger, type Logger } from './logger.ts';
 import { AuthClient, unary } from './protos.ts';
 
 /** Room for the image store's 4 MiB content limit plus the rest of the message. */
@@ -52,7 +52,7 @@ export class MeshRuntime {
   /** Fails with a message naming the problem when the config, registry or certificate is unusable. */
   static async start(name: string, env: Env, healthServices: readonly string[]): Promise<MeshRuntime> {
     const config = readCommonConfig(env);
-    const logger = createLogger(name, config.logLevel);
+    const logger = createLogger(name, { level: config.logLevel, sync: config.logSync });
     const registry = loadRegistry(config.registryPath);
     const svid = await SvidSource.open(config.svidDir, {
       trustDomain: registry.trustDomain,
@@ -138,5 +138,6 @@ export class MeshRuntime {
       }
     }
     this.logger.info({ event: 'service.stopped' }, `${this.name} stopped`);
+    await flushLogger(this.logger);
   }
 }

@@ -22,7 +22,7 @@ export const usage = `Usage: twokey serve <${Object.keys(SERVICES).join('|')}>
 Runs one service of the example mesh. Configuration comes from the environment:
 TWOKEY_LISTEN, TWOKEY_HEALTH_LISTEN, TWOKEY_SVID_DIR, TWOKEY_REGISTRY, TWOKEY_DATA_DIR,
 TWOKEY_AUTH_ADDR, TWOKEY_IMAGE_STORE_ADDR, TWOKEY_TAGGING_ADDR, TWOKEY_PUBLIC_LISTEN,
-TWOKEY_PUBLIC_TLS_DIR, TWOKEY_JWKS_HTTPS_LISTEN, TWOKEY_LOG_LEVEL, TWOKEY_DRY_RUN.
+TWOKEY_PUBLIC_TLS_DIR, TWOKEY_JWKS_HTTPS_LISTEN, TWOKEY_LOG_LEVEL, TWOKEY_LOG_SYNC, TWOKEY_DRY_RUN.
 `;
 
 /** Runs `entry` until a termination signal, then closes it; exit code 0 on a clean stop. */

@@ -1,0 +1,41 @@
+// The asynchronous service logger loses no line on a clean stop, whether by flush or by process exit.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+
+const LOGGER = fileURLToPath(new URL('./logger.ts', import.meta.url));
+const LINES = 20_000;
+
+/** Runs a child process that logs LINES lines to `file`, then ends as `ending` says. */
+function logInChild(file: string, ending: 'exit' | 'flush'): void {
+  const script = `
+    const { createLogger, flushLogger } = await import(${JSON.stringify(LOGGER)});
+    const logger = createLogger('t', { dest: ${JSON.stringify(file)} });
+    await new Promise((r) => setTimeout(r, 50)); // the file is open
+    for (let i = 0; i < ${LINES}; i++) logger.info({ event: 'authz.decision', n: i }, 'line');
+    ${ending === 'exit' ? 'process.exit(0);' : 'await flushLogger(logger); process.exitCode = 0;'}
+  `;
+  execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit', timeout: 20_000 });
+}
+
+describe('service logger', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'twokey-logger-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const ending of ['exit', 'flush'] as const) {
+    it(`writes every line, in order, when the process ends by ${ending === 'exit' ? 'process.exit() right after logging' : 'flushLogger()'}`, () => {
+      const file = join(dir, 'out.log');
+      logInChild(file, ending);
+      const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+      expect(lines).to.have.length(LINES);
+      const numbers = lines.map((l) => (JSON.parse(l) as { n: number }).n);
+      expect(numbers.every((n, i) => n === i), 'lines in order').to.equal(true);
+    });
+  }
+});
