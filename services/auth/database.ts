@@ -1,7 +1,6 @@
 // The auth service's embedded database: users, login failures and signing keys in one SQLite file.
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
 
 export type AuthDatabase = Database.Database;
 
@@ -53,13 +52,7 @@ export function authDatabasePath(dataDir: string): string {
  * keys, so it is created owner-only before SQLite ever writes to it.
  */
 export function openAuthDatabase(path: string): AuthDatabase {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  closeSync(openSync(path, 'a', 0o600));
-  chmodSync(path, 0o600);
-  const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('busy_timeout = 5000');
+  const db = openDurableDatabase(path);
   migrate(db);
   db.exec(SCHEMA);
   return db;

@@ -1,8 +1,7 @@
 // The image store's embedded database: images and a durable event log, written in one transaction
 // so every acknowledged upload and its event survive a crash (WAL, synchronous=FULL).
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
 
 export type ImageDatabase = Database.Database;
 
@@ -33,14 +32,7 @@ export function imageDatabasePath(dataDir: string): string {
 }
 
 export function openImageDatabase(path: string): ImageDatabase {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  closeSync(openSync(path, 'a', 0o600));
-  chmodSync(path, 0o600);
-  const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  // FULL: a commit is on disk before the call returns, so an acknowledged upload survives kill -9.
-  db.pragma('synchronous = FULL');
-  db.pragma('busy_timeout = 5000');
+  const db = openDurableDatabase(path);
   db.exec(SCHEMA);
   return db;
 }

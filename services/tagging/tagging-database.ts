@@ -1,7 +1,6 @@
 // The tagging worker's durable cursor: the last image event it finished, in SQLite.
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
 
 export class CursorStore {
   readonly #db: Database.Database;
@@ -11,12 +10,7 @@ export class CursorStore {
   }
 
   static open(path: string): CursorStore {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    closeSync(openSync(path, 'a', 0o600));
-    chmodSync(path, 0o600);
-    const db = new Database(path);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    const db = openDurableDatabase(path);
     db.exec('CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, sequence INTEGER NOT NULL) STRICT');
     return new CursorStore(db);
   }
