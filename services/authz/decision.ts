@@ -81,18 +81,110 @@ export interface Decision {
   readonly token: VerifiedToken | undefined;
 }
 
+/**
+ * One check's result. The detail of a passed check is written only when read: an allowed call's
+ * details are read by nobody on the hot path (the log records only outcomes for allowed calls),
+ * and building six strings per call was a measurable share of its cost. The input is immutable,
+ * so the detail read later is the one the check would have written at the time.
+ */
+class CheckRecord implements CheckResult {
+  readonly check: CheckName;
+  readonly outcome: CheckOutcome;
+  readonly #input: DecisionInput | undefined;
+  #detail: string | undefined;
+
+  constructor(check: CheckName, outcome: CheckOutcome, detail: string | undefined, input?: DecisionInput) {
+    this.check = check;
+    this.outcome = outcome;
+    this.#detail = detail;
+    this.#input = input;
+  }
+
+  get detail(): string {
+    return (this.#detail ??= passDetail(this.check, this.#input!));
+  }
+
+  toJSON(): { check: CheckName; outcome: CheckOutcome; detail: string } {
+    return { check: this.check, outcome: this.outcome, detail: this.detail };
+  }
+}
+
+/** What a passed check says, from the same input it passed on. */
+function passDetail(check: CheckName, input: DecisionInput): string {
+  // Each check reads only what it had passed on: the token, for instance, is absent before step 3.
+  const peer = (input.peer as { readonly identity: PeerIdentity }).identity;
+  const rule = input.rule!;
+  const token = (input.token as { readonly token: VerifiedToken } | undefined)?.token as VerifiedToken;
+  switch (check) {
+    case 'peer':
+      return `${peer.spiffeId} (serial ${peer.serialHex})`;
+    case 'rule':
+      return 'certificateOnly' in rule ? 'certificate only' : `requires "${rule.permission}"`;
+    case 'grant':
+      return `granted ${input.method}`;
+    case 'token':
+      return `${token.kind} token ${token.jti} for ${token.subject}`;
+    case 'binding':
+      return token.kind === 'user' ? 'user token: any granted workload may present it' : `bound to ${peer.spiffeId}`;
+    case 'scope': {
+      const permission = (rule as { readonly permission: string }).permission;
+      return token.scopes.has(permission) ? `has "${permission}"` : `has "${permission}:any"`;
+    }
+  }
+}
+
+/** An allowing decision; its reason, like the checks' details, is written when first read. */
+class Allowed implements Decision {
+  readonly allow = true;
+  readonly failedCheck = null;
+  readonly errorCode = null;
+  readonly code = status.OK;
+  readonly checks: readonly CheckResult[];
+  readonly token: VerifiedToken | undefined;
+  readonly #input: DecisionInput;
+  #reason: string | undefined;
+
+  constructor(input: DecisionInput, checks: readonly CheckResult[], token: VerifiedToken | undefined) {
+    this.#input = input;
+    this.checks = checks;
+    this.token = token;
+  }
+
+  get reason(): string {
+    if (this.#reason === undefined) {
+      const input = this.#input;
+      const peer = (input.peer as { readonly identity: PeerIdentity }).identity;
+      const rule = input.rule!;
+      this.#reason =
+        'certificateOnly' in rule
+          ? `allowed: certificate-only method granted to ${peer.spiffeId}`
+          : `allowed: ${peer.spiffeId} holds the grant and the token carries "${rule.permission}"`;
+    }
+    return this.#reason;
+  }
+
+  toJSON(): Decision {
+    const { allow, failedCheck, errorCode, code, reason, checks, token } = this;
+    return { allow, failedCheck, errorCode, code, reason, checks, token };
+  }
+}
+
 class Checks {
   readonly results: CheckResult[] = [];
-  pass(check: CheckName, detail: string): void {
-    this.results.push({ check, outcome: 'pass', detail });
+  readonly #input: DecisionInput;
+  constructor(input: DecisionInput) {
+    this.#input = input;
+  }
+  pass(check: CheckName): void {
+    this.results.push(new CheckRecord(check, 'pass', undefined, this.#input));
   }
   skip(check: CheckName, detail: string): void {
-    this.results.push({ check, outcome: 'skip', detail });
+    this.results.push(new CheckRecord(check, 'skip', detail));
   }
   deny(check: CheckName, error: TwokeyError, token?: VerifiedToken): Decision {
-    this.results.push({ check, outcome: 'fail', detail: error.message });
+    this.results.push(new CheckRecord(check, 'fail', error.message));
     for (const rest of CHECKS.slice(CHECKS.indexOf(check) + 1)) {
-      this.results.push({ check: rest, outcome: 'skip', detail: `not evaluated: ${check} failed` });
+      this.results.push(new CheckRecord(rest, 'skip', `not evaluated: ${check} failed`));
     }
     return {
       allow: false,
@@ -104,8 +196,8 @@ class Checks {
       token,
     };
   }
-  allow(reason: string, token?: VerifiedToken): Decision {
-    return { allow: true, failedCheck: null, errorCode: null, code: status.OK, reason, checks: this.results, token };
+  allow(token?: VerifiedToken): Decision {
+    return new Allowed(this.#input, this.results, token);
   }
 }
 
@@ -116,12 +208,12 @@ class Checks {
  * decide(). This keeps token cryptography away from callers that are not even granted the method.
  */
 export function decidePeer(input: DecisionInput): Decision | null {
-  return peerChecks(input, new Checks());
+  return peerChecks(input, new Checks(input));
 }
 
 /** The whole decision, in DESIGN.md order, fail-closed. Pure: same input, same decision. */
 export function decide(input: DecisionInput): Decision {
-  const checks = new Checks();
+  const checks = new Checks(input);
   const settled = peerChecks(input, checks);
   if (settled !== null) return settled;
   const rule = input.rule as { readonly permission: string };
@@ -140,12 +232,12 @@ export function decide(input: DecisionInput): Decision {
   if (input.now < token.validFromMs) {
     return checks.deny('token', new TwokeyError('ERR_TOKEN_INVALID', `token ${token.jti} is not yet valid`), token);
   }
-  checks.pass('token', `${token.kind} token ${token.jti} for ${token.subject}`);
+  checks.pass('token');
 
   // Delegated and service tokens may be presented only by the workload they are bound to.
   const bindingError = bindingFailure(token, peer);
   if (bindingError !== null) return checks.deny('binding', bindingError, token);
-  checks.pass('binding', token.kind === 'user' ? 'user token: any granted workload may present it' : `bound to ${peer.spiffeId}`);
+  checks.pass('binding');
 
   // Step 4: the scope the method declares, or its ':any' form.
   const permission = rule.permission;
@@ -156,8 +248,8 @@ export function decide(input: DecisionInput): Decision {
       token,
     );
   }
-  checks.pass('scope', token.scopes.has(permission) ? `has "${permission}"` : `has "${permission}:any"`);
-  return checks.allow(`allowed: ${peer.spiffeId} holds the grant and the token carries "${permission}"`, token);
+  checks.pass('scope');
+  return checks.allow(token);
 }
 
 function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
@@ -183,14 +275,14 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
       new TwokeyError('ERR_PEER_CERT_INVALID', `peer certificate ${peer.serialHex} is not valid before ${peer.notBefore.toISOString()}`),
     );
   }
-  checks.pass('peer', `${peer.spiffeId} (serial ${peer.serialHex})`);
+  checks.pass('peer');
 
   // The proto is the single source of truth: a method that declares nothing is denied.
   const rule = input.rule;
   if (rule === undefined) {
     return checks.deny('rule', new TwokeyError('ERR_METHOD_UNDECLARED', `method ${input.method} declares no authorization rule`));
   }
-  checks.pass('rule', 'certificateOnly' in rule ? 'certificate only' : `requires "${rule.permission}"`);
+  checks.pass('rule');
 
   // Step 2: the method is in the certificate's grants.
   if (!peer.grants.allows(input.method)) {
@@ -199,13 +291,13 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
       new TwokeyError('ERR_METHOD_NOT_GRANTED', `certificate of ${peer.spiffeId} does not grant ${input.method}`),
     );
   }
-  checks.pass('grant', `granted ${input.method}`);
+  checks.pass('grant');
 
   if ('certificateOnly' in rule) {
     checks.skip('token', 'certificate-only method: no token is read');
     checks.skip('binding', 'certificate-only method');
     checks.skip('scope', 'certificate-only method');
-    return checks.allow(`allowed: certificate-only method granted to ${peer.spiffeId}`);
+    return checks.allow();
   }
   return null;
 }

@@ -230,3 +230,46 @@ describe('authorizeOwner()', () => {
     expect(() => authorizeOwner(undefined, 'images:read', 'alice')).to.throw(TwokeyError);
   });
 });
+
+describe('decide(): what each check says', () => {
+  it('an allowed call: every detail and the reason, also as JSON', () => {
+    const d = decide(input({}));
+    const expected = [
+      { check: 'peer', outcome: 'pass', detail: `${PEER_ID} (serial 0a1b)` },
+      { check: 'rule', outcome: 'pass', detail: `requires "${PERMISSION}"` },
+      { check: 'grant', outcome: 'pass', detail: `granted ${METHOD}` },
+      { check: 'token', outcome: 'pass', detail: 'user token jti-0123456789abcdef for alice' },
+      { check: 'binding', outcome: 'pass', detail: 'user token: any granted workload may present it' },
+      { check: 'scope', outcome: 'pass', detail: `has "${PERMISSION}"` },
+    ];
+    expect(d.checks.map((c) => ({ check: c.check, outcome: c.outcome, detail: c.detail }))).to.deep.equal(expected);
+    const reason = `allowed: ${PEER_ID} holds the grant and the token carries "${PERMISSION}"`;
+    expect(d.reason).to.equal(reason);
+    expect(JSON.parse(JSON.stringify(d))).to.deep.include({ allow: true, failedCheck: null, reason, checks: expected });
+  });
+
+  it('a denial before the token is read: the passed checks say what passed, the rest why they were not evaluated', () => {
+    const d = decidePeer(input({ token: undefined, peer: { ok: true, identity: peer({ grants: GrantSet.parse(['/twokey.images.v1.ImageStore/GetImage']) }) } }))!;
+    expect(d.checks.map((c) => `${c.check} ${c.outcome}: ${c.detail}`)).to.deep.equal([
+      `peer pass: ${PEER_ID} (serial 0a1b)`,
+      `rule pass: requires "${PERMISSION}"`,
+      `grant fail: certificate of ${PEER_ID} does not grant ${METHOD}`,
+      'token skip: not evaluated: grant failed',
+      'binding skip: not evaluated: grant failed',
+      'scope skip: not evaluated: grant failed',
+    ]);
+  });
+
+  it('a certificate-only method and a delegated token with the ":any" scope', () => {
+    const certOnly = decidePeer(input({ token: undefined, rule: { certificateOnly: true } }))!;
+    expect(certOnly.reason).to.equal(`allowed: certificate-only method granted to ${PEER_ID}`);
+    expect(certOnly.checks.map((c) => c.detail)).to.deep.equal([
+      `${PEER_ID} (serial 0a1b)`, 'certificate only', `granted ${METHOD}`,
+      'certificate-only method: no token is read', 'certificate-only method', 'certificate-only method',
+    ]);
+    const delegated = decide(input({ token: { ok: true, token: token('delegated', [`${PERMISSION}:any`], true), raw: 'x' } }));
+    expect(delegated.checks.slice(3).map((c) => c.detail)).to.deep.equal([
+      'delegated token jti-0123456789abcdef for alice', `bound to ${PEER_ID}`, `has "${PERMISSION}:any"`,
+    ]);
+  });
+});
