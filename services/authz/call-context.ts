@@ -47,18 +47,58 @@ export function runInCall<T>(ctx: CallContext, fn: () => T): T {
   return storage.run(ctx, fn);
 }
 
-// Work a handler leaves behind (timers, unawaited promises) keeps the call's context after the
-// call has ended; it must not keep acting for the user with the call's token.
-const ended = new WeakSet<CallContext>();
+/**
+ * The context of a call a mesh server admitted. Work a handler leaves behind (timers, unawaited
+ * promises) keeps the call's context after the call has ended; it must not keep acting for the user
+ * with the call's token, so the call records its end here, on the one object every such piece of
+ * work holds (a field, not a WeakSet entry per call).
+ */
+export class ServedCall implements CallContext {
+  readonly decisionId: string;
+  readonly method: string;
+  readonly peer: PeerIdentity | undefined;
+  readonly token: VerifiedToken | undefined;
+  readonly forwardToken: string | undefined;
+  readonly requestId: string;
+  readonly trace: TraceContext;
+  #ended = false;
+
+  constructor(
+    decisionId: string,
+    method: string,
+    peer: PeerIdentity | undefined,
+    token: VerifiedToken | undefined,
+    forwardToken: string | undefined,
+    requestId: string,
+    trace: TraceContext,
+  ) {
+    this.decisionId = decisionId;
+    this.method = method;
+    this.peer = peer;
+    this.token = token;
+    this.forwardToken = forwardToken;
+    this.requestId = requestId;
+    this.trace = trace;
+  }
+
+  /** Marks the call finished (status sent or cancelled); it never becomes active again. */
+  end(): void {
+    this.#ended = true;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+}
 
 /** Marks the call finished (status sent or cancelled). */
-export function endCall(ctx: CallContext): void {
-  ended.add(ctx);
+export function endCall(ctx: ServedCall): void {
+  ctx.end();
 }
 
 /** Whether the call is still being served, i.e. its token may be forwarded. */
 export function isCallActive(ctx: CallContext): boolean {
-  return !ended.has(ctx);
+  return !(ctx instanceof ServedCall && ctx.ended);
 }
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;

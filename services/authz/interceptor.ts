@@ -10,7 +10,7 @@ import {
   type ServerListener,
   type ServerMethodDefinition,
 } from '@grpc/grpc-js';
-import { endCall, runInCall, requestIdFrom, traceFrom, type CallContext } from './call-context.ts';
+import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call-context.ts';
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type TokenResult } from './decision.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
@@ -83,7 +83,7 @@ class AuthorizedCall {
   readonly #settings: Settings;
   readonly #method: ServerMethodDefinition<unknown, unknown>;
   readonly #peer: PeerResult;
-  #ctx: CallContext | undefined;
+  #ctx: ServedCall | undefined;
   #forwardToken: string | undefined;
   #decided: DecisionInput | undefined;
   #expiry: NodeJS.Timeout | undefined;
@@ -188,15 +188,15 @@ class AuthorizedCall {
       return;
     }
     const metadata = this.#metadata!;
-    const ctx: CallContext = {
-      decisionId: this.#decisionId,
-      method: this.#method.path,
-      peer: this.#peer.ok ? this.#peer.identity : undefined,
-      token: decision.token,
-      forwardToken: decision.allow ? this.#forwardToken : undefined,
-      requestId: this.#requestId,
-      trace: traceFrom(metadata),
-    };
+    const ctx = new ServedCall(
+      this.#decisionId,
+      this.#method.path,
+      this.#peer.ok ? this.#peer.identity : undefined,
+      decision.token,
+      decision.allow ? this.#forwardToken : undefined,
+      this.#requestId,
+      traceFrom(metadata),
+    );
     this.#ctx = ctx;
     if (decision.allow && !this.#settings.dryRun && (this.#method.requestStream || this.#method.responseStream)) this.#armExpiry(decision);
     const clean = stripIdentityMetadata(metadata, { keepAuthorization: false });
