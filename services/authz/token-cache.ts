@@ -1,5 +1,5 @@
 // A bounded LRU of verified tokens, so a token is verified once, yet expiry still holds on every use.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { VerifiedToken } from './decision.ts';
 
 export interface TokenCacheOptions {
@@ -20,7 +20,8 @@ export class TokenCache {
   }
 
   static keyOf(token: string): string {
-    return createHash('sha256').update(token).digest('base64url');
+    // One-shot hash: no Hash object per call (Node >= 20.12).
+    return hash('sha256', token, 'base64url');
   }
 
   /** The verified token for this string if cached and still within its lifetime at `now`. */
