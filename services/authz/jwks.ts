@@ -22,6 +22,8 @@ export interface JwksKeySetOptions {
 interface PublicKey {
   readonly alg: 'ES256' | 'EdDSA';
   readonly key: CryptoKey | KeyObject;
+  /** The public key's parameters, to notice a kid whose key was replaced. */
+  readonly material: string;
 }
 
 const MAX_KEYS = 16;
@@ -63,7 +65,7 @@ export async function importJwks(input: unknown): Promise<Map<string, PublicKey>
     try {
       const key = await importJWK({ ...(k as JWK), alg }, alg);
       if (key instanceof Uint8Array) throw new Error('symmetric key');
-      out.set(k['kid'], { alg, key });
+      out.set(k['kid'], { alg, key, material: `${k['kty']} ${k['crv']} ${k['x']} ${k['y'] ?? ''}` });
     } catch (err) {
       throw unavailable(`keys[${i}] (kid "${k['kid']}") does not import`, err);
     }
@@ -149,7 +151,11 @@ export class JwksKeySet implements VerificationKeys {
           this.#onFetchError?.(error);
           throw error;
         }
-        const changed = fetched.size !== this.#keys.size || [...fetched.keys()].some((kid) => !this.#keys.has(kid));
+        // A kid now naming another key is a change too: verified tokens, and signature failures,
+        // are cached only for the keys they were checked against.
+        const changed =
+          fetched.size !== this.#keys.size ||
+          [...fetched].some(([kid, key]) => this.#keys.get(kid)?.material !== key.material || this.#keys.get(kid)?.alg !== key.alg);
         this.#keys = fetched;
         if (changed) for (const listener of this.#changeListeners) listener(this.kids);
       } finally {

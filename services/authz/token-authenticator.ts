@@ -3,7 +3,7 @@ import type { Metadata } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import type { TokenResult } from './decision.ts';
 import { TokenCache } from './token-cache.ts';
-import type { TokenVerifier } from './token-verifier.ts';
+import { isSignatureFailure, type TokenVerifier } from './token-verifier.ts';
 
 const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
 
@@ -48,17 +48,23 @@ export class TokenAuthenticator {
   }
 
   verify(raw: string): TokenResult | Promise<TokenResult> {
-    const cached = this.cache.get(raw, this.#clock());
+    const now = this.#clock();
+    const cached = this.cache.get(raw, now);
     if (cached !== undefined) return { ok: true, token: cached, raw };
+    // A forged signature repeated costs one lookup, not one verification per call.
+    const failed = this.cache.failure(raw, now);
+    if (failed !== undefined) return { ok: false, error: failed };
+    const generation = this.cache.generation;
     return this.#verifier.verify(raw).then(
       (token): TokenResult => {
-        this.cache.set(raw, token);
+        this.cache.set(raw, token, generation);
         return { ok: true, token, raw };
       },
-      (err: unknown): TokenResult => ({
-        ok: false,
-        error: isTwokeyError(err) ? err : new TwokeyError('ERR_TOKEN_INVALID', 'invalid token: verification failed', { cause: err }),
-      }),
+      (err: unknown): TokenResult => {
+        const error = isTwokeyError(err) ? err : new TwokeyError('ERR_TOKEN_INVALID', 'invalid token: verification failed', { cause: err });
+        if (isSignatureFailure(error)) this.cache.rememberFailure(raw, error, this.#clock(), generation);
+        return { ok: false, error };
+      },
     );
   }
 }

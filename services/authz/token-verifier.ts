@@ -320,6 +320,14 @@ function parseCnf(cnf: unknown, kind: string): string {
   return thumbprint;
 }
 
+/**
+ * Whether verification failed on the signature itself: the key the token's kid names does not
+ * verify these bytes. Only this failure is certain to repeat while the keys stay the same.
+ */
+export function isSignatureFailure(err: TwokeyError): boolean {
+  return err.cause instanceof joseErrors.JWSSignatureVerificationFailed;
+}
+
 function fromJose(err: unknown): TwokeyError {
   if (isTwokeyError(err)) return err;
   if (err instanceof joseErrors.JWTExpired) return new TwokeyError('ERR_TOKEN_EXPIRED', 'token expired', { cause: err });
