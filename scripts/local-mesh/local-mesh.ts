@@ -135,6 +135,9 @@ function serviceEnv(
     TWOKEY_AUTH_ADDR: local(ports.authMesh),
     TWOKEY_IMAGE_STORE_ADDR: local(ports.imageStoreMesh),
     TWOKEY_TAGGING_ADDR: local(ports.taggingMesh),
+    // Locally, each decision line reaches its log file before the call is answered, so the demo
+    // and the end-to-end tests can read the line of a call as soon as the call returns.
+    TWOKEY_LOG_SYNC: '1',
     ...opts.env,
   };
   switch (name) {
