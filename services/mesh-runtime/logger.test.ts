@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
+import { pino } from 'pino';
+import { isoTimeEachMs } from './logger.ts';
 
 const LOGGER = fileURLToPath(new URL('./logger.ts', import.meta.url));
 const LINES = 20_000;
@@ -22,6 +24,23 @@ function logInChild(file: string, ending: 'exit' | 'flush'): void {
 }
 
 describe('service logger', () => {
+  it("formats the time as pino's isoTime does, once per millisecond", () => {
+    let now = Date.parse('2026-11-28T15:40:45.123Z');
+    const time = isoTimeEachMs(() => now);
+    expect(time()).to.equal(',"time":"2026-11-28T15:40:45.123Z"');
+    expect(time()).to.equal(',"time":"2026-11-28T15:40:45.123Z"');
+    now += 1;
+    expect(time()).to.equal(',"time":"2026-11-28T15:40:45.124Z"');
+    now = Date.now();
+    const realNow = Date.now;
+    try {
+      Date.now = () => now;
+      expect(time()).to.equal(pino.stdTimeFunctions.isoTime());
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'twokey-logger-'));

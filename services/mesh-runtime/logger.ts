@@ -18,12 +18,29 @@ export interface LoggerOptions {
   dest?: number | string;
 }
 
+/**
+ * pino's isoTime, formatted once per millisecond: every decision writes a line, and toISOString()
+ * was about half a microsecond of each one. Same text as pino.stdTimeFunctions.isoTime.
+ */
+export function isoTimeEachMs(clock: () => number = Date.now): () => string {
+  let ms = Number.NaN;
+  let text = '';
+  return () => {
+    const now = clock();
+    if (now !== ms) {
+      ms = now;
+      text = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    return text;
+  };
+}
+
 export function createLogger(service: string, options: LoggerOptions = {}): Logger {
   const level = options.level !== undefined && LEVELS.has(options.level) ? options.level : 'info';
   // minLength 0: every line is handed to the kernel as soon as the previous write completes, so
   // lines never wait for a buffer to fill; under load, lines queued meanwhile go out in one write.
   return pino(
-    { level, base: { service, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    { level, base: { service, pid: process.pid }, timestamp: isoTimeEachMs() },
     pino.destination({ dest: options.dest ?? 1, sync: options.sync === true, minLength: 0 }),
   );
 }
