@@ -97,6 +97,8 @@ only?.add('A');
 const profiled = idList(argv.profile) ?? new Set<string>();
 const here = path.dirname(fileURLToPath(import.meta.url));
 const profileDir = path.join(here, 'results', 'profiles');
+// A profile left by an earlier run would otherwise be summarized in place of this run's.
+for (const id of profiled) fs.rmSync(path.join(profileDir, id), { recursive: true, force: true });
 
 const log = (line: string): void => {
   process.stderr.write(`[bench ${((performance.now() - startedAt) / 1000).toFixed(1)}s] ${line}\n`);
