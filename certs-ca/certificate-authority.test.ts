@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -155,6 +155,23 @@ describe('CertificateAuthority', function () {
       const cert = new X509Certificate(readFileSync(join(out, 'svid.pem')));
       expect(cert.checkPrivateKey(createPrivateKey(readFileSync(join(out, 'svid.key'))))).to.equal(true);
       expect(cert.checkIssued(ca.certificate)).to.equal(true);
+    });
+
+    it('never writes a key through a stale temporary file or a symlink planted at its name', () => {
+      const dir = join(root, 'planted');
+      mkdirSync(dir, { mode: 0o700 });
+      const target = join(root, 'planted-target');
+      writeFileSync(target, 'untouched\n', { mode: 0o644 });
+      symlinkSync(target, join(dir, `svid.key.${process.pid}.tmp`));
+      writeFileSync(join(dir, `svid.pem.${process.pid}.tmp`), 'stale\n', { mode: 0o666 });
+      ca.writeWorkload(dir, issued);
+      expect(readFileSync(target, 'utf8')).to.equal('untouched\n');
+      expect(statSync(target).mode & 0o777).to.equal(0o644);
+      expect(lstatSync(join(dir, 'svid.key')).isFile()).to.equal(true);
+      expect(statSync(join(dir, 'svid.key')).mode & 0o777).to.equal(0o600);
+      expect(readFileSync(join(dir, 'svid.key'), 'utf8')).to.equal(issued.keyPem);
+      expect(readFileSync(join(dir, 'svid.pem'), 'utf8')).to.equal(issued.chainPem);
+      expect(readdirSync(dir).sort()).to.deep.equal(['bundle.pem', 'svid.key', 'svid.pem']);
     });
 
     it('openssl verify accepts the chain against bundle.pem, for TLS client and server purposes', () => {

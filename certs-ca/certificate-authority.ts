@@ -1,7 +1,7 @@
 // The workload CA: a root key on disk that signs X.509-SVIDs carrying method grants, after
 // checking every request against its policy (trust domain, grants in proto/, lifetimes).
 import { randomBytes, X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { TwokeyError } from '../services/authz/errors.ts';
 import { GrantSet } from '../services/authz/grant.ts';
@@ -349,7 +349,15 @@ function writeExclusive(path: string, data: string, mode: number): void {
 
 function writeAtomic(path: string, data: string, mode: number): void {
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
+  // A stale temporary file (or a planted symlink) is removed, not written through: 'wx' creates
+  // a new file with `mode` from the first byte, so a key is never readable by others.
+  rmSync(tmp, { force: true });
+  try {
+    writeFileSync(tmp, data, { mode, flag: 'wx' });
+    chmodSync(tmp, mode);
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
