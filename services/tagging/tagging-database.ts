@@ -1,12 +1,20 @@
 // The tagging worker's durable cursor: the last image event it finished, in SQLite.
 import type Database from 'better-sqlite3';
+import type { Statement } from 'better-sqlite3';
 import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
 
 export class CursorStore {
   readonly #db: Database.Database;
+  // Prepared once: the worker reads and writes the cursor on every event.
+  readonly #select: Statement;
+  readonly #upsert: Statement;
 
   private constructor(db: Database.Database) {
     this.#db = db;
+    this.#select = db.prepare('SELECT sequence FROM cursors WHERE name = ?');
+    this.#upsert = db.prepare(
+      'INSERT INTO cursors (name, sequence) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence',
+    );
   }
 
   static open(path: string): CursorStore {
@@ -16,14 +24,12 @@ export class CursorStore {
   }
 
   get(name: string): number {
-    const row = this.#db.prepare('SELECT sequence FROM cursors WHERE name = ?').get(name) as { sequence: number } | undefined;
+    const row = this.#select.get(name) as { sequence: number } | undefined;
     return row?.sequence ?? 0;
   }
 
   set(name: string, sequence: number): void {
-    this.#db
-      .prepare('INSERT INTO cursors (name, sequence) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence')
-      .run(name, sequence);
+    this.#upsert.run(name, sequence);
   }
 
   close(): void {
