@@ -49,6 +49,25 @@ describe('scripts/make-fixtures.ts', function () {
     }
   });
 
+  it('the manifest declares the outcome each defect must have (pinned here, not taken from the generator)', () => {
+    const declared = Object.fromEntries(set.fixtures.map((f) => [f.name, [f.parse, f.chainTrusted]]));
+    expect(declared).to.deep.equal({
+      valid: ['ok', true],
+      expired: ['ok', false],
+      'not-yet-valid': ['ok', false],
+      'wrong-ca': ['ok', false],
+      'ca-true-leaf': ['ERR_PEER_CERT_INVALID', true],
+      'two-uri-sans': ['ERR_PEER_CERT_INVALID', true],
+      'no-uri-san': ['ERR_PEER_CERT_INVALID', true],
+      'other-trust-domain': ['ok', true],
+      'invalid-spiffe-id': ['ERR_SPIFFE_ID_INVALID', true],
+      'critical-grant-extension': ['ERR_GRANT_EXTENSION_INVALID', false],
+      'malformed-grant-extension': ['ERR_GRANT_EXTENSION_INVALID', true],
+      'duplicate-grant-extension': ['ERR_GRANT_EXTENSION_INVALID', true],
+      'bad-grant-syntax': ['ERR_GRANT_EXTENSION_INVALID', true],
+    });
+  });
+
   it('parseSvid accepts or refuses each one as the manifest says', () => {
     for (const f of set.fixtures) {
       const der = new X509Certificate(pem(f.name, 'svid.pem')).raw;
