@@ -63,6 +63,8 @@ export class PeerIdentityCache {
   setTrustBundle(bundle: readonly X509Certificate[]): void {
     this.#bundle = bundle;
     this.#generation += 1;
+    // Results found without a socket were checked against the old bundle only: look again.
+    this.#byCertificate.clear();
   }
 
   /** Certificates parsed so far, and calls that had to use getAuthContext() (for operators and tests). */
@@ -98,7 +100,12 @@ export class PeerIdentityCache {
     const key = createHash('sha256').update(raw).digest('base64url');
     const cached = this.#byCertificate.get(key);
     if (cached !== undefined) return cached;
-    const result = this.fromDer(raw);
+    let result = this.fromDer(raw);
+    // TLS checked the chain against the bundle of the handshake; once the bundle changed, only the
+    // leaf is at hand here, so a leaf that does not chain to the new bundle by itself is refused.
+    if (result.ok && this.#bundle !== undefined && !chainsToBundle([new X509Certificate(raw)], this.#bundle)) {
+      result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate does not chain to the current trust bundle (checked without its intermediates)') };
+    }
     if (this.#byCertificate.size >= this.#maxCertificates) this.#byCertificate.delete(this.#byCertificate.keys().next().value as string);
     this.#byCertificate.set(key, result);
     return result;

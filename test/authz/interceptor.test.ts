@@ -85,6 +85,24 @@ describe('createAuthzInterceptor', () => {
     expect(log.lines.at(-1)!.reason).to.contain('rule store unavailable');
   });
 
+  it('without a socket, a peer whose CA left the trust bundle is denied after the change', async () => {
+    const peers = new PeerIdentityCache();
+    const interceptor = createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens, peers });
+    expect((await drive(interceptor, await bearer())).sent).to.deep.equal([]);
+    const other = TestPki.create();
+    try {
+      peers.setTrustBundle([new X509Certificate(readFileSync(join(other.ca.dir, 'ca.pem')))]);
+      const out = await drive(interceptor, await bearer());
+      expect(out.reached).to.deep.equal([]);
+      expect(out.sent.map((s) => s.code)).to.deep.equal([grpc.status.UNAUTHENTICATED]);
+      expect(out.sent[0]!.details).to.contain('does not chain to the current trust bundle');
+      peers.setTrustBundle([new X509Certificate(readFileSync(join(pki.ca.dir, 'ca.pem')))]);
+      expect((await drive(interceptor, await bearer())).sent).to.deep.equal([]);
+    } finally {
+      other.cleanup();
+    }
+  });
+
   it('fails closed when verifying the token throws', async () => {
     const broken = { fromMetadata: () => Promise.reject(new Error('key store exploded')) } as unknown as TokenAuthenticator;
     const out = await drive(createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens: broken, peers: new PeerIdentityCache() }), await bearer());
