@@ -7,7 +7,7 @@ import { decideExchange, decideServiceToken, splitScopes, type ExchangeSubject }
 import type { LoginThrottle } from './login-throttle.ts';
 import type { SigningKeys } from './signing-keys.ts';
 import type { TokenMinter } from './token-minter.ts';
-import type { UserStore } from './user-store.ts';
+import type { User, UserStore } from './user-store.ts';
 import { isUsername } from './username.ts';
 
 /** The caller as its verified certificate names it. */
@@ -47,14 +47,19 @@ export class AuthService {
     const { policy, users, throttle, minter } = this.#d;
     // Usernames that cannot exist are throttled under one key, so junk cannot grow the table.
     const key = isUsername(req.username) ? req.username : '(invalid)';
-    throttle.check(key, source);
-    const user =
-      isUsername(req.username) && req.password.length <= MAX_PASSWORD_CHARS ? await users.authenticate(req.username, req.password) : undefined;
-    if (user === undefined) {
-      throttle.recordFailure(key, source);
-      throw new TwokeyError('ERR_LOGIN_FAILED', 'login failed: unknown user, wrong password or disabled account');
+    throttle.begin(key, source);
+    let user: User | undefined;
+    try {
+      user =
+        isUsername(req.username) && req.password.length <= MAX_PASSWORD_CHARS ? await users.authenticate(req.username, req.password) : undefined;
+      if (user === undefined) {
+        throttle.recordFailure(key, source);
+        throw new TwokeyError('ERR_LOGIN_FAILED', 'login failed: unknown user, wrong password or disabled account');
+      }
+      throttle.recordSuccess(key);
+    } finally {
+      throttle.end(key, source);
     }
-    throttle.recordSuccess(key);
     const minted = await minter.mint({
       kind: 'user',
       subject: user.username,

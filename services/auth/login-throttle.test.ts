@@ -3,8 +3,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
+import { AuthService } from './auth-service.ts';
 import { authDatabasePath, openAuthDatabase, type AuthDatabase } from './database.ts';
 import { LoginThrottle } from './login-throttle.ts';
+import { SigningKeys } from './signing-keys.ts';
+import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
 
 describe('login throttling and the user store', () => {
@@ -38,6 +41,42 @@ describe('login throttling and the user store', () => {
     for (const user of ['a', 'b', 'c']) throttle.recordFailure(user, 'gateway|10.0.0.9');
     expect(() => throttle.check('d', 'gateway|10.0.0.9')).to.throw(/for this source/);
     throttle.check('d', 'gateway|10.0.0.10');
+  });
+
+  it('counts concurrent attempts still being checked, so a burst of guesses cannot outrun the limit', async () => {
+    const users = new UserStore(db);
+    await users.add('alice', 'correct horse battery');
+    const keys = new SigningKeys(db, { rotationMs: 3_600_000 });
+    const service = new AuthService({
+      policy: {
+        issuer: 'https://auth.twokey.local',
+        trustDomainId: 'spiffe://twokey.local',
+        userScopes: ['images:read'],
+        userTokenTtlMs: 60_000,
+        delegatedTokenTtlMs: 60_000,
+        serviceTokenTtlMs: 60_000,
+        maxDelegationDepth: 2,
+        workloads: new Map(),
+      },
+      users,
+      throttle: new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 3, maxFailuresPerSource: 100 }, () => now),
+      keys,
+      minter: new TokenMinter({ keys, issuer: 'https://auth.twokey.local' }),
+      verifySubjectToken: () => Promise.reject(new Error('not used')),
+    });
+    const gateway = { spiffeId: 'spiffe://twokey.local/ns/twokey/sa/gateway', thumbprint: 'A'.repeat(43) };
+    const attempts = Array.from({ length: 8 }, (_, i) =>
+      service.login(gateway, `src${i}`, { username: 'alice', password: 'wrong password here' }).then(
+        () => 'OK',
+        (err: { code: string }) => err.code,
+      ),
+    );
+    const codes = await Promise.all(attempts);
+    expect(codes.filter((c) => c === 'ERR_LOGIN_FAILED')).to.have.length(3);
+    expect(codes.filter((c) => c === 'ERR_LOGIN_THROTTLED')).to.have.length(5);
+    let err: unknown;
+    await service.login(gateway, 'src9', { username: 'alice', password: 'correct horse battery' }).catch((e) => (err = e));
+    expect(err).to.have.property('code', 'ERR_LOGIN_THROTTLED');
   });
 
   it('survives reopening the database', () => {

@@ -1,4 +1,5 @@
 // Failed-login limiting per username and per source, persisted so a restart does not reset it.
+import type { Statement } from 'better-sqlite3';
 import { TwokeyError } from '../authz/errors.ts';
 import type { AuthDatabase } from './database.ts';
 
@@ -37,18 +38,31 @@ export class LoginThrottle {
   readonly #db: AuthDatabase;
   readonly #policy: ThrottlePolicy;
   readonly #now: () => number;
+  /**
+   * Attempts between `begin` and `end`, per key. Password hashing is slow, so without these a burst
+   * of concurrent guesses would all pass the check before the first failure is recorded.
+   */
+  readonly #inFlight = new Map<string, number>();
+  readonly #select: Statement;
+  readonly #insert: Statement;
+  readonly #prune: Statement;
+  readonly #clear: Statement;
 
   constructor(db: AuthDatabase, policy: ThrottlePolicy = DEFAULT_THROTTLE, now: () => number = Date.now) {
     this.#db = db;
     this.#policy = policy;
     this.#now = now;
+    this.#select = db.prepare('SELECT at_ms FROM login_failures WHERE key = ? AND at_ms > ?');
+    this.#insert = db.prepare('INSERT INTO login_failures (key, at_ms) VALUES (?, ?)');
+    this.#prune = db.prepare('DELETE FROM login_failures WHERE at_ms <= ?');
+    this.#clear = db.prepare('DELETE FROM login_failures WHERE key = ?');
   }
 
+  /** Recorded failures in the window, plus each attempt still in flight counted as one now. */
   #failures(key: string, now: number): number[] {
-    const rows = this.#db
-      .prepare('SELECT at_ms FROM login_failures WHERE key = ? AND at_ms > ?')
-      .all(key, now - this.#policy.windowMs) as { at_ms: number }[];
-    return rows.map((r) => r.at_ms);
+    const rows = this.#select.all(key, now - this.#policy.windowMs) as { at_ms: number }[];
+    const pending = this.#inFlight.get(key) ?? 0;
+    return [...rows.map((r) => r.at_ms), ...Array<number>(pending).fill(now)];
   }
 
   /** Throws ERR_LOGIN_THROTTLED when either the username or the source is over its limit. */
@@ -60,18 +74,31 @@ export class LoginThrottle {
     }
   }
 
+  /** `check`, then counts the attempt as a failure until `end` is called (always, in a finally). */
+  begin(username: string, source: string): void {
+    this.check(username, source);
+    for (const key of [`user:${username}`, `source:${source}`]) this.#inFlight.set(key, (this.#inFlight.get(key) ?? 0) + 1);
+  }
+
+  end(username: string, source: string): void {
+    for (const key of [`user:${username}`, `source:${source}`]) {
+      const left = (this.#inFlight.get(key) ?? 0) - 1;
+      if (left > 0) this.#inFlight.set(key, left);
+      else this.#inFlight.delete(key);
+    }
+  }
+
   recordFailure(username: string, source: string): void {
     const now = this.#now();
-    const insert = this.#db.prepare('INSERT INTO login_failures (key, at_ms) VALUES (?, ?)');
     this.#db.transaction(() => {
-      insert.run(`user:${username}`, now);
-      insert.run(`source:${source}`, now);
-      this.#db.prepare('DELETE FROM login_failures WHERE at_ms <= ?').run(now - this.#policy.windowMs);
+      this.#insert.run(`user:${username}`, now);
+      this.#insert.run(`source:${source}`, now);
+      this.#prune.run(now - this.#policy.windowMs);
     })();
   }
 
   /** A successful login clears the username's failures (not the source's). */
   recordSuccess(username: string): void {
-    this.#db.prepare('DELETE FROM login_failures WHERE key = ?').run(`user:${username}`);
+    this.#clear.run(`user:${username}`);
   }
 }
