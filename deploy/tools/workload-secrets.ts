@@ -6,7 +6,6 @@ import type { K8sObject } from './manifest.ts';
 export const SVID_MOUNT_PATH = '/var/run/twokey/svid';
 /** The gateway's public TLS certificate for users (tls.crt, tls.key; TWOKEY_PUBLIC_TLS_DIR). */
 export const GATEWAY_PUBLIC_TLS_SECRET = 'gateway-public-tls';
-export const PUBLIC_TLS_MOUNT_PATH = '/var/run/twokey/public-tls';
 
 export function svidSecretName(workloadName: string): string {
   return `${workloadName}-svid`;
