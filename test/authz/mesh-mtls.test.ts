@@ -234,6 +234,10 @@ describe('mesh server and client over real mTLS', function () {
     it('the denial message never echoes the token', async () => {
       const token = await userToken('images:read');
       const out = await unary(client(caller), 'Unary', { text: 'x' }, bearer(token));
+      // The call is denied after the token verified, so both the message and the log line exist.
+      expect(out.code).to.equal(status.PERMISSION_DENIED);
+      expect(out.details).to.match(/^twokey: scope check failed: /);
+      expect(log.lines.at(-1)).to.include({ allow: false, failed_check: 'scope', subject: 'alice' });
       expect(out.details).not.to.contain(token.split('.')[2]!);
       expect(log.text()).not.to.contain(token.split('.')[2]!);
       expect(log.text()).not.to.contain(token.split('.')[1]!);
