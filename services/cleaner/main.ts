@@ -1,5 +1,6 @@
 // The cleaner process: no API of its own; every interval it deletes flagged images with its
 // service token. Only its health listener accepts connections.
+import { TwokeyError } from '../authz/errors.ts';
 import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
 import { envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
@@ -7,11 +8,17 @@ import { AuthClient, ImageStoreClient, bearer, unary } from '../mesh-runtime/pro
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { CleanerJob, type CleanerImagesPort } from './cleaner-job.ts';
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export async function serve(env: Env): Promise<RunningService> {
   const runtime = await MeshRuntime.start('cleaner', env, []);
   try {
     const log = runtime.logger;
     const intervalMs = envDurationMs(env, 'TWOKEY_CLEANER_INTERVAL', '24h');
+    // Node runs a timer longer than this every millisecond instead: a 30d interval would sweep nonstop.
+    if (intervalMs > MAX_TIMER_MS) {
+      throw new TwokeyError('ERR_CONFIG_INVALID', `TWOKEY_CLEANER_INTERVAL: at most ${Math.floor(MAX_TIMER_MS / 86_400_000)} days (a timer limit)`);
+    }
     const auth = runtime.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443', false);
     const serviceToken = new CachedToken(() => unary<IssuedToken>(auth, 'GetServiceToken', { audience: '' }));
