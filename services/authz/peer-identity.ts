@@ -101,8 +101,9 @@ export class PeerIdentityCache {
     const cached = this.#byCertificate.get(key);
     if (cached !== undefined) return cached;
     let result = this.fromDer(raw);
-    // TLS checked the chain against the bundle of the handshake; once the bundle changed, only the
-    // leaf is at hand here, so a leaf that does not chain to the new bundle by itself is refused.
+    // TLS checked the chain against the bundle of the handshake, which may since have lost a CA.
+    // Only the leaf is at hand here, so it must be issued by a bundle CA itself (as twokey's CA
+    // issues them); a leaf needing intermediates is refused on this path rather than trusted.
     if (result.ok && this.#bundle !== undefined && !chainsToBundle([new X509Certificate(raw)], this.#bundle)) {
       result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate does not chain to the current trust bundle (checked without its intermediates)') };
     }
