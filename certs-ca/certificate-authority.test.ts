@@ -437,8 +437,16 @@ describe('CertificateAuthority', function () {
       mkdirSync(dir);
     });
 
+    // What a hostile requester asks for: another identity, a CA certificate, and grants of its choosing.
+    const csrGrant = Buffer.from('/twokey.images.v1.ImageStore/*', 'utf8');
+    const HOSTILE_CSR_EXTENSIONS = [
+      '-addext', 'subjectAltName=URI:spiffe://twokey.local/ns/kube-system/sa/admin,DNS:evil.example',
+      '-addext', 'basicConstraints=critical,CA:TRUE',
+      '-addext', 'keyUsage=critical,keyCertSign,digitalSignature',
+      '-addext', `1.3.6.1.4.1.32473.7.1=DER:${Buffer.concat([Buffer.from([0x30, csrGrant.length + 2, 0x0c, csrGrant.length]), csrGrant]).toString('hex')}`,
+    ];
     function makeCsr(name: string, keyArgs: string[]): string {
-      openssl(['req', '-new', '-newkey', ...keyArgs, '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.csr`), '-subj', '/CN=aaaa', '-addext', 'subjectAltName=URI:spiffe://twokey.local/ns/kube-system/sa/admin,DNS:evil.example']);
+      openssl(['req', '-new', '-newkey', ...keyArgs, '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.csr`), '-subj', '/CN=aaaa', ...HOSTILE_CSR_EXTENSIONS]);
       return readFileSync(join(dir, `${name}.csr`), 'utf8');
     }
 
@@ -450,6 +458,10 @@ describe('CertificateAuthority', function () {
       expect(signed.svid.grants.toStrings()).to.deep.equal(GRANTS);
       expect(signed.svid.dns).to.deep.equal([]);
       expect(cert.subjectAltName).to.equal(`URI:${ID}`);
+      expect(cert.ca).to.equal(false);
+      expect(cert.subject).to.not.include('aaaa');
+      expect(openssl(['x509', '-noout', '-text'], signed.certPem)).to.match(/Key Usage: critical\s+Digital Signature\n/);
+      expect(openssl(['req', '-noout', '-text', '-in', join(dir, 'ec.csr')])).to.match(/CA:TRUE[\s\S]*1\.3\.6\.1\.4\.1\.32473\.7\.1/);
       expect(cert.checkPrivateKey(createPrivateKey(readFileSync(join(dir, 'ec.key'))))).to.equal(true);
     });
 
