@@ -2,6 +2,7 @@
 // the next key (published before it signs anything, so verifiers already hold it when it takes
 // over), the current key, and the previous one (so tokens signed just before a rotation verify).
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import type { Statement } from 'better-sqlite3';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
 import type { AuthDatabase } from './database.ts';
 
@@ -40,6 +41,9 @@ export class SigningKeys {
   readonly #generate: KeyGenerator;
   readonly #cache = new Map<string, KeyObject>();
   readonly #onRotated: (kid: string, why: string) => void;
+  // Prepared once: every token minted reads the current key, every GetJwks the published ones.
+  readonly #selectState: Statement;
+  readonly #selectAll: Statement;
 
   constructor(
     db: AuthDatabase,
@@ -50,6 +54,8 @@ export class SigningKeys {
     this.#now = opts.now ?? Date.now;
     this.#generate = opts.generate ?? generateP256Key;
     this.#onRotated = opts.onRotated ?? (() => undefined);
+    this.#selectState = db.prepare('SELECT * FROM signing_keys WHERE state = ?');
+    this.#selectAll = db.prepare('SELECT * FROM signing_keys');
   }
 
   /** The key to sign with now; rotates first when the current one is due (or missing). */
@@ -89,7 +95,7 @@ export class SigningKeys {
 
   /** Public keys only: current, next, previous. */
   jwks(): JsonWebKeySet {
-    const rows = this.#db.prepare('SELECT * FROM signing_keys').all() as KeyRow[];
+    const rows = this.#selectAll.all() as KeyRow[];
     rows.sort((a, b) => PUBLISH_ORDER[a.state] - PUBLISH_ORDER[b.state]);
     return { keys: rows.map((r) => JSON.parse(r.public_jwk) as JWK) };
   }
@@ -107,7 +113,7 @@ export class SigningKeys {
   }
 
   #row(state: KeyState): KeyRow | undefined {
-    return this.#db.prepare('SELECT * FROM signing_keys WHERE state = ?').get(state) as KeyRow | undefined;
+    return this.#selectState.get(state) as KeyRow | undefined;
   }
 
   #privateKey(row: KeyRow): KeyObject {
