@@ -268,8 +268,10 @@ function depthOf(value: unknown): number {
   return deepest + 1;
 }
 
+// Names come from unverified tokens and end up in logs and terminals: short and printable only.
 function safeName(name: string): string {
-  return name.length > 32 ? `${name.slice(0, 32)}...` : name.replace(/[^\x20-\x7e]/g, '?');
+  const shown = name.replace(/[^\x20-\x7e]/g, '?');
+  return shown.length > 32 ? `${shown.slice(0, 32)}...` : shown;
 }
 
 function parseScopes(claim: unknown): ReadonlySet<string> {

@@ -92,6 +92,13 @@ describe('TokenVerifier', () => {
         await expectCode(token, 'ERR_TOKEN_MALFORMED', new RegExp(`"${param}" is not accepted`));
       });
     }
+    it('names an unknown header parameter without its control characters, however long', async () => {
+      for (const name of ['\x1b[31mred', `${'\x1b[2J'.repeat(10)}long`]) {
+        const token = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: 'k1', [name]: 1 })}.${b64({ sub: 'alice' })}.c2ln`;
+        const err = await expectCode(token, 'ERR_TOKEN_MALFORMED', /header parameter ".*" is not accepted/);
+        expect(err.message).not.to.match(/[^\x20-\x7e]/);
+      }
+    });
     it('alg none, HS256 and RS256 (algorithm pinning)', async () => {
       for (const alg of ['none', 'HS256', 'RS256', 'ES384', 'es256']) {
         const token = `${b64({ alg, typ: 'at+jwt', kid: 'k1' })}.${b64({ sub: 'alice' })}.c2ln`;
