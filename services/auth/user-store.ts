@@ -1,4 +1,5 @@
 // Users and their password hashes, in the auth database.
+import type { Statement } from 'better-sqlite3';
 import { TwokeyError } from '../authz/errors.ts';
 import type { AuthDatabase } from './database.ts';
 import { checkPasswordStrength, hashPassword, UNUSABLE_HASH, verifyPassword } from './password.ts';
@@ -26,10 +27,13 @@ function toUser(row: UserRow): User {
 export class UserStore {
   readonly #db: AuthDatabase;
   readonly #now: () => number;
+  // Prepared once: every login and every token exchange looks a user up.
+  readonly #selectUser: Statement;
 
   constructor(db: AuthDatabase, now: () => number = Date.now) {
     this.#db = db;
     this.#now = now;
+    this.#selectUser = db.prepare('SELECT * FROM users WHERE username = ?');
   }
 
   async add(username: string, password: string): Promise<User> {
@@ -55,7 +59,7 @@ export class UserStore {
   }
 
   find(username: string): User | undefined {
-    const row = this.#db.prepare('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
+    const row = this.#selectUser.get(username) as UserRow | undefined;
     return row === undefined ? undefined : toUser(row);
   }
 
@@ -74,7 +78,7 @@ export class UserStore {
    * cost one full hash too, so response time does not reveal which usernames exist.
    */
   async authenticate(username: string, password: string): Promise<User | undefined> {
-    const row = this.#db.prepare('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
+    const row = this.#selectUser.get(username) as UserRow | undefined;
     const ok = await verifyPassword(password, row?.password_hash ?? UNUSABLE_HASH);
     if (!ok || row === undefined || row.disabled === 1) return undefined;
     return toUser(row);
