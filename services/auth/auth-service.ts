@@ -17,7 +17,6 @@ export interface CallerWorkload {
 }
 
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
-const MAX_PASSWORD_CHARS = 1024;
 
 export interface AuthServiceDeps {
   policy: AuthPolicy;
@@ -50,8 +49,8 @@ export class AuthService {
     throttle.begin(key, source);
     let user: User | undefined;
     try {
-      user =
-        isUsername(req.username) && req.password.length <= MAX_PASSWORD_CHARS ? await users.authenticate(req.username, req.password) : undefined;
+      // Over-long passwords are refused by verifyPassword before any hashing.
+      user = isUsername(req.username) ? await users.authenticate(req.username, req.password) : undefined;
       if (user === undefined) {
         throttle.recordFailure(key, source);
         throw new TwokeyError('ERR_LOGIN_FAILED', 'login failed: unknown user, wrong password or disabled account');
