@@ -2,7 +2,7 @@
 // the issued certificates, and every policy refusal naming its problem.
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -469,6 +469,24 @@ describe('CertificateAuthority', function () {
       const signed = ca.signCsr({ csr: makeCsr('rsa', ['rsa:2048']), spiffeId: ID, grants: [] });
       expect(openssl(['x509', '-noout', '-text'], signed.certPem)).to.match(/Key Usage: critical\s+Digital Signature, Key Encipherment/);
       refusal(() => ca.signCsr({ csr: makeCsr('weak', ['rsa:1024']), spiffeId: ID, grants: [] }), 'ERR_CSR_INVALID', /unsupported workload key RSA-1024/);
+    });
+
+    it('refuses a CSR whose signature algorithm belongs to another key type than its key', () => {
+      // An RSA-signed request relabelled ecdsa-with-SHA256: the RSA signature itself is genuine.
+      const pem = makeCsr('relabelled', ['rsa:2048']);
+      const der = Buffer.from(pem.split('\n').filter((l) => !l.startsWith('-----')).join(''), 'base64');
+      const tlv = (tag: number, body: Buffer): Buffer => {
+        const n = body.length;
+        const len = n < 0x80 ? Buffer.from([n]) : n < 0x100 ? Buffer.from([0x81, n]) : Buffer.from([0x82, n >> 8, n & 0xff]);
+        return Buffer.concat([Buffer.from([tag]), len, body]);
+      };
+      const outerHeader = der[1]! & 0x80 ? 2 + (der[1]! & 0x7f) : 2;
+      const infoLength = der[outerHeader + 1]! & 0x80 ? 2 + (der[outerHeader + 1]! & 0x7f) + der.readUIntBE(outerHeader + 2, der[outerHeader + 1]! & 0x7f) : 2 + der[outerHeader + 1]!;
+      const info = der.subarray(outerHeader, outerHeader + infoLength);
+      const signature = sign('sha256', info, createPrivateKey(readFileSync(join(dir, 'relabelled.key'))));
+      const ecdsaWithSha256 = tlv(0x30, tlv(0x06, Buffer.from('2a8648ce3d040302', 'hex')));
+      const relabelled = tlv(0x30, Buffer.concat([info, ecdsaWithSha256, tlv(0x03, Buffer.concat([Buffer.from([0]), signature]))]));
+      refusal(() => ca.signCsr({ csr: relabelled, spiffeId: ID, grants: [] }), 'ERR_CSR_INVALID', /signature algorithm 1\.2\.840\.10045\.4\.3\.2 does not belong to the request's rsa key/);
     });
 
     it('refuses a CSR whose signature does not verify, and one that is not a CSR', () => {

@@ -5,15 +5,16 @@ import { DerReader, TAG, contextTag, decodeOid, readBitStringBytes, readSmallInt
 import { TwokeyError } from '../services/authz/errors.ts';
 import { checkWorkloadKey } from './workload-key.ts';
 
-// Signature algorithm OID -> hash passed to crypto.verify (null: the algorithm hashes itself).
-const SIGNATURE_HASH = new Map<string, string | null>([
-  ['1.2.840.10045.4.3.2', 'sha256'],
-  ['1.2.840.10045.4.3.3', 'sha384'],
-  ['1.2.840.10045.4.3.4', 'sha512'],
-  ['1.2.840.113549.1.1.11', 'sha256'],
-  ['1.2.840.113549.1.1.12', 'sha384'],
-  ['1.2.840.113549.1.1.13', 'sha512'],
-  ['1.3.101.112', null],
+// Signature algorithm OID -> hash passed to crypto.verify (null: the algorithm hashes itself) and
+// the key type it belongs to, so a signature is verified only as the algorithm it claims to be.
+const SIGNATURE_ALGORITHMS = new Map<string, { hash: string | null; keyType: string }>([
+  ['1.2.840.10045.4.3.2', { hash: 'sha256', keyType: 'ec' }],
+  ['1.2.840.10045.4.3.3', { hash: 'sha384', keyType: 'ec' }],
+  ['1.2.840.10045.4.3.4', { hash: 'sha512', keyType: 'ec' }],
+  ['1.2.840.113549.1.1.11', { hash: 'sha256', keyType: 'rsa' }],
+  ['1.2.840.113549.1.1.12', { hash: 'sha384', keyType: 'rsa' }],
+  ['1.2.840.113549.1.1.13', { hash: 'sha512', keyType: 'rsa' }],
+  ['1.3.101.112', { hash: null, keyType: 'ed25519' }],
 ]);
 
 const PEM = /^-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END (NEW )?CERTIFICATE REQUEST-----\s*$/;
@@ -56,8 +57,8 @@ export function verifiedCsrPublicKey(input: string | Buffer): KeyObject {
 
   const alg = req.child(algEl, 'signatureAlgorithm');
   const algOid = decodeOid(alg, alg.expect(TAG.OID, 'algorithm').value, 'algorithm');
-  const hash = SIGNATURE_HASH.get(algOid);
-  if (hash === undefined) throw bad(`unsupported signature algorithm ${algOid}`);
+  const algorithm = SIGNATURE_ALGORITHMS.get(algOid);
+  if (algorithm === undefined) throw bad(`unsupported signature algorithm ${algOid}`);
 
   let key: KeyObject;
   try {
@@ -66,10 +67,13 @@ export function verifiedCsrPublicKey(input: string | Buffer): KeyObject {
     throw bad(`unreadable public key: ${(err as Error).message}`);
   }
   checkWorkloadKey(key, 'ERR_CSR_INVALID');
+  if (key.asymmetricKeyType !== algorithm.keyType) {
+    throw bad(`signature algorithm ${algOid} does not belong to the request's ${key.asymmetricKeyType} key`);
+  }
   const signature = readBitStringBytes(req, sigEl, 'signature');
   let ok = false;
   try {
-    ok = verify(hash, infoEl.raw, key, signature);
+    ok = verify(algorithm.hash, infoEl.raw, key, signature);
   } catch {
     ok = false;
   }
