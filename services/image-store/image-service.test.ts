@@ -79,6 +79,17 @@ describe('image store service logic', () => {
     expect(codeOf(() => service.create(alice, { ...upload, content_type: 'text/html' }))).to.equal('ERR_REQUEST_INVALID');
   });
 
+  it("lets a delegated images:tag token tag only its user's images, and do nothing else", () => {
+    const mine = service.create(alice, upload);
+    const theirs = service.create(bob, upload);
+    const delegated: VerifiedToken = { ...token('alice', ['images:tag'], 'delegated'), actorChain: ['spiffe://twokey.local/ns/twokey/sa/tagging'] };
+    expect(service.setTags(delegated, { id: mine.id, tags: ['geo:x'] }).tags).to.deep.equal(['geo:x']);
+    expect(codeOf(() => service.setTags(delegated, { id: theirs.id, tags: ['geo:x'] }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(codeOf(() => service.update(delegated, { id: mine.id, name: 'renamed', content_type: '', content: Buffer.alloc(0) }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(codeOf(() => service.delete(delegated, { id: mine.id }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(service.get(bob, { id: theirs.id, without_content: true }).tags).to.deep.equal([]);
+  });
+
   it('never lets a service token own an image', () => {
     expect(codeOf(() => service.create(token('spiffe://twokey.local/ns/x/sa/y', ['images:write'], 'service'), upload))).to.equal('ERR_RESOURCE_FORBIDDEN');
   });
