@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { SvidSource } from '../../services/authz/rotation.ts';
+import { MAX_MESSAGE_BYTES } from '../../services/mesh-runtime/mesh-service.ts';
 import { AuthClient, ImageStoreClient, TaggingClient } from '../../services/mesh-runtime/protos.ts';
 import type { Endpoints } from './local-mesh.ts';
 
@@ -16,7 +17,7 @@ const CONSTRUCTORS: Record<ServiceClientKind, grpc.ServiceClientConstructor> = {
   tagging: TaggingClient,
 };
 
-const CHANNEL_OPTIONS = { 'grpc.max_receive_message_length': 8 * 1024 * 1024, 'grpc.max_send_message_length': 8 * 1024 * 1024 };
+const CHANNEL_OPTIONS = { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.max_send_message_length': MAX_MESSAGE_BYTES };
 
 export function readEndpoints(stateDir: string): Endpoints {
   return JSON.parse(readFileSync(join(stateDir, 'endpoints.json'), 'utf8')) as Endpoints;
