@@ -161,6 +161,11 @@ export class TokenVerifier {
         }
         actorChain = parseActorChain(act, this.#maxActorDepth);
         boundThumbprint = parseCnf(cnf, 'delegated');
+        // Without a service of its own to compare with (the gateway, the offline check), still
+        // refuse the one audience no service would accept for it: the whole trust domain.
+        if (this.#delegatedAudience === undefined && isTrustDomainId(audience)) {
+          throw invalid(`a delegated token must be addressed to one service, not the whole trust domain "${audience}"`);
+        }
         break;
       case 'service':
         if (act !== undefined) throw invalid('a service token carries no "act"');
@@ -291,6 +296,14 @@ function parseSpiffeClaim(value: unknown, claim: string): string {
     return SpiffeId.parse(value).toString();
   } catch (err) {
     throw invalid(`"${claim}" is not a SPIFFE ID`, err);
+  }
+}
+
+function isTrustDomainId(audience: string): boolean {
+  try {
+    return SpiffeId.parse(audience).path === '';
+  } catch {
+    return false; // not a SPIFFE ID at all, so not a trust domain's
   }
 }
 

@@ -95,6 +95,21 @@ describe('twokey authz check', function () {
     expect(r.code).to.equal(1);
     const json = JSON.parse(r.out);
     expect(json).to.include({ allow: false, code: 'UNAUTHENTICATED', claimsMode: true });
+    // Addressed mesh-wide: refused as every server refuses it, before the binding is looked at.
+    expect(json.reason).to.match(/^token check failed: invalid token: a delegated token must be addressed to one service, not the whole trust domain "spiffe:\/\/twokey.local"$/);
+  });
+
+  it('evaluates a delegated claims file addressed to one service up to its binding', async () => {
+    const claimsFile = join(pki.root, 'claims-store.json');
+    const iat = Math.floor(Date.now() / 1000);
+    writeFileSync(claimsFile, JSON.stringify({
+      iss: ISSUER, sub: 'alice', aud: `spiffe://${TD}/ns/twokey/sa/image-store`, iat, exp: iat + 300, jti: 'abcdefghijklmnopqrstuv', scope: 'images:read',
+      token_kind: 'delegated', act: { sub: TAGGING }, cnf: { 'x5t#S256': 'A'.repeat(43) },
+    }));
+    const r = await cli(['--cert', gatewayCert, '--trust-domain', TD, '--issuer', ISSUER, '--claims', claimsFile, '--method', GET, '--server', `spiffe://${TD}/ns/twokey/sa/image-store`, '--json']);
+    expect(r.code).to.equal(1);
+    const json = JSON.parse(r.out);
+    expect(json).to.include({ allow: false, code: 'UNAUTHENTICATED', claimsMode: true });
     expect(json.reason).to.match(/^binding check failed: delegated token actor \(act.sub\) spiffe:\/\/twokey.local\/ns\/twokey\/sa\/tagging is not the peer/);
   });
 

@@ -206,6 +206,12 @@ describe('TokenVerifier', () => {
     expect(err.message).to.match(/must be addressed to this service/);
   });
 
+  it('a delegated token addressed to the whole trust domain, even when the verifier serves no one service', async () => {
+    const claims = { token_kind: 'delegated', act: { sub: TAGGING }, cnf: { 'x5t#S256': THUMB } };
+    expect((await verifier.verify(await sign({ ...claims, aud: STORE }))).audience).to.equal(STORE);
+    await expectCode(sign({ ...claims, aud: MESH_AUDIENCE }), 'ERR_TOKEN_INVALID', /must be addressed to one service, not the whole trust domain/);
+  });
+
   it('a delegated token without act, without cnf, or with a bad actor', async () => {
       const base = { token_kind: 'delegated', aud: STORE };
       await expectCode(sign({ ...base, cnf: { 'x5t#S256': THUMB } }), 'ERR_TOKEN_INVALID', /actor/);
