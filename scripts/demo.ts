@@ -8,7 +8,6 @@ import { unary } from '../services/mesh-runtime/protos.ts';
 import { jpegWithGps, jpegWithoutExif } from './fixtures/gps-jpeg.ts';
 import { gatewayClient, readEndpoints, workloadClient } from './local-mesh/clients.ts';
 
-const STATUS_NAMES = Object.fromEntries(Object.entries(status).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v, k]));
 let surprises = 0;
 let stateDir = '.twokey';
 let requestId = '';
@@ -77,7 +76,8 @@ async function step<T>(title: string, expected: 'allow' | keyof typeof status, c
     return result;
   } catch (err) {
     const e = err as ServiceError;
-    const name = STATUS_NAMES[e.code] ?? String(e.code);
+    // grpc-js's status is a numeric enum: indexing it by code gives the name.
+    const name = (status[e.code] as string | undefined) ?? String(e.code);
     process.stdout.write(`  DENY ${name}: ${e.details}\n`);
     for (const line of trail()) process.stdout.write(`    ${line}\n`);
     if (expected !== name) {

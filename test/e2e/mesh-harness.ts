@@ -9,9 +9,8 @@ import { unary } from '../../services/mesh-runtime/protos.ts';
 import { gatewayClient, workloadClient, type ServiceClientKind } from '../../scripts/local-mesh/clients.ts';
 import { startLocalMesh, type LocalMesh } from '../../scripts/local-mesh/local-mesh.ts';
 
-export const STATUS_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(status).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]),
-);
+/** Code -> name: grpc-js's status is a numeric enum, which maps both ways. */
+export const STATUS_NAMES: Readonly<Record<number, string | undefined>> = status;
 
 export interface TestMesh {
   mesh: LocalMesh;
