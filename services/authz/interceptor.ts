@@ -124,9 +124,7 @@ class AuthorizedCall {
       return this.#fail(err);
     }
     if (!(decision instanceof Promise)) return this.#finish(decision);
-    decision.then((d) => this.#finish(d), (err: unknown) => this.#fail(err)).catch(() => {
-      this.intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: internal error (decision ${this.#decisionId})` });
-    });
+    decision.then((d) => this.#finish(d), (err: unknown) => this.#fail(err));
   }
 
   // Messages and half-close reach the handler only after an allowing decision set the context.
@@ -182,7 +180,13 @@ class AuthorizedCall {
 
   #finish(decision: Decision): void {
     const enforced = !decision.allow && !this.#settings.dryRun;
-    this.#log(decision, enforced);
+    try {
+      this.#log(decision, enforced);
+    } catch {
+      // A decision that cannot be recorded is not acted on: the call ends, and never hangs.
+      this.intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: the decision could not be logged (decision ${this.#decisionId})` });
+      return;
+    }
     if (enforced) {
       this.intercepting.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId) });
       return;
@@ -209,7 +213,11 @@ class AuthorizedCall {
   #fail(err: unknown): void {
     // Fail closed: an unexpected error is a denial, never a pass.
     this.intercepting.sendStatus({ code: status.INTERNAL, details: `twokey: authorization failed internally (decision ${this.#decisionId})` });
-    this.#log(internalDenial(err), true);
+    try {
+      this.#log(internalDenial(err), true);
+    } catch {
+      // The call is already ended; a log that fails too has nothing left to deny.
+    }
   }
 
   /**
@@ -235,8 +243,13 @@ class AuthorizedCall {
       this.#expiry.unref();
       return;
     }
-    this.#log(again, true);
+    // End the stream first: a log that throws must not keep a lapsed stream open.
     this.intercepting.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
+    try {
+      this.#log(again, true);
+    } catch {
+      // The stream is already ended.
+    }
   }
 
   #stopExpiry(): void {

@@ -103,6 +103,19 @@ describe('createAuthzInterceptor', () => {
     }
   });
 
+  for (const cached of [false, true]) {
+    it(`ends the call with INTERNAL, never admitting or hanging it, when the decision log throws (${cached ? 'cached' : 'new'} token)`, async () => {
+      const throwing = { write: () => { throw new Error('log destination gone'); } } as unknown as DecisionLog;
+      const fresh = new TokenAuthenticator({ verifier: new TokenVerifier({ keys: await StaticKeys.fromJwks(TestIssuer.jwks(issuer)), issuer: ISSUER, audiences: [MESH_AUDIENCE] }) });
+      const md = await bearer();
+      if (cached) await fresh.fromMetadata(md);
+      const out = await drive(createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens: fresh, peers: new PeerIdentityCache(), log: throwing }), md);
+      expect(out.reached).to.deep.equal([]);
+      expect(out.sent.map((s) => s.code)).to.deep.equal([grpc.status.INTERNAL]);
+      expect(out.sent[0]!.details).to.match(/^twokey: the decision could not be logged \(decision [0-9a-f-]{36}\)$/);
+    });
+  }
+
   it('fails closed when verifying the token throws', async () => {
     const broken = { fromMetadata: () => Promise.reject(new Error('key store exploded')) } as unknown as TokenAuthenticator;
     const out = await drive(createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens: broken, peers: new PeerIdentityCache() }), await bearer());
