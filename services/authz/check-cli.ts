@@ -31,7 +31,8 @@ the calling workload's certificate, the bearer token it presents, and the method
 result of every check in decision order and the reason, like a server's decision log.
 
   --cert FILE          the caller's certificate (svid.pem: PEM, leaf first; or DER)
-  --token JWT          the bearer token (without "Bearer ")
+  --token JWT          the bearer token (without "Bearer "); it lands in shell history and
+                       the process list, so prefer --token-file for a live token
   --token-file FILE    read the token from a file ("-" for stdin)
   --claims FILE        a JSON claims set instead of a token: it is signed here with a throwaway
                        key, so every check runs except trust in the signing key
