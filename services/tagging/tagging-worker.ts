@@ -92,7 +92,7 @@ export class TaggingWorker {
     try {
       image = await this.#images.getImage(event.imageId, await this.#tokens.serviceToken());
     } catch (err) {
-      if (SKIP_CODES.has(grpcCode(err) ?? -1)) return 'skipped';
+      if (SKIP_CODES.has(grpcCode(err) ?? -1)) return this.#skipped(event.imageId, 'read', err);
       throw err;
     }
     const location = await readLocation(image.content);
@@ -103,10 +103,16 @@ export class TaggingWorker {
     try {
       await this.#images.setTags(image.id, tags, await this.#tokens.delegatedToken(image.owner));
     } catch (err) {
-      if (SKIP_CODES.has(grpcCode(err) ?? -1)) return 'skipped';
+      if (SKIP_CODES.has(grpcCode(err) ?? -1)) return this.#skipped(image.id, 'tag', err);
       throw err;
     }
     return 'tagged';
+  }
+
+  /** A skip is final, so its reason is logged: a refused exchange or grant must not pass unseen. */
+  #skipped(imageId: string, step: 'read' | 'tag', err: unknown): TagOutcome {
+    this.#log.warn({ event: 'tagging.skipped', image_id: imageId, step, code: grpcCode(err), err: (err as Error).message }, 'image skipped');
+    return 'skipped';
   }
 }
 
