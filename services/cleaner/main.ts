@@ -37,9 +37,14 @@ export async function serve(env: Env): Promise<RunningService> {
       },
     };
     const job = new CleanerJob({ images, serviceToken: () => serviceToken.get(), logger: log });
-    let sweeping: Promise<unknown> = Promise.resolve();
+    let sweeping: Promise<unknown> | undefined;
     const tick = (): void => {
-      sweeping = job.sweep().catch((err: unknown) => log.warn({ event: 'cleaner.sweep_failed', err: (err as Error).message }, 'sweep failed; next interval retries'));
+      // A sweep still running when the next is due is left to finish: two would delete the same ids.
+      if (sweeping !== undefined) return;
+      sweeping = job
+        .sweep()
+        .catch((err: unknown) => log.warn({ event: 'cleaner.sweep_failed', err: (err as Error).message }, 'sweep failed; next interval retries'))
+        .finally(() => (sweeping = undefined));
     };
     const timer = setInterval(tick, intervalMs);
     runtime.onClose(async () => {
