@@ -22,6 +22,9 @@ function loadHealthService(): grpc.ServiceClientConstructor {
 
 const Health = loadHealthService();
 
+// The health port is unauthenticated: open Watch streams are capped so they cannot pile up.
+export const MAX_HEALTH_WATCHERS = 32;
+
 /**
  * Health state for one process: '' is the whole process, other keys are gRPC service names.
  * Starts NOT_SERVING so a probe never passes before the mesh listener is up.
@@ -57,6 +60,10 @@ export class HealthServer {
         callback(null, { status });
       },
       Watch: (call: grpc.ServerWritableStream<{ service: string }, unknown>) => {
+        if (this.#watchers.size >= MAX_HEALTH_WATCHERS) {
+          call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `at most ${MAX_HEALTH_WATCHERS} health watches at once` });
+          return;
+        }
         const watcher = { service: call.request.service, call };
         this.#watchers.add(watcher);
         call.write({ status: this.status(call.request.service) });
