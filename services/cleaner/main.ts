@@ -1,10 +1,9 @@
 // The cleaner process: no API of its own; every interval it deletes flagged images with its
 // service token. Only its health listener accepts connections.
 import { TwokeyError } from '../authz/errors.ts';
-import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
 import { envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
-import { AuthClient, ImageStoreClient, bearer, unary } from '../mesh-runtime/protos.ts';
+import { ImageStoreClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { CleanerJob, type CleanerImagesPort } from './cleaner-job.ts';
 
@@ -19,9 +18,8 @@ export async function serve(env: Env): Promise<RunningService> {
     if (intervalMs > MAX_TIMER_MS) {
       throw new TwokeyError('ERR_CONFIG_INVALID', `TWOKEY_CLEANER_INTERVAL: at most ${Math.floor(MAX_TIMER_MS / 86_400_000)} days (a timer limit)`);
     }
-    const auth = runtime.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443', false);
-    const serviceToken = new CachedToken(() => unary<IssuedToken>(auth, 'GetServiceToken', { audience: '' }));
+    const serviceToken = runtime.serviceToken();
     const images: CleanerImagesPort = {
       listTagged: async (tag, pageToken, token) => {
         const res = await unary<{ images: { id: string; owner: string }[]; next_page_token: string }>(

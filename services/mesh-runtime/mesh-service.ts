@@ -8,6 +8,7 @@ import { JwksKeySet } from '../authz/jwks.ts';
 import { SvidSource } from '../authz/rotation.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
+import { CachedToken, type IssuedToken } from './cached-token.ts';
 import { readCommonConfig, envAddress, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
@@ -37,6 +38,7 @@ export class MeshRuntime {
   readonly svid: SvidSource;
   readonly health: HealthServer;
   readonly #closers: (() => Promise<void> | void)[] = [];
+  #auth: Client | undefined;
 
   private constructor(name: string, env: Env, config: CommonConfig, registry: Registry, logger: Logger, svid: SvidSource, health: HealthServer) {
     this.name = name;
@@ -89,9 +91,21 @@ export class MeshRuntime {
     return client;
   }
 
+  /** One mTLS client to auth per process; it never forwards a caller's token. */
+  authClient(): Client {
+    this.#auth ??= this.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
+    return this.#auth;
+  }
+
+  /** This workload's own service token (audience: the trust domain), reused until it nears expiry. */
+  serviceToken(): CachedToken {
+    const auth = this.authClient();
+    return new CachedToken(() => unary<IssuedToken>(auth, 'GetServiceToken', { audience: '' }));
+  }
+
   /** The mesh's token keys, fetched from auth's GetJwks over mTLS and refreshed in the background. */
   async authKeys(): Promise<JwksKeySet> {
-    const auth = this.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
+    const auth = this.authClient();
     const keys = new JwksKeySet({
       fetch: async () => (await unary<{ jwks_json: string }>(auth, 'GetJwks', {}, undefined, 5000)).jwks_json,
       cooldownMs: 5000,

@@ -6,7 +6,7 @@ import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
 import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
-import { AuthClient, ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
+import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { locationTags, readLocation } from './exif-location.ts';
 import { CursorStore, taggingDatabasePath } from './tagging-database.ts';
@@ -27,7 +27,7 @@ export async function serve(env: Env): Promise<RunningService> {
   try {
     const log = runtime.logger;
     const imageStoreId = runtime.workloadId('image-store');
-    const auth = runtime.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
+    const auth = runtime.authClient();
     // Inside SuggestTags this client forwards the caller's user token (propagation).
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443');
     const keys = await runtime.authKeys();
@@ -43,7 +43,7 @@ export async function serve(env: Env): Promise<RunningService> {
     });
     const port = await mesh.listen(runtime.config.listen);
 
-    const serviceToken = new CachedToken(() => unary<IssuedToken>(auth, 'GetServiceToken', { audience: '' }));
+    const serviceToken = runtime.serviceToken();
     const delegated = new Map<string, CachedToken>();
     const delegatedToken = (owner: string): Promise<string> => {
       let cached = delegated.get(owner);
