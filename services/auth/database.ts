@@ -1,8 +1,7 @@
 // The auth service's embedded database: users, login failures and signing keys in one SQLite file.
-import type Database from 'better-sqlite3';
-import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
+import { inTransaction, openDurableDatabase, pragmaValue, type SqliteDatabase } from '../mesh-runtime/durable-database.ts';
 
-export type AuthDatabase = Database.Database;
+export type AuthDatabase = SqliteDatabase;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS users (
@@ -33,13 +32,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_key_per_state ON signing_keys (state);
  * its use. Old key rows are dropped: verifiers refetch on the new kid, and the cost is that tokens
  * signed before the upgrade stop verifying (they live minutes).
  */
-function migrate(db: Database.Database): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
+function migrate(db: SqliteDatabase): void {
+  const version = Number(pragmaValue(db, 'user_version'));
   if (version >= 2) return;
-  db.transaction(() => {
+  inTransaction(db, () => {
     db.exec('DROP TABLE IF EXISTS signing_keys');
-    db.pragma('user_version = 2');
-  })();
+    db.exec('PRAGMA user_version = 2');
+  });
 }
 
 /** The path of the auth database inside a data directory. */

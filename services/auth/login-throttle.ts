@@ -1,5 +1,5 @@
 // Failed-login limiting per username and per source, persisted so a restart does not reset it.
-import type { Statement } from 'better-sqlite3';
+import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import type { AuthDatabase } from './database.ts';
 
@@ -60,7 +60,7 @@ export class LoginThrottle {
 
   /** Recorded failures in the window, plus each attempt still in flight counted as one now. */
   #failures(key: string, now: number): number[] {
-    const rows = this.#select.all(key, now - this.#policy.windowMs) as { at_ms: number }[];
+    const rows = this.#select.all(key, now - this.#policy.windowMs) as unknown as { at_ms: number }[];
     const pending = this.#inFlight.get(key) ?? 0;
     return [...rows.map((r) => r.at_ms), ...Array<number>(pending).fill(now)];
   }
@@ -90,11 +90,11 @@ export class LoginThrottle {
 
   recordFailure(username: string, source: string): void {
     const now = this.#now();
-    this.#db.transaction(() => {
+    inTransaction(this.#db, () => {
       this.#insert.run(`user:${username}`, now);
       this.#insert.run(`source:${source}`, now);
       this.#prune.run(now - this.#policy.windowMs);
-    })();
+    });
   }
 
   /** A successful login clears the username's failures (not the source's). */

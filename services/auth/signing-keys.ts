@@ -2,8 +2,8 @@
 // the next key (published before it signs anything, so verifiers already hold it when it takes
 // over), the current key, and the previous one (so tokens signed just before a rotation verify).
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import type { Statement } from 'better-sqlite3';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
+import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import type { AuthDatabase } from './database.ts';
 
 export interface SigningKey {
@@ -79,7 +79,7 @@ export class SigningKeys {
     const insert = this.#db.prepare(
       'INSERT INTO signing_keys (kid, private_pkcs8, public_jwk, state, created_at_ms, activated_at_ms) VALUES (?, ?, ?, ?, ?, ?)',
     );
-    const kid = this.#db.transaction(() => {
+    const kid = inTransaction(this.#db, () => {
       this.#db.prepare("DELETE FROM signing_keys WHERE state = 'previous'").run();
       this.#db.prepare("UPDATE signing_keys SET state = 'previous' WHERE state = 'current'").run();
       // Normally the next key has been published for a whole rotation period; only on first
@@ -88,14 +88,14 @@ export class SigningKeys {
       this.#db.prepare("UPDATE signing_keys SET state = 'current', activated_at_ms = ? WHERE state = 'next'").run(now);
       insert.run(fresh.kid, fresh.pkcs8, fresh.jwk, 'next', now, null);
       return this.#row('current')!.kid;
-    }).immediate();
+    });
     this.#onRotated(kid, why);
     return kid;
   }
 
   /** Public keys only: current, next, previous. */
   jwks(): JsonWebKeySet {
-    const rows = this.#selectAll.all() as KeyRow[];
+    const rows = this.#selectAll.all() as unknown as KeyRow[];
     rows.sort((a, b) => PUBLISH_ORDER[a.state] - PUBLISH_ORDER[b.state]);
     return { keys: rows.map((r) => JSON.parse(r.public_jwk) as JWK) };
   }
@@ -113,7 +113,7 @@ export class SigningKeys {
   }
 
   #row(state: KeyState): KeyRow | undefined {
-    return this.#selectState.get(state) as KeyRow | undefined;
+    return this.#selectState.get(state) as unknown as KeyRow | undefined;
   }
 
   #privateKey(row: KeyRow): KeyObject {

@@ -1,6 +1,6 @@
 // Users and their password hashes, in the auth database.
-import type { Statement } from 'better-sqlite3';
 import { TwokeyError } from '../authz/errors.ts';
+import type { SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import type { AuthDatabase } from './database.ts';
 import { checkPasswordStrength, hashPassword, UNUSABLE_HASH, verifyPassword } from './password.ts';
 import { parseUsername } from './username.ts';
@@ -59,7 +59,7 @@ export class UserStore {
   }
 
   find(username: string): User | undefined {
-    const row = this.#selectUser.get(username) as UserRow | undefined;
+    const row = this.#selectUser.get(username) as unknown as UserRow | undefined;
     return row === undefined ? undefined : toUser(row);
   }
 
@@ -70,7 +70,7 @@ export class UserStore {
   }
 
   list(): User[] {
-    return (this.#db.prepare('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
+    return (this.#db.prepare('SELECT * FROM users ORDER BY username').all() as unknown as UserRow[]).map(toUser);
   }
 
   /**
@@ -78,7 +78,7 @@ export class UserStore {
    * cost one full hash too, so response time does not reveal which usernames exist.
    */
   async authenticate(username: string, password: string): Promise<User | undefined> {
-    const row = this.#selectUser.get(username) as UserRow | undefined;
+    const row = this.#selectUser.get(username) as unknown as UserRow | undefined;
     const ok = await verifyPassword(password, row?.password_hash ?? UNUSABLE_HASH);
     if (!ok || row === undefined || row.disabled === 1) return undefined;
     return toUser(row);

@@ -4,13 +4,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { status } from '@grpc/grpc-js';
-import Database from 'better-sqlite3';
 import { SignJWT, exportJWK } from 'jose';
 import { CA_FILES } from '../../certs-ca/certificate-authority.ts';
 import { parseCaConfig } from '../../certs-ca/ca-config.ts';
 import { DEFAULT_AUTH_ISSUER, loadRegistry } from '../../certs-ca/registry.ts';
 import { authDatabasePath } from '../auth/database.ts';
 import { SigningKeys } from '../auth/signing-keys.ts';
+import { openReadOnlyDatabase } from '../mesh-runtime/durable-database.ts';
 import { decide, type Decision, type DecisionInput, type PeerResult } from './decision.ts';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { StaticKeys } from './jwks.ts';
@@ -144,7 +144,7 @@ function fromState(dir: string): { trustDomain: string; grantsOid: string; bundl
   const config = parseCaConfig(readFileSync(configFile, 'utf8'), configFile);
   if (!existsSync(authDb)) throw new UsageError(`${dir} has no auth database yet (${authDb}): start the mesh once, or pass --jwks`);
   // Read-only: the offline check must never change a running mesh's state.
-  const db = new Database(authDb, { readonly: true, fileMustExist: true });
+  const db = openReadOnlyDatabase(authDb);
   try {
     return { trustDomain: config.trustDomain, grantsOid: config.grantsOid, bundle: readFileSync(join(caDir, CA_FILES.cert)), jwks: new SigningKeys(db, { rotationMs: Infinity }).jwks() };
   } finally {

@@ -1,9 +1,8 @@
 // The image store's embedded database: images and a durable event log, written in one transaction
 // so every acknowledged upload and its event survive a crash (WAL, synchronous=FULL).
-import type Database from 'better-sqlite3';
-import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
+import { openDurableDatabase, type SqliteDatabase } from '../mesh-runtime/durable-database.ts';
 
-export type ImageDatabase = Database.Database;
+export type ImageDatabase = SqliteDatabase;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS images (

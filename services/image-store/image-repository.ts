@@ -1,6 +1,6 @@
 // Images and their event log in SQLite. Storage only: who may touch what is decided by the caller.
 import { randomBytes } from 'node:crypto';
-import type { Statement } from 'better-sqlite3';
+import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import type { ImageDatabase } from './image-database.ts';
 
 export interface StoredImage {
@@ -29,7 +29,7 @@ interface ImageRow {
   owner: string;
   name: string;
   content_type: string;
-  content?: Buffer;
+  content?: Uint8Array;
   size_bytes: number;
   tags: string;
   created_at_ms: number;
@@ -44,7 +44,8 @@ function toImage(row: ImageRow): StoredImage {
     owner: row.owner,
     name: row.name,
     contentType: row.content_type,
-    content: row.content,
+    // node:sqlite returns BLOBs as plain Uint8Array; a Buffer view over the same bytes costs no copy.
+    content: row.content === undefined ? undefined : Buffer.from(row.content.buffer, row.content.byteOffset, row.content.byteLength),
     tags: JSON.parse(row.tags) as string[],
     createdAtMs: row.created_at_ms,
     updatedAtMs: row.updated_at_ms,
@@ -125,26 +126,26 @@ export class ImageRepository {
   create(input: { owner: string; name: string; contentType: string; content: Buffer; tags: string[] }): StoredImage {
     const id = `img_${this.#random(16).toString('hex')}`;
     const now = this.#now();
-    this.#db.transaction(() => {
+    inTransaction(this.#db, () => {
       this.#statements.insertImage.run(id, input.owner, input.name, input.contentType, input.content, JSON.stringify(input.tags), now, now);
       this.#event('created', id, input.owner, now);
-    }).immediate();
+    });
     this.#notify();
     return this.get(id, true)!;
   }
 
   get(id: string, withContent: boolean): StoredImage | undefined {
-    const row = (withContent ? this.#statements.getWithContent : this.#statements.getMeta).get(id) as ImageRow | undefined;
+    const row = (withContent ? this.#statements.getWithContent : this.#statements.getMeta).get(id) as unknown as ImageRow | undefined;
     return row === undefined ? undefined : toImage(row);
   }
 
   /** Metadata only, in upload order; returns the rows and the sequence of the last one. */
   list(query: ListQuery): { images: StoredImage[]; lastSeq: number | undefined; more: boolean } {
-    const params: unknown[] = [query.afterSeq];
+    const params: (string | number)[] = [query.afterSeq];
     if (query.owner !== undefined) params.push(query.owner);
     if (query.tag !== undefined) params.push(query.tag);
     const statement = this.#statements.list[(query.owner !== undefined ? 1 : 0) + (query.tag !== undefined ? 2 : 0)]!;
-    const rows = statement.all(...params, query.limit + 1) as ImageRow[];
+    const rows = statement.all(...params, query.limit + 1) as unknown as ImageRow[];
     const more = rows.length > query.limit;
     const page = rows.slice(0, query.limit);
     return { images: page.map(toImage), lastSeq: page.at(-1)?.seq, more };
@@ -152,13 +153,13 @@ export class ImageRepository {
 
   update(id: string, changes: { name?: string; contentType?: string; content?: Buffer }): StoredImage | undefined {
     const now = this.#now();
-    const done = this.#db.transaction(() => {
+    const done = inTransaction(this.#db, () => {
       const current = this.get(id, false);
       if (current === undefined) return false;
       this.#statements.update.run(changes.name ?? null, changes.contentType ?? null, changes.content ?? null, now, id);
       this.#event('updated', id, current.owner, now);
       return true;
-    }).immediate();
+    });
     if (!done) return undefined;
     this.#notify();
     return this.get(id, false);
@@ -166,13 +167,13 @@ export class ImageRepository {
 
   setTags(id: string, tags: string[]): StoredImage | undefined {
     const now = this.#now();
-    const done = this.#db.transaction(() => {
+    const done = inTransaction(this.#db, () => {
       const current = this.get(id, false);
       if (current === undefined) return false;
       this.#statements.setTags.run(JSON.stringify(tags), now, id);
       this.#event('updated', id, current.owner, now);
       return true;
-    }).immediate();
+    });
     if (!done) return undefined;
     this.#notify();
     return this.get(id, false);
@@ -180,19 +181,19 @@ export class ImageRepository {
 
   delete(id: string): boolean {
     const now = this.#now();
-    const done = this.#db.transaction(() => {
+    const done = inTransaction(this.#db, () => {
       const current = this.get(id, false);
       if (current === undefined) return false;
       this.#statements.delete.run(id);
       this.#event('deleted', id, current.owner, now);
       return true;
-    }).immediate();
+    });
     if (done) this.#notify();
     return done;
   }
 
   eventsAfter(sequence: number, limit: number): ImageEventRecord[] {
-    const rows = this.#statements.eventsAfter.all(sequence, limit) as { sequence: number; type: ImageEventRecord['type']; image_id: string; owner: string; at_ms: number }[];
+    const rows = this.#statements.eventsAfter.all(sequence, limit) as unknown as { sequence: number; type: ImageEventRecord['type']; image_id: string; owner: string; at_ms: number }[];
     return rows.map((r) => ({ sequence: r.sequence, type: r.type, imageId: r.image_id, owner: r.owner, atMs: r.at_ms }));
   }
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { openDurableDatabase } from './durable-database.ts';
+import { inTransaction, openDurableDatabase, pragmaValue } from './durable-database.ts';
 
 describe('openDurableDatabase', () => {
   let root: string;
@@ -18,9 +18,9 @@ describe('openDurableDatabase', () => {
     try {
       expect(statSync(join(root, 'data')).mode & 0o777).to.equal(0o700);
       expect(statSync(path).mode & 0o777).to.equal(0o600);
-      expect(db.pragma('journal_mode', { simple: true })).to.equal('wal');
-      expect(db.pragma('synchronous', { simple: true })).to.equal(2);
-      expect(db.pragma('busy_timeout', { simple: true })).to.equal(5000);
+      expect(pragmaValue(db, 'journal_mode')).to.equal('wal');
+      expect(pragmaValue(db, 'synchronous')).to.equal(2);
+      expect(pragmaValue(db, 'busy_timeout')).to.equal(5000);
     } finally {
       db.close();
     }
@@ -33,8 +33,27 @@ describe('openDurableDatabase', () => {
     const db = openDurableDatabase(path);
     try {
       expect(statSync(path).mode & 0o777).to.equal(0o600);
-      expect(db.pragma('journal_mode', { simple: true })).to.equal('wal');
-      expect(db.pragma('synchronous', { simple: true })).to.equal(2);
+      expect(pragmaValue(db, 'journal_mode')).to.equal('wal');
+      expect(pragmaValue(db, 'synchronous')).to.equal(2);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('commits a transaction whole, and rolls all of it back when its work throws', () => {
+    const db = openDurableDatabase(join(root, 't.db'));
+    try {
+      db.exec('CREATE TABLE t (v INTEGER NOT NULL) STRICT');
+      const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+      expect(inTransaction(db, () => (insert.run(1), insert.run(2), 'done'))).to.equal('done');
+      expect(() =>
+        inTransaction(db, () => {
+          insert.run(3);
+          throw new Error('midway');
+        }),
+      ).to.throw('midway');
+      expect(db.isTransaction).to.equal(false);
+      expect(db.prepare('SELECT v FROM t ORDER BY v').all().map((r) => r.v)).to.deep.equal([1, 2]);
     } finally {
       db.close();
     }

@@ -1,15 +1,13 @@
 // The tagging worker's durable cursor: the last image event it finished, in SQLite.
-import type Database from 'better-sqlite3';
-import type { Statement } from 'better-sqlite3';
-import { openDurableDatabase } from '../mesh-runtime/durable-database.ts';
+import { openDurableDatabase, type SqliteDatabase, type SqliteStatement } from '../mesh-runtime/durable-database.ts';
 
 export class CursorStore {
-  readonly #db: Database.Database;
+  readonly #db: SqliteDatabase;
   // Prepared once: the worker reads and writes the cursor on every event.
-  readonly #select: Statement;
-  readonly #upsert: Statement;
+  readonly #select: SqliteStatement;
+  readonly #upsert: SqliteStatement;
 
-  private constructor(db: Database.Database) {
+  private constructor(db: SqliteDatabase) {
     this.#db = db;
     this.#select = db.prepare('SELECT sequence FROM cursors WHERE name = ?');
     this.#upsert = db.prepare(
@@ -24,7 +22,7 @@ export class CursorStore {
   }
 
   get(name: string): number {
-    const row = this.#select.get(name) as { sequence: number } | undefined;
+    const row = this.#select.get(name) as unknown as { sequence: number } | undefined;
     return row?.sequence ?? 0;
   }
 

@@ -2,10 +2,10 @@
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import Database from 'better-sqlite3';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { authDatabasePath } from '../../services/auth/database.ts';
+import { openReadOnlyDatabase } from '../../services/mesh-runtime/durable-database.ts';
 import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
 import { STATUS_NAMES, expectStatus, removeState, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
@@ -49,9 +49,9 @@ describe('adversarial: attacks on the running example mesh', function () {
       unary<Image>(images, 'CreateImage', { name, content_type: 'image/jpeg', content: jpegWithoutExif(), tags }, withToken(token));
     photo = await create(alice, 'alice-private.jpg', ['alice-secret-tag']);
     bobPhoto = await create(bob, 'bob.jpg', []);
-    const db = new Database(authDatabasePath(t.mesh.layout.dataDir('auth')), { readonly: true });
+    const db = openReadOnlyDatabase(authDatabasePath(t.mesh.layout.dataDir('auth')));
     try {
-      const row = db.prepare("SELECT kid, private_pkcs8 FROM signing_keys WHERE state = 'current'").get() as { kid: string; private_pkcs8: string };
+      const row = db.prepare("SELECT kid, private_pkcs8 FROM signing_keys WHERE state = 'current'").get() as unknown as { kid: string; private_pkcs8: string };
       issuerKey = RawSigner.fromPrivateKey(row.kid, createPrivateKey(row.private_pkcs8));
     } finally {
       db.close();
