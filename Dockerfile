@@ -4,25 +4,27 @@
 #   docker run twokey:0.1.0 gateway        (auth | gateway | image-store | tagging | cleaner)
 # Configuration comes from the environment and mounted files (see deploy/).
 
-# Both stages use the same Node image, so better-sqlite3's native module matches its runtime.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24 LTS, the runtime twokey is built and tested on; the same image in both stages.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
-# better-sqlite3 compiles its native module when no prebuilt binary fits; the compilers stay in
-# this stage.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
+# The full install (TypeScript included) compiles the sources; no dependency builds native code.
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund \
- && npm cache clean --force
-COPY tsconfig.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
 COPY services ./services
 COPY certs-ca ./certs-ca
-# Tests, the CA directory and deploy/ never enter the build context (.dockerignore).
 COPY scripts ./scripts
+COPY deploy/tools ./deploy/tools
+# Tests, the CA directory and the manifests never enter the build context (.dockerignore). The
+# image keeps the compiled dist/, the protos it loads at run time and the production dependencies.
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && npm cache clean --force \
+ && find services certs-ca scripts deploy -name '*.ts' -delete \
+ && rm -f tsconfig.json tsconfig.build.json
 
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production \
@@ -34,4 +36,4 @@ COPY --from=build /app /app
 USER 10001:10001
 # mesh mTLS gRPC, plaintext health (probes only), gateway public TLS, auth HTTPS JWKS
 EXPOSE 8443 8081 9443 8444
-ENTRYPOINT ["node", "scripts/twokey.js", "serve"]
+ENTRYPOINT ["node", "dist/scripts/twokey.js", "serve"]

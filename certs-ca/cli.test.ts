@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const TWOKEY = fileURLToPath(new URL('../scripts/twokey.js', import.meta.url));
+import { TWOKEY_BIN as TWOKEY } from '../scripts/local-mesh/supervisor.ts';
+
 const REGISTRY = fileURLToPath(new URL('../deploy/registry.yaml', import.meta.url));
 
 function twokey(args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {

@@ -1,8 +1,8 @@
 // Writes the hostile certificate fixtures (named for their defect) to test/fixtures/generated/.
-import { fileURLToPath } from 'node:url';
 import { makeHostileFixtures } from '../certs-ca/hostile-fixtures.ts';
+import { packagePath } from '../services/authz/package-root.ts';
 
-const DEFAULT_DIR = fileURLToPath(new URL('../test/fixtures/generated', import.meta.url));
+const DEFAULT_DIR = packagePath('test', 'fixtures', 'generated');
 
 const dir = process.argv[2] ?? DEFAULT_DIR;
 const set = makeHostileFixtures(dir);

@@ -11,15 +11,15 @@ import { CertificateAuthority, loadRegistry, parseRegistry, type Registry } from
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
+import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { parseManifests, toYamlStream, type K8sObject } from '../tools/manifest.ts';
 import { REGISTRY_FILE, REPO } from './paths.ts';
 
-const TWOKEY = fileURLToPath(new URL('../../scripts/twokey.js', import.meta.url));
 const run = promisify(execFile);
 
 async function twokey(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [TWOKEY, ...args], { cwd: REPO, timeout: 40_000 });
+    const { stdout, stderr } = await run(process.execPath, [TWOKEY_BIN, ...args], { cwd: REPO, timeout: 40_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

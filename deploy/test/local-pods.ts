@@ -10,6 +10,7 @@ import { freePort } from '../../scripts/local-mesh/ports.ts';
 import { containerPorts, podLabels, selects, stringMap, targetContainerPort } from '../tools/cross-reference.ts';
 import { isObject, type JsonObject, type K8sObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf, podTemplateOf, str } from '../tools/pod-spec.ts';
+import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 
 export interface LocalPod {
   name: string;
@@ -184,12 +185,12 @@ export class RunningPods {
   readonly unexpectedExits: string[] = [];
   #stopping = false;
 
-  /** Starts every pod's service as `node scripts/twokey.js serve <name>`, logging to root/<name>.log. */
+  /** Starts every pod's service as `node dist/scripts/twokey.js serve <name>` (the compiled command, as in the image), logging to root/<name>.log. */
   constructor(pods: readonly LocalPod[], repo: string, root: string) {
     for (const pod of pods) {
       const logFile = join(root, `${pod.name}.log`);
       const log = openSync(logFile, 'a', 0o600);
-      const child = spawn(process.execPath, ['scripts/twokey.js', 'serve', pod.name], {
+      const child = spawn(process.execPath, [TWOKEY_BIN, 'serve', pod.name], {
         cwd: repo,
         env: { ...podProcessEnv(pod), TWOKEY_STOP_WITH_PARENT: '1' },
         ...podIdentity(pod),

@@ -5,7 +5,6 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { CertificateAuthority, loadRegistry } from '../../certs-ca/index.ts';
@@ -13,12 +12,12 @@ import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { AuthClient, ImageStoreClient, bearer, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
+import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { K8sObject } from '../tools/manifest.ts';
 import { RunningPods, podIdentity, podProcessEnv, preparePods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
 import { LOCAL_OVERLAY_DIR, REGISTRY_FILE, REPO } from './paths.ts';
 
-const TWOKEY = fileURLToPath(new URL('../../scripts/twokey.js', import.meta.url));
 
 function pod(pods: readonly LocalPod[], name: string): LocalPod {
   return pods.find((p) => p.name === name)!;
@@ -107,7 +106,7 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
     const password = 'correct horse battery staple';
     await new Promise<void>((resolve, reject) => {
       const auth = pod(pods, 'auth');
-      const child = execFile(process.execPath, [TWOKEY, 'users', 'add', 'alice', '--password-stdin'], { cwd: REPO, env: podProcessEnv(auth), ...podIdentity(auth) }, (err, _out, stderr) =>
+      const child = execFile(process.execPath, [TWOKEY_BIN, 'users', 'add', 'alice', '--password-stdin'], { cwd: REPO, env: podProcessEnv(auth), ...podIdentity(auth) }, (err, _out, stderr) =>
         err ? reject(new Error(`users add failed: ${stderr}`)) : resolve(),
       );
       child.stdin!.end(`${password}\n`);

@@ -1,10 +1,12 @@
 // Runs the mesh's services as child processes: one log file each, clean stop, kill and restart.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT, packagePath } from '../../services/authz/package-root.ts';
 
-const TWOKEY_BIN = fileURLToPath(new URL('../twokey.js', import.meta.url));
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The compiled `twokey` command (`npm run build`): child services run what ships, not the sources. */
+export const TWOKEY_BIN = packagePath('dist', 'scripts', 'twokey.js');
+/** The repository root, with a trailing slash. */
+export const REPO_ROOT = `${PACKAGE_ROOT}/`;
 
 export interface ServiceSpec {
   name: string;

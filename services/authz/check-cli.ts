@@ -15,6 +15,7 @@ import { decide, type Decision, type DecisionInput, type PeerResult } from './de
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { StaticKeys } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
+import { packagePath } from './package-root.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import { authorizeOwner } from './resource.ts';
 import { certificatesIn, chainsToBundle } from './rotation.ts';
@@ -79,7 +80,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'];
 
-const DEFAULT_REGISTRY = new URL('../../deploy/registry.yaml', import.meta.url).pathname;
+const DEFAULT_REGISTRY = packagePath('deploy', 'registry.yaml');
 
 /** `twokey authz <subcommand>`. */
 export async function run(args: string[]): Promise<number> {

@@ -1,7 +1,7 @@
 // Every gRPC method defined under the proto roots, with the authorization rule it declares.
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from './package-root.ts';
 import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader';
 import { TwokeyError } from './errors.ts';
 import type { MethodGrant } from './grant.ts';
@@ -31,7 +31,7 @@ export const PROTO_LOADER_OPTIONS = {
 } as const;
 
 /** twokey's own proto/ directory. */
-export const DEFAULT_PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
+export const DEFAULT_PROTO_ROOT = packagePath('proto');
 
 const RULE_OPTION = '(twokey.authz.v1.rule)';
 

@@ -1,11 +1,11 @@
 // grpc.health.v1 on a plaintext listener that serves nothing else, for Kubernetes probes.
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { packagePath } from '../authz/package-root.ts';
 
 export type ServingStatus = 'SERVING' | 'NOT_SERVING';
 
-const PROTO_DIR = fileURLToPath(new URL('./proto/', import.meta.url));
+const PROTO_DIR = packagePath('services', 'mesh-runtime', 'proto');
 
 function loadHealthService(): grpc.ServiceClientConstructor {
   const definition = protoLoader.loadSync('grpc/health/v1/health.proto', {

@@ -2,17 +2,16 @@
 import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
 import { SigningKeys } from '../../services/auth/signing-keys.ts';
 import { TokenMinter } from '../../services/auth/token-minter.ts';
 import { run } from '../../services/authz/check-cli.ts';
+import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { ISSUER, TestIssuer } from './token-fixtures.ts';
 import { TD, TestPki } from './mesh-fixtures.ts';
 
-const TWOKEY = fileURLToPath(new URL('../../scripts/twokey.js', import.meta.url));
 const GET = '/twokey.images.v1.ImageStore/GetImage';
 const DELETE = '/twokey.images.v1.ImageStore/DeleteImage';
 const GATEWAY = `spiffe://${TD}/ns/twokey/sa/gateway`;
@@ -149,7 +148,7 @@ describe('twokey authz check', function () {
   it('runs as the twokey command with exit codes 0 / 1 / 2', async () => {
     const exec = (args: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(process.execPath, [TWOKEY, 'authz', 'check', ...args], { timeout: 20000 }, (err, stdout, stderr) =>
+        execFile(process.execPath, [TWOKEY_BIN, 'authz', 'check', ...args], { timeout: 20000 }, (err, stdout, stderr) =>
           resolve({ code: err ? (err as { code?: number }).code ?? -1 : 0, stdout, stderr })));
     const [allowed, denied, usage] = await Promise.all([
       exec([...base(), '--token', token, '--method', GET]),

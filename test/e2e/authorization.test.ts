@@ -11,7 +11,7 @@ import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
-import { REPO_ROOT } from '../../scripts/local-mesh/supervisor.ts';
+import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import {
   decisionIdIn,
   decisionLine,
@@ -292,7 +292,7 @@ describe('example mesh, end to end', function () {
   it('manages users with `twokey users`; disabled users cannot log in; repeated failures are throttled', async () => {
     const dataDir = `${t.stateDir}/data/auth`;
     const cli = (args: string[], input?: string) => {
-      const child = run(process.execPath, [`${REPO_ROOT}/scripts/twokey.js`, 'users', ...args, '--data-dir', dataDir]);
+      const child = run(process.execPath, [TWOKEY_BIN, 'users', ...args, '--data-dir', dataDir]);
       if (input !== undefined) child.child.stdin!.end(input);
       return child;
     };
