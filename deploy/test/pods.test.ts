@@ -102,7 +102,7 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
   });
 
   it('a user added as the README says logs in through the gateway, uploads, and tagging tags the upload', async () => {
-    // `kubectl exec auth-0 -- node scripts/twokey.js users add alice`, with auth's environment.
+    // `kubectl exec auth-0 -- node dist/scripts/twokey.js users add alice`, with auth's environment.
     const password = 'correct horse battery staple';
     await new Promise<void>((resolve, reject) => {
       const auth = pod(pods, 'auth');
