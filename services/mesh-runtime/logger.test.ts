@@ -1,4 +1,5 @@
-// The asynchronous service logger loses no line on a clean stop, whether by flush or by process exit.
+// The asynchronous service logger loses no line on a clean stop, whether by flush or by process exit,
+// and writes lines longer than one write whole.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,8 @@ function logInChild(file: string, ending: 'exit' | 'flush'): void {
     const { createLogger, flushLogger } = await import(${JSON.stringify(LOGGER)});
     const logger = createLogger('t', { dest: ${JSON.stringify(file)} });
     await new Promise((r) => setTimeout(r, 50)); // the file is open
-    for (let i = 0; i < ${LINES}; i++) logger.info({ event: 'authz.decision', n: i }, 'line');
+    // Every 1000th line is longer than one write may carry (LOG_MAX_WRITE_BYTES).
+    for (let i = 0; i < ${LINES}; i++) logger.info({ event: 'authz.decision', n: i, ...(i % 1000 === 0 ? { pad: 'x'.repeat(10_000) } : {}) }, 'line');
     ${ending === 'exit' ? 'process.exit(0);' : 'await flushLogger(logger); process.exitCode = 0;'}
   `;
   execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit', timeout: 20_000 });
@@ -53,8 +55,11 @@ describe('service logger', () => {
       logInChild(file, ending);
       const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
       expect(lines).to.have.length(LINES);
-      const numbers = lines.map((l) => (JSON.parse(l) as { n: number }).n);
-      expect(numbers.every((n, i) => n === i), 'lines in order').to.equal(true);
+      const parsed = lines.map((l) => JSON.parse(l) as { n: number; pad?: string });
+      expect(parsed.every((p, i) => p.n === i), 'lines in order').to.equal(true);
+      const long = parsed.filter((p) => p.pad !== undefined);
+      expect(long).to.have.length(LINES / 1000);
+      expect(long.every((p) => p.pad!.length === 10_000 && p.n % 1000 === 0), 'long lines whole').to.equal(true);
     });
   }
 });
