@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { expect } from 'chai';
 import { PACKAGE_ROOT } from '../../services/authz/package-root.ts';
-import { installedPackage, removeInstalledPackage, type InstalledPackage } from './installed-package.ts';
+import { installedPackage, type InstalledPackage } from './installed-package.ts';
 
 const MAX_TARBALL_BYTES = 1_000_000;
 // Installed only as the example's own tree: these are the paths the package may ship.
@@ -30,7 +30,6 @@ describe('the installed package (packed, installed offline outside the repositor
   before(async () => {
     pkg = await installedPackage();
   });
-  after(removeInstalledPackage);
 
   it('is a tarball under 1 MB of compiled JavaScript, types and protos only', () => {
     expect(pkg.tarballBytes).to.be.below(MAX_TARBALL_BYTES);

@@ -77,7 +77,7 @@ function consumerLock(manifest: Record<string, any>, tarballName: string, integr
 
 let installed: Promise<InstalledPackage> | undefined;
 
-/** Packs and installs once per test process; later callers share the project. */
+/** Packs and installs once per test process; later callers share the project, removed when the process exits. */
 export function installedPackage(): Promise<InstalledPackage> {
   installed ??= install();
   return installed;
@@ -85,6 +85,7 @@ export function installedPackage(): Promise<InstalledPackage> {
 
 async function install(): Promise<InstalledPackage> {
   const root = mkdtempSync(join(tmpdir(), 'twokey-consumer-'));
+  process.once('exit', () => rmSync(root, { recursive: true, force: true }));
   const packDir = join(root, 'pack');
   const project = join(root, 'project');
   mkdirSync(packDir);
@@ -113,12 +114,4 @@ async function install(): Promise<InstalledPackage> {
     writeFileSync(join(project, path), text);
   }
   return { project, tarball, tarballBytes: statSync(tarball).size, files, installLog, example };
-}
-
-/** Removes the consumer project and the tarball. */
-export async function removeInstalledPackage(): Promise<void> {
-  if (installed === undefined) return;
-  const { project } = await installed.catch(() => ({ project: undefined }));
-  installed = undefined;
-  if (project !== undefined) rmSync(dirname(project), { recursive: true, force: true });
 }
