@@ -111,6 +111,7 @@ export class TestMesh {
 
   /** Starts a mesh server for `name` on 127.0.0.1 serving each named service (`pkg.Service`) with its handlers. */
   async serve(name: string, services: Record<string, UntypedServiceImplementation>, options: ServeOptions = {}): Promise<TestServer> {
+    const definitions = Object.entries(services).map(([service, handlers]) => [this.#service(service), handlers] as const);
     const svid = this.identity(name, options.grants);
     const meshServer = createMeshServer({
       svid,
@@ -121,9 +122,10 @@ export class TestMesh {
       ...(options.logger ? { logger: options.logger } : {}),
       ...(options.interceptors ? { interceptors: options.interceptors } : {}),
     });
-    for (const [service, handlers] of Object.entries(services)) meshServer.server.addService(this.#service(service), handlers);
+    for (const [definition, handlers] of definitions) meshServer.server.addService(definition, handlers);
     const port = await meshServer.listen('127.0.0.1:0');
-    const close = () => meshServer.close(500);
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> => (closing ??= meshServer.close(500));
     this.#closers.push(close);
     const server: TestServer = {
       name,
