@@ -130,11 +130,21 @@ describe('the installed package (packed, installed offline outside the repositor
     expect(r.code, r.stdout + r.stderr).to.equal(0);
   });
 
-  it('runs the twokey command, and k8s check names the optional packages it needs', async () => {
+  it('runs the twokey command: the CA for the team\'s own protos, and k8s check names the optional packages it needs', async () => {
     const bin = join(pkg.project, 'node_modules', '.bin', 'twokey');
     const help = await node([bin, '--help'], pkg.project);
     expect(help.code).to.equal(0);
     expect(help.stdout).to.contain('Usage: twokey <command>');
+    // The CA signs grants for the team's own methods (its proto root), and refuses names it lacks.
+    const init = await node([bin, 'ca', 'init', '--dir', 'ca', '--trust-domain', 'acme.test'], pkg.project);
+    expect(init.code, init.stderr).to.equal(0);
+    const issue = (grant: string) => node([bin, 'ca', 'issue', '--dir', 'ca', '--spiffe-id', 'spiffe://acme.test/ns/notes/sa/web', '--grant', grant, '--proto-root', 'proto', '--out', 'svid/web'], pkg.project);
+    const issued = await issue('/acme.notes.v1.Notes/GetNote');
+    expect(issued.code, issued.stderr).to.equal(0);
+    expect(existsSync(join(pkg.project, 'svid', 'web', 'svid.pem'))).to.equal(true);
+    const refused = await issue('/acme.notes.v1.Notes/EditNote');
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.contain('names no existing method /acme.notes.v1.Notes/EditNote');
     const check = await node([bin, 'k8s', 'check'], pkg.project);
     expect(check.code).to.equal(1);
     expect(check.stderr).to.contain('the schema check needs the optional packages kubernetes-models@^4.5.1 and typescript@~5.9.3');
