@@ -47,7 +47,7 @@ function memberLines(checker: ts.TypeChecker, type: ts.Type, at: ts.Node, prefix
   return lines;
 }
 
-function describe(checker: ts.TypeChecker, exported: ts.Symbol): string[] {
+function describeExport(checker: ts.TypeChecker, exported: ts.Symbol): string[] {
   const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
   const decl = symbol.declarations?.[0];
   if (decl === undefined) return [`unknown ${exported.name}`];
@@ -55,8 +55,10 @@ function describe(checker: ts.TypeChecker, exported: ts.Symbol): string[] {
   if (symbol.flags & ts.SymbolFlags.Class) {
     const statics = memberLines(checker, checker.getTypeOfSymbolAtLocation(symbol, decl), decl, 'static ');
     const instance = memberLines(checker, checker.getDeclaredTypeOfSymbol(symbol), decl, '');
-    const ctor = checker.getTypeOfSymbolAtLocation(symbol, decl).getConstructSignatures().filter(() => !(decl as ts.ClassDeclaration).members.some((m) => ts.isConstructorDeclaration(m) && (ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Private) !== 0));
-    const ctorLines = ctor.map((sig) => `  constructor${checker.signatureToString(sig, undefined, FLAGS).replace(/ => .*$/, '')}`);
+    // A private constructor means instances come only from the static factories listed.
+    const privateConstructor = (decl as ts.ClassDeclaration).members.some((m) => ts.isConstructorDeclaration(m) && (ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Private) !== 0);
+    const constructors = privateConstructor ? [] : checker.getTypeOfSymbolAtLocation(symbol, decl).getConstructSignatures();
+    const ctorLines = constructors.map((sig) => `  constructor${checker.signatureToString(sig, undefined, FLAGS).replace(/ => .*$/, '')}`);
     return [`class ${name}`, ...ctorLines, ...statics, ...instance];
   }
   if (symbol.flags & ts.SymbolFlags.Interface) {
@@ -90,7 +92,7 @@ export function apiReport(): string {
     if (moduleSymbol === undefined) throw new Error(`${entry.source} is not a module`);
     out.push('', `## ${entry.specifier}`, '', `Source: \`${entry.source}\``, '', '```ts');
     const exports = checker.getExportsOfModule(moduleSymbol).sort((a, b) => a.name.localeCompare(b.name));
-    out.push(exports.map((e) => describe(checker, e).join('\n')).join('\n\n'));
+    out.push(exports.map((e) => describeExport(checker, e).join('\n')).join('\n\n'));
     out.push('```');
   }
   return `${out.join('\n')}\n`;
