@@ -92,7 +92,7 @@ export interface IssuedRegistryWorkload {
 }
 
 export class CertificateAuthority {
-  readonly dir: string;
+  readonly #dir: string | undefined;
   readonly config: CaConfig;
   readonly certificate: X509Certificate;
   readonly #key: KeyObject;
@@ -104,8 +104,8 @@ export class CertificateAuthority {
   readonly #catalog: MethodCatalog | undefined;
   readonly #catalogs = new Map<string, MethodCatalog>();
 
-  private constructor(dir: string, config: CaConfig, certificate: X509Certificate, key: KeyObject, env: CaOpenOptions) {
-    this.dir = dir;
+  private constructor(dir: string | undefined, config: CaConfig, certificate: X509Certificate, key: KeyObject, env: CaOpenOptions) {
+    this.#dir = dir;
     this.config = config;
     this.certificate = certificate;
     this.#key = key;
@@ -115,6 +115,12 @@ export class CertificateAuthority {
     this.#random = env.random ?? randomBytes;
     this.#generateKeyPair = env.generateKeyPair ?? generateP256;
     this.#catalog = env.catalog;
+  }
+
+  /** The CA's directory; an in-memory CA has none and throws. */
+  get dir(): string {
+    if (this.#dir === undefined) throw new TwokeyError('ERR_CA_POLICY', 'an in-memory CA has no directory');
+    return this.#dir;
   }
 
   get trustDomain(): string {
@@ -134,42 +140,31 @@ export class CertificateAuthority {
    * self-signed root certificate (ca.pem) and config.json. Refuses to overwrite an existing CA.
    */
   static init(opts: CaInitOptions): CertificateAuthority {
-    const config = makeCaConfig({
-      trustDomain: opts.trustDomain,
-      grantsOid: opts.grantsOid,
-      maxTtlSeconds: opts.maxTtl === undefined ? undefined : parseDuration(opts.maxTtl, 'max TTL'),
-    });
-    const caTtl = opts.caTtl === undefined ? DEFAULT_CA_TTL_SECONDS : parseDuration(opts.caTtl, 'CA TTL');
-    if (caTtl < config.maxTtlSeconds) {
-      throw new TwokeyError('ERR_CA_POLICY', `CA TTL ${formatDuration(caTtl)} is shorter than the max workload TTL ${formatDuration(config.maxTtlSeconds)}`);
-    }
+    const plan = rootPlan(opts);
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
     for (const file of Object.values(CA_FILES)) {
       if (existsSync(join(opts.dir, file))) {
         throw new TwokeyError('ERR_CA_POLICY', `refusing to overwrite the existing CA in ${opts.dir} (${file} exists)`);
       }
     }
-    const clock = opts.clock ?? (() => new Date());
-    const random = opts.random ?? randomBytes;
-    const { privateKey, publicKey } = (opts.generateKeyPair ?? generateP256)();
-    const now = wholeSeconds(clock());
-    const cert = buildCertificate(
-      rootSpec({
-        trustDomain: config.trustDomain,
-        publicKey,
-        serial: randomSerial(random),
-        notBefore: new Date(now.getTime() - BACKDATE_SECONDS * 1000),
-        notAfter: new Date(now.getTime() + caTtl * 1000),
-      }),
-      privateKey,
-    );
+    const root = makeRoot(plan, opts);
     // The key file is created exclusively with 0600 before any byte is written, so it is never
     // readable by others and a concurrent init cannot clobber it.
-    const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const keyPem = root.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
     writeExclusive(join(opts.dir, CA_FILES.key), keyPem, 0o600);
-    writeExclusive(join(opts.dir, CA_FILES.cert), cert.pem, 0o644);
-    writeExclusive(join(opts.dir, CA_FILES.config), serializeCaConfig(config), 0o644);
+    writeExclusive(join(opts.dir, CA_FILES.cert), root.certPem, 0o644);
+    writeExclusive(join(opts.dir, CA_FILES.config), serializeCaConfig(plan.config), 0o644);
     return CertificateAuthority.open(opts.dir, opts);
+  }
+
+  /**
+   * A CA whose key exists only in this process and is never written anywhere: for tests and
+   * throwaway meshes. It has no directory; everything else is what `init` makes.
+   */
+  static inMemory(opts: Omit<CaInitOptions, 'dir'>): CertificateAuthority {
+    const plan = rootPlan(opts);
+    const root = makeRoot(plan, opts);
+    return new CertificateAuthority(undefined, plan.config, new X509Certificate(root.certPem), root.privateKey, opts);
   }
 
   /** Loads an existing CA, checking its key file is private and matches its certificate. */
@@ -326,6 +321,44 @@ export class CertificateAuthority {
     }
     return catalog;
   }
+}
+
+interface RootPlan {
+  config: CaConfig;
+  caTtlSeconds: number;
+}
+
+/** Checks the settings of a new CA before anything is generated or written. */
+function rootPlan(opts: Omit<CaInitOptions, 'dir'>): RootPlan {
+  const config = makeCaConfig({
+    trustDomain: opts.trustDomain,
+    grantsOid: opts.grantsOid,
+    maxTtlSeconds: opts.maxTtl === undefined ? undefined : parseDuration(opts.maxTtl, 'max TTL'),
+  });
+  const caTtlSeconds = opts.caTtl === undefined ? DEFAULT_CA_TTL_SECONDS : parseDuration(opts.caTtl, 'CA TTL');
+  if (caTtlSeconds < config.maxTtlSeconds) {
+    throw new TwokeyError('ERR_CA_POLICY', `CA TTL ${formatDuration(caTtlSeconds)} is shorter than the max workload TTL ${formatDuration(config.maxTtlSeconds)}`);
+  }
+  return { config, caTtlSeconds };
+}
+
+/** A fresh root key and its self-signed CA certificate. */
+function makeRoot(plan: RootPlan, env: CaEnvironment): { privateKey: KeyObject; certPem: string } {
+  const clock = env.clock ?? (() => new Date());
+  const random = env.random ?? randomBytes;
+  const { privateKey, publicKey } = (env.generateKeyPair ?? generateP256)();
+  const now = wholeSeconds(clock());
+  const cert = buildCertificate(
+    rootSpec({
+      trustDomain: plan.config.trustDomain,
+      publicKey,
+      serial: randomSerial(random),
+      notBefore: new Date(now.getTime() - BACKDATE_SECONDS * 1000),
+      notAfter: new Date(now.getTime() + plan.caTtlSeconds * 1000),
+    }),
+    privateKey,
+  );
+  return { privateKey, certPem: cert.pem };
 }
 
 function wholeSeconds(date: Date): Date {

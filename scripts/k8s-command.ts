@@ -2,12 +2,12 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority, loadRegistry } from '../certs-ca/index.ts';
-import { isTwokeyError } from '../services/authz/errors.ts';
+import { TwokeyError, isTwokeyError } from '../services/authz/errors.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { crossReferenceProblems } from '../deploy/tools/cross-reference.ts';
 import { renderKustomization } from '../deploy/tools/kustomize.ts';
 import { parseManifests, toYamlStream, type K8sObject } from '../deploy/tools/manifest.ts';
-import { KUBERNETES_VERSION, validateManifests } from '../deploy/tools/schema.ts';
+import { KUBERNETES_VERSION } from '../deploy/tools/kubernetes-version.ts';
 import { GATEWAY_PUBLIC_TLS_SECRET, svidSecretName } from '../deploy/tools/workload-secrets.ts';
 import { workloadSecrets, writeSecrets } from './k8s-secrets.ts';
 
@@ -75,7 +75,7 @@ export async function run(args: string[]): Promise<number> {
       case 'sync-registry':
         return syncRegistry(rest);
       case 'check':
-        return check(rest);
+        return await check(rest);
       default:
         throw new UsageError(`unknown subcommand ${JSON.stringify(sub)}`);
     }
@@ -130,8 +130,28 @@ function render(args: string[]): number {
   return 0;
 }
 
-function check(args: string[]): number {
+// The schema check needs kubernetes-models and the TypeScript compiler (about 45 MB together):
+// development dependencies here and optional peers of the installed package, so the rest of
+// `twokey k8s` works without them and `check` says what to install.
+const SCHEMA_PACKAGES = ['kubernetes-models@^4.5.1', 'typescript@~5.9.3'];
+
+async function schemaValidator(): Promise<typeof import('../deploy/tools/schema.ts')> {
+  try {
+    return await import('../deploy/tools/schema.ts');
+  } catch (err) {
+    const missing = (err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && /'(kubernetes-models|typescript)[/']/.test((err as Error).message);
+    if (!missing) throw err;
+    throw new TwokeyError(
+      'ERR_CONFIG_INVALID',
+      `the schema check needs the optional packages ${SCHEMA_PACKAGES.join(' and ')}, which are not installed: npm install --save-dev ${SCHEMA_PACKAGES.join(' ')}`,
+      { cause: err },
+    );
+  }
+}
+
+async function check(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { registry: { type: 'string' }, secrets: { type: 'string' }, 'grants-oid': { type: 'string' } } });
+  const { validateManifests } = await schemaValidator();
   const registryFile = value(values, 'registry', DEFAULT_REGISTRY);
   const registry = loadRegistry(registryFile);
   const registrySource = { text: readFileSync(registryFile, 'utf8'), file: registryFile };

@@ -19,9 +19,10 @@ import { PersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolumeClai
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { KUBERNETES_VERSION } from './kubernetes-version.ts';
 import { objectId, type K8sObject } from './manifest.ts';
 
-export const KUBERNETES_VERSION = 'v1.33.0';
+export { KUBERNETES_VERSION };
 
 interface Validatable {
   validate(): void;

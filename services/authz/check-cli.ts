@@ -8,9 +8,6 @@ import { SignJWT, exportJWK } from 'jose';
 import { CA_FILES } from '../../certs-ca/certificate-authority.ts';
 import { parseCaConfig } from '../../certs-ca/ca-config.ts';
 import { DEFAULT_AUTH_ISSUER, loadRegistry } from '../../certs-ca/registry.ts';
-import { authDatabasePath } from '../auth/database.ts';
-import { SigningKeys } from '../auth/signing-keys.ts';
-import { openReadOnlyDatabase } from '../mesh-runtime/durable-database.ts';
 import { decide, type Decision, type DecisionInput, type PeerResult } from './decision.ts';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { StaticKeys } from './jwks.ts';
@@ -82,8 +79,17 @@ type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'
 
 const DEFAULT_REGISTRY = packagePath('deploy', 'registry.yaml');
 
+/**
+ * What the check reads from outside this library. The auth service owns how its signing keys are
+ * stored, so the command that wires this check up supplies the reader for `--state`.
+ */
+export interface CheckSources {
+  /** The JWK Set published by the auth data directory `dir`, read without changing it; undefined when it holds no auth state. */
+  publishedJwks?: (dir: string) => unknown;
+}
+
 /** `twokey authz <subcommand>`. */
-export async function run(args: string[]): Promise<number> {
+export async function run(args: string[], sources: CheckSources = {}): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     process.stdout.write(usage);
@@ -101,7 +107,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   try {
-    const result = await check(values);
+    const result = await check(values, sources);
     process.stdout.write(values.json ? `${JSON.stringify(result.json, null, 2)}\n` : result.text);
     return result.allow ? 0 : 1;
   } catch (err) {
@@ -136,26 +142,23 @@ function readInput(path: string, what: string): Buffer {
 }
 
 /** Reads what a --state directory (npm start) holds: CA settings and the auth service's published keys. */
-function fromState(dir: string): { trustDomain: string; grantsOid: string; bundle: Buffer; jwks: unknown } {
+function fromState(dir: string, sources: CheckSources): { trustDomain: string; grantsOid: string; bundle: Buffer; jwks: unknown } {
   const root = resolve(dir);
   const caDir = join(root, 'ca');
   const configFile = join(caDir, CA_FILES.config);
-  const authDb = authDatabasePath(join(root, 'data', 'auth'));
+  const authDir = join(root, 'data', 'auth');
   if (!existsSync(configFile)) throw new UsageError(`${dir} is not a twokey state directory (no ca/${CA_FILES.config})`);
   const config = parseCaConfig(readFileSync(configFile, 'utf8'), configFile);
-  if (!existsSync(authDb)) throw new UsageError(`${dir} has no auth database yet (${authDb}): start the mesh once, or pass --jwks`);
+  if (sources.publishedJwks === undefined) throw new UsageError('--state cannot read auth keys here: pass --jwks');
   // Read-only: the offline check must never change a running mesh's state.
-  const db = openReadOnlyDatabase(authDb);
-  try {
-    return { trustDomain: config.trustDomain, grantsOid: config.grantsOid, bundle: readFileSync(join(caDir, CA_FILES.cert)), jwks: new SigningKeys(db, { rotationMs: Infinity }).jwks() };
-  } finally {
-    db.close();
-  }
+  const jwks = sources.publishedJwks(authDir);
+  if (jwks === undefined) throw new UsageError(`${dir} has no auth database yet (in ${authDir}): start the mesh once, or pass --jwks`);
+  return { trustDomain: config.trustDomain, grantsOid: config.grantsOid, bundle: readFileSync(join(caDir, CA_FILES.cert)), jwks };
 }
 
-function settingsFrom(values: Values): Settings {
+function settingsFrom(values: Values, sources: CheckSources): Settings {
   if (values.jwks !== undefined && values.state !== undefined) throw new UsageError('give --jwks or --state, not both');
-  const state = values.state !== undefined ? fromState(values.state) : undefined;
+  const state = values.state !== undefined ? fromState(values.state, sources) : undefined;
   let registry: { trustDomain: string; issuer: string } | undefined;
   const registryPath = values.registry ?? DEFAULT_REGISTRY;
   if (values.registry !== undefined || existsSync(registryPath)) {
@@ -212,12 +215,12 @@ interface CheckOutput {
   json: Record<string, unknown>;
 }
 
-export async function check(values: Values): Promise<CheckOutput> {
+export async function check(values: Values, sources: CheckSources = {}): Promise<CheckOutput> {
   if (values.cert === undefined) throw new UsageError('--cert is required');
   if (values.method === undefined) throw new UsageError('--method is required');
-  const sources = [values.token, values['token-file'], values.claims].filter((v) => v !== undefined);
-  if (sources.length > 1) throw new UsageError('give one of --token, --token-file, --claims');
-  const settings = settingsFrom(values);
+  const tokenInputs = [values.token, values['token-file'], values.claims].filter((v) => v !== undefined);
+  if (tokenInputs.length > 1) throw new UsageError('give one of --token, --token-file, --claims');
+  const settings = settingsFrom(values, sources);
   const now = values.at !== undefined ? Date.parse(values.at) : Date.now();
   if (Number.isNaN(now)) throw new UsageError(`--at ${JSON.stringify(values.at)} is not an ISO 8601 time`);
   const catalog = MethodCatalog.load({ extraRoots: values['proto-root'] ?? [] });

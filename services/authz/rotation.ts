@@ -106,7 +106,8 @@ export function validateSvidMaterial(
  * watcher after adding the listener and would miss a synchronous first update.
  */
 export class SvidSource implements experimental.CertificateProvider {
-  readonly dir: string;
+  /** The directory polled for changes; undefined for credentials held in memory. */
+  readonly dir: string | undefined;
   readonly #opts: SvidSourceOptions;
   readonly #clock: () => number;
   #material: SvidMaterial;
@@ -116,7 +117,7 @@ export class SvidSource implements experimental.CertificateProvider {
   #timer: NodeJS.Timeout | null = null;
   #polling = false;
 
-  private constructor(dir: string, opts: SvidSourceOptions, material: SvidMaterial, raw: string) {
+  private constructor(dir: string | undefined, opts: SvidSourceOptions, material: SvidMaterial, raw: string) {
     this.dir = dir;
     this.#opts = opts;
     this.#clock = opts.clock ?? Date.now;
@@ -137,6 +138,16 @@ export class SvidSource implements experimental.CertificateProvider {
     return source;
   }
 
+  /**
+   * Credentials handed over in memory (tests, or a workload that receives them from an agent
+   * rather than files), validated like files are; nothing is polled.
+   */
+  static fromMaterial(files: { chainPem: Buffer | string; keyPem: Buffer | string; bundlePem: Buffer | string }, opts: SvidSourceOptions): SvidSource {
+    const bytes = { chainPem: Buffer.from(files.chainPem), keyPem: Buffer.from(files.keyPem), bundlePem: Buffer.from(files.bundlePem) };
+    const material = validateSvidMaterial(bytes, { trustDomain: opts.trustDomain, grantsOid: opts.grantsOid, now: (opts.clock ?? Date.now)() });
+    return new SvidSource(undefined, opts, material, fingerprint(bytes));
+  }
+
   get material(): SvidMaterial {
     return this.#material;
   }
@@ -151,12 +162,13 @@ export class SvidSource implements experimental.CertificateProvider {
 
   /** Re-reads the files; publishes them if they changed and validate. Returns whether it rotated. */
   async poll(): Promise<boolean> {
-    if (this.#polling) return false;
+    const dir = this.dir;
+    if (this.#polling || dir === undefined) return false;
     this.#polling = true;
     try {
       let files;
       try {
-        files = await readSvidFiles(this.dir);
+        files = await readSvidFiles(dir);
       } catch (err) {
         this.#opts.onRejected?.(err as TwokeyError);
         return false;

@@ -7,7 +7,7 @@ import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
 import { SigningKeys } from '../../services/auth/signing-keys.ts';
 import { TokenMinter } from '../../services/auth/token-minter.ts';
-import { run } from '../../services/authz/check-cli.ts';
+import { run } from '../../scripts/authz-command.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { ISSUER, TestIssuer } from './token-fixtures.ts';
 import { TD, TestPki } from './mesh-fixtures.ts';
