@@ -39,6 +39,8 @@ export const ERROR_CODES = [
   'ERR_REQUEST_INVALID',
   'ERR_RESOURCE_TOO_LARGE',
   'ERR_RESOURCE_NOT_FOUND',
+  // A service's database (PostgreSQL when replicated) did not answer.
+  'ERR_STORAGE_UNAVAILABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -88,6 +90,8 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   // Only callers allowed to see every owner's resources get NOT_FOUND; others get
   // ERR_RESOURCE_FORBIDDEN for a missing resource too, so existence never leaks.
   ERR_RESOURCE_NOT_FOUND: status.NOT_FOUND,
+  // Retryable: another replica, or this one once the database is back, can serve the call.
+  ERR_STORAGE_UNAVAILABLE: status.UNAVAILABLE,
 };
 
 /** The gRPC status for any error; anything not a TwokeyError fails closed as INTERNAL. */
