@@ -66,7 +66,8 @@ if (argv.help) {
   --skip-mesh        skip scenario E (the example mesh: gateway -> image-store)
   --breakdown        add the scenarios that show where B's cost goes: A with a pass-through
                      interceptor (A+i), A+i entering an AsyncLocalStorage context as twokey does
-                     (A+i+als), B without the decision log (B-nolog), A over 1,000 connections
+                     (A+i+als), A with each handler wrapped at addService time instead (A+w),
+                     B without the decision log (B-nolog), A over 1,000 connections
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
   --profile IDS      run these scenarios' servers under node --cpu-prof; profiles and their
                      summaries go to bench/results/profiles/
@@ -150,6 +151,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     wanted.push(['A-c1000', { kind: 'plain', svidDir: pki.server }]);
     wanted.push(['A+i', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through' }]);
     wanted.push(['A+i+als', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through-als' }]);
+    wanted.push(['A+w', { kind: 'plain', svidDir: pki.server, wrapHandlers: true }]);
   }
   if (withMemory) wanted.push(['M', twokey()]);
   const chosen = wanted.filter(([name]) => only === undefined || only.has(name) || (name === 'M' && withMemory));
@@ -206,6 +208,7 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('A', 'plain grpc-js, mTLS, no authorization', 'A', pki.clientOneGrant, 'one', allowed),
     scenario('A+i', 'A + pass-through interceptor', 'A+i', pki.clientOneGrant, 'one', allowed),
     scenario('A+i+als', 'A + pass-through interceptor in an AsyncLocalStorage context', 'A+i+als', pki.clientOneGrant, 'one', allowed),
+    scenario('A+w', 'A + each handler wrapped at addService time, in an AsyncLocalStorage context', 'A+w', pki.clientOneGrant, 'one', allowed),
     scenario('B', 'twokey allow, same token (cache hit)', 'B', pki.clientOneGrant, 'one', allowed),
     scenario('B-nolog', 'B without the decision log', 'B-nolog', pki.clientOneGrant, 'one', allowed),
     scenario('C', `twokey allow, ${C_TOKENS.toLocaleString('en')} tokens round-robin`, 'C', pki.clientOneGrant, 'many', allowed),

@@ -24,6 +24,11 @@ export type ServerConfig =
        * running the handler's callbacks inside an AsyncLocalStorage context as twokey's does.
        */
       interceptor?: 'pass-through' | 'pass-through-als';
+      /**
+       * The alternative to an interceptor: each handler wrapped when the service is added, reading
+       * the metadata and peer address and running the handler in an AsyncLocalStorage context.
+       */
+      wrapHandlers?: boolean;
     }
   | {
       kind: 'twokey';
@@ -78,6 +83,21 @@ function passThrough(withContext: boolean): grpc.ServerInterceptor {
   };
 }
 
+/** Wraps every (unary) handler at addService time: what enforcing without an interceptor would cost at least. */
+function wrapped(handlers: grpc.UntypedServiceImplementation): grpc.UntypedServiceImplementation {
+  const storage = new AsyncLocalStorage<object>();
+  const out: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    const unary = handler as grpc.handleUnaryCall<unknown, unknown>;
+    out[name] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      // Not getAuthContext(): it converts the peer certificate on every call, where twokey reads it once per connection.
+      const ctx = { authorization: call.metadata.get('authorization')[0], peer: call.getPeer() };
+      storage.run(ctx, () => unary(call, callback));
+    }) as grpc.UntypedHandleCall;
+  }
+  return out;
+}
+
 async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<number> {
   const read = (name: string): Buffer => fs.readFileSync(path.join(config.svidDir, name));
   const credentials = grpc.ServerCredentials.createSsl(
@@ -86,7 +106,7 @@ async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<num
     true,
   );
   const server = new grpc.Server(config.interceptor === undefined ? {} : { interceptors: [passThrough(config.interceptor === 'pass-through-als')] });
-  server.addService(loadEchoService(), echoHandlers);
+  server.addService(loadEchoService(), config.wrapHandlers === true ? wrapped(echoHandlers) : echoHandlers);
   return bind(server, credentials);
 }
 
