@@ -1,6 +1,7 @@
 // The asynchronous service logger loses no line on a clean stop, whether by flush or by process exit,
-// and writes lines longer than one write whole.
-import { execFileSync } from 'node:child_process';
+// writes lines longer than one write whole, keeps serving while its reader is slow, and survives
+// a reader that goes away.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +19,7 @@ function logInChild(file: string, ending: 'exit' | 'flush'): void {
     const { createLogger, flushLogger } = await import(${JSON.stringify(LOGGER)});
     const logger = createLogger('t', { dest: ${JSON.stringify(file)} });
     await new Promise((r) => setTimeout(r, 50)); // the file is open
-    // Every 1000th line is longer than one write may carry (LOG_MAX_WRITE_BYTES).
+    // Every 1000th line is longer than a pipe's atomic write (4 KiB).
     for (let i = 0; i < ${LINES}; i++) logger.info({ event: 'authz.decision', n: i, ...(i % 1000 === 0 ? { pad: 'x'.repeat(10_000) } : {}) }, 'line');
     ${ending === 'exit' ? 'process.exit(0);' : 'await flushLogger(logger); process.exitCode = 0;'}
   `;
@@ -62,4 +63,65 @@ describe('service logger', () => {
       expect(long.every((p) => p.pad!.length === 10_000 && p.n % 1000 === 0), 'long lines whole').to.equal(true);
     });
   }
+
+  /** A child that logs `lines` lines to its stdout, says "logged" on stderr, flushes, then says "flushed". */
+  function loggingChild(lines: number): string {
+    return `
+      const { createLogger, flushLogger } = await import(${JSON.stringify(LOGGER)});
+      const logger = createLogger('t');
+      for (let i = 0; i < ${lines}; i++) {
+        logger.info({ event: 'authz.decision', n: i, pad: 'x'.repeat(300) }, 'line');
+        if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+      }
+      process.stderr.write('logged\\n');
+      await flushLogger(logger);
+      process.stderr.write('flushed\\n');
+    `;
+  }
+
+  function spawnLogger(lines: number) {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', loggingChild(lines)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const said = (word: string): Promise<void> =>
+      new Promise((resolve) => {
+        const poll = setInterval(() => {
+          if (stderr.includes(word) || child.exitCode !== null) {
+            clearInterval(poll);
+            resolve();
+          }
+        }, 10);
+      });
+    const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+    return { child, said, exited, stderr: () => stderr };
+  }
+
+  it('keeps the event loop serving while its pipe reader stalls, then delivers every line in order', async () => {
+    const lines = 20_000; // about 8 MB: far more than a pipe buffer holds
+    const { child, said, exited, stderr } = spawnLogger(lines);
+    const chunks: Buffer[] = [];
+    // Not reading until the child has logged everything: a logger that blocked on the full pipe
+    // would never get there, and this test would time out.
+    child.stdout.pause();
+    await said('logged');
+    expect(stderr()).to.contain('logged');
+    child.stdout.on('data', (d: Buffer) => chunks.push(d));
+    child.stdout.resume();
+    expect(await exited).to.equal(0);
+    expect(stderr()).to.contain('flushed');
+    const got = Buffer.concat(chunks).toString().split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { n: number }).n);
+    expect(got).to.have.length(lines);
+    expect(got.every((n, i) => n === i), 'lines in order').to.equal(true);
+  });
+
+  it('keeps running, and its flush completes, after its reader has gone away', async () => {
+    const { child, said, exited, stderr } = spawnLogger(20_000);
+    // Read one chunk, then close the pipe: the logger's next writes fail with EPIPE.
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    child.stdout.destroy();
+    await said('flushed');
+    expect(await exited).to.equal(0);
+    expect(stderr()).to.contain('logged');
+    expect(stderr()).to.contain('flushed');
+  });
 });
