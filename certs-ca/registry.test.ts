@@ -29,6 +29,7 @@ describe('loadRegistry', () => {
     expect(r.defaultTtl).to.equal(86400);
     expect(r.auth).to.deep.equal({
       userScopes: ['images:read', 'images:write', 'images:delete', 'images:tag', 'tags:suggest'],
+      roleScopes: { admin: ['console:read'] },
       userTokenTtl: 900,
       delegatedTokenTtl: 300,
       serviceTokenTtl: 600,
