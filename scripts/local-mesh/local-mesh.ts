@@ -10,7 +10,7 @@ import { generatePassword } from '../../services/auth/password.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
-import { assignPorts, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
+import { assignPorts, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
@@ -36,6 +36,8 @@ export interface ServiceEndpoint {
   name: string;
   spiffeId: string;
   grants: string[];
+  /** The gRPC services it serves on the mesh. */
+  serves: string[];
   /** The mesh (mTLS) address; absent for services that only call out. */
   address?: string;
   health: string;
@@ -264,6 +266,7 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
       name,
       spiffeId: workload.spiffeId.toString(),
       grants: workload.grants.toStrings(),
+      serves: [...SERVED_SERVICES[name]],
       ...(port === undefined ? {} : { address: `127.0.0.1:${port}` }),
       health: `127.0.0.1:${ports.health[name]}`,
     };
