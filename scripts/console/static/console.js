@@ -30,6 +30,10 @@ async function getJson(url) {
 }
 
 // Columns by how far a workload sits from the services that call nothing: callers left, callees right.
+const W = 1200;
+const H = 720;
+const R = 40;
+
 function layout(graph) {
   const rank = new Map(graph.nodes.map((n) => [n.name, 0]));
   for (let i = 0; i < graph.nodes.length; i++) {
@@ -44,53 +48,74 @@ function layout(graph) {
   }
   const pos = new Map();
   for (const [r, names] of columns) {
-    const x = maxRank === 0 ? 500 : 90 + ((maxRank - r) / maxRank) * 820;
-    names.forEach((name, i) => pos.set(name, { x, y: ((i + 1) * 640) / (names.length + 1) }));
+    const x = maxRank === 0 ? W / 2 : 70 + ((maxRank - r) / maxRank) * (W - 140);
+    // Lone nodes alternate above and below the middle, so a chain of them is not one straight line.
+    names.forEach((name, i) => pos.set(name, { x, y: names.length === 1 ? H / 2 + (r % 2 ? 150 : -150) : ((i + 1) * H) / (names.length + 1) }));
   }
   return pos;
+}
+
+const overlaps = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+
+// Each edge's label is a box of its methods, placed near the edge's middle where it hides nothing.
+function placeLabel(box, taken) {
+  for (let step = 0; step < 60; step++) {
+    const shift = (step % 2 ? 1 : -1) * Math.ceil(step / 2) * 12;
+    const candidate = { ...box, y: box.y + shift };
+    if (candidate.y >= 0 && candidate.y + box.h <= H && !taken.some((t) => overlaps(candidate, t))) return candidate;
+  }
+  return box;
 }
 
 function drawGraph() {
   const graph = state.graph;
   const root = document.getElementById('graph');
+  root.setAttribute('viewBox', `0 0 ${W} ${H}`);
   root.replaceChildren();
   const pos = layout(graph);
   // A grant on a service no workload serves still gets a node, so no grant goes unseen.
-  for (const e of graph.edges) if (!pos.has(e.to)) pos.set(e.to, { x: 500, y: 600 });
+  for (const e of graph.edges) if (!pos.has(e.to)) pos.set(e.to, { x: W / 2, y: H - R - 10 });
   const counts = new Map(state.counts.map((c) => [`${c.from}>${c.to}`, c]));
-  const edges = svg('g');
+  const taken = [...pos.values()].map((p) => ({ x: p.x - R - 4, y: p.y - R - 4, w: 2 * R + 8, h: 2 * R + 8 }));
+  const lines = svg('g');
+  const labels = svg('g');
   for (const e of graph.edges) {
     const a = pos.get(e.from);
     const b = pos.get(e.to);
     const c = counts.get(`${e.from}>${e.to}`);
-    const g = svg('g', { class: `edge${c ? ' live' : ''}${c && c.denied > 0 ? ' denials' : ''}`, 'data-from': e.from, 'data-to': e.to, 'data-service': e.service });
-    g.append(svg('line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y, 'marker-end': 'url(#arrow)' }));
-    const t = 0.42;
-    const lx = a.x + (b.x - a.x) * t;
-    const ly = a.y + (b.y - a.y) * t - (e.methods.length * 13) / 2;
-    const label = svg('text', { x: lx, y: ly, class: 'methods' });
-    e.methods.forEach((m, i) => {
-      label.append(svg('tspan', { x: lx, dy: i === 0 ? 0 : 13, class: 'method', 'data-method': m.name }, `${m.name} · ${m.permission ?? 'certificate only'}`));
-    });
+    const cls = `edge${c ? ' live' : ''}${c && c.denied > 0 ? ' denials' : ''}`;
+    const attrs = { class: cls, 'data-from': e.from, 'data-to': e.to, 'data-service': e.service };
+    lines.append(svg('line', { ...attrs, x1: a.x, y1: a.y, x2: b.x, y2: b.y, 'marker-end': 'url(#arrow)' }));
+    const texts = e.methods.map((m) => `${m.name} · ${m.permission ?? 'certificate only'}`);
+    const title = `${e.from} → ${e.to}: ${e.service.split('.').pop()}${e.wildcard ? ' (all methods)' : ''}`;
+    const width = Math.max(title.length + 10, ...texts.map((t) => t.length)) * 6.8 + 12;
+    const height = (texts.length + 1) * 13 + 8;
+    const mx = (a.x + b.x) / 2;
+    const my = (a.y + b.y) / 2;
+    const box = placeLabel({ x: mx - width / 2, y: my - height / 2, w: width, h: height }, taken);
+    taken.push(box);
+    const g = svg('g', attrs);
+    if (Math.abs(box.y + box.h / 2 - my) > box.h / 2) g.append(svg('line', { class: 'leader', x1: mx, y1: my, x2: box.x + box.w / 2, y2: box.y + (box.y > my ? 0 : box.h) }));
+    g.append(svg('rect', { x: box.x, y: box.y, width: box.w, height: box.h, rx: 4, class: 'label-box' }));
+    const label = svg('text', { x: box.x + 6, y: box.y + 14, class: 'methods' });
+    label.append(svg('tspan', { x: box.x + 6, class: 'edge-title' }, title));
+    if (c) label.append(svg('tspan', { class: 'ok allowed', dx: 8 }, `✓${c.allowed}`), svg('tspan', { class: 'bad denied', dx: 6 }, `✗${c.denied}`));
+    texts.forEach((t, i) => label.append(svg('tspan', { x: box.x + 6, dy: 13, class: 'method', 'data-method': e.methods[i].name }, t)));
     g.append(label);
-    if (c) {
-      const count = svg('text', { x: a.x + (b.x - a.x) * 0.7, y: a.y + (b.y - a.y) * 0.7 - 6, class: 'count' });
-      count.append(svg('tspan', { class: 'ok allowed' }, `✓${c.allowed}`), svg('tspan', { class: 'bad denied', dx: 6 }, `✗${c.denied}`));
-      g.append(count);
-    }
-    edges.append(g);
+    labels.append(g);
   }
   const defs = svg('defs');
-  const marker = svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 46, refY: 5, markerWidth: 8, markerHeight: 8, orient: 'auto-start-reverse' });
-  marker.append(svg('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#8a93a6' }));
+  const marker = svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10 + R / 1.5, refY: 5, markerWidth: 8, markerHeight: 8, orient: 'auto-start-reverse' });
+  marker.append(svg('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrow' }));
   defs.append(marker);
-  root.append(defs, edges);
+  root.append(defs, lines);
   for (const [name, p] of pos) {
     const g = svg('g', { class: `node${state.selected === name ? ' selected' : ''}`, 'data-name': name, tabindex: 0 });
-    g.append(svg('circle', { cx: p.x, cy: p.y, r: 40 }), svg('text', { x: p.x, y: p.y }, name));
+    g.append(svg('circle', { cx: p.x, cy: p.y, r: R }), svg('text', { x: p.x, y: p.y }, name));
     g.addEventListener('click', () => select(name));
     root.append(g);
   }
+  root.append(labels);
 }
 
 function list(title, items) {
@@ -147,7 +172,9 @@ function checkTable(d) {
   head.append(el('th', {}, 'check'), el('th', {}, 'outcome'), el('th', {}, 'detail'));
   table.append(head);
   const details = new Map(d.checkDetails.map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 2)]));
-  for (const [check, outcome] of Object.entries(d.checks)) {
+  // A refusal in the handler shares its decision id with the interceptor's line for checks 1-4.
+  const earlier = state.decisions.find((o) => o !== d && o.decisionId === d.decisionId && o.service === d.service);
+  for (const [check, outcome] of Object.entries({ ...earlier?.checks, ...d.checks })) {
     const tr = el('tr', { 'data-check': check });
     tr.append(el('td', {}, check), el('td', { class: outcome === 'fail' ? 'bad' : outcome === 'pass' ? 'ok' : '' }, outcome), el('td', {}, details.get(check) ?? ''));
     table.append(tr);
