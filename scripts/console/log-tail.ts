@@ -12,6 +12,9 @@ export interface LogTailOptions {
   maxReadBytes?: number;
 }
 
+/** A file that appears (or replaces a rotated one) is read whole: all of it is new. */
+const FROM_START = Number.POSITIVE_INFINITY;
+
 /**
  * Polls rather than watches: fs.watch misses renames on some file systems and fires per write on
  * others, while a stat every quarter second costs nothing and sees rotation (a new inode at the
@@ -30,6 +33,9 @@ export class LogTail {
   #partial: Buffer[] = [];
   #partialBytes = 0;
   #skipping = false;
+  // The last bytes read, checked again on each poll: a file truncated and rewritten past the old
+  // offset between two polls (so never seen shorter) shows up as different bytes there.
+  #fingerprint: Buffer = Buffer.alloc(0);
 
   constructor(path: string, onLine: (line: string) => void, opts: LogTailOptions = {}) {
     this.#path = path;
@@ -52,6 +58,7 @@ export class LogTail {
     const st = fstatSync(this.#fd);
     this.#inode = st.ino;
     this.#offset = Math.max(0, st.size - backlogBytes);
+    this.#fingerprint = Buffer.alloc(0);
     this.#resetLine();
     // Starting inside the file means starting inside a line: drop up to the first newline.
     this.#skipping = this.#offset > 0;
@@ -65,7 +72,7 @@ export class LogTail {
 
   /** Reads whatever was appended since the last poll. */
   poll(): void {
-    if (this.#fd === undefined) return this.#open(0);
+    if (this.#fd === undefined) return this.#open(FROM_START);
     let atPath: { ino: number; size: number } | undefined;
     try {
       atPath = statSync(this.#path);
@@ -73,9 +80,10 @@ export class LogTail {
       atPath = undefined; // renamed away and not yet recreated: finish the old file
     }
     const size = fstatSync(this.#fd).size;
-    if (size < this.#offset) {
+    if (size < this.#offset || !this.#sameFingerprint()) {
       // Truncated in place (copytruncate): start over from its beginning.
       this.#offset = 0;
+      this.#fingerprint = Buffer.alloc(0);
       this.#resetLine();
     }
     this.#drain();
@@ -83,20 +91,31 @@ export class LogTail {
       // Rotated: the old file is read to its end above; a line left unfinished there never ends.
       closeSync(this.#fd);
       this.#fd = undefined;
-      this.#open(0);
+      this.#open(FROM_START);
       this.#drain();
     }
+  }
+
+  #sameFingerprint(): boolean {
+    const length = this.#fingerprint.length;
+    if (length === 0 || this.#fd === undefined) return true;
+    const now = Buffer.alloc(length);
+    return readSync(this.#fd, now, 0, length, this.#offset - length) === length && now.equals(this.#fingerprint);
   }
 
   #drain(): void {
     let budget = this.#maxReadBytes;
     while (this.#fd !== undefined && budget > 0) {
       const n = readSync(this.#fd, this.#buffer, 0, Math.min(this.#buffer.length, budget), this.#offset);
-      if (n === 0) return;
+      if (n === 0) break;
       this.#offset += n;
       budget -= n;
       this.#split(this.#buffer.subarray(0, n));
     }
+    if (this.#fd === undefined) return;
+    const length = Math.min(64, this.#offset);
+    this.#fingerprint = Buffer.alloc(length);
+    readSync(this.#fd, this.#fingerprint, 0, length, this.#offset - length);
   }
 
   #split(chunk: Buffer): void {
