@@ -3,7 +3,6 @@
 import { request } from 'node:https';
 import * as grpc from '@grpc/grpc-js';
 import type { VerifiedToken } from '../../services/authz/decision.ts';
-import { TwokeyError } from '../../services/authz/errors.ts';
 import { JwksKeySet } from '../../services/authz/jwks.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { TokenVerifier } from '../../services/authz/token-verifier.ts';
@@ -21,10 +20,13 @@ export interface ConsoleLoginOptions {
   trustDomain: string;
 }
 
-// One message for a wrong password and a missing scope: the page must not confirm a password.
-const REFUSED = `login failed: wrong username or password, or the user holds no ${CONSOLE_SCOPE} scope`;
+/**
+ * Why a login failed. A wrong password and a missing scope are both `refused`: the page must not
+ * confirm a password; `unverified` means auth's token failed verification against its own keys.
+ */
+export type LoginFailure = 'refused' | 'throttled' | 'unverified';
 
-export type LoginResult = { ok: true; token: VerifiedToken } | { ok: false; why: string };
+export type LoginResult = { ok: true; token: VerifiedToken } | { ok: false; why: LoginFailure };
 
 function fetchJwks(url: string, ca: Buffer): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -64,16 +66,15 @@ export class ConsoleLogin {
     try {
       raw = (await unary<{ access_token: string }>(this.#client, 'Login', { username, password }, undefined, 10_000)).access_token;
     } catch (err) {
-      const code = (err as grpc.ServiceError).code;
-      return { ok: false, why: code === grpc.status.RESOURCE_EXHAUSTED ? 'too many failed logins; wait and retry' : REFUSED };
+      return { ok: false, why: (err as grpc.ServiceError).code === grpc.status.RESOURCE_EXHAUSTED ? 'throttled' : 'refused' };
     }
     let token: VerifiedToken;
     try {
       token = await this.#verifier.verify(raw);
-    } catch (err) {
-      return { ok: false, why: `the token auth issued did not verify (${err instanceof TwokeyError ? err.code : 'error'})` };
+    } catch {
+      return { ok: false, why: 'unverified' };
     }
-    if (token.kind !== 'user' || !token.scopes.has(CONSOLE_SCOPE)) return { ok: false, why: REFUSED };
+    if (token.kind !== 'user' || !token.scopes.has(CONSOLE_SCOPE)) return { ok: false, why: 'refused' };
     return { ok: true, token };
   }
 

@@ -8,7 +8,7 @@ import { packagePath } from '../../services/authz/package-root.ts';
 import type { ConsoleDecision, DecisionFeed } from './decision-feed.ts';
 import type { LoginResult } from './console-login.ts';
 import { readCertificate, type PolicyGraph } from './policy-graph.ts';
-import { SESSION_COOKIE, sessionIdFrom, type Session, type SessionStore } from './console-sessions.ts';
+import { CONSOLE_SCOPE, SESSION_COOKIE, sessionIdFrom, type Session, type SessionStore } from './console-sessions.ts';
 
 export const STATIC_DIR = packagePath('scripts', 'console', 'static');
 
@@ -47,8 +47,9 @@ const SECURITY_HEADERS: Record<string, string> = {
 };
 
 const LOGIN_MESSAGES: Record<string, string> = {
-  refused: 'Login failed: wrong username or password, or the user holds no console:read scope.',
+  refused: `Login failed: wrong username or password, or the user holds no ${CONSOLE_SCOPE} scope.`,
   throttled: 'Too many failed logins; wait a minute and retry.',
+  unverified: 'The token auth issued did not verify against its published keys; is auth’s JWKS endpoint reachable?',
   origin: 'The login form must be sent from this console’s own page.',
   expired: 'Your session ended; log in again.',
 };
@@ -56,6 +57,7 @@ const LOGIN_MESSAGES: Record<string, string> = {
 const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 const MAX_FORM_BYTES = 4096;
+const MAX_STREAM_BUFFER = 1024 * 1024;
 
 export class ConsoleServer {
   readonly #o: ConsoleServerOptions;
@@ -172,7 +174,7 @@ ${message === undefined ? '' : `<p class="error" id="login-error">${escapeHtml(m
 <label>Username <input name="username" id="username" autocomplete="username" required maxlength="64"></label>
 <label>Password <input name="password" id="password" type="password" autocomplete="current-password" required maxlength="1024"></label>
 <button type="submit" id="login-submit">Log in</button>
-</form><p class="hint">An auth user whose role grants console:read (the local mesh prints one at start).</p></main></body></html>`;
+</form><p class="hint">An auth user whose role grants ${CONSOLE_SCOPE} (the local mesh prints one at start).</p></main></body></html>`;
     this.#send(res, 200, 'text/html; charset=utf-8', body);
   }
 
@@ -188,7 +190,7 @@ ${message === undefined ? '' : `<p class="error" id="login-error">${escapeHtml(m
     }
     const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
     const result = await this.#o.login(form.get('username') ?? '', form.get('password') ?? '');
-    if (!result.ok) return this.#redirect(res, `/login?error=${result.why.startsWith('too many') ? 'throttled' : 'refused'}`);
+    if (!result.ok) return this.#redirect(res, `/login?error=${result.why}`);
     const { id, session } = this.#o.sessions.create(result.token.subject);
     const maxAge = Math.max(1, Math.floor((session.expiresAtMs - Date.now()) / 1000));
     return this.#redirect(res, '/', { 'set-cookie': `${SESSION_COOKIE}=${id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=${maxAge}` });
@@ -197,7 +199,10 @@ ${message === undefined ? '' : `<p class="error" id="login-error">${escapeHtml(m
   #stream(req: IncomingMessage, res: ServerResponse, sessionId: string): void {
     res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', connection: 'keep-alive' });
     const send = (event: string, data: unknown): void => {
-      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      // A page that stops reading is cut off rather than buffered for: it reconnects and gets the recent list.
+      if (res.writableEnded) return;
+      if (res.writableLength > MAX_STREAM_BUFFER) res.end();
+      else res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
     for (const d of this.#o.feed.recent()) send('decision', d);
     send('counts', this.#o.feed.counts());
