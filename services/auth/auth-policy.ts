@@ -57,6 +57,7 @@ export function authPolicyFromRegistry(registry: Registry): AuthPolicy {
 /** The scopes of a user token: every user's, plus those of the user's roles the registry defines. */
 export function userScopesFor(policy: AuthPolicy, roles: readonly string[]): string[] {
   const scopes = new Set(policy.userScopes);
-  for (const role of roles) for (const scope of policy.roleScopes[role] ?? []) scopes.add(scope);
+  // Own keys only: a role named like an Object.prototype member must not reach a function.
+  for (const role of roles) for (const scope of Object.hasOwn(policy.roleScopes, role) ? policy.roleScopes[role]! : []) scopes.add(scope);
   return [...scopes];
 }

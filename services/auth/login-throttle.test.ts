@@ -121,6 +121,7 @@ describe('login throttling and the user store', () => {
     await users.add('root', 'correct horse battery');
     users.addRole('root', 'admin');
     users.addRole('root', 'unlisted');
+    users.addRole('root', 'constructor');
     expect(() => users.addRole('nobody', 'admin')).to.throw(/no user nobody/);
     expect(() => users.addRole('alice', 'Admin!')).to.throw(/invalid role/);
     const service = authService(users, { admin: ['console:read'] });
