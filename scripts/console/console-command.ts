@@ -96,7 +96,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
   };
 }
 
-export function parseListen(text: string): { host: string; port: number } {
+function parseListen(text: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
   const port = Number(m?.[2]);
   if (m === null || port > 65535) throw new TwokeyError('ERR_CONFIG_INVALID', `--listen must be HOST:PORT, not ${JSON.stringify(text)}`);

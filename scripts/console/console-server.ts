@@ -10,7 +10,7 @@ import type { LoginResult } from './console-login.ts';
 import { readCertificate, type PolicyGraph } from './policy-graph.ts';
 import { CONSOLE_SCOPE, SESSION_COOKIE, sessionIdFrom, type Session, type SessionStore } from './console-sessions.ts';
 
-export const STATIC_DIR = packagePath('scripts', 'console', 'static');
+const STATIC_DIR = packagePath('scripts', 'console', 'static');
 
 const STATIC_FILES: Record<string, string> = {
   '/static/console.js': 'text/javascript; charset=utf-8',
