@@ -188,10 +188,36 @@ describe('twokey console (headless Chromium against a running mesh)', function (
     await browser!.eval(`document.querySelector('#decisions tr.deny[data-decision-id="${decisionId}"]').click()`);
     await browser!.screenshot(join(OUT, 'decisions.png'));
 
+    // A denial by the interceptor carries every check's detail, as `twokey authz check` prints it.
+    const tagging = await harness.workload('tagging', 'image-store');
+    const grantDetails = await expectStatus(unary(tagging, 'DeleteImage', { id: photo.id }, withToken(alice)), 'PERMISSION_DENIED');
+    const grantId = /\(decision ([0-9a-f-]{36})\)/.exec(grantDetails)![1]!;
+    await browser!.waitFor(`document.querySelector('#decisions tr.deny[data-decision-id="${grantId}"]')`, 15_000);
+    await browser!.eval(`document.querySelector('#decisions tr.deny[data-decision-id="${grantId}"]').click()`);
+    const grantRow = await browser!.eval<string[]>(
+      `[...document.querySelector('#decisions tr.deny[data-decision-id="${grantId}"]').nextElementSibling.querySelectorAll('tr[data-check="grant"] td')].map((td) => td.textContent)`,
+    );
+    expect(grantRow.slice(0, 2)).to.deep.equal(['grant', 'fail']);
+    expect(grantRow[2]).to.include('does not grant /twokey.images.v1.ImageStore/DeleteImage');
+
     // The denial is counted on gateway's edge to image-store.
     await browser!.eval("document.getElementById('tab-graph').click()");
     const denied = await browser!.waitFor<string>("document.querySelector('#graph .edge[data-from=\"gateway\"][data-to=\"image-store\"] tspan.denied')?.textContent", 10_000);
     expect(Number(denied.slice(1))).to.be.greaterThan(0);
     await browser!.screenshot(join(OUT, 'graph-counts.png'));
+  });
+
+  it('logs out: the session ends on the server, not just in the browser', async () => {
+    const { cookies } = (await browser!.send('Network.getCookies', { urls: [web.url] })) as { cookies: Array<{ name: string; value: string }> };
+    const old = cookies.find((c) => c.name === '__Host-twokey-console')!.value;
+    const before = await visit(`${web.url}api/graph`, ca, { headers: { cookie: `__Host-twokey-console=${old}` } });
+    expect(before.status).to.equal(200);
+    expect(JSON.parse(before.body).nodes).to.have.length(5);
+    const navigated = new Promise<void>((resolve) => browser!.on((m) => m === 'Page.loadEventFired' && resolve()));
+    await browser!.eval("document.querySelector('form.logout').requestSubmit()");
+    await navigated;
+    expect(await browser!.eval<string>('location.pathname')).to.equal('/login');
+    const replayed = await visit(`${web.url}api/graph`, ca, { headers: { cookie: `__Host-twokey-console=${old}` } });
+    expect(replayed.status).to.equal(401);
   });
 });
