@@ -231,7 +231,12 @@ function addDecision(d) {
 function connect() {
   const status = document.getElementById('stream-state');
   const source = new EventSource('/api/decisions');
-  source.addEventListener('open', () => (status.textContent = 'live'));
+  source.addEventListener('open', () => {
+    // Every (re)connection starts with the server's recent decisions: start the list over.
+    state.decisions = [];
+    renderDecisions();
+    status.textContent = 'live';
+  });
   source.addEventListener('decision', (ev) => addDecision(JSON.parse(ev.data)));
   source.addEventListener('counts', (ev) => {
     state.counts = JSON.parse(ev.data);
