@@ -9,7 +9,7 @@ import { isTwokeyError, TwokeyError } from '../../services/authz/errors.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { packagePath } from '../../services/authz/package-root.ts';
 import type { Endpoints } from '../local-mesh/local-mesh.ts';
-import { PUBLIC_TLS_FILES } from '../local-mesh/public-tls.ts';
+import { ensurePublicTls } from '../local-mesh/public-tls.ts';
 import { ConsoleLogin } from './console-login.ts';
 import { ConsoleServer } from './console-server.ts';
 import { SessionStore } from './console-sessions.ts';
@@ -27,7 +27,7 @@ whose role grants console:read (the local mesh creates 'admin').
   --listen HOST:PORT  default 127.0.0.1:0 (a free port); the console is meant for this machine
   --registry FILE     default deploy/registry.yaml
 
-TLS: the local public certificate for localhost (trust <state>/gateway-tls/ca.pem).
+TLS: its own certificate for localhost from the local public CA (trust <state>/gateway-tls/ca.pem).
 `;
 
 export interface ConsoleOptions {
@@ -54,9 +54,8 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
   const registry = loadRegistry(opts.registryPath ?? packagePath('deploy', 'registry.yaml'));
   const servedBy = Object.fromEntries(Object.values(endpoints.services).map((s) => [s.name, s.serves ?? []]));
   const graph = buildPolicyGraph(registry, MethodCatalog.default(), servedBy);
-  // Read, never renewed here: the mesh's start owns these files.
-  const tlsDir = join(root, 'gateway-tls');
-  const tls = { certFile: join(tlsDir, PUBLIC_TLS_FILES.cert), keyFile: join(tlsDir, PUBLIC_TLS_FILES.key), caFile: join(tlsDir, PUBLIC_TLS_FILES.caCert) };
+  // Its own key and certificate from the local public CA the gateway's comes from: one CA to trust.
+  const tls = ensurePublicTls(join(root, 'gateway-tls'), new Date(), 'console');
   const feed = new DecisionFeed({ logs: endpoints.logs, nameOf: (id) => findWorkload(registry, id)?.name });
   const login = new ConsoleLogin({
     gatewayAddress: endpoints.gateway.address,

@@ -57,7 +57,7 @@ describe('twokey console (headless Chromium against a running mesh)', function (
     harness = await startTestMesh();
     web = await startConsole({ stateDir: harness.stateDir });
     ca = readFileSync(web.caFile);
-    const leaf = new X509Certificate(readFileSync(join(harness.stateDir, 'gateway-tls', 'tls.crt')));
+    const leaf = new X509Certificate(readFileSync(join(harness.stateDir, 'gateway-tls', 'console.crt')));
     const spki = createHash('sha256').update(leaf.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
     browser = await Browser.launch(spki);
   });
