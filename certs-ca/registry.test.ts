@@ -29,6 +29,7 @@ describe('loadRegistry', () => {
     expect(r.defaultTtl).to.equal(86400);
     expect(r.auth).to.deep.equal({
       userScopes: ['images:read', 'images:write', 'images:delete', 'images:tag', 'tags:suggest'],
+      roleScopes: { admin: ['console:read'] },
       userTokenTtl: 900,
       delegatedTokenTtl: 300,
       serviceTokenTtl: 600,
@@ -130,5 +131,8 @@ describe('loadRegistry', () => {
     refused(one('    delegation: { audiences: ["spiffe://other.local/ns/x/sa/y"] }\n'), /delegation\.audiences\[0\]: audience spiffe:\/\/other\.local\/ns\/x\/sa\/y is outside the trust domain/);
     refused(one('    delegation: { audiences: ["spiffe://twokey.local/ns/x/sa/y"] }\n'), /delegation\.audiences\[0\]: audience .* is not a workload in this registry/);
     refused(base('  []\n', 'auth: { issuer: "http://auth.twokey.local" }\n'), /auth\.issuer: must be an https URL/);
+    refused(base('  []\n', 'auth: { roles: { admin: ["Console Read"] } }\n'), /auth\.roles\.admin\[0\]: invalid scope "Console Read"/);
+    refused(base('  []\n', 'auth: { roles: { "Big Boss": [console:read] } }\n'), /auth\.roles: invalid name "Big Boss"/);
+    refused(base('  []\n', 'auth: { roles: [admin] }\n'), /auth\.roles: must be a mapping/);
   });
 });

@@ -40,6 +40,8 @@ export interface RegistryWorkload {
 export interface AuthSettings {
   /** Scopes every user token carries. */
   userScopes: string[];
+  /** Extra scopes a user holds by role (roles are assigned in auth's user database). */
+  roleScopes: Record<string, string[]>;
   /** Token lifetimes in seconds. */
   userTokenTtl: number;
   delegatedTokenTtl: number;
@@ -188,7 +190,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
     return oid;
   });
 
-  const authRaw = c.object(top.auth ?? {}, ['auth'], ['userScopes', 'userTokenTtl', 'delegatedTokenTtl', 'serviceTokenTtl', 'maxDelegationDepth', 'issuer'], []);
+  const authRaw = c.object(top.auth ?? {}, ['auth'], ['userScopes', 'roles', 'userTokenTtl', 'delegatedTokenTtl', 'serviceTokenTtl', 'maxDelegationDepth', 'issuer'], []);
   const depth = authRaw.maxDelegationDepth ?? DEFAULTS.maxDelegationDepth;
   if (typeof depth !== 'number' || !Number.isInteger(depth) || depth < 0 || depth > 10) {
     return c.fail(['auth', 'maxDelegationDepth'], `must be an integer from 0 to 10, got ${describe(depth)}`);
@@ -197,6 +199,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
   if (!/^https:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(issuer)) c.fail(['auth', 'issuer'], `must be an https URL without query or fragment, got ${JSON.stringify(issuer)}`);
   const auth: AuthSettings = {
     userScopes: c.scopes(authRaw.userScopes ?? [], ['auth', 'userScopes']),
+    roleScopes: roleScopesOf(c, authRaw.roles ?? {}),
     userTokenTtl: c.duration(authRaw.userTokenTtl ?? DEFAULTS.userTokenTtl, ['auth', 'userTokenTtl']),
     delegatedTokenTtl: c.duration(authRaw.delegatedTokenTtl ?? DEFAULTS.delegatedTokenTtl, ['auth', 'delegatedTokenTtl']),
     serviceTokenTtl: c.duration(authRaw.serviceTokenTtl ?? DEFAULTS.serviceTokenTtl, ['auth', 'serviceTokenTtl']),
@@ -261,6 +264,16 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
     }),
   );
   return { trustDomain, grantsOid, defaultTtl, auth, workloads };
+}
+
+function roleScopesOf(c: Checker, value: unknown): Record<string, string[]> {
+  const raw = c.object(value, ['auth', 'roles'], Object.keys(value ?? {}), []);
+  // A null-prototype map: a role named "constructor" or "__proto__" must stay an ordinary key.
+  const roles: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
+  for (const [role, scopes] of Object.entries(raw)) {
+    roles[c.name(role, ['auth', 'roles'])] = c.scopes(scopes, ['auth', 'roles', role]);
+  }
+  return roles;
 }
 
 /** The workload with this SPIFFE ID, if any. */

@@ -2,8 +2,9 @@
 import { isTwokeyError } from '../services/authz/errors.ts';
 import { startLocalMesh, type LocalMesh } from './local-mesh/local-mesh.ts';
 import { parsePortBase } from './local-mesh/ports.ts';
+import { startConsole, type RunningConsole } from './console/console-command.ts';
 
-function table(mesh: LocalMesh): string {
+function table(mesh: LocalMesh, consoleUrl: string): string {
   const rows = Object.values(mesh.endpoints.services).map((s) => [
     s.name,
     s.name === 'gateway' ? `${mesh.endpoints.gateway.address} (public TLS)` : (s.address ?? '(no listener)'),
@@ -11,6 +12,7 @@ function table(mesh: LocalMesh): string {
     s.spiffeId,
     s.grants.length === 0 ? '(none)' : s.grants.map((g) => g.replace(/^\/twokey\./, '')).join(', '),
   ]);
+  rows.push(['console', consoleUrl, '-', '(none: reads logs and certificates)', '(none)']);
   const head = ['service', 'address', 'health', 'SPIFFE ID', 'grants'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.slice().map((r) => (i === 4 ? 0 : r[i]!.length))));
   const line = (r: string[]): string => r.map((c, i) => (i === 4 ? c : c.padEnd(widths[i]!))).join('  ');
@@ -33,11 +35,21 @@ export async function startMesh(): Promise<number> {
     return 1;
   }
   const { endpoints, layout, users } = mesh;
-  process.stdout.write(`\n${table(mesh)}\n\n`);
+  let web: RunningConsole;
+  try {
+    const portBase = parsePortBase(process.env['TWOKEY_PORT_BASE']);
+    web = await startConsole({ stateDir, ...(portBase === undefined ? {} : { port: portBase + 5 }) });
+  } catch (err) {
+    process.stderr.write(`twokey: could not start the console: ${isTwokeyError(err) ? err.message : String(err)}\n`);
+    await mesh.stop();
+    return 1;
+  }
+  process.stdout.write(`\n${table(mesh, web.url)}\n\n`);
   process.stdout.write(`users (${layout.usersFile}, mode 0600):\n`);
   for (const [name, password] of Object.entries(users)) process.stdout.write(`  ${name.padEnd(8)} ${password}\n`);
   process.stdout.write(
     `\ngateway      ${endpoints.gateway.address}  (trust ${endpoints.gateway.caFile})\n` +
+      `console      ${web.url}  (log in as admin; trust ${web.caFile})\n` +
       `JWKS         ${endpoints.jwks.url}  (trust ${endpoints.jwks.caFile})\n` +
       `endpoints    ${layout.endpointsFile}\n` +
       `logs         ${layout.root}/logs/<service>.log (one JSON decision line per call)\n\n` +
@@ -55,6 +67,7 @@ export async function startMesh(): Promise<number> {
       if (stopping) return;
       stopping = true;
       process.stdout.write('\ntwokey: stopping...\n');
+      await web.close();
       await mesh.stop();
       process.stdout.write('twokey: stopped\n');
       resolve(code);

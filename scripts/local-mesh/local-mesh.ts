@@ -10,12 +10,14 @@ import { generatePassword } from '../../services/auth/password.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
-import { assignPorts, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
+import { assignPorts, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
 
 export const DEV_USERS = ['alice', 'bob'] as const;
+/** The local mesh's administrator: the one user the console (`twokey console`) admits. */
+export const DEV_ADMIN = 'admin';
 
 export interface LocalMeshOptions {
   stateDir: string;
@@ -34,6 +36,8 @@ export interface ServiceEndpoint {
   name: string;
   spiffeId: string;
   grants: string[];
+  /** The gRPC services it serves on the mesh. */
+  serves: string[];
   /** The mesh (mTLS) address; absent for services that only call out. */
   address?: string;
   health: string;
@@ -81,26 +85,30 @@ function writePrivateJson(path: string, value: unknown): void {
   chmodSync(path, 0o600);
 }
 
-/** Creates alice and bob with generated passwords on first start; later starts reuse users.json. */
+/**
+ * Creates alice, bob and the admin with generated passwords on first start; later starts reuse
+ * users.json (adding the admin to a state directory made before the console existed).
+ */
 export async function ensureDevUsers(layout: StateLayout): Promise<Record<string, string>> {
-  if (existsSync(layout.usersFile)) {
-    chmodSync(layout.usersFile, 0o600);
-    return JSON.parse(readFileSync(layout.usersFile, 'utf8')) as Record<string, string>;
-  }
+  const known = existsSync(layout.usersFile) ? (JSON.parse(readFileSync(layout.usersFile, 'utf8')) as Record<string, string>) : undefined;
+  if (known !== undefined) chmodSync(layout.usersFile, 0o600);
+  const wanted = [...(known === undefined ? DEV_USERS : []), ...(known?.[DEV_ADMIN] === undefined ? [DEV_ADMIN] : [])];
+  if (known !== undefined && wanted.length === 0) return known;
   const db = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
   try {
     const store = new UserStore(db);
-    const existing = DEV_USERS.filter((u) => store.find(u) !== undefined);
+    const existing = wanted.filter((u) => store.find(u) !== undefined);
     if (existing.length > 0) {
       throw new TwokeyError(
         'ERR_CONFIG_INVALID',
-        `${layout.usersFile} is missing but ${existing.join(', ')} already exist; reset a password with 'twokey users' or remove ${layout.root}`,
+        `${layout.usersFile} does not list ${existing.join(', ')}, who already exist; reset a password with 'twokey users' or remove ${layout.root}`,
       );
     }
-    const passwords: Record<string, string> = {};
-    for (const user of DEV_USERS) {
+    const passwords: Record<string, string> = { ...known };
+    for (const user of wanted) {
       passwords[user] = generatePassword();
       await store.add(user, passwords[user]);
+      if (user === DEV_ADMIN) store.addRole(user, 'admin');
     }
     writePrivateJson(layout.usersFile, passwords);
     return passwords;
@@ -258,6 +266,7 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
       name,
       spiffeId: workload.spiffeId.toString(),
       grants: workload.grants.toStrings(),
+      serves: [...SERVED_SERVICES[name]],
       ...(port === undefined ? {} : { address: `127.0.0.1:${port}` }),
       health: `127.0.0.1:${ports.health[name]}`,
     };

@@ -14,6 +14,15 @@ export interface MeshPorts {
 export const SERVICE_NAMES = ['auth', 'image-store', 'tagging', 'gateway', 'cleaner'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
+/** The gRPC services each one serves on its mesh listener (what its main module registers). */
+export const SERVED_SERVICES: Readonly<Record<ServiceName, readonly string[]>> = {
+  auth: ['twokey.auth.v1.Auth'],
+  'image-store': ['twokey.images.v1.ImageStore'],
+  tagging: ['twokey.tagging.v1.Tagging'],
+  gateway: [],
+  cleaner: [],
+};
+
 /** A port the OS says is free right now on 127.0.0.1. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

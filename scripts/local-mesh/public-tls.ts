@@ -25,25 +25,26 @@ function writePrivate(path: string, text: string): void {
   chmodSync(path, 0o600);
 }
 
-function leafIsFresh(dir: string, now: Date): boolean {
-  const path = join(dir, PUBLIC_TLS_FILES.cert);
-  if (!existsSync(path) || !existsSync(join(dir, PUBLIC_TLS_FILES.key))) return false;
-  const cert = new X509Certificate(readFileSync(path));
+function leafIsFresh(certFile: string, keyFile: string, now: Date): boolean {
+  if (!existsSync(certFile) || !existsSync(keyFile)) return false;
+  const cert = new X509Certificate(readFileSync(certFile));
   return new Date(cert.validTo).getTime() - now.getTime() > RENEW_BEFORE_MS;
 }
 
 /**
  * Ensures `dir` holds ca.pem (what clients trust), tls.crt and tls.key (what the gateway serves)
  * for localhost, 127.0.0.1 and ::1. Reuses what is there until the leaf is a day from expiry.
+ * Another `leafName` (`console`: console.crt, console.key) gets its own key from the same CA, so
+ * one trusted CA covers every local HTTPS page without two servers sharing a key.
  */
-export function ensurePublicTls(dir: string, now: Date = new Date()): { caFile: string; certFile: string; keyFile: string } {
+export function ensurePublicTls(dir: string, now: Date = new Date(), leafName = 'tls'): { caFile: string; certFile: string; keyFile: string } {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const files = {
     caFile: join(dir, PUBLIC_TLS_FILES.caCert),
-    certFile: join(dir, PUBLIC_TLS_FILES.cert),
-    keyFile: join(dir, PUBLIC_TLS_FILES.key),
+    certFile: join(dir, leafName === 'tls' ? PUBLIC_TLS_FILES.cert : `${leafName}.crt`),
+    keyFile: join(dir, leafName === 'tls' ? PUBLIC_TLS_FILES.key : `${leafName}.key`),
   };
-  if (leafIsFresh(dir, now)) return files;
+  if (leafIsFresh(files.certFile, files.keyFile, now)) return files;
 
   let caKey;
   let caPem: string;

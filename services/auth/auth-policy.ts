@@ -13,6 +13,8 @@ export interface AuthPolicy {
   issuer: string;
   trustDomainId: string;
   userScopes: readonly string[];
+  /** Extra scopes by role name. */
+  roleScopes: Readonly<Record<string, readonly string[]>>;
   userTokenTtlMs: number;
   delegatedTokenTtlMs: number;
   serviceTokenTtlMs: number;
@@ -43,10 +45,19 @@ export function authPolicyFromRegistry(registry: Registry): AuthPolicy {
     issuer: registry.auth.issuer,
     trustDomainId: SpiffeId.forTrustDomain(registry.trustDomain).toString(),
     userScopes: registry.auth.userScopes,
+    roleScopes: registry.auth.roleScopes,
     userTokenTtlMs: registry.auth.userTokenTtl * 1000,
     delegatedTokenTtlMs: registry.auth.delegatedTokenTtl * 1000,
     serviceTokenTtlMs: registry.auth.serviceTokenTtl * 1000,
     maxDelegationDepth: registry.auth.maxDelegationDepth,
     workloads,
   };
+}
+
+/** The scopes of a user token: every user's, plus those of the user's roles the registry defines. */
+export function userScopesFor(policy: AuthPolicy, roles: readonly string[]): string[] {
+  const scopes = new Set(policy.userScopes);
+  // Own keys only: a role named like an Object.prototype member must not reach a function.
+  for (const role of roles) for (const scope of Object.hasOwn(policy.roleScopes, role) ? policy.roleScopes[role]! : []) scopes.add(scope);
+  return [...scopes];
 }

@@ -2,7 +2,7 @@
 // gRPC adapter passes the verified mTLS peer and the decoded request.
 import type { VerifiedToken } from '../authz/decision.ts';
 import { TwokeyError, isTwokeyError } from '../authz/errors.ts';
-import type { AuthPolicy } from './auth-policy.ts';
+import { userScopesFor, type AuthPolicy } from './auth-policy.ts';
 import { decideExchange, decideServiceToken, splitScopes, type ExchangeSubject } from './delegation-policy.ts';
 import type { LoginThrottle } from './login-throttle.ts';
 import type { SigningKeys } from './signing-keys.ts';
@@ -62,7 +62,7 @@ export class AuthService {
     const minted = await minter.mint({
       kind: 'user',
       subject: user.username,
-      scopes: policy.userScopes,
+      scopes: userScopesFor(policy, users.roles(user.username)),
       audience: policy.trustDomainId,
       clientId: caller.spiffeId,
       ttlMs: policy.userTokenTtlMs,

@@ -11,6 +11,11 @@ CREATE TABLE IF NOT EXISTS users (
   created_at_ms INTEGER NOT NULL,
   updated_at_ms INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS user_roles (
+  username      TEXT NOT NULL REFERENCES users (username),
+  role          TEXT NOT NULL,
+  PRIMARY KEY (username, role)
+) STRICT;
 CREATE TABLE IF NOT EXISTS login_failures (
   key           TEXT NOT NULL,
   at_ms         INTEGER NOT NULL

@@ -24,6 +24,31 @@ describe('login throttling and the user store', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  const gateway = { spiffeId: 'spiffe://twokey.local/ns/twokey/sa/gateway', thumbprint: 'A'.repeat(43) };
+
+  /** An auth service over the test database: three failures lock a username. */
+  function authService(users: UserStore, roleScopes: Record<string, string[]>): AuthService {
+    const keys = new SigningKeys(db, { rotationMs: 3_600_000 });
+    return new AuthService({
+      policy: {
+        issuer: 'https://auth.twokey.local',
+        trustDomainId: 'spiffe://twokey.local',
+        userScopes: ['images:read'],
+        roleScopes,
+        userTokenTtlMs: 60_000,
+        delegatedTokenTtlMs: 60_000,
+        serviceTokenTtlMs: 60_000,
+        maxDelegationDepth: 2,
+        workloads: new Map(),
+      },
+      users,
+      throttle: new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 3, maxFailuresPerSource: 100 }, () => now),
+      keys,
+      minter: new TokenMinter({ keys, issuer: 'https://auth.twokey.local' }),
+      verifySubjectToken: () => Promise.reject(new Error('not used')),
+    });
+  }
+
   it('locks a username after five failures within the window, from any source', () => {
     const throttle = new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 5, maxFailuresPerSource: 100 }, () => now);
     for (let i = 0; i < 5; i++) {
@@ -46,25 +71,7 @@ describe('login throttling and the user store', () => {
   it('counts concurrent attempts still being checked, so a burst of guesses cannot outrun the limit', async () => {
     const users = new UserStore(db);
     await users.add('alice', 'correct horse battery');
-    const keys = new SigningKeys(db, { rotationMs: 3_600_000 });
-    const service = new AuthService({
-      policy: {
-        issuer: 'https://auth.twokey.local',
-        trustDomainId: 'spiffe://twokey.local',
-        userScopes: ['images:read'],
-        userTokenTtlMs: 60_000,
-        delegatedTokenTtlMs: 60_000,
-        serviceTokenTtlMs: 60_000,
-        maxDelegationDepth: 2,
-        workloads: new Map(),
-      },
-      users,
-      throttle: new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 3, maxFailuresPerSource: 100 }, () => now),
-      keys,
-      minter: new TokenMinter({ keys, issuer: 'https://auth.twokey.local' }),
-      verifySubjectToken: () => Promise.reject(new Error('not used')),
-    });
-    const gateway = { spiffeId: 'spiffe://twokey.local/ns/twokey/sa/gateway', thumbprint: 'A'.repeat(43) };
+    const service = authService(users, {});
     const attempts = Array.from({ length: 8 }, (_, i) =>
       service.login(gateway, `src${i}`, { username: 'alice', password: 'wrong password here' }).then(
         () => 'OK',
@@ -106,5 +113,21 @@ describe('login throttling and the user store', () => {
     err = undefined;
     await users.add('carol', 'short').catch((e) => (err = e));
     expect((err as Error).message).to.include('at least 12 characters');
+  });
+
+  it('adds the scopes of a user\'s roles to the login token, and only of roles the registry defines', async () => {
+    const users = new UserStore(db);
+    await users.add('alice', 'correct horse battery');
+    await users.add('root', 'correct horse battery');
+    users.addRole('root', 'admin');
+    users.addRole('root', 'unlisted');
+    users.addRole('root', 'constructor');
+    expect(() => users.addRole('nobody', 'admin')).to.throw(/no user nobody/);
+    expect(() => users.addRole('alice', 'Admin!')).to.throw(/invalid role/);
+    const service = authService(users, { admin: ['console:read'] });
+    const admin = await service.login(gateway, 's', { username: 'root', password: 'correct horse battery' });
+    const plain = await service.login(gateway, 's', { username: 'alice', password: 'correct horse battery' });
+    expect(admin.scope).to.equal('images:read console:read');
+    expect(plain.scope).to.equal('images:read');
   });
 });

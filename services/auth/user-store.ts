@@ -20,6 +20,8 @@ interface UserRow {
   updated_at_ms: number;
 }
 
+const ROLE = /^[a-z][a-z0-9-]{0,62}$/;
+
 function toUser(row: UserRow): User {
   return { username: row.username, disabled: row.disabled === 1, createdAtMs: row.created_at_ms, updatedAtMs: row.updated_at_ms };
 }
@@ -29,11 +31,13 @@ export class UserStore {
   readonly #now: () => number;
   // Prepared once: every login and every token exchange looks a user up.
   readonly #selectUser: Statement;
+  readonly #selectRoles: Statement;
 
   constructor(db: AuthDatabase, now: () => number = Date.now) {
     this.#db = db;
     this.#now = now;
     this.#selectUser = db.prepare('SELECT * FROM users WHERE username = ?');
+    this.#selectRoles = db.prepare('SELECT role FROM user_roles WHERE username = ? ORDER BY role');
   }
 
   async add(username: string, password: string): Promise<User> {
@@ -56,6 +60,18 @@ export class UserStore {
       .run(disabled ? 1 : 0, this.#now(), name);
     if (result.changes !== 1) throw new TwokeyError('ERR_REQUEST_INVALID', `no user ${name}`);
     return this.find(name)!;
+  }
+
+  /** Gives a user a role; what the role grants is the registry's `auth.roles`. */
+  addRole(username: string, role: string): void {
+    const name = parseUsername(username);
+    if (!ROLE.test(role)) throw new TwokeyError('ERR_REQUEST_INVALID', `invalid role ${JSON.stringify(role)} (a lowercase name such as admin)`);
+    if (this.find(name) === undefined) throw new TwokeyError('ERR_REQUEST_INVALID', `no user ${name}`);
+    this.#db.prepare('INSERT OR IGNORE INTO user_roles (username, role) VALUES (?, ?)').run(name, role);
+  }
+
+  roles(username: string): string[] {
+    return (this.#selectRoles.all(username) as unknown as Array<{ role: string }>).map((r) => r.role);
   }
 
   find(username: string): User | undefined {

@@ -7,8 +7,10 @@ import { UserStore } from './user-store.ts';
 
 export const usage = `Usage: twokey users <add|disable|enable|list> [options]
 
-  add <username> [--password-stdin]   create a user; without --password-stdin a password is
-                                      generated and printed once
+  add <username> [--password-stdin] [--role ROLE]
+                                      create a user; without --password-stdin a password is
+                                      generated and printed once; --role (repeatable) gives
+                                      the scopes the registry's auth.roles lists for ROLE
   disable <username>                  refuse the user's logins and new delegated tokens
   enable <username>                   allow the user again
   list                                show users and whether each is enabled
@@ -38,6 +40,7 @@ export async function run(args: string[]): Promise<number> {
   }
   let dataDir = defaultAuthDataDir();
   let passwordStdin = false;
+  const roles: string[] = [];
   const positional: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
@@ -45,6 +48,10 @@ export async function run(args: string[]): Promise<number> {
       const value = args[++i];
       if (value === undefined) return fail('--data-dir needs a directory');
       dataDir = value;
+    } else if (arg === '--role') {
+      const value = args[++i];
+      if (value === undefined) return fail('--role needs a role name');
+      roles.push(value);
     } else if (arg === '--password-stdin') passwordStdin = true;
     else if (arg.startsWith('-')) return fail(`unknown option ${arg}`);
     else positional.push(arg);
@@ -54,12 +61,14 @@ export async function run(args: string[]): Promise<number> {
   const db = openAuthDatabase(authDatabasePath(dataDir));
   try {
     const users = new UserStore(db);
+    if (roles.length > 0 && action !== 'add') return fail('--role goes with add');
     switch (action) {
       case 'add': {
         if (username === undefined) return fail('add needs a username');
         const generated = !passwordStdin;
         const password = generated ? generatePassword() : await readStdin();
         await users.add(username, password);
+        for (const role of roles) users.addRole(username, role);
         process.stdout.write(generated ? `added ${username}; password: ${password}\n` : `added ${username}\n`);
         return 0;
       }

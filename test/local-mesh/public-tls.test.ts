@@ -32,4 +32,18 @@ describe('local gateway TLS certificate', () => {
     expect(renewed.toString()).to.not.equal(new X509Certificate(first).toString());
     expect(renewed.verify(new X509Certificate(readFileSync(files.caFile)).publicKey)).to.equal(true);
   });
+
+  it("issues a second page's certificate with its own key from the same CA", () => {
+    const gateway = ensurePublicTls(dir);
+    const web = ensurePublicTls(dir, new Date(), 'console');
+    expect(web.certFile).to.equal(join(dir, 'console.crt'));
+    expect(web.caFile).to.equal(gateway.caFile);
+    const ca = new X509Certificate(readFileSync(gateway.caFile));
+    const a = new X509Certificate(readFileSync(gateway.certFile));
+    const b = new X509Certificate(readFileSync(web.certFile));
+    expect(b.verify(ca.publicKey)).to.equal(true);
+    expect(b.publicKey.export({ type: 'spki', format: 'der' }).equals(a.publicKey.export({ type: 'spki', format: 'der' }))).to.equal(false);
+    expect(readFileSync(ensurePublicTls(dir).certFile, 'utf8')).to.equal(a.toString());
+    expect(statSync(web.keyFile).mode & 0o777).to.equal(0o600);
+  });
 });

@@ -10,7 +10,7 @@ import { installedPackage, type InstalledPackage } from './installed-package.ts'
 
 const MAX_TARBALL_BYTES = 1_000_000;
 // Installed only as the example's own tree: these are the paths the package may ship.
-const SHIPPED = [/^package\.json$/, /^README\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/];
+const SHIPPED = [/^package\.json$/, /^README\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
 
 function node(args: string[], cwd: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
