@@ -29,13 +29,13 @@ export interface MeshPath {
 /** `profileDir`: profile every service's CPU (cpu-profiler.mjs), writing CPU.<pid>.cpuprofile there on exit. */
 export async function startMeshPath(stateDir: string, profileDir?: string): Promise<MeshPath> {
   // The cleaner's nightly sweep must not run while the benchmark measures.
-  const mesh: LocalMesh = await startLocalMesh({
-    stateDir,
-    cleanerInterval: '24h',
-    ...(profileDir === undefined
-      ? {}
-      : { env: { NODE_OPTIONS: `--import=${fileURLToPath(new URL('./cpu-profiler.mjs', import.meta.url))}`, TWOKEY_BENCH_PROFILE_DIR: profileDir } }),
-  });
+  // The services write their logs as in production (asynchronously), not line by line before each
+  // answer as `npm start` does for the demo's sake.
+  const env: Record<string, string> = { TWOKEY_LOG_SYNC: '0' };
+  if (profileDir !== undefined) {
+    Object.assign(env, { NODE_OPTIONS: `--import=${fileURLToPath(new URL('./cpu-profiler.mjs', import.meta.url))}`, TWOKEY_BENCH_PROFILE_DIR: profileDir });
+  }
+  const mesh: LocalMesh = await startLocalMesh({ stateDir, cleanerInterval: '24h', env });
   try {
     const auth = gatewayClient(mesh.endpoints, 'auth');
     const images = gatewayClient(mesh.endpoints, 'image-store');

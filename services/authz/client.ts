@@ -47,7 +47,8 @@ export function meshChannelCredentials(svid: SvidSource, serverId: SpiffeId): Ch
 export function createMeshClient<C extends Client>(ctor: ClientConstructor<C>, address: string, options: MeshClientOptions): C {
   const serverId = typeof options.serverId === 'string' ? SpiffeId.parse(options.serverId) : options.serverId;
   const interceptors = [...(options.propagate === false ? [] : [createPropagationInterceptor()]), ...(options.interceptors ?? [])];
-  const channelOptions: ChannelOptions = { ...options.channelOptions };
+  // channelz tracks every call and socket even when nobody serves it (see MESH_SERVER_DEFAULTS).
+  const channelOptions: ChannelOptions = { 'grpc.enable_channelz': 0, ...options.channelOptions };
   // TLS SNI may not carry an IP address (RFC 6066); the server is checked by SPIFFE ID anyway,
   // so a dialled IP sends the trust domain as the server name instead.
   if (isIP(hostOf(address)) !== 0) channelOptions['grpc.ssl_target_name_override'] ??= serverId.trustDomain;
