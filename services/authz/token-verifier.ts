@@ -1,7 +1,7 @@
-// Access-token verification: cheap structural checks first, then jose with pinned algorithms, then claims.
-import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+// Access-token verification: cheap structural checks first, then the signature with pinned algorithms, then claims.
 import type { KeyObject } from 'node:crypto';
 import { TwokeyError, isTwokeyError } from './errors.ts';
+import { asKeyObject, jwsSignatureVerifies } from './jws-signature.ts';
 import { SpiffeId } from './spiffe-id.ts';
 import type { TokenKind, VerifiedToken } from './decision.ts';
 
@@ -16,6 +16,7 @@ const ALLOWED_HEADER_PARAMS = new Set(['alg', 'typ', 'kid']);
 const TOKEN_KINDS: readonly TokenKind[] = ['user', 'delegated', 'service'];
 const JTI_SHAPE = /^[A-Za-z0-9_-]{16,128}$/;
 const KID_SHAPE = /^[\x21-\x7e]{1,128}$/;
+const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat', 'jti'] as const;
 const THUMBPRINT_SHAPE = /^[A-Za-z0-9_-]{43}$/;
 // RFC 6749 section 3.3 scope-token.
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
@@ -75,7 +76,6 @@ export class TokenVerifier {
   readonly #maxTokenBytes: number;
   readonly #maxLifetime: number;
   readonly #maxActorDepth: number;
-  readonly #getKey: JWTVerifyGetKey;
 
   constructor(options: TokenVerifierOptions) {
     if (options.audiences.length === 0) throw new TwokeyError('ERR_CONFIG_INVALID', 'token verifier needs at least one accepted audience');
@@ -92,45 +92,47 @@ export class TokenVerifier {
     this.#maxLifetime = options.maxLifetimeSeconds ?? 24 * 3600;
     this.#maxActorDepth = options.maxActorDepth ?? 4;
     if (!(this.#leeway >= 0 && this.#leeway <= 300)) throw new TwokeyError('ERR_CONFIG_INVALID', 'token leeway must be 0..300 seconds');
-    this.#getKey = async (header) => this.#keys.keyFor(header.kid as string, header.alg);
   }
 
   /** Verifies a compact JWS access token; throws TwokeyError naming what is wrong, never echoing it. */
   async verify(token: string): Promise<VerifiedToken> {
     const now = this.#clock();
-    precheck(token, this.#maxTokenBytes);
-    let payload: JWTPayload;
+    const jws = precheck(token, this.#maxTokenBytes);
+    let verifies: boolean;
     try {
-      ({ payload } = await jwtVerify(token, this.#getKey, {
-        algorithms: [...ALLOWED_ALGORITHMS],
-        typ: TOKEN_TYPE,
-        issuer: this.#issuer,
-        clockTolerance: this.#leeway,
-        currentDate: new Date(now),
-        requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti'],
-      }));
+      verifies = await jwsSignatureVerifies(jws.alg, asKeyObject(await this.#keys.keyFor(jws.kid, jws.alg)), jws.signingInput, jws.signature);
     } catch (err) {
-      throw fromJose(err);
+      throw isTwokeyError(err) ? err : invalid('verification failed', err);
     }
-    return this.#claims(payload, now);
+    if (!verifies) throw invalid('signature does not verify', SIGNATURE_MISMATCH);
+    // RFC 9068 allows the media-type spelling "application/at+jwt"; case does not matter (RFC 7515).
+    if (jws.typ.toLowerCase().replace(/^application\//, '') !== TOKEN_TYPE) throw invalid(`"typ" header must be "${TOKEN_TYPE}"`);
+    return this.#claims(jws.payload, now);
   }
 
-  #claims(payload: JWTPayload, now: number): VerifiedToken {
-    const sub = payload.sub;
+  #claims(payload: Record<string, unknown>, now: number): VerifiedToken {
+    for (const claim of REQUIRED_CLAIMS) {
+      if (payload[claim] === undefined) throw invalid(`missing required "${claim}" claim`);
+    }
+    if (payload['iss'] !== this.#issuer) throw invalid('"iss" is not the expected issuer');
+    const sub = payload['sub'];
     if (typeof sub !== 'string' || sub === '') throw invalid('"sub" must be a non-empty string');
-    const aud = payload.aud;
+    const aud = payload['aud'];
     const audience = Array.isArray(aud) ? (aud.length === 1 ? aud[0] : undefined) : aud;
     if (typeof audience !== 'string') throw invalid('"aud" must name exactly one audience');
     if (!this.#audiences.has(audience)) throw invalid(`audience "${audience}" is not accepted here`);
-    const jti = payload.jti;
+    const jti = payload['jti'];
     if (typeof jti !== 'string' || !JTI_SHAPE.test(jti)) throw invalid('"jti" must be 16-128 base64url characters');
     const { exp, iat } = payload as { exp: number; iat: number };
     if (!Number.isSafeInteger(exp) || !Number.isSafeInteger(iat)) throw invalid('"exp" and "iat" must be integers');
+    const nbf = payload['nbf'];
+    if (nbf !== undefined && !Number.isSafeInteger(nbf)) throw invalid('"nbf" must be an integer');
+    const nowSeconds = Math.floor(now / 1000);
+    if (exp <= nowSeconds - this.#leeway) throw new TwokeyError('ERR_TOKEN_EXPIRED', 'token expired');
+    if (typeof nbf === 'number' && nbf > nowSeconds + this.#leeway) throw invalid('"nbf" is in the future');
     if (iat * 1000 > now + this.#leeway * 1000) throw invalid('"iat" is in the future');
     if (exp <= iat) throw invalid('"exp" is not after "iat"');
     if (exp - iat > this.#maxLifetime) throw invalid(`lifetime exp - iat exceeds ${this.#maxLifetime} seconds`);
-    const nbf = payload.nbf;
-    if (nbf !== undefined && !Number.isSafeInteger(nbf)) throw invalid('"nbf" must be an integer');
 
     const kind = payload['token_kind'];
     if (typeof kind !== 'string' || !(TOKEN_KINDS as readonly string[]).includes(kind)) {
@@ -177,21 +179,32 @@ export class TokenVerifier {
     return {
       kind: kind as TokenKind,
       subject: sub,
-      issuer: payload.iss as string,
+      issuer: this.#issuer,
       audience,
       jti,
       scopes,
       actorChain,
       boundThumbprint,
       clientId,
-      validFromMs: (nbf ?? iat) * 1000 - leewayMs,
+      validFromMs: ((nbf as number | undefined) ?? iat) * 1000 - leewayMs,
       validUntilMs: exp * 1000 + leewayMs,
     };
   }
 }
 
+/** A compact JWS that passed the structural checks, in the parts verification needs. */
+export interface CheckedJws {
+  alg: (typeof ALLOWED_ALGORITHMS)[number];
+  kid: string;
+  typ: string;
+  /** The ASCII `header.payload` the signature covers. */
+  signingInput: string;
+  signature: Buffer;
+  payload: Record<string, unknown>;
+}
+
 /** Structural checks that run before any key lookup or signature work. */
-export function precheck(token: unknown, maxTokenBytes: number = LIMITS.maxTokenBytes): void {
+export function precheck(token: unknown, maxTokenBytes: number = LIMITS.maxTokenBytes): CheckedJws {
   if (typeof token !== 'string') throw malformed('not a string');
   if (token.length === 0) throw malformed('empty');
   if (token.length > maxTokenBytes) throw malformed(`longer than ${maxTokenBytes} bytes`);
@@ -211,9 +224,18 @@ export function precheck(token: unknown, maxTokenBytes: number = LIMITS.maxToken
   const names = Object.keys(payload);
   if (names.length > LIMITS.maxClaims) throw malformed(`more than ${LIMITS.maxClaims} claims`);
   if (depthOf(payload) > LIMITS.maxDepth) throw malformed(`claims nested deeper than ${LIMITS.maxDepth} levels`);
-  // jose ignores the spare bits of the last base64url character, so without this one signature
-  // would have several spellings, each a different token string for the cache and for logs.
-  if (Buffer.from(parts[3]!, 'base64url').toString('base64url') !== parts[3]) throw malformed('signature is not canonical base64url');
+  // Node's decoder ignores the spare bits of the last base64url character, so without this one
+  // signature would have several spellings, each a different token string for the cache and for logs.
+  const signature = Buffer.from(parts[3]!, 'base64url');
+  if (signature.toString('base64url') !== parts[3]) throw malformed('signature is not canonical base64url');
+  return {
+    alg: header['alg'] as CheckedJws['alg'],
+    kid: header['kid'],
+    typ: header['typ'],
+    signingInput: `${parts[1]}.${parts[2]}`,
+    signature,
+    payload,
+  };
 }
 
 function decodeJsonPart(part: string, what: string): Record<string, unknown> {
@@ -335,20 +357,13 @@ function parseCnf(cnf: unknown, kind: string): string {
   return thumbprint;
 }
 
+// The cause of every signature mismatch, so the token cache can tell it from other failures.
+const SIGNATURE_MISMATCH = new Error('signature does not verify');
+
 /**
  * Whether verification failed on the signature itself: the key the token's kid names does not
  * verify these bytes. Only this failure is certain to repeat while the keys stay the same.
  */
 export function isSignatureFailure(err: TwokeyError): boolean {
-  return err.cause instanceof joseErrors.JWSSignatureVerificationFailed;
-}
-
-function fromJose(err: unknown): TwokeyError {
-  if (isTwokeyError(err)) return err;
-  if (err instanceof joseErrors.JWTExpired) return new TwokeyError('ERR_TOKEN_EXPIRED', 'token expired', { cause: err });
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return invalid('signature does not verify', err);
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return invalid(`claim check failed: ${err.message}`, err);
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return invalid('algorithm not allowed', err);
-  if (err instanceof joseErrors.JOSEError) return invalid(err.message, err);
-  return invalid('verification failed', err);
+  return err.cause === SIGNATURE_MISMATCH;
 }
