@@ -6,12 +6,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import './stats-probe.ts';
-import { createMeshServer } from '../services/authz/server.ts';
+import { MESH_SERVER_DEFAULTS, createMeshServer, meshServerCredentials } from '../services/authz/server.ts';
 import { SvidSource } from '../services/authz/rotation.ts';
 import { StaticKeys } from '../services/authz/jwks.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { createLogger } from '../services/mesh-runtime/logger.ts';
 import { echoHandlers, loadEchoService } from './echo-service.ts';
+import { wrapWithAuthz } from './wrapped-authz.ts';
 
 /** How the parent describes the server it wants. */
 export type ServerConfig =
@@ -41,6 +42,8 @@ export type ServerConfig =
       protoRoots: string[];
       /** Write the decision log as services do (JSON lines to stdout, which the parent discards). */
       decisionLog: boolean;
+      /** For the cost breakdown: the same decision in a handler wrapper (wrapped-authz.ts), no interceptor. */
+      wrapHandlers?: boolean;
     };
 
 export interface ReadyMessage {
@@ -113,13 +116,22 @@ async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<num
 /** The same handler behind twokey's mesh server, configured the way the example services are. */
 async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<number> {
   const svid = await SvidSource.open(config.svidDir, { trustDomain: config.trustDomain, pollIntervalMs: 0 });
+  const rules = MethodCatalog.load({ extraRoots: config.protoRoots });
+  const logger = config.decisionLog ? createLogger('bench-echo', { level: 'info' }) : undefined;
   const mesh = createMeshServer({
     svid,
     keys: await StaticKeys.fromJwks(config.jwks),
     issuer: config.issuer,
-    rules: MethodCatalog.load({ extraRoots: config.protoRoots }),
-    ...(config.decisionLog ? { logger: createLogger('bench-echo', { level: 'info' }) } : {}),
+    rules,
+    ...(logger ? { logger } : {}),
   });
+  if (config.wrapHandlers === true) {
+    // The mesh server's token verifier and cache, on a server without its interceptor.
+    const server = new grpc.Server(MESH_SERVER_DEFAULTS);
+    const service = loadEchoService();
+    server.addService(service, wrapWithAuthz(service, echoHandlers, { trustDomain: config.trustDomain, rules, tokens: mesh.tokens, ...(logger ? { logger } : {}) }));
+    return bind(server, meshServerCredentials(svid));
+  }
   mesh.server.addService(loadEchoService(), echoHandlers);
   return mesh.listen('127.0.0.1:0');
 }
