@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { isTwokeyError, grpcStatusOf, TwokeyError } from '../authz/errors.ts';
+import { refuseRepeatedAuthorization } from '../authz/repeated-headers.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
@@ -56,7 +57,8 @@ export async function serve(env: Env): Promise<RunningService> {
       throw new TwokeyError('ERR_CONFIG_INVALID', `cannot read the public TLS certificate from TWOKEY_PUBLIC_TLS_DIR ${tlsDir}: ${(err as Error).message}`);
     }
     const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: certChain, private_key: privateKey }], false);
-    const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.enable_channelz': 0 });
+    // Two authorization fields are refused as UNAUTHENTICATED, not judged on the first.
+    const server = refuseRepeatedAuthorization(new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.enable_channelz': 0 }));
 
     for (const route of PUBLIC_ROUTES) {
       const definition = rawDefinition(route.path);
