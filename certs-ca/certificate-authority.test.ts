@@ -427,6 +427,34 @@ describe('CertificateAuthority', function () {
         expect(svid.dns).to.include('localhost');
         expect(statSync(join(out, w.name, 'svid.key')).mode & 0o777).to.equal(0o600);
       }
+      // Written through a staging folder that is gone afterwards.
+      expect(readdirSync(out).sort()).to.deep.equal(registry.workloads.map((w) => w.name).sort());
+    });
+
+    const files = (dir: string) => Object.fromEntries(['svid.pem', 'svid.key', 'bundle.pem'].map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+
+    it('writes all workload folders or none: a target that is not a folder, met midway, leaves every existing folder as it was', () => {
+      const registry = loadRegistry(new URL('../deploy/registry.yaml', import.meta.url).pathname);
+      const names = registry.workloads.map((w) => w.name);
+      expect(names.length, 'the registry has a workload after the broken one').to.be.greaterThan(3);
+      const out = join(root, 'mesh-all-or-none');
+      ca.issueRegistry(registry, out);
+      // The third workload's folder becomes a file: the two before it are moved aside before the
+      // failure is met, so they must be put back.
+      const broken = names[2]!;
+      rmSync(join(out, broken), { recursive: true });
+      writeFileSync(join(out, broken), 'not a folder');
+      const before = Object.fromEntries(names.filter((n) => n !== broken).map((n) => [n, files(join(out, n))]));
+      refusal(() => ca.issueRegistry(registry, out), 'ERR_CONFIG_INVALID', new RegExp(`${broken} exists and is not a folder`));
+      for (const n of names.filter((n) => n !== broken)) expect(files(join(out, n)), n).to.deep.equal(before[n]);
+      expect(readFileSync(join(out, broken), 'utf8')).to.equal('not a folder');
+      expect(readdirSync(out).sort(), 'no staging folder left behind').to.deep.equal([...names].sort());
+
+      // Fixed, the next run replaces every folder.
+      rmSync(join(out, broken));
+      ca.issueRegistry(registry, out);
+      for (const n of names) expect(files(join(out, n))['svid.pem'], n).to.not.equal(before[n]?.['svid.pem']);
+      expect(readdirSync(out).sort()).to.deep.equal([...names].sort());
     });
   });
 

@@ -14,6 +14,7 @@ import { verifiedCsrPublicKey } from './csr.ts';
 import { formatDuration, parseDuration } from './duration.ts';
 import { checkDnsName, checkIpAddress } from './host-names.ts';
 import type { Registry } from './registry.ts';
+import { replaceFolders } from './staged-folders.ts';
 import { caSubject, rootSpec, svidSpec } from './svid-profile.ts';
 import { checkWorkloadKey, generateP256, type KeyPair } from './workload-key.ts';
 
@@ -214,7 +215,9 @@ export class CertificateAuthority {
 
   /**
    * Issues every workload of a registry. All certificates are issued (so all are checked) before
-   * any file is written: a registry with one bad entry changes nothing on disk.
+   * any file is written: a registry with one bad entry changes nothing on disk. The folders are
+   * then written all or none (replaceFolders): a failure while writing leaves every existing
+   * folder as it was, never some workloads on new certificates and others on old ones.
    */
   issueRegistry(registry: Registry, outRoot: string, opts: { extraProtoRoots?: readonly string[] } = {}): IssuedRegistryWorkload[] {
     if (registry.trustDomain !== this.trustDomain) {
@@ -236,7 +239,8 @@ export class CertificateAuthority {
         throw err;
       }
     });
-    for (const w of issued) this.writeWorkload(w.dir, w.issued);
+    const byName = new Map(issued.map((w) => [w.name, w.issued]));
+    replaceFolders(outRoot, [...byName.keys()], (name, dir) => this.writeWorkload(dir, byName.get(name)!));
     return issued;
   }
 

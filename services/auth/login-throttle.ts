@@ -101,4 +101,12 @@ export class LoginThrottle {
   recordSuccess(username: string): void {
     this.#clear.run(`user:${username}`);
   }
+
+  /**
+   * An operator's unlock: clears the username's recorded failures, as a successful login would,
+   * and returns how many there were. A source's failures stay: they stop guessing across usernames.
+   */
+  unlock(username: string): number {
+    return Number(this.#clear.run(`user:${username}`).changes);
+  }
 }

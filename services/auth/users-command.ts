@@ -1,11 +1,12 @@
-// `twokey users add|disable|enable|list`: manage the auth service's users in its database.
+// `twokey users add|disable|enable|unlock|list`: manage the auth service's users in its database.
 import { join } from 'node:path';
 import { isTwokeyError } from '../authz/errors.ts';
 import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { LoginThrottle } from './login-throttle.ts';
 import { generatePassword } from './password.ts';
 import { UserStore } from './user-store.ts';
 
-export const usage = `Usage: twokey users <add|disable|enable|list> [options]
+export const usage = `Usage: twokey users <add|disable|enable|unlock|list> [options]
 
   add <username> [--password-stdin] [--role ROLE]
                                       create a user; without --password-stdin a password is
@@ -13,6 +14,8 @@ export const usage = `Usage: twokey users <add|disable|enable|list> [options]
                                       the scopes the registry's auth.roles lists for ROLE
   disable <username>                  refuse the user's logins and new delegated tokens
   enable <username>                   allow the user again
+  unlock <username>                   end a lock from too many failed logins now, instead of
+                                      at the end of its window (the source's count stays)
   list                                show users and whether each is enabled
 
 Options:
@@ -77,6 +80,14 @@ export async function run(args: string[]): Promise<number> {
         if (username === undefined) return fail(`${action} needs a username`);
         users.setDisabled(username, action === 'disable');
         process.stdout.write(`${action}d ${username}\n`);
+        return 0;
+      }
+      case 'unlock': {
+        if (username === undefined) return fail('unlock needs a username');
+        // A typo must not report success: only existing users are unlocked.
+        if (users.find(username) === undefined) return fail(`no user ${username}`);
+        const cleared = new LoginThrottle(db).unlock(username);
+        process.stdout.write(cleared > 0 ? `unlocked ${username} (cleared ${cleared} failed logins)\n` : `${username} was not locked (no failed logins recorded)\n`);
         return 0;
       }
       case 'list': {

@@ -1,6 +1,6 @@
 // The authorization decision for one call: a pure function of peer, token, method rule and time.
 import { status } from '@grpc/grpc-js';
-import { TwokeyError, grpcStatusOf, type ErrorCode } from './errors.ts';
+import { TwokeyError, grpcStatusOf, logDetail, type ErrorCode } from './errors.ts';
 import type { GrantSet } from './grant.ts';
 import type { MethodRule } from './method-catalog.ts';
 import type { SpiffeId } from './spiffe-id.ts';
@@ -182,7 +182,9 @@ class Checks {
     this.results.push(new CheckRecord(check, 'skip', detail));
   }
   deny(check: CheckName, error: TwokeyError, token?: VerifiedToken): Decision {
-    this.results.push(new CheckRecord(check, 'fail', error.message));
+    // The check's detail goes to the log only and may name what the caller sent; the reason is
+    // returned to the caller and holds the message alone.
+    this.results.push(new CheckRecord(check, 'fail', logDetail(error)));
     for (const rest of CHECKS.slice(CHECKS.indexOf(check) + 1)) {
       this.results.push(new CheckRecord(rest, 'skip', `not evaluated: ${check} failed`));
     }

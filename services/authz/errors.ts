@@ -48,11 +48,36 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 export class TwokeyError extends Error {
   override readonly name = 'TwokeyError';
   readonly code: ErrorCode;
+  /**
+   * Values the caller chose that explain the error (an unverified token's kid, a header member's
+   * name), made short and printable: for logs only. The message, which callers receive in the
+   * status, never contains them, so a denial cannot reflect what an attacker wrote.
+   */
+  readonly untrusted: Readonly<Record<string, string>> | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; untrusted?: Record<string, string> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    if (options?.untrusted !== undefined) {
+      const shown: Record<string, string> = {};
+      for (const [key, value] of Object.entries(options.untrusted)) shown[key] = printable(value);
+      this.untrusted = shown;
+    } else {
+      this.untrusted = undefined;
+    }
   }
+}
+
+// Logs are read in terminals and parsed by pipelines: printable ASCII, bounded length.
+function printable(value: string): string {
+  const shown = value.replace(/[^\x20-\x7e]/g, '?');
+  return shown.length > 64 ? `${shown.slice(0, 64)}...` : shown;
+}
+
+/** An error's message with the caller-chosen values behind it, for a log line (never for a status). */
+export function logDetail(err: TwokeyError): string {
+  if (err.untrusted === undefined) return err.message;
+  return `${err.message} (${Object.entries(err.untrusted).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(', ')})`;
 }
 
 export function isTwokeyError(err: unknown): err is TwokeyError {

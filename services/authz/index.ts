@@ -29,6 +29,7 @@ export { callContext, currentCall, type CallContext, type TraceContext } from '.
 export { createAuthzInterceptor, denialMessage, type AuthzInterceptorOptions, type RuleSource } from './interceptor.ts';
 export { createPropagationInterceptor } from './propagation.ts';
 export { isIdentityClaiming, stripIdentityMetadata } from './identity-metadata.ts';
+export { refuseRepeatedAuthorization } from './repeated-headers.ts';
 export { SvidSource, validateSvidMaterial, SVID_FILES, type SvidMaterial, type SvidSourceOptions } from './rotation.ts';
 export { createMeshServer, meshServerCredentials, type MeshServer, type MeshServerOptions } from './server.ts';
 export { createMeshClient, meshChannelCredentials, spiffeServerCheck, type MeshClientOptions } from './client.ts';

@@ -246,11 +246,13 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     // A call cancelled while its token was being verified has no handler to start.
     if (this.#cancelled) return;
     const metadata = this.#metadata!;
+    // A call dry-run lets through despite a denial runs as if it carried no token: its handler must
+    // not act for a subject (owner checks, forwarding) the policy would have refused.
     const ctx = new ServedCall(
       this.#decisionId,
       this.#method.path,
       this.#peer.ok ? this.#peer.identity : undefined,
-      decision.token,
+      decision.allow ? decision.token : undefined,
       decision.allow ? this.#forwardToken : undefined,
       this.#requestId,
       traceFrom(metadata),

@@ -76,8 +76,9 @@ export async function importJwks(input: unknown): Promise<Map<string, PublicKey>
 
 function keyFrom(keys: ReadonlyMap<string, PublicKey>, kid: string, alg: string): CryptoKey | KeyObject {
   const entry = keys.get(kid);
-  if (entry === undefined) throw new TwokeyError('ERR_TOKEN_INVALID', `invalid token: unknown signing key id "${kid}"`);
-  if (entry.alg !== alg) throw new TwokeyError('ERR_TOKEN_INVALID', `invalid token: key "${kid}" is not an ${alg} key`);
+  // The kid is unverified: named to the log, never in the message a caller gets back.
+  if (entry === undefined) throw new TwokeyError('ERR_TOKEN_INVALID', 'invalid token: unknown signing key id', { untrusted: { kid } });
+  if (entry.alg !== alg) throw new TwokeyError('ERR_TOKEN_INVALID', `invalid token: the key its kid names is not an ${alg} key`, { untrusted: { kid } });
   return entry.key;
 }
 

@@ -7,6 +7,7 @@ import { createAuthzInterceptor, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
+import { refuseRepeatedAuthorization } from './repeated-headers.ts';
 import { SVID_FILES, certificatesIn, type SvidSource } from './rotation.ts';
 import { TokenAuthenticator } from './token-authenticator.ts';
 import { TokenCache } from './token-cache.ts';
@@ -97,7 +98,9 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     dryRun: options.dryRun === true,
   });
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
-  const server = new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz, ...(options.interceptors ?? [])] });
+  const server = refuseRepeatedAuthorization(
+    new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz, ...(options.interceptors ?? [])] }),
+  );
   const credentials = meshServerCredentials(options.svid);
   return {
     server,

@@ -58,8 +58,8 @@ interface Limits {
 
 const LIMITS: Limits = { maxTokenBytes: 8192, maxHeaderChars: 1024, maxClaims: 32, maxDepth: 8, maxScopes: 64 };
 
-function malformed(why: string): TwokeyError {
-  return new TwokeyError('ERR_TOKEN_MALFORMED', `malformed token: ${why}`);
+function malformed(why: string, untrusted?: Record<string, string>): TwokeyError {
+  return new TwokeyError('ERR_TOKEN_MALFORMED', `malformed token: ${why}`, untrusted === undefined ? undefined : { untrusted });
 }
 
 function invalid(why: string, cause?: unknown): TwokeyError {
@@ -213,7 +213,7 @@ export function precheck(token: unknown, maxTokenBytes: number = LIMITS.maxToken
   if (parts[1]!.length > LIMITS.maxHeaderChars) throw malformed(`header longer than ${LIMITS.maxHeaderChars} characters`);
   const header = decodeJsonPart(parts[1]!, 'header');
   for (const name of Object.keys(header)) {
-    if (!ALLOWED_HEADER_PARAMS.has(name)) throw malformed(`header parameter "${safeName(name)}" is not accepted`);
+    if (!ALLOWED_HEADER_PARAMS.has(name)) throw malformed(`header parameter ${shownName(name)} is not accepted`, { parameter: name });
   }
   if (typeof header['alg'] !== 'string' || !(ALLOWED_ALGORITHMS as readonly string[]).includes(header['alg'])) {
     throw malformed(`"alg" must be one of ${ALLOWED_ALGORITHMS.join(', ')}`);
@@ -252,7 +252,7 @@ function decodeJsonPart(part: string, what: string): Record<string, unknown> {
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw malformed(`${what} is not a JSON object`);
   const duplicate = duplicateMember(text);
-  if (duplicate !== undefined) throw malformed(`${what} repeats the member "${safeName(duplicate)}"`);
+  if (duplicate !== undefined) throw malformed(`${what} repeats the member ${shownName(duplicate)}`, { member: duplicate });
   return value as Record<string, unknown>;
 }
 
@@ -295,10 +295,17 @@ function depthOf(value: unknown): number {
   return deepest + 1;
 }
 
-// Names come from unverified tokens and end up in logs and terminals: short and printable only.
-function safeName(name: string): string {
-  const shown = name.replace(/[^\x20-\x7e]/g, '?');
-  return shown.length > 32 ? `${shown.slice(0, 32)}...` : shown;
+// The registered JOSE header parameters (RFC 7515, 7516, 7797, 8555) and JWT claims (RFC 7519,
+// 8693, 9068, 8705) twokey's tokens or attacks on them use. A message names a member only when it
+// is one of these: any other name was made up by whoever wrote the token, and an unverified token's
+// text is never reflected to the caller (the log gets it, sanitized, through TwokeyError.untrusted).
+const REGISTERED_NAMES: ReadonlySet<string> = new Set([
+  'alg', 'typ', 'kid', 'cty', 'crit', 'jku', 'jwk', 'x5u', 'x5c', 'x5t', 'x5t#S256', 'b64', 'zip', 'enc', 'epk', 'apu', 'apv', 'iv', 'tag', 'p2s', 'p2c', 'url', 'nonce',
+  'iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'scope', 'client_id', 'act', 'cnf', 'may_act', 'token_kind',
+]);
+
+function shownName(name: string): string {
+  return REGISTERED_NAMES.has(name) ? `"${name}"` : '(a name not registered for JWTs)';
 }
 
 function parseScopes(claim: unknown): ReadonlySet<string> {
@@ -335,7 +342,7 @@ function parseActorChain(act: unknown, maxDepth: number): string[] {
   while (node !== undefined) {
     if (node === null || typeof node !== 'object' || Array.isArray(node)) throw invalid('"act" must be an object');
     for (const name of Object.keys(node)) {
-      if (name !== 'sub' && name !== 'act') throw invalid(`"act" may hold only "sub" and "act", not "${safeName(name)}"`);
+      if (name !== 'sub' && name !== 'act') throw invalid(`"act" may hold only "sub" and "act", not ${shownName(name)}`);
     }
     const { sub, act: inner } = node as { sub?: unknown; act?: unknown };
     chain.push(parseSpiffeClaim(sub, 'act.sub'));

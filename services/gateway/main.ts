@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { isTwokeyError, grpcStatusOf, TwokeyError } from '../authz/errors.ts';
+import { isTwokeyError, grpcStatusOf, logDetail, TwokeyError } from '../authz/errors.ts';
+import { refuseRepeatedAuthorization } from '../authz/repeated-headers.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
@@ -56,7 +57,8 @@ export async function serve(env: Env): Promise<RunningService> {
       throw new TwokeyError('ERR_CONFIG_INVALID', `cannot read the public TLS certificate from TWOKEY_PUBLIC_TLS_DIR ${tlsDir}: ${(err as Error).message}`);
     }
     const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: certChain, private_key: privateKey }], false);
-    const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.enable_channelz': 0 });
+    // Two authorization fields are refused as UNAUTHENTICATED, not judged on the first.
+    const server = refuseRepeatedAuthorization(new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.enable_channelz': 0 }));
 
     for (const route of PUBLIC_ROUTES) {
       const definition = rawDefinition(route.path);
@@ -65,8 +67,9 @@ export async function serve(env: Env): Promise<RunningService> {
         const client = clientAddress(call.getPeer());
         const requestIdIn = call.metadata.get('x-request-id')[0];
         const requestId = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn) ? requestIdIn : randomUUID();
-        const deny = (code: grpc.status, reason: string, errorCode: string): void => {
-          log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason }, 'gateway deny');
+        // `logged` may name what the caller sent (sanitized); the status carries `reason` only.
+        const deny = (code: grpc.status, reason: string, errorCode: string, logged = reason): void => {
+          log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason: logged }, 'gateway deny');
           callback({ code, details: `twokey gateway: ${reason} (request ${requestId})` });
         };
         // Nothing the client sent is forwarded except the request body: fresh metadata only.
@@ -90,7 +93,7 @@ export async function serve(env: Env): Promise<RunningService> {
         }
         Promise.resolve(tokens.fromMetadata(call.metadata)).then(
           (result) => {
-            if (!result.ok) return deny(grpcStatusOf(result.error), result.error.message, result.error.code);
+            if (!result.ok) return deny(grpcStatusOf(result.error), result.error.message, result.error.code, logDetail(result.error));
             const token = result.token;
             if (token.kind !== 'user') {
               return deny(grpc.status.UNAUTHENTICATED, `the gateway accepts only user tokens, not a ${token.kind} token`, 'ERR_TOKEN_INVALID');

@@ -33,7 +33,12 @@ export interface Expected {
   message?: RegExp;
   /** Refused before any verification key is looked up. */
   beforeCrypto?: boolean;
+  /** A value the attacker wrote that the decision log records but the status never echoes. */
+  logs?: string;
 }
+
+/** Written into kids and member names below; no denial's status message may ever contain it. */
+export const ECHO_MARKER = 'echo-marker-6d1f';
 
 export interface TokenCase {
   name: string;
@@ -178,7 +183,7 @@ export const TOKEN_CASES: readonly TokenCase[] = [
     return `${h}.${b64u(userClaims({ sub: 'mallory' }))}.${s}`;
   }, INVALID(/signature does not verify/)),
   raw('signed by an impostor key under the trusted kid', 'signature', (c) => c.impostor.sign(c.impostor.header({ kid: 'k1' }), userClaims()), INVALID(/signature does not verify/)),
-  raw('signed by a key not in the JWKS (unknown kid)', 'signature', (c) => c.impostor.sign(c.impostor.header(), userClaims()), INVALID(/unknown signing key id "attacker"/)),
+  raw('signed by a key not in the JWKS (unknown kid)', 'signature', (c) => c.impostor.sign(c.impostor.header(), userClaims()), { ...INVALID(/unknown signing key id/), logs: 'attacker' }),
 
   // --- header parameters that choose keys or change processing
   raw('embedded jwk header (attacker key, attacker signature)', 'header', (c) => c.impostor.sign(c.impostor.header({ kid: 'k1', jwk: c.impostor.publicJwk }), userClaims()), MALFORMED(/"jwk" is not accepted/)),
@@ -191,7 +196,8 @@ export const TOKEN_CASES: readonly TokenCase[] = [
   raw('b64 false (unencoded payload)', 'header', (c) => c.signer.sign(c.signer.header({ b64: false, crit: ['b64'] }), userClaims()), MALFORMED(/is not accepted/)),
   raw('zip DEF (compressed payload)', 'header', (c) => c.signer.sign(c.signer.header({ zip: 'DEF' }), userClaims()), MALFORMED(/"zip" is not accepted/)),
   raw('cty JWT (nested token)', 'header', (c) => c.signer.sign(c.signer.header({ cty: 'JWT' }), userClaims()), MALFORMED(/"cty" is not accepted/)),
-  raw('__proto__ header member', 'header', (c) => c.signer.sign(`{"alg":"ES256","typ":"at+jwt","kid":"k1","__proto__":{"alg":"none"}}`, userClaims()), MALFORMED(/"__proto__" is not accepted/)),
+  raw('__proto__ header member', 'header', (c) => c.signer.sign(`{"alg":"ES256","typ":"at+jwt","kid":"k1","__proto__":{"alg":"none"}}`, userClaims()), { ...MALFORMED(/header parameter \(a name not registered for JWTs\) is not accepted/), logs: '__proto__' }),
+  raw('a header member named with the marker (not echoed)', 'header', (c) => c.signer.sign(c.signer.header({ [`x-${ECHO_MARKER}`]: 1 }), userClaims()), { ...MALFORMED(/header parameter \(a name not registered for JWTs\) is not accepted/), logs: `x-${ECHO_MARKER}` }),
   raw('header repeats alg (none, then ES256)', 'header', (c) => c.signer.sign('{"alg":"none","alg":"ES256","typ":"at+jwt","kid":"k1"}', userClaims()), MALFORMED(/header repeats the member "alg"/)),
   raw('typ missing', 'header', (c) => c.signer.sign({ alg: 'ES256', kid: 'k1' }, userClaims()), MALFORMED(/"typ" header is missing/)),
   raw('typ JWT', 'header', (c) => c.signer.sign(c.signer.header({ typ: 'JWT' }), userClaims()), INVALID(/typ/)),
@@ -211,6 +217,8 @@ export const TOKEN_CASES: readonly TokenCase[] = [
   raw('kid of 129 characters', 'kid', (c) => c.signer.sign(c.signer.header({ kid: 'k'.repeat(129) }), userClaims()), MALFORMED(/"kid"/)),
   raw('kid with a newline (log injection)', 'kid', (c) => c.signer.sign(c.signer.header({ kid: 'k1\n{"decision":"allow"}' }), userClaims()), MALFORMED(/"kid"/)),
   raw('kid with a NUL byte', 'kid', (c) => c.signer.sign(c.signer.header({ kid: 'k1\u0000' }), userClaims()), MALFORMED(/"kid"/)),
+  raw('kid carrying the marker (not echoed)', 'kid', (c) => c.impostor.sign(c.impostor.header({ kid: `k-${ECHO_MARKER}` }), userClaims()), { ...INVALID(/unknown signing key id/), logs: `k-${ECHO_MARKER}` }),
+  raw('kid carrying the marker under the trusted key (not echoed)', 'kid', (c) => c.signer.sign(c.signer.header({ kid: `k1-${ECHO_MARKER}` }), userClaims()), { ...INVALID(/unknown signing key id/), logs: `k1-${ECHO_MARKER}` }),
   raw('kid missing', 'kid', (c) => c.signer.sign({ alg: 'ES256', typ: 'at+jwt' }, userClaims()), MALFORMED(/"kid"/)),
 
   // --- malformed compact forms
@@ -265,6 +273,7 @@ export const TOKEN_CASES: readonly TokenCase[] = [
   signed('audience an empty array', 'claims', () => ({ claims: userClaims({ aud: [] }) }), INVALID(/aud/)),
   signed('audience of another trust domain', 'claims', () => ({ claims: userClaims({ aud: 'spiffe://evil.example' }) }), INVALID(/is not accepted here/)),
   raw('payload repeats "sub"', 'claims', (c) => c.signer.sign(c.signer.header(), JSON.stringify(userClaims()).replace('"sub":"alice"', '"sub":"alice","sub":"bob"')), MALFORMED(/payload repeats the member "sub"/)),
+  raw('payload repeats a member named with the marker (not echoed)', 'claims', (c) => c.signer.sign(c.signer.header(), JSON.stringify(userClaims()).replace('"sub":"alice"', `"sub":"alice","${ECHO_MARKER}":1,"${ECHO_MARKER}":2`)), { ...MALFORMED(/payload repeats the member \(a name not registered for JWTs\)/), logs: ECHO_MARKER }),
   raw('payload repeats "sub" through an escape', 'claims', (c) => c.signer.sign(c.signer.header(), JSON.stringify(userClaims()).replace('"sub":"alice"', '"sub":"alice","s\\u0075b":"bob"')), MALFORMED(/payload repeats the member "sub"/)),
   raw('act repeats "sub"', 'claims', (c) => c.signer.sign(c.signer.header(), JSON.stringify(delegated(c, { sub: c.callerId }, c.callerThumbprint)).replace(`"act":{"sub":"${c.callerId}"`, `"act":{"sub":"${c.otherId}","sub":"${c.callerId}"`)), MALFORMED(/payload repeats the member "sub"/)),
   raw('__proto__ claim carrying token_kind', 'claims', (c) => c.signer.sign(c.signer.header(), JSON.stringify(userClaims({ token_kind: undefined })).replace(/}$/, ',"__proto__":{"token_kind":"service"}}')), INVALID(/"token_kind" must be/)),

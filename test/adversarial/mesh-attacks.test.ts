@@ -1,5 +1,5 @@
 // Attacks on the running example mesh: another user's images, service and delegated tokens used out of place, token exchange abuse.
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { expect } from 'chai';
@@ -8,9 +8,10 @@ import { authDatabasePath } from '../../services/auth/database.ts';
 import { openReadOnlyDatabase } from '../../services/mesh-runtime/durable-database.ts';
 import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
-import { STATUS_NAMES, expectStatus, removeState, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { STATUS_NAMES, eventually, expectStatus, logLines, removeState, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
 import { userClaims } from './hostile-tokens.ts';
 import { RawSigner, jti } from './jws.ts';
+import { RawGrpcClient, grpcFrame } from './raw-http2.ts';
 
 interface Image {
   id: string;
@@ -259,6 +260,46 @@ describe('adversarial: attacks on the running example mesh', function () {
       const details = await expectStatus(unary(images, 'SetTags', { id: photo.id, tags: ['x'] }, withToken(delegated.access_token)), 'UNAUTHENTICATED');
       expect(details).to.include(`invalid token: audience "${IMAGE_STORE}" is not accepted here`);
       await aliceImageUnchanged();
+    });
+
+    describe('two authorization header fields at the gateway (Node alone would keep the first)', () => {
+      let raw: RawGrpcClient;
+      before(async () => {
+        const port = Number(t.mesh.endpoints.gateway.address.split(':').pop());
+        raw = await RawGrpcClient.connectTls(port, { ca: readFileSync(t.mesh.endpoints.gateway.caFile) }, 'localhost');
+      });
+      after(() => raw?.close());
+      const listImages = (authorization: string[], requestId: string) =>
+        raw.call('/twokey.images.v1.ImageStore/ListImages', { authorization, 'x-request-id': requestId }, grpcFrame(Buffer.alloc(0)));
+      const gatewayLines = (requestId: string) => logLines(t.mesh, 'gateway').filter((l) => l['request_id'] === requestId);
+
+      for (const [name, values] of [
+        ["alice's token twice", () => [`Bearer ${alice}`, `Bearer ${alice}`]],
+        ["bob's token, then alice's", () => [`Bearer ${bob}`, `Bearer ${alice}`]],
+      ] as const) {
+        it(`${name} -> UNAUTHENTICATED, nothing forwarded`, async () => {
+          const requestId = `dup-${randomUUID()}`;
+          const out = await listImages(values(), requestId);
+          expect(out.grpcStatus, `${out.grpcMessage} ${out.error ?? ''}`).to.equal(grpc.status.UNAUTHENTICATED);
+          expect(out.grpcMessage).to.include('more than one authorization value');
+          const lines = await eventually('the gateway deny line', 5000, () => {
+            const found = gatewayLines(requestId);
+            return found.some((l) => l['event'] === 'gateway.deny') ? found : undefined;
+          });
+          expect(lines.map((l) => l['event'])).to.deep.equal(['gateway.deny']);
+        });
+      }
+
+      it('control: one field the same way -> OK, forwarded', async () => {
+        const requestId = `one-${randomUUID()}`;
+        const out = await listImages([`Bearer ${alice}`], requestId);
+        expect(out.grpcStatus, out.grpcMessage).to.equal(grpc.status.OK);
+        const lines = await eventually('the gateway forward line', 5000, () => {
+          const found = gatewayLines(requestId);
+          return found.length > 0 ? found : undefined;
+        });
+        expect(lines.map((l) => [l['event'], l['subject']])).to.deep.equal([['gateway.forward', 'alice']]);
+      });
     });
 
     const jwksRequest = (method: string, path: string) =>

@@ -116,18 +116,44 @@ describe('adversarial: metadata and method paths', function () {
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 
-    it('two separate authorization header fields, the first forged: no handler runs', async () => {
-      // Node's HTTP/2 server keeps only the first of a repeated authorization field, so twokey
-      // checks the first; a forged first value must therefore be refused whatever follows it.
-      const before = handlerRuns(mesh.probe);
-      const forged = RawSigner.create('k1').sign(signer.header(), userClaims());
-      const out = await rawFramesCall(mesh.probe.port, callerDir, TD, [
-        [':method', 'POST'], [':scheme', 'https'], [':path', `${P}/Unary`], [':authority', TD],
-        ['content-type', 'application/grpc'], ['te', 'trailers'],
-        ['authorization', `Bearer ${forged}`], ['authorization', `Bearer ${token()}`],
-      ], grpcFrame(pingMessage('dup')));
-      expect(out.answered).to.equal(true);
-      expect(handlerRuns(mesh.probe)).to.equal(before);
+    describe('separate authorization header fields, which Node would reduce to the first', () => {
+      const forged = () => RawSigner.create('k1').sign(signer.header(), userClaims());
+      const cases: Array<{ name: string; values: () => string[] }> = [
+        { name: 'the same valid token twice', values: () => { const t = token(); return [`Bearer ${t}`, `Bearer ${t}`]; } },
+        { name: 'a valid token, then a forged one', values: () => [`Bearer ${token()}`, `Bearer ${forged()}`] },
+        { name: 'a forged token, then a valid one', values: () => [`Bearer ${forged()}`, `Bearer ${token()}`] },
+        { name: 'a token without the scope, then one with it', values: () => [`Bearer ${token({ scope: 'images:read' })}`, `Bearer ${token()}`] },
+        { name: 'a valid token, then an empty field', values: () => [`Bearer ${token()}`, ''] },
+        { name: 'three fields', values: () => [`Bearer ${token()}`, `Bearer ${token()}`, `Bearer ${token()}`] },
+      ];
+      for (const c of cases) {
+        it(`${c.name} -> UNAUTHENTICATED, no handler runs`, async () => {
+          const before = handlerRuns(mesh.probe);
+          const out = await raw.call(`${P}/Unary`, { authorization: c.values() });
+          expect(out.grpcStatus, `${out.grpcMessage} ${out.error ?? ''}`).to.equal(status.UNAUTHENTICATED);
+          expect(out.grpcMessage).to.match(/token check failed: malformed token: more than one authorization value/);
+          expect(handlerRuns(mesh.probe)).to.equal(before);
+        });
+      }
+
+      it('control: one field sent the same way (as a one-element list) reaches the handler', async () => {
+        const before = handlerRuns(mesh.probe);
+        const out = await raw.call(`${P}/Unary`, { authorization: [`Bearer ${token()}`] });
+        expect(out.grpcStatus, out.grpcMessage).to.equal(status.OK);
+        expect(handlerRuns(mesh.probe)).to.equal(before + 1);
+      });
+
+      it('a second field spelled "Authorization" is a malformed HTTP/2 request: refused, no handler runs', async () => {
+        // HTTP/2 field names are lower case; nghttp2 resets the stream of a request with an upper-case one.
+        const before = handlerRuns(mesh.probe);
+        const out = await rawFramesCall(mesh.probe.port, callerDir, TD, [
+          [':method', 'POST'], [':scheme', 'https'], [':path', `${P}/Unary`], [':authority', TD],
+          ['content-type', 'application/grpc'], ['te', 'trailers'],
+          ['authorization', `Bearer ${token()}`], ['Authorization', `Bearer ${token()}`],
+        ], grpcFrame(pingMessage('case')));
+        expect(out.answered).to.equal(true);
+        expect(handlerRuns(mesh.probe)).to.equal(before);
+      });
     });
 
     it('oversized metadata (a 100 KB header block) is refused by HTTP/2 before any handler, and the server keeps serving', async () => {

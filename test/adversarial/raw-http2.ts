@@ -1,5 +1,5 @@
 // gRPC calls written by hand over HTTP/2 with a client certificate: paths and header values grpc-js would never send.
-import { connect as h2connect, constants as h2, type ClientHttp2Session } from 'node:http2';
+import { connect as h2connect, constants as h2, type ClientHttp2Session, type SecureClientSessionOptions } from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
@@ -34,14 +34,19 @@ export class RawGrpcClient {
   }
 
   /** An HTTP/2 session presenting the credentials in `dir` (svid.pem, svid.key, bundle.pem). */
-  static async connect(port: number, dir: string, servername: string): Promise<RawGrpcClient> {
-    const session = h2connect(`https://127.0.0.1:${port}`, {
-      ca: readFileSync(join(dir, 'bundle.pem')),
-      cert: readFileSync(join(dir, 'svid.pem')),
-      key: readFileSync(join(dir, 'svid.key')),
-      servername,
-      checkServerIdentity: () => undefined,
-    });
+  static connect(port: number, dir: string, servername: string): Promise<RawGrpcClient> {
+    return RawGrpcClient.connectTls(port, { ca: readFileSync(join(dir, 'bundle.pem')), cert: readFileSync(join(dir, 'svid.pem')), key: readFileSync(join(dir, 'svid.key')) }, servername);
+  }
+
+  /**
+   * An HTTP/2 session with the given TLS material (no cert and key: server-authenticated TLS only,
+   * as an end user reaches the gateway). A header given as an array goes out as that many fields,
+   * even for one Node's client would send once (strictSingleValueFields off), such as authorization.
+   */
+  static async connectTls(port: number, tls: { ca: Buffer; cert?: Buffer; key?: Buffer }, servername: string): Promise<RawGrpcClient> {
+    // strictSingleValueFields is Node 24's, not yet in @types/node.
+    const options: SecureClientSessionOptions & { strictSingleValueFields: boolean } = { ...tls, servername, checkServerIdentity: () => undefined, strictSingleValueFields: false };
+    const session = h2connect(`https://127.0.0.1:${port}`, options);
     await new Promise<void>((resolve, reject) => {
       session.once('connect', () => resolve());
       session.once('error', reject);

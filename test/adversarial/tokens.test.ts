@@ -8,7 +8,7 @@ import { TokenAuthenticator } from '../../services/authz/token-authenticator.ts'
 import { TokenVerifier } from '../../services/authz/token-verifier.ts';
 import { ISSUER, MESH_AUDIENCE } from '../authz/token-fixtures.ts';
 import { FetchTrap, OTHER_ID, P, SERVER_ID, TD, handlerRuns, startAttackMesh, unary, type AttackMesh } from './harness.ts';
-import { TOKEN_CASES, type TokenAttackContext } from './hostile-tokens.ts';
+import { ECHO_MARKER, TOKEN_CASES, type TokenAttackContext } from './hostile-tokens.ts';
 import { RawSigner } from './jws.ts';
 
 const HOSTILE = TOKEN_CASES.filter((c) => c.group !== 'control');
@@ -82,6 +82,12 @@ describe('adversarial: hostile tokens', function () {
         expect(decision.code, decision.reason).to.equal(c.expect.status);
         expect(decision.allow).to.equal(c.expect.code === null);
         if (c.expect.message) expect(decision.reason).to.match(c.expect.message);
+        // The reason is what callers get back; only the log's check detail may name what was sent.
+        expect(decision.reason).to.not.include(ECHO_MARKER);
+        if (c.expect.logs !== undefined) {
+          expect(decision.reason).to.not.include(c.expect.logs);
+          expect(decision.checks.find((r) => r.outcome === 'fail')?.detail).to.include(JSON.stringify(c.expect.logs));
+        }
         if (c.expect.beforeCrypto) expect(keyLookups, 'a verification key was looked up').to.equal(lookupsBefore);
       });
     }
@@ -101,6 +107,8 @@ describe('adversarial: hostile tokens', function () {
         const message = c.wire?.message ?? c.expect.message;
         if (message) expect(out.details).to.match(message);
         expect(out.details).to.match(/\(decision [0-9a-f-]{36}\)$/);
+        expect(out.details).to.not.include(ECHO_MARKER);
+        if (c.expect.logs !== undefined) expect(out.details).to.not.include(c.expect.logs);
       });
     }
   });

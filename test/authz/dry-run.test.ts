@@ -13,6 +13,8 @@ describe('dry-run mode', function () {
   let probe: ProbeServer;
   let caller: SvidSource;
   let client: ProbeClient;
+  let granted: SvidSource;
+  let grantedClient: ProbeClient;
   let issuer: TestIssuer;
   const log = capturingLogger();
 
@@ -27,10 +29,14 @@ describe('dry-run mode', function () {
     });
     caller = await SvidSource.open(pki.workload('caller', CALLER_ID, [`${P}/CertOnly`]), { trustDomain: TD, pollIntervalMs: 0 });
     client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
+    granted = await SvidSource.open(pki.workload('granted', CALLER_ID, [`${P}/Unary`]), { trustDomain: TD, pollIntervalMs: 0 });
+    grantedClient = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: granted, serverId: SERVER_ID, propagate: false }) as ProbeClient;
   });
   after(async () => {
     client.close();
     caller.close();
+    grantedClient.close();
+    granted.close();
     await probe.close();
     pki.cleanup();
   });
@@ -45,5 +51,26 @@ describe('dry-run mode', function () {
     const line = log.lines.at(-1)!;
     expect(line).to.include({ allow: false, would_deny: true, dry_run: true, failed_check: 'grant', grpc_code: grpc.status.PERMISSION_DENIED, level: 40 });
     expect(line.msg).to.equal('authz would deny (dry run)');
+  });
+
+  const unaryWith = (token: string) => {
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${token}`);
+    return new Promise<any>((resolve, reject) => grantedClient.Unary!({ text: 'y' }, md, (err: Error | null, r: any) => (err ? reject(err) : resolve(r))));
+  };
+
+  it("does not hand the handler the verified token of a call it would deny (the scope is missing)", async () => {
+    const before = probe.ran['Unary'] ?? 0;
+    const res = await unaryWith(await issuer.sign({ sub: 'mallory', scope: 'images:read' }));
+    expect(probe.ran['Unary']).to.equal(before + 1);
+    expect(log.lines.at(-1)).to.include({ allow: false, would_deny: true, failed_check: 'scope', grpc_code: grpc.status.PERMISSION_DENIED });
+    // callContext().token is undefined, so the handler knows no subject.
+    expect(res.subject).to.equal('');
+  });
+
+  it('control: an allowed call in dry-run hands the handler its token', async () => {
+    const res = await unaryWith(await issuer.sign({ sub: 'mallory', scope: 'probe:call' }));
+    expect(log.lines.at(-1)).to.include({ allow: true });
+    expect(res.subject).to.equal('mallory');
   });
 });

@@ -318,4 +318,26 @@ describe('example mesh, end to end', function () {
     expect(failures.map((l) => l['code'])).to.deep.equal([...Array<string>(5).fill('ERR_LOGIN_FAILED'), 'ERR_LOGIN_THROTTLED']);
     for (const line of failures) expect(line['source'], JSON.stringify(line)).to.be.oneOf([`${GATEWAY}|127.0.0.1`, `${GATEWAY}|::1`]);
   });
+
+  it('`twokey users unlock` ends a login-throttle lock at once; only existing users', async () => {
+    const dataDir = `${t.stateDir}/data/auth`;
+    const cli = (args: string[], input?: string) => {
+      const child = run(process.execPath, [TWOKEY_BIN, 'users', ...args, '--data-dir', dataDir]);
+      if (input !== undefined) child.child.stdin!.end(input);
+      return child;
+    };
+    const auth = t.gateway('auth');
+    const login = (password: string) => unary(auth, 'Login', { username: 'dave', password });
+    await cli(['add', 'dave', '--password-stdin'], 'dave-long-password\n');
+    expect((await cli(['unlock', 'dave'])).stdout).to.equal('dave was not locked (no failed logins recorded)\n');
+    for (let i = 0; i < 5; i++) await expectStatus(login('wrong password'), 'UNAUTHENTICATED');
+    // Locked: even the right password is refused until the window ends.
+    expect(await expectStatus(login('dave-long-password'), 'RESOURCE_EXHAUSTED')).to.include('too many failed logins for this username');
+    expect((await cli(['unlock', 'dave'])).stdout).to.equal('unlocked dave (cleared 5 failed logins)\n');
+    await login('dave-long-password');
+    // A misspelt name is an error, not a reported unlock.
+    const typo = await cli(['unlock', 'dvae']).then(() => null, (err: { code: number; stderr: string }) => err);
+    expect(typo?.code).to.equal(2);
+    expect(typo?.stderr).to.include('twokey users: no user dvae');
+  });
 });
