@@ -45,8 +45,9 @@ Subcommands:
            and proto/ (identities, Services, mounts, network paths, pod hardening, the
            registry the pods load is the registry file's exact text). With
            --secrets (the output of 'k8s secrets') those Secrets are checked too; without it
-           they are assumed to be created separately. --grants-oid: the CA's grants extension
-           OID, when it is not the default.
+           they are assumed to be created separately. The database Secret ${DATABASE_SECRET}
+           (deploy/overlays/postgres) is the operator's and always assumed. --grants-oid: the
+           CA's grants extension OID, when it is not the default.
 
 Exit status: 0 success, 1 refused, failed or problems found, 2 bad usage.
 `;
