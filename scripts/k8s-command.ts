@@ -8,7 +8,7 @@ import { crossReferenceProblems } from '../deploy/tools/cross-reference.ts';
 import { renderKustomization } from '../deploy/tools/kustomize.ts';
 import { parseManifests, toYamlStream, type K8sObject } from '../deploy/tools/manifest.ts';
 import { KUBERNETES_VERSION } from '../deploy/tools/kubernetes-version.ts';
-import { GATEWAY_PUBLIC_TLS_SECRET, svidSecretName } from '../deploy/tools/workload-secrets.ts';
+import { DATABASE_SECRET, GATEWAY_PUBLIC_TLS_SECRET, svidSecretName } from '../deploy/tools/workload-secrets.ts';
 import { workloadSecrets, writeSecrets } from './k8s-secrets.ts';
 
 const DEFAULT_REGISTRY = 'deploy/registry.yaml';
@@ -45,8 +45,9 @@ Subcommands:
            and proto/ (identities, Services, mounts, network paths, pod hardening, the
            registry the pods load is the registry file's exact text). With
            --secrets (the output of 'k8s secrets') those Secrets are checked too; without it
-           they are assumed to be created separately. --grants-oid: the CA's grants extension
-           OID, when it is not the default.
+           they are assumed to be created separately. The database Secret ${DATABASE_SECRET}
+           (deploy/overlays/postgres) is the operator's and always assumed. --grants-oid: the
+           CA's grants extension OID, when it is not the default.
 
 Exit status: 0 success, 1 refused, failed or problems found, 2 bad usage.
 `;
@@ -164,6 +165,8 @@ async function check(args: string[]): Promise<number> {
   const externalSecrets = new Set([
     ...(values.secrets === undefined ? registry.workloads.map((w) => `${w.namespace}/${svidSecretName(w.name)}`) : []),
     ...(gateway === undefined || has(gateway.namespace, GATEWAY_PUBLIC_TLS_SECRET) ? [] : [`${gateway.namespace}/${GATEWAY_PUBLIC_TLS_SECRET}`]),
+    // The database Secret is the operator's (README, Kubernetes): never in the rendered set.
+    ...[...new Set(registry.workloads.map((w) => w.namespace))].map((ns) => `${ns}/${DATABASE_SECRET}`),
   ]);
   const grantsOid = values['grants-oid'];
   let problems = 0;

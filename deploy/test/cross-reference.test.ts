@@ -11,6 +11,7 @@ import { renderKustomization } from '../tools/kustomize.ts';
 import type { JsonObject, K8sObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf } from '../tools/pod-spec.ts';
 import { validateManifests } from '../tools/schema.ts';
+import { DATABASE_SECRET } from '../tools/workload-secrets.ts';
 import { KUSTOMIZATIONS, REGISTRY_FILE, SERVICES_DIR } from './paths.ts';
 
 // Mutations address objects by kind and name, then by JSON path, so a failing case reads as the
@@ -49,7 +50,8 @@ describe('deploy: manifests, registry and proto/ agree', function () {
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
   function facts(objs: K8sObject[], reg: Registry = registry): DeploymentFacts {
-    return { objects: objs, registry: reg, catalog, registrySource: { text: readFileSync(REGISTRY_FILE, 'utf8'), file: 'deploy/registry.yaml' } };
+    // The database Secret is the operator's, as `twokey k8s check` assumes.
+    return { objects: objs, registry: reg, catalog, externalSecrets: new Set([`twokey/${DATABASE_SECRET}`]), registrySource: { text: readFileSync(REGISTRY_FILE, 'utf8'), file: 'deploy/registry.yaml' } };
   }
 
   /** The problems one mutation of the base set causes. */
@@ -285,6 +287,114 @@ describe('deploy: manifests, registry and proto/ agree', function () {
         'Deployment/twokey/cleaner: 2 replicas need exactly one PodDisruptionBudget, found 0',
         'StatefulSet/twokey/auth: a single replica must not have a PodDisruptionBudget',
         'StatefulSet/twokey/image-store: a workload with a data volume must be a single-replica StatefulSet',
+      ]);
+    });
+  });
+
+  describe('the replicated shape (overlays/postgres): each check fails on the mistake it exists for', () => {
+    let pg: K8sObject[];
+    before(() => {
+      pg = [...renderKustomization(KUSTOMIZATIONS[2].dir), ...secrets];
+    });
+    function pgProblemsAfter(mutate: (objs: K8sObject[]) => void): string[] {
+      const objs = structuredClone(pg);
+      mutate(objs);
+      return crossReferenceProblems(facts(objs));
+    }
+    const ingressFrom = (o: K8sObject[], policy: string) => objects(spec(get(o, 'NetworkPolicy', policy)), 'ingress')[0]!['from'] as JsonObject[];
+
+    it('control: the overlay as rendered has no problems', () => {
+      expect(pgProblemsAfter(() => undefined)).to.deep.equal([]);
+    });
+
+    it('a PodDisruptionBudget whose selector misses the pods', () => {
+      const problems = pgProblemsAfter((o) => (((spec(get(o, 'PodDisruptionBudget', 'auth'))['selector'] as JsonObject)['matchLabels'] as JsonObject)['app.kubernetes.io/name'] = 'auht'));
+      expect(problems).to.deep.equal(['Deployment/twokey/auth: 2 replicas need exactly one PodDisruptionBudget, found 0']);
+    });
+
+    it('a PodDisruptionBudget that allows no eviction (minAvailable = replicas), so every drain blocks', () => {
+      const problems = pgProblemsAfter((o) => (spec(get(o, 'PodDisruptionBudget', 'image-store'))['minAvailable'] = 2));
+      expect(problems).to.deep.equal(['PodDisruptionBudget/twokey/image-store: minAvailable must be a number from 1 to 1 for the 2 replicas of Deployment/twokey/image-store, not 2']);
+    });
+
+    it('replicas without anti-affinity, or with one that selects other pods', () => {
+      const message = (w: string) => `Deployment/twokey/${w}: 2 replicas need pod anti-affinity or a topology spread on kubernetes.io/hostname selecting its own pods, or one node's loss takes them all`;
+      expect(pgProblemsAfter((o) => void delete podSpecOf(get(o, 'Deployment', 'auth'))!['affinity'])).to.deep.equal([message('auth')]);
+      const wrongPods = pgProblemsAfter((o) => {
+        const anti = (podSpecOf(get(o, 'Deployment', 'image-store'))!['affinity'] as JsonObject)['podAntiAffinity'] as JsonObject;
+        const term = objects(anti, 'preferredDuringSchedulingIgnoredDuringExecution')[0]!['podAffinityTerm'] as JsonObject;
+        ((term['labelSelector'] as JsonObject)['matchLabels'] as JsonObject)['app.kubernetes.io/name'] = 'auth';
+      });
+      expect(wrongPods).to.deep.equal([message('image-store')]);
+    });
+
+    it('a database Secret that is not the one the operator creates', () => {
+      const problems = pgProblemsAfter((o) => {
+        const env = objects(container(o, 'auth'), 'env').find((e) => e['name'] === 'TWOKEY_DATABASE_URL')!;
+        ((env['valueFrom'] as JsonObject)['secretKeyRef'] as JsonObject)['name'] = 'twokey-databse';
+      });
+      expect(problems).to.deep.equal(['Deployment/twokey/auth: env TWOKEY_DATABASE_URL refers to Secret twokey/twokey-databse, which does not exist']);
+    });
+
+    it('a database URL written into the manifest with its password', () => {
+      const problems = pgProblemsAfter((o) => {
+        const env = objects(container(o, 'image-store'), 'env').find((e) => e['name'] === 'TWOKEY_DATABASE_URL')!;
+        delete env['valueFrom'];
+        env['value'] = 'postgres://twokey:hunter2@postgres:5432/twokey';
+      });
+      expect(problems).to.deep.equal(['Deployment/twokey/image-store: TWOKEY_DATABASE_URL must come from a Secret (valueFrom.secretKeyRef) when it carries a password']);
+    });
+
+    it('a replica that keeps a data directory beside the database', () => {
+      const problems = pgProblemsAfter((o) => (container(o, 'auth')['env'] as JsonObject[]).push({ name: 'TWOKEY_DATA_DIR', value: '/tmp' }));
+      expect(problems).to.include('Deployment/twokey/auth: keeps state in PostgreSQL (TWOKEY_DATABASE_URL) and in TWOKEY_DATA_DIR; one store, not two');
+    });
+
+    it('a NetworkPolicy that lets a workload without a database reach PostgreSQL', () => {
+      const problems = pgProblemsAfter((o) => {
+        ingressFrom(o, 'postgres').push({ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'tagging' } } });
+        (objects(spec(get(o, 'NetworkPolicy', 'tagging')), 'egress')[0]!['to'] as JsonObject[]).push({ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'postgres' } } });
+        (objects(spec(get(o, 'NetworkPolicy', 'tagging')), 'egress')[0]!['ports'] as JsonObject[]).push({ protocol: 'TCP', port: 5432 });
+      });
+      expect(problems).to.deep.equal(['NetworkPolicies allow tagging -> postgres:5432, but tagging names no database (TWOKEY_DATABASE_URL)']);
+    });
+
+    it('a database client whose egress to PostgreSQL is missing', () => {
+      const problems = pgProblemsAfter((o) => (spec(get(o, 'NetworkPolicy', 'auth'))['egress'] as JsonObject[]).pop());
+      expect(problems).to.deep.equal(['NetworkPolicies block auth -> postgres:5432, the database auth names']);
+    });
+
+    it('PostgreSQL open to other namespaces', () => {
+      const problems = pgProblemsAfter((o) => ingressFrom(o, 'postgres').push({ namespaceSelector: {} }));
+      expect(problems).to.deep.equal(['NetworkPolicies allow a pod in another namespace -> postgres:5432']);
+    });
+
+    it('PostgreSQL allowed to call out', () => {
+      const problems = pgProblemsAfter((o) => (spec(get(o, 'NetworkPolicy', 'postgres'))['egress'] = [{}]));
+      // auth's own ingress still keeps it out; the gateway's public port does not.
+      expect(problems).to.deep.equal([
+        'NetworkPolicies allow postgres -> gateway:9443; the database calls nobody',
+        'NetworkPolicies allow postgres -> a pod in another namespace',
+        'NetworkPolicies allow postgres -> the internet',
+      ]);
+    });
+
+    it('PostgreSQL without its readiness probe, or not marked as a backing service', () => {
+      expect(pgProblemsAfter((o) => void delete containersOf(podSpecOf(get(o, 'StatefulSet', 'postgres'))!)[0]!['readinessProbe'])).to.deep.equal([
+        'StatefulSet/twokey/postgres container postgres: no readinessProbe',
+      ]);
+      expect(pgProblemsAfter((o) => void delete get(o, 'StatefulSet', 'postgres').metadata['annotations'])).to.include('StatefulSet/twokey/postgres is not a registry workload');
+    });
+
+    it('PostgreSQL hardened like every pod: root and a writable root filesystem are refused', () => {
+      const problems = pgProblemsAfter((o) => {
+        const c = containersOf(podSpecOf(get(o, 'StatefulSet', 'postgres'))!)[0]!;
+        (c['securityContext'] as JsonObject)['readOnlyRootFilesystem'] = false;
+        (podSpecOf(get(o, 'StatefulSet', 'postgres'))!['securityContext'] as JsonObject)['runAsUser'] = 0;
+      });
+      expect(problems).to.deep.equal([
+        'StatefulSet/twokey/postgres: pod securityContext.runAsUser must be a non-zero uid',
+        'StatefulSet/twokey/postgres container postgres: readOnlyRootFilesystem must be true',
       ]);
     });
   });

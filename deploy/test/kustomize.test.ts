@@ -1,5 +1,5 @@
 // Tests of the offline kustomize renderer: kustomize's name hash, JSON patches, the real kustomizations, refusals.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -8,7 +8,7 @@ import { applyPatch, parsePatch } from '../tools/json-patch.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { K8sObject } from '../tools/manifest.ts';
 import { containersOf, podSpecOf } from '../tools/pod-spec.ts';
-import { DEPLOY_DIR, LOCAL_OVERLAY_DIR, REGISTRY_COPY_FILE, REGISTRY_FILE } from './paths.ts';
+import { DEPLOY_DIR, LOCAL_OVERLAY_DIR, POSTGRES_OVERLAY_DIR, REGISTRY_COPY_FILE, REGISTRY_FILE } from './paths.ts';
 
 const DEPLOYMENT = `apiVersion: apps/v1
 kind: Deployment
@@ -132,6 +132,61 @@ describe('deploy: kustomize renderer on the real kustomizations', () => {
     // The base is untouched by the overlay.
     for (const w of base.filter((o) => podSpecOf(o) !== undefined)) {
       for (const c of containersOf(podSpecOf(w)!)) expect(c['image']).to.equal('twokey:0.1.0');
+    }
+  });
+});
+
+describe('deploy: the postgres overlay (auth and image-store replicated)', () => {
+  const base = renderKustomization(DEPLOY_DIR);
+  const pg = renderKustomization(POSTGRES_OVERLAY_DIR);
+  const find = (kind: string, name: string) => pg.find((o) => o.kind === kind && o.metadata.name === name);
+  const envOf = (w: K8sObject) => containersOf(podSpecOf(w)!)[0]!['env'] as { name: string; value?: string; valueFrom?: unknown }[];
+
+  it('turns the auth and image-store StatefulSets into Deployments of 2 on the database Secret, without a data volume', () => {
+    for (const name of ['auth', 'image-store']) {
+      expect(find('StatefulSet', name), name).to.equal(undefined);
+      const d = find('Deployment', name)!;
+      const spec = d['spec'] as Record<string, unknown>;
+      expect(spec['replicas']).to.equal(2);
+      for (const gone of ['serviceName', 'volumeClaimTemplates', 'persistentVolumeClaimRetentionPolicy']) expect(spec, gone).to.not.have.property(gone);
+      expect(spec['strategy']).to.deep.equal({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+      const env = envOf(d);
+      expect(env.find((e) => e.name === 'TWOKEY_DATABASE_URL')).to.deep.equal({ name: 'TWOKEY_DATABASE_URL', valueFrom: { secretKeyRef: { name: 'twokey-database', key: 'url' } } });
+      expect(env.map((e) => e.name)).to.not.include('TWOKEY_DATA_DIR');
+      const mounts = (containersOf(podSpecOf(d)!)[0]!['volumeMounts'] as { name: string }[]).map((m) => m.name);
+      expect(mounts).to.deep.equal(['svid', 'registry', 'tmp']);
+      const pdb = find('PodDisruptionBudget', name)!;
+      expect(pdb['spec']).to.deep.include({ minAvailable: 1, selector: { matchLabels: { 'app.kubernetes.io/name': name } } });
+      // Everything else of the base pod is kept.
+      const before = base.find((o) => o.kind === 'StatefulSet' && o.metadata.name === name)!;
+      expect(envOf(d).length).to.equal(envOf(before).length);
+    }
+    expect(find('StatefulSet', 'tagging'), 'tagging stays as it is').to.not.equal(undefined);
+  });
+
+  it('adds one PostgreSQL StatefulSet, its headless Service and policy, all in the twokey namespace', () => {
+    const db = find('StatefulSet', 'postgres')!;
+    expect((db['spec'] as { replicas: number }).replicas).to.equal(1);
+    expect(db.metadata['annotations']).to.deep.equal({ 'twokey.local/backing-service': 'postgresql' });
+    expect(find('Service', 'postgres')!['spec']).to.deep.include({ clusterIP: 'None' });
+    for (const o of pg) if (o.kind !== 'Namespace') expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).to.equal('twokey');
+    for (const name of ['auth', 'image-store']) {
+      const egress = (find('NetworkPolicy', name)!['spec'] as { egress: unknown[] }).egress;
+      expect(egress.at(-1)).to.deep.equal({ to: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'postgres' } } }], ports: [{ protocol: 'TCP', port: 5432 }] });
+    }
+  });
+
+  it("stops when the base's env or mounts move, rather than patch the wrong entry", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'twokey-kustomize-pg-'));
+    try {
+      cpSync(join(DEPLOY_DIR, 'base'), join(dir, 'base'), { recursive: true });
+      cpSync(POSTGRES_OVERLAY_DIR, join(dir, 'overlays', 'postgres'), { recursive: true });
+      const auth = join(dir, 'base', 'auth.yaml');
+      // A variable added before TWOKEY_DATA_DIR shifts it to another index.
+      writeFileSync(auth, readFileSync(auth, 'utf8').replace('            - name: TWOKEY_DATA_DIR', '            - name: TWOKEY_EXTRA\n              value: x\n            - name: TWOKEY_DATA_DIR'));
+      expect(() => renderKustomization(join(dir, 'overlays', 'postgres'))).to.throw(/test failed at "\/spec\/template\/spec\/containers\/0\/env\/5\/name"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

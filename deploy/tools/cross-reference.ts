@@ -15,6 +15,13 @@ export const GRPC_SERVICES_ANNOTATION = 'twokey.local/grpc-services';
 /** Annotation on a Service: "true" for the one users reach from outside the namespace. */
 export const PUBLIC_ANNOTATION = 'twokey.local/public';
 export const HEALTH_PORT = 8081;
+/**
+ * Annotation on a workload that is not a mesh member but a service the mesh's state lives in (the
+ * trial PostgreSQL): no certificate, no registry entry, no gRPC health; hardened like the rest,
+ * and reached by exactly the workloads that name a database.
+ */
+export const BACKING_SERVICE_ANNOTATION = 'twokey.local/backing-service';
+export const DATABASE_PORT = 5432;
 
 export interface DeploymentFacts {
   objects: readonly K8sObject[];
@@ -40,6 +47,15 @@ function find(objs: readonly K8sObject[], kind: string, namespace: string | unde
 
 export function workloadsOf(objs: readonly K8sObject[]): K8sObject[] {
   return objs.filter((o) => isWorkloadKind(o.kind));
+}
+
+function isBackingService(obj: K8sObject): boolean {
+  return isWorkloadKind(obj.kind) && annotation(obj, BACKING_SERVICE_ANNOTATION) !== undefined;
+}
+
+/** The workloads that are mesh members (everything but backing services). */
+function meshWorkloadsOf(objs: readonly K8sObject[]): K8sObject[] {
+  return workloadsOf(objs).filter((o) => !isBackingService(o));
 }
 
 export function stringMap(value: unknown): Record<string, string> {
@@ -133,7 +149,7 @@ export function registryProblems(facts: DeploymentFacts): string[] {
     registry.workloads.some((w) => w.namespace === ns && w[field] === name);
   for (const o of objs) {
     if (o.kind === 'ServiceAccount' && !known(o.metadata.namespace, o.metadata.name, 'serviceAccount')) problems.push(`${objectId(o)} belongs to no registry workload`);
-    if (isWorkloadKind(o.kind) && !known(o.metadata.namespace, o.metadata.name, 'name')) problems.push(`${objectId(o)} is not a registry workload`);
+    if (isWorkloadKind(o.kind) && !isBackingService(o) && !known(o.metadata.namespace, o.metadata.name, 'name')) problems.push(`${objectId(o)} is not a registry workload`);
     if (o.kind === 'Secret' && o.metadata.name.endsWith('-svid') && !known(o.metadata.namespace, o.metadata.name.slice(0, -'-svid'.length), 'name')) {
       problems.push(`${objectId(o)} holds a certificate for no registry workload`);
     }
@@ -177,7 +193,7 @@ function workloadIdentityProblems(facts: DeploymentFacts, w: RegistryWorkload, w
 /** Each workload must load, from a ConfigMap, the very registry its certificate was issued from. */
 function loadedRegistryProblems(facts: DeploymentFacts, source: { text: string; file: string }): string[] {
   const problems: string[] = [];
-  for (const w of workloadsOf(facts.objects)) {
+  for (const w of meshWorkloadsOf(facts.objects)) {
     const spec = podSpecOf(w)!;
     const main = containersOf(spec)[0];
     if (main === undefined) continue;
@@ -475,6 +491,11 @@ export function podProblems(facts: DeploymentFacts): string[] {
         for (const r of ['cpu', 'memory']) if (!isObject(resources[kind]) || (resources[kind] as JsonObject)[r] === undefined) problems.push(`${cid}: no ${r} ${kind}`);
       }
       for (const probe of ['readinessProbe', 'livenessProbe']) {
+        // A backing service has its own readiness check (pg_isready); it must have one.
+        if (isBackingService(w)) {
+          if (!isObject(c[probe])) problems.push(`${cid}: no ${probe}`);
+          continue;
+        }
         const grpcPort = isObject(c[probe]) && isObject((c[probe] as JsonObject)['grpc']) ? ((c[probe] as JsonObject)['grpc'] as JsonObject)['port'] : undefined;
         if (grpcPort !== HEALTH_PORT) problems.push(`${cid}: ${probe} must be a gRPC probe on the health port ${HEALTH_PORT}`);
       }
@@ -508,6 +529,87 @@ export function availabilityProblems(facts: DeploymentFacts): string[] {
     if (objects(w['spec'], 'volumeClaimTemplates').length > 0 && (w.kind !== 'StatefulSet' || replicas !== 1)) {
       problems.push(`${objectId(w)}: a workload with a data volume must be a single-replica StatefulSet`);
     }
+    if (replicas > 1 && covering.length === 1) {
+      // A budget allowing no eviction blocks every node drain; one allowing all protects nothing.
+      const budget = covering[0]!['spec'] as JsonObject;
+      const [field, value] = budget['minAvailable'] !== undefined ? ['minAvailable', budget['minAvailable']] : ['maxUnavailable', budget['maxUnavailable']];
+      if (typeof value !== 'number' || value < 1 || value >= replicas) {
+        problems.push(`${objectId(covering[0]!)}: ${field} must be a number from 1 to ${replicas - 1} for the ${replicas} replicas of ${objectId(w)}, not ${JSON.stringify(value ?? null)}`);
+      }
+    }
+    if (replicas > 1 && !spreadsAcrossNodes(w)) {
+      problems.push(`${objectId(w)}: ${replicas} replicas need pod anti-affinity or a topology spread on kubernetes.io/hostname selecting its own pods, or one node's loss takes them all`);
+    }
+  }
+  return problems;
+}
+
+/** Whether the pod template keeps its own replicas on different nodes (anti-affinity or topology spread, hard or soft). */
+function spreadsAcrossNodes(workload: K8sObject): boolean {
+  const anti = (podSpecOf(workload)?.['affinity'] as JsonObject | undefined)?.['podAntiAffinity'];
+  const terms = [
+    ...objects(anti, 'requiredDuringSchedulingIgnoredDuringExecution'),
+    ...objects(anti, 'preferredDuringSchedulingIgnoredDuringExecution').flatMap((p) => (isObject(p['podAffinityTerm']) ? [p['podAffinityTerm']] : [])),
+  ];
+  const spread = objects(podSpecOf(workload), 'topologySpreadConstraints');
+  const labels = podLabels(workload);
+  return [...terms, ...spread].some((t) => t['topologyKey'] === 'kubernetes.io/hostname' && selects(stringMap((t['labelSelector'] as JsonObject | undefined)?.['matchLabels']), labels));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database: who names one, and who may reach it
+
+function databaseEnv(container: JsonObject): JsonObject | undefined {
+  return objects(container, 'env').find((e) => e['name'] === 'TWOKEY_DATABASE_URL');
+}
+
+export function databaseProblems(facts: DeploymentFacts): string[] {
+  const problems: string[] = [];
+  const objs = facts.objects;
+  const policies = objs.filter((o) => o.kind === 'NetworkPolicy');
+  const clients = new Set<K8sObject>();
+  for (const w of meshWorkloadsOf(objs)) {
+    const main = containersOf(podSpecOf(w)!)[0];
+    const env = main === undefined ? undefined : databaseEnv(main);
+    if (env === undefined) continue;
+    clients.add(w);
+    const id = objectId(w);
+    if (envOf(main!).has('TWOKEY_DATA_DIR')) problems.push(`${id}: keeps state in PostgreSQL (TWOKEY_DATABASE_URL) and in TWOKEY_DATA_DIR; one store, not two`);
+    // The URL may carry the password: from a Secret, or a literal without one (password in a file).
+    const literal = env['value'];
+    if (typeof literal === 'string') {
+      let password = true;
+      try {
+        password = new URL(literal).password !== '';
+      } catch {
+        problems.push(`${id}: TWOKEY_DATABASE_URL is not a URL`);
+      }
+      if (password) problems.push(`${id}: TWOKEY_DATABASE_URL must come from a Secret (valueFrom.secretKeyRef) when it carries a password`);
+    } else if (str(isObject(env['valueFrom']) ? env['valueFrom']['secretKeyRef'] : undefined, 'name') === undefined) {
+      problems.push(`${id}: TWOKEY_DATABASE_URL must be a literal without a password or come from a Secret`);
+    }
+  }
+  const meshWorkloads = meshWorkloadsOf(objs);
+  for (const db of workloadsOf(objs).filter(isBackingService)) {
+    const dbEndpoint = podEndpoint(objs, db);
+    const name = podLabels(db)['app.kubernetes.io/name'] ?? db.metadata.name;
+    if (!dbEndpoint.ports.some((p) => p.containerPort === DATABASE_PORT)) {
+      problems.push(`${objectId(db)}: declares no container port ${DATABASE_PORT}`);
+      continue;
+    }
+    for (const w of meshWorkloads) {
+      const src = w.metadata.name;
+      const allowed = connectionAllowed(policies, podEndpoint(objs, w), dbEndpoint, DATABASE_PORT, 'TCP');
+      if (allowed && !clients.has(w)) problems.push(`NetworkPolicies allow ${src} -> ${name}:${DATABASE_PORT}, but ${src} names no database (TWOKEY_DATABASE_URL)`);
+      if (!allowed && clients.has(w)) problems.push(`NetworkPolicies block ${src} -> ${name}:${DATABASE_PORT}, the database ${src} names`);
+      for (const { containerPort, protocol } of podEndpoint(objs, w).ports) {
+        if (connectionAllowed(policies, dbEndpoint, podEndpoint(objs, w), containerPort, protocol)) problems.push(`NetworkPolicies allow ${name} -> ${src}:${containerPort}; the database calls nobody`);
+      }
+    }
+    for (const [label, outside] of [['a pod in another namespace', ELSEWHERE], ['the internet', INTERNET]] as const) {
+      if (connectionAllowed(policies, outside, dbEndpoint, DATABASE_PORT, 'TCP')) problems.push(`NetworkPolicies allow ${label} -> ${name}:${DATABASE_PORT}`);
+      if (connectionAllowed(policies, dbEndpoint, outside, 443, 'TCP')) problems.push(`NetworkPolicies allow ${name} -> ${label}`);
+    }
   }
   return problems;
 }
@@ -521,5 +623,6 @@ export function crossReferenceProblems(facts: DeploymentFacts): string[] {
     ...networkProblems(facts),
     ...podProblems(facts),
     ...availabilityProblems(facts),
+    ...databaseProblems(facts),
   ];
 }

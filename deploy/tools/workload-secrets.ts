@@ -7,6 +7,14 @@ export const SVID_MOUNT_PATH = '/var/run/twokey/svid';
 /** The gateway's public TLS certificate for users (tls.crt, tls.key; TWOKEY_PUBLIC_TLS_DIR). */
 export const GATEWAY_PUBLIC_TLS_SECRET = 'gateway-public-tls';
 
+/**
+ * The Secret the operator creates for the replicated shape (deploy/overlays/postgres): `url`, the
+ * PostgreSQL URL with its password, for TWOKEY_DATABASE_URL; `password`, the same password, for
+ * the trial PostgreSQL. Not made by `twokey k8s secrets`: the README's Kubernetes section shows the
+ * command.
+ */
+export const DATABASE_SECRET = 'twokey-database';
+
 export function svidSecretName(workloadName: string): string {
   return `${workloadName}-svid`;
 }

@@ -66,11 +66,14 @@ export async function serve(env: Env): Promise<RunningService> {
         const started = Date.now();
         const client = clientAddress(call.getPeer());
         const requestIdIn = call.metadata.get('x-request-id')[0];
-        const requestId = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn) ? requestIdIn : randomUUID();
+        const requestIdSent = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn);
+        const requestId = requestIdSent ? requestIdIn : randomUUID();
+        // A denial names the request for the log, but never reflects a value the caller chose.
+        const requestRef = requestIdSent ? 'the x-request-id sent' : `request ${requestId}`;
         // `logged` may name what the caller sent (sanitized); the status carries `reason` only.
         const deny = (code: grpc.status, reason: string, errorCode: string, logged = reason): void => {
           log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason: logged }, 'gateway deny');
-          callback({ code, details: `twokey gateway: ${reason} (request ${requestId})` });
+          callback({ code, details: `twokey gateway: ${reason} (${requestRef})` });
         };
         // Nothing the client sent is forwarded except the request body: fresh metadata only.
         const outgoing = new grpc.Metadata();

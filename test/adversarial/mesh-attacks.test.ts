@@ -282,6 +282,9 @@ describe('adversarial: attacks on the running example mesh', function () {
           const out = await listImages(values(), requestId);
           expect(out.grpcStatus, `${out.grpcMessage} ${out.error ?? ''}`).to.equal(grpc.status.UNAUTHENTICATED);
           expect(out.grpcMessage).to.include('more than one authorization value');
+          // The request is named for the log without reflecting the caller's own header value.
+          expect(out.grpcMessage).to.match(/\(the x-request-id sent\)$/);
+          expect(out.grpcMessage).to.not.include(requestId);
           const lines = await eventually('the gateway deny line', 5000, () => {
             const found = gatewayLines(requestId);
             return found.some((l) => l['event'] === 'gateway.deny') ? found : undefined;
