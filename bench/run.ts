@@ -67,7 +67,8 @@ if (argv.help) {
   --breakdown        add the scenarios that show where B's cost goes: A with a pass-through
                      interceptor (A+i), A+i entering an AsyncLocalStorage context as twokey does
                      (A+i+als), A with each handler wrapped at addService time instead (A+w),
-                     B without the decision log (B-nolog), A over 1,000 connections
+                     B without the decision log (B-nolog), B without metrics (B-nometrics),
+                     A over 1,000 connections
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
   --profile IDS      run these scenarios' servers under node --cpu-prof; profiles and their
                      summaries go to bench/results/profiles/
@@ -126,7 +127,7 @@ interface Servers {
 }
 
 async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): Promise<Servers> {
-  const twokey = (decisionLog = true): ServerConfig => ({
+  const twokey = (decisionLog = true, metrics = true): ServerConfig => ({
     kind: 'twokey',
     svidDir: pki.server,
     trustDomain: TRUST_DOMAIN,
@@ -134,6 +135,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     issuer: ISSUER,
     protoRoots: pki.ruleRoots,
     decisionLog,
+    metrics,
   });
   const wanted: Array<[string, ServerConfig]> = [
     ['A', { kind: 'plain', svidDir: pki.server }],
@@ -148,6 +150,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
   ];
   if (argv.breakdown) {
     wanted.push(['B-nolog', twokey(false)]);
+    wanted.push(['B-nometrics', twokey(true, false)]);
     wanted.push(['A-c1000', { kind: 'plain', svidDir: pki.server }]);
     wanted.push(['A+i', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through' }]);
     wanted.push(['A+i+als', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through-als' }]);
@@ -211,6 +214,7 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('A+w', 'A + each handler wrapped at addService time, in an AsyncLocalStorage context', 'A+w', pki.clientOneGrant, 'one', allowed),
     scenario('B', 'twokey allow, same token (cache hit)', 'B', pki.clientOneGrant, 'one', allowed),
     scenario('B-nolog', 'B without the decision log', 'B-nolog', pki.clientOneGrant, 'one', allowed),
+    scenario('B-nometrics', 'B without metrics', 'B-nometrics', pki.clientOneGrant, 'one', allowed),
     scenario('C', `twokey allow, ${C_TOKENS.toLocaleString('en')} tokens round-robin`, 'C', pki.clientOneGrant, 'many', allowed),
     scenario('D-grant', 'twokey deny: method not granted', 'D-grant', pki.clientNotGranted, 'one', {
       shape: 'trailers-only',

@@ -5,6 +5,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import './stats-probe.ts';
 import { createMeshServer } from '../services/authz/server.ts';
 import { SvidSource } from '../services/authz/rotation.ts';
@@ -41,6 +42,8 @@ export type ServerConfig =
       protoRoots: string[];
       /** Write the decision log as services do (JSON lines to stdout, which the parent discards). */
       decisionLog: boolean;
+      /** Keep Prometheus metrics as services do (nothing scrapes them during the run). */
+      metrics: boolean;
     };
 
 export interface ReadyMessage {
@@ -119,6 +122,7 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
     issuer: config.issuer,
     rules: MethodCatalog.load({ extraRoots: config.protoRoots }),
     ...(config.decisionLog ? { logger: createLogger('bench-echo', { level: 'info' }) } : {}),
+    ...(config.metrics ? { metrics: { registry: new Registry(), knownCallers: [] } } : {}),
   });
   mesh.server.addService(loadEchoService(), echoHandlers);
   return mesh.listen('127.0.0.1:0');
