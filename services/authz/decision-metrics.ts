@@ -48,6 +48,7 @@ export class DecisionMetrics {
   readonly #byPeer = new WeakMap<PeerIdentity, Map<string, Map<string, Cell>>>();
   readonly #noPeer = new Map<string, Map<string, Cell>>();
   readonly #latency: { allow: Histogram.Internal<'outcome'>; deny: Histogram.Internal<'outcome'>; dry_run_deny: Histogram.Internal<'outcome'> };
+  readonly #refusals = new Map<string, { readonly labels: { method: string; caller: string; error_code: string }; count: number }>();
   #openStreams = 0;
 
   constructor(options: DecisionMetricsOptions) {
@@ -72,6 +73,17 @@ export class DecisionMetrics {
       registers: [options.registry],
     });
     this.#latency = { allow: latency.labels('allow'), deny: latency.labels('deny'), dry_run_deny: latency.labels('dry_run_deny') };
+    const refusals = this.#refusals;
+    new Counter({
+      name: 'twokey_authz_refusals_total',
+      help: 'Calls the decision allowed that the handler then refused (the resource check, or a refused request), by method, caller and error code.',
+      labelNames: ['method', 'caller', 'error_code'] as const,
+      registers: [options.registry],
+      collect() {
+        this.reset();
+        for (const cell of refusals.values()) this.inc(cell.labels, cell.count);
+      },
+    });
     const streams = (): number => this.#openStreams;
     new Gauge({
       name: 'twokey_open_streams',
@@ -104,6 +116,22 @@ export class DecisionMetrics {
     if (cell === undefined) byOutcome.set(key, (cell = this.#cell(method, event, outcome)));
     cell.count += 1;
     this.#latency[outcome].observe(event.latencyUs / 1e6);
+  }
+
+  /**
+   * Counts a refusal inside the handler of an allowed call (DESIGN step 5, the resource check, or a
+   * refused request); `errorCode` is a TwokeyError code, a fixed set.
+   */
+  recordRefusal(method: string, peer: PeerIdentity | undefined, errorCode: string): void {
+    const labels = {
+      method: this.#knownMethods.has(method) ? method : UNKNOWN_METHOD,
+      caller: peer === undefined ? NO_CALLER : this.#callerLabel(peer.spiffeId.toString()),
+      error_code: errorCode,
+    };
+    const joined = `${labels.method}\n${labels.caller}\n${labels.error_code}`;
+    let cell = this.#refusals.get(joined);
+    if (cell === undefined) this.#refusals.set(joined, (cell = { labels, count: 0 }));
+    cell.count += 1;
   }
 
   streamOpened(): void {

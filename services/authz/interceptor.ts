@@ -273,6 +273,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       decision.allow ? this.#forwardToken : undefined,
       this.#requestId,
       traceFrom(metadata),
+      this.#settings.metrics,
     );
     this.#ctx = ctx;
     const streaming = this.#method.requestStream || this.#method.responseStream;

@@ -56,6 +56,7 @@ export class HealthServer {
   #injector: ConnectionInjector | undefined;
   #listener: net.Server | undefined;
   #http: http.Server | undefined;
+  readonly #sockets = new Set<net.Socket>();
   readonly #metrics: Registry | undefined;
 
   constructor(services: readonly string[], options: HealthServerOptions = {}) {
@@ -103,7 +104,11 @@ export class HealthServer {
     web.headersTimeout = FIRST_BYTES_TIMEOUT_MS;
     web.requestTimeout = FIRST_BYTES_TIMEOUT_MS;
     web.maxHeadersCount = 32;
-    const listener = net.createServer((socket) => routeConnection(socket, injector, web));
+    const listener = net.createServer((socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+      routeConnection(socket, injector, web);
+    });
     const { host, port } = splitAddress(address);
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
@@ -143,10 +148,14 @@ export class HealthServer {
     const server = this.#server;
     if (server === undefined) return;
     const listener = this.#listener!;
-    await new Promise<void>((resolve) => listener.close(() => resolve()));
-    this.#http!.closeAllConnections();
-    this.#injector!.destroy();
+    const closed = new Promise<void>((resolve) => listener.close(() => resolve()));
+    this.#injector!.drain(0);
     await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    // Scrapers keep HTTP/1 connections alive, and the listener waits for every connection it accepted.
+    this.#http!.closeAllConnections();
+    for (const socket of this.#sockets) socket.destroy();
+    this.#injector!.destroy();
+    await closed;
   }
 }
 
