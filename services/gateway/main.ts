@@ -6,12 +6,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { isTwokeyError, grpcStatusOf, TwokeyError } from '../authz/errors.ts';
+import { registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
 import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { GatewayMetrics } from './gateway-metrics.ts';
 import { PUBLIC_ROUTES, rawDefinition, type PublicRoute } from './public-routes.ts';
 
 const ADDRESS_ENV: Record<PublicRoute['upstream'], [string, string]> = {
@@ -40,6 +42,8 @@ export async function serve(env: Env): Promise<RunningService> {
     });
     // A retired signing key must stop vouching for tokens verified with it.
     keys.addChangeListener(() => tokens.cache.clear());
+    registerTokenCacheMetrics(runtime.metrics, tokens.cache);
+    const metrics = new GatewayMetrics(runtime.metrics);
     const upstreams = new Map<string, grpc.Client>();
     for (const name of new Set(PUBLIC_ROUTES.map((r) => r.upstream))) {
       const [envName, fallback] = ADDRESS_ENV[name];
@@ -67,6 +71,7 @@ export async function serve(env: Env): Promise<RunningService> {
         const requestId = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn) ? requestIdIn : randomUUID();
         const deny = (code: grpc.status, reason: string, errorCode: string): void => {
           log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason }, 'gateway deny');
+          metrics.denied(route.path, errorCode);
           callback({ code, details: `twokey gateway: ${reason} (request ${requestId})` });
         };
         // Nothing the client sent is forwarded except the request body: fresh metadata only.
@@ -79,6 +84,7 @@ export async function serve(env: Env): Promise<RunningService> {
           upstream.makeUnaryRequest(route.path, (b: Buffer) => b, (b: Buffer) => b, call.request, outgoing, { deadline }, (err, res) => {
             const code = err?.code ?? grpc.status.OK;
             log.info({ event: 'gateway.forward', method: route.path, client, request_id: requestId, subject, jti, upstream: route.upstream, grpc_code: code, latency_ms: Date.now() - started }, 'gateway forward');
+            metrics.forwarded(route.path);
             if (err) callback({ code: err.code, details: err.details, metadata: new grpc.Metadata() });
             else callback(null, res!);
           });

@@ -290,15 +290,18 @@ describe('example mesh, end to end', function () {
     const LOGIN = '/twokey.auth.v1.Auth/Login';
     const storeBefore = await scrape('image-store');
     const authBefore = await scrape('auth');
+    const gatewayBefore = await scrape('gateway');
 
     await unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
     await unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
     await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(bob)), 'PERMISSION_DENIED');
     const fresh = await t.login('alice');
     await expectStatus(unary(t.gateway('auth'), 'Login', { username: 'metrics-nobody', password: 'not-the-password' }), 'UNAUTHENTICATED');
+    await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(undefined)), 'UNAUTHENTICATED');
 
     const store = await scrape('image-store');
     const auth = await scrape('auth');
+    const gateway = await scrape('gateway');
     const delta = (after: typeof store, before: typeof store, name: string, labels: Record<string, string>): number =>
       after.count(name, labels) - before.count(name, labels);
     // The interceptor allowed all three reads (both keys turned); the resource check then refused bob's.
@@ -307,10 +310,14 @@ describe('example mesh, end to end', function () {
     expect(delta(auth, authBefore, 'twokey_authz_decisions_total', { method: LOGIN, caller: GATEWAY, outcome: 'allow', failed_check: 'none' })).to.equal(2);
     expect(delta(auth, authBefore, 'twokey_auth_logins_total', { outcome: 'issued' })).to.equal(1);
     expect(delta(auth, authBefore, 'twokey_auth_logins_total', { outcome: 'ERR_LOGIN_FAILED' })).to.equal(1);
+    // The gateway forwarded the reads and logins, and refused the call without a token itself.
+    expect(delta(gateway, gatewayBefore, 'twokey_gateway_requests_total', { method: GET, outcome: 'forwarded' })).to.equal(3);
+    expect(delta(gateway, gatewayBefore, 'twokey_gateway_requests_total', { method: LOGIN, outcome: 'forwarded' })).to.equal(2);
+    expect(delta(gateway, gatewayBefore, 'twokey_gateway_requests_total', { method: GET, outcome: 'ERR_TOKEN_MISSING' })).to.equal(1);
     expect(store.count('twokey_certificate_expiry_seconds', {})).to.be.greaterThan(0);
     expect(store.count('twokey_jwks_age_seconds', {})).to.be.at.least(0);
 
-    for (const { body } of [store, auth]) {
+    for (const { body } of [store, auth, gateway]) {
       for (const secret of [alice, bob, fresh]) for (const part of secret.split('.')) expect(body).not.to.contain(part);
       for (const name of ['"alice"', '"bob"', 'metrics-nobody', photo.id]) expect(body).not.to.contain(name);
     }
