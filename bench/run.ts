@@ -68,7 +68,8 @@ if (argv.help) {
                      interceptor (A+i), A+i entering an AsyncLocalStorage context as twokey does
                      (A+i+als), A with each handler wrapped at addService time instead (A+w),
                      B's decision run by such a wrapper (B+w),
-                     B without the decision log (B-nolog), A over 1,000 connections
+                     B without the decision log (B-nolog), B without metrics (B-nometrics),
+                     A over 1,000 connections
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
   --profile IDS      run these scenarios' servers under node --cpu-prof; profiles and their
                      summaries go to bench/results/profiles/
@@ -127,7 +128,7 @@ interface Servers {
 }
 
 async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): Promise<Servers> {
-  const twokey = (decisionLog = true): ServerConfig => ({
+  const twokey = (decisionLog = true, metrics = true): ServerConfig => ({
     kind: 'twokey',
     svidDir: pki.server,
     trustDomain: TRUST_DOMAIN,
@@ -135,6 +136,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     issuer: ISSUER,
     protoRoots: pki.ruleRoots,
     decisionLog,
+    metrics,
   });
   const wanted: Array<[string, ServerConfig]> = [
     ['A', { kind: 'plain', svidDir: pki.server }],
@@ -149,6 +151,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
   ];
   if (argv.breakdown) {
     wanted.push(['B-nolog', twokey(false)]);
+    wanted.push(['B-nometrics', twokey(true, false)]);
     wanted.push(['A-c1000', { kind: 'plain', svidDir: pki.server }]);
     wanted.push(['A+i', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through' }]);
     wanted.push(['A+i+als', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through-als' }]);
@@ -214,6 +217,7 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('B', 'twokey allow, same token (cache hit)', 'B', pki.clientOneGrant, 'one', allowed),
     scenario('B-nolog', 'B without the decision log', 'B-nolog', pki.clientOneGrant, 'one', allowed),
     scenario('B+w', "B's decision and log run by a handler wrapper instead of the interceptor", 'B+w', pki.clientOneGrant, 'one', allowed),
+    scenario('B-nometrics', 'B without metrics', 'B-nometrics', pki.clientOneGrant, 'one', allowed),
     scenario('C', `twokey allow, ${C_TOKENS.toLocaleString('en')} tokens round-robin`, 'C', pki.clientOneGrant, 'many', allowed),
     scenario('D-grant', 'twokey deny: method not granted', 'D-grant', pki.clientNotGranted, 'one', {
       shape: 'trailers-only',

@@ -5,6 +5,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import './stats-probe.ts';
 import { MESH_SERVER_DEFAULTS, createMeshServer, meshServerCredentials } from '../services/authz/server.ts';
 import { SvidSource } from '../services/authz/rotation.ts';
@@ -44,6 +45,8 @@ export type ServerConfig =
       decisionLog: boolean;
       /** For the cost breakdown: the same decision in a handler wrapper (wrapped-authz.ts), no interceptor. */
       wrapHandlers?: boolean;
+      /** Keep Prometheus metrics as services do (nothing scrapes them during the run). */
+      metrics: boolean;
     };
 
 export interface ReadyMessage {
@@ -124,6 +127,7 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
     issuer: config.issuer,
     rules,
     ...(logger ? { logger } : {}),
+    ...(config.metrics ? { metrics: { registry: new Registry(), knownCallers: [] } } : {}),
   });
   if (config.wrapHandlers === true) {
     // The mesh server's token verifier and cache, on a server without its interceptor.

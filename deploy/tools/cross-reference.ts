@@ -6,7 +6,7 @@ import type { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 import { isObject, objectId, type JsonObject, type K8sObject } from './manifest.ts';
-import { connectionAllowed, namespaceLabels, type ContainerPort, type Endpoint, type PodEndpoint, type Protocol } from './network-policy.ts';
+import { connectionAllowed, matchesSelector, namespaceLabels, type ContainerPort, type Endpoint, type PodEndpoint, type Protocol } from './network-policy.ts';
 import { containersOf, isWorkloadKind, objects, podSpecOf, podTemplateOf, str } from './pod-spec.ts';
 import { SVID_MOUNT_PATH, svidSecretName } from './workload-secrets.ts';
 
@@ -22,6 +22,16 @@ export const HEALTH_PORT = 8081;
  */
 export const BACKING_SERVICE_ANNOTATION = 'twokey.local/backing-service';
 export const DATABASE_PORT = 5432;
+/** Where every service serves Prometheus metrics, on the health port. */
+export const METRICS_PATH = '/metrics';
+/** The namespace Prometheus runs in: the only one that may reach the scrape port. */
+export const MONITORING_NAMESPACE = 'monitoring';
+/** The pod annotations annotation-based Prometheus discovery reads. */
+export const SCRAPE_ANNOTATIONS: Readonly<Record<string, string>> = {
+  'prometheus.io/scrape': 'true',
+  'prometheus.io/port': String(HEALTH_PORT),
+  'prometheus.io/path': METRICS_PATH,
+};
 
 export interface DeploymentFacts {
   objects: readonly K8sObject[];
@@ -614,6 +624,88 @@ export function databaseProblems(facts: DeploymentFacts): string[] {
   return problems;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Metrics: every workload scraped on its health port, and only from the monitoring namespace
+
+// A Prometheus pod as policies see it; no policy governs its own (monitoring) namespace here.
+const PROMETHEUS: PodEndpoint = {
+  kind: 'pod',
+  namespace: MONITORING_NAMESPACE,
+  namespaceLabels: namespaceLabels(MONITORING_NAMESPACE),
+  labels: { 'app.kubernetes.io/name': 'prometheus' },
+  ports: [],
+};
+
+export function scrapeProblems(facts: DeploymentFacts): string[] {
+  const objs = facts.objects;
+  const problems: string[] = [];
+  const policies = objs.filter((o) => o.kind === 'NetworkPolicy');
+  const publicPorts = meshView(facts).publicPorts;
+  for (const w of facts.registry.workloads) {
+    const obj = workloadsOf(objs).find((o) => o.metadata.name === w.name && o.metadata.namespace === w.namespace);
+    if (obj === undefined) continue; // registryProblems reports it
+    const id = objectId(obj);
+    const metadata = podTemplateOf(obj)?.['metadata'];
+    const annotations = stringMap(isObject(metadata) ? metadata['annotations'] : undefined);
+    for (const [key, value] of Object.entries(SCRAPE_ANNOTATIONS)) {
+      if (annotations[key] !== value) problems.push(`${id}: pod annotation ${key} must be ${JSON.stringify(value)} (metrics are served at ${METRICS_PATH} on the health port)`);
+    }
+    const target = podEndpoint(objs, obj);
+    for (const { containerPort: port, protocol } of target.ports) {
+      // A public port is open to everyone (networkProblems checks it).
+      if (publicPorts.get(w.name)?.has(port) === true) continue;
+      const scrapePort = port === HEALTH_PORT && protocol === 'TCP';
+      const allowed = connectionAllowed(policies, PROMETHEUS, target, port, protocol);
+      if (allowed !== scrapePort) {
+        problems.push(`NetworkPolicies ${allowed ? 'allow' : 'block'} Prometheus in namespace ${MONITORING_NAMESPACE} -> ${w.name}:${port}${scrapePort ? ', its scrape port' : ''}`);
+      }
+    }
+  }
+  for (const monitor of objs.filter((o) => o.kind === 'ServiceMonitor')) problems.push(...serviceMonitorProblems(facts, monitor));
+  return problems;
+}
+
+/** A ServiceMonitor must reach the health port of every registry workload's pods, over plain HTTP at /metrics. */
+function serviceMonitorProblems(facts: DeploymentFacts, monitor: K8sObject): string[] {
+  const objs = facts.objects;
+  const id = objectId(monitor);
+  const spec = (monitor['spec'] ?? {}) as JsonObject;
+  const nsSelector = isObject(spec['namespaceSelector']) ? spec['namespaceSelector'] : {};
+  const anyNamespace = nsSelector['any'] === true;
+  const namespaces = Array.isArray(nsSelector['matchNames']) ? (nsSelector['matchNames'] as unknown[]) : [monitor.metadata.namespace];
+  const services = objs.filter(
+    (o) => o.kind === 'Service' && (anyNamespace || namespaces.includes(o.metadata.namespace)) && matchesSelector(spec['selector'] ?? {}, stringMap(o.metadata['labels']), id),
+  );
+  if (services.length === 0) return [`${id}: selects no Service`];
+  const problems: string[] = [];
+  const scraped = new Set<string>();
+  for (const endpoint of objects(spec, 'endpoints')) {
+    const name = endpoint['port'];
+    if ((endpoint['path'] ?? METRICS_PATH) !== METRICS_PATH) problems.push(`${id}: endpoint path ${JSON.stringify(endpoint['path'])} is not ${METRICS_PATH}`);
+    if ((endpoint['scheme'] ?? 'http') !== 'http') problems.push(`${id}: endpoint scheme ${JSON.stringify(endpoint['scheme'])}; the health port serves plain HTTP`);
+    if (typeof name !== 'string') {
+      problems.push(`${id}: an endpoint must name a Service port`);
+      continue;
+    }
+    for (const svc of services) {
+      const port = objects(svc['spec'], 'ports').find((p) => p['name'] === name);
+      if (port === undefined) {
+        problems.push(`${id}: endpoint port ${name} is not a port of ${objectId(svc)}`);
+        continue;
+      }
+      const selector = stringMap((svc['spec'] as JsonObject | undefined)?.['selector']);
+      for (const w of workloadsOf(objs).filter((o) => o.metadata.namespace === svc.metadata.namespace && selects(selector, podLabels(o)))) {
+        if (targetContainerPort(port, containerPorts(w))?.containerPort === HEALTH_PORT) scraped.add(`${w.metadata.namespace}/${w.metadata.name}`);
+        else problems.push(`${id}: endpoint port ${name} of ${objectId(svc)} does not reach ${objectId(w)}'s health port ${HEALTH_PORT}`);
+      }
+    }
+  }
+  for (const w of facts.registry.workloads) {
+    if (!scraped.has(`${w.namespace}/${w.name}`)) problems.push(`${id}: scrapes no pod of registry workload ${w.name}`);
+  }
+  return problems;
+}
+
 /** Every cross-reference check; an empty list means the manifests, registry and proto/ agree. */
 export function crossReferenceProblems(facts: DeploymentFacts): string[] {
   return [
@@ -624,5 +716,6 @@ export function crossReferenceProblems(facts: DeploymentFacts): string[] {
     ...podProblems(facts),
     ...availabilityProblems(facts),
     ...databaseProblems(facts),
+    ...scrapeProblems(facts),
   ];
 }

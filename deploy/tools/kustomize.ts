@@ -17,6 +17,8 @@ const NAMESPACED_KINDS = new Set([
   'ConfigMap', 'Secret', 'Service', 'ServiceAccount', 'PersistentVolumeClaim', 'Pod',
   'Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job', 'CronJob',
   'NetworkPolicy', 'PodDisruptionBudget', 'Role', 'RoleBinding',
+  // The Prometheus Operator's custom resource (deploy/overlays/monitoring).
+  'ServiceMonitor',
 ]);
 
 // kustomize's default ("legacy") output order: what must exist first comes first.

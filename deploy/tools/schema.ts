@@ -21,6 +21,7 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { KUBERNETES_VERSION } from './kubernetes-version.ts';
 import { objectId, type K8sObject } from './manifest.ts';
+import { SERVICE_MONITOR_API, serviceMonitorProblems } from './service-monitor.ts';
 
 export { KUBERNETES_VERSION };
 
@@ -51,6 +52,11 @@ const KINDS: Record<string, KindSchema> = {
   'policy/v1/PodDisruptionBudget': { module: 'policy/v1/PodDisruptionBudget', iface: 'IPodDisruptionBudget', create: (d) => new PodDisruptionBudget(d as never) },
 };
 
+// Custom resources, which kubernetes-models does not model: each with a checked schema of its own.
+const CUSTOM_KINDS: Record<string, (obj: K8sObject) => string[]> = {
+  [`${SERVICE_MONITOR_API}/ServiceMonitor`]: serviceMonitorProblems,
+};
+
 /** One problem found in one object. */
 export interface SchemaProblem {
   object: string;
@@ -71,6 +77,11 @@ interface AjvError {
 export function schemaProblems(objs: readonly K8sObject[]): SchemaProblem[] {
   const problems: SchemaProblem[] = [];
   for (const obj of objs) {
+    const custom = CUSTOM_KINDS[`${obj.apiVersion}/${obj.kind}`];
+    if (custom !== undefined) {
+      for (const message of custom(obj)) problems.push({ object: objectId(obj), message });
+      continue;
+    }
     const schema = kindSchema(obj);
     if (schema === undefined) {
       problems.push({ object: objectId(obj), message: `${obj.apiVersion} ${obj.kind} is not a kind this validator knows Kubernetes ${KUBERNETES_VERSION} to serve` });
@@ -104,7 +115,7 @@ export function fieldProblems(objs: readonly K8sObject[]): SchemaProblem[] {
   let body = '';
   objs.forEach((obj, i) => {
     const schema = kindSchema(obj);
-    if (schema === undefined) return; // schemaProblems reports it
+    if (schema === undefined) return; // schemaProblems checks it (custom resources) or reports it
     const alias = `${schema.iface}_${imports.size}`;
     if (!imports.has(schema.module)) imports.set(schema.module, alias);
     const start = body.length;

@@ -10,6 +10,7 @@ import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { AuthClient } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { AuthMetrics } from './auth-metrics.ts';
 import { authPolicyFromRegistry } from './auth-policy.ts';
 import { AuthService, type CallerWorkload } from './auth-service.ts';
 import { authDatabasePath, openAuthDatabase } from './database.ts';
@@ -73,12 +74,13 @@ export async function serve(env: Env): Promise<RunningService> {
     process.on('SIGHUP', onHup);
     runtime.onClose(() => void process.off('SIGHUP', onHup));
 
+    const metrics = new AuthMetrics(runtime.metrics);
     const mesh = runtime.meshServer(verifierKeys);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
         const source = loginSource(call.metadata);
         try {
-          const res = await service.login(caller(), source, req);
+          const res = await metrics.counted('login', () => service.login(caller(), source, req));
           log.info({ event: 'auth.login', user: req.username, source, jti: res.jti }, 'login succeeded');
           return res;
         } catch (err) {
@@ -92,7 +94,7 @@ export async function serve(env: Env): Promise<RunningService> {
       ExchangeToken: unaryHandler(log, async (req: { subject_token: string; subject_user: string; scope: string; audience: string }) => {
         const who = caller();
         try {
-          const res = await service.exchangeToken(who, req);
+          const res = await metrics.counted('exchange', () => service.exchangeToken(who, req));
           log.info({ event: 'auth.exchange', actor: who.spiffeId, audience: req.audience, scope: res.scope, jti: res.jti }, 'delegated token issued');
           return res;
         } catch (err) {
@@ -102,7 +104,7 @@ export async function serve(env: Env): Promise<RunningService> {
       }),
       GetServiceToken: unaryHandler(log, async (req: { audience: string }) => {
         const who = caller();
-        const res = await service.getServiceToken(who, req);
+        const res = await metrics.counted('service_token', () => service.getServiceToken(who, req));
         log.info({ event: 'auth.service_token', workload: who.spiffeId, scope: res.scope, jti: res.jti }, 'service token issued');
         return res;
       }),

@@ -29,6 +29,11 @@ export interface CallContext {
   readonly trace: TraceContext;
 }
 
+/** Counts refusals inside handlers (DecisionMetrics satisfies it). */
+export interface RefusalCounter {
+  recordRefusal(method: string, peer: PeerIdentity | undefined, errorCode: string): void;
+}
+
 const storage = new AsyncLocalStorage<CallContext>();
 
 /** The context of the call being served; throws outside a call (fail closed, never a default). */
@@ -61,6 +66,8 @@ export class ServedCall implements CallContext {
   readonly forwardToken: string | undefined;
   readonly requestId: string;
   readonly trace: TraceContext;
+  /** Where a refusal inside the handler is counted, beside the decision that admitted the call. */
+  readonly metrics: RefusalCounter | undefined;
   #ended = false;
 
   constructor(
@@ -71,6 +78,7 @@ export class ServedCall implements CallContext {
     forwardToken: string | undefined,
     requestId: string,
     trace: TraceContext,
+    metrics?: RefusalCounter,
   ) {
     this.decisionId = decisionId;
     this.method = method;
@@ -79,6 +87,7 @@ export class ServedCall implements CallContext {
     this.forwardToken = forwardToken;
     this.requestId = requestId;
     this.trace = trace;
+    this.metrics = metrics;
   }
 
   /** Marks the call finished (status sent or cancelled); it never becomes active again. */
@@ -89,6 +98,11 @@ export class ServedCall implements CallContext {
   get ended(): boolean {
     return this.#ended;
   }
+}
+
+/** Counts a refusal inside the handler of the call being served, when it keeps metrics. */
+export function countRefusal(ctx: CallContext, errorCode: string): void {
+  if (ctx instanceof ServedCall) ctx.metrics?.recordRefusal(ctx.method, ctx.peer, errorCode);
 }
 
 /** Marks the call finished (status sent or cancelled). */

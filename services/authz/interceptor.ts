@@ -10,7 +10,8 @@ import {
 } from '@grpc/grpc-js';
 import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call-context.ts';
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type TokenResult } from './decision.ts';
-import type { DecisionLog } from './decision-log.ts';
+import type { DecisionEvent, DecisionLog } from './decision-log.ts';
+import type { DecisionMetrics } from './decision-metrics.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import type { TokenAuthenticator } from './token-authenticator.ts';
@@ -26,6 +27,8 @@ export interface AuthzInterceptorOptions {
   tokens: TokenAuthenticator;
   peers?: PeerIdentityCache;
   log?: DecisionLog;
+  /** Counts every decision the log records (the same events); none are counted without it. */
+  metrics?: DecisionMetrics;
   /** Epoch ms. */
   clock?: () => number;
   newDecisionId?: () => string;
@@ -47,6 +50,7 @@ interface Settings {
   readonly rules: RuleSource;
   readonly tokens: TokenAuthenticator;
   readonly log: DecisionLog | undefined;
+  readonly metrics: DecisionMetrics | undefined;
   readonly clock: () => number;
   readonly newId: () => string;
   readonly dryRun: boolean;
@@ -64,6 +68,7 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
     rules: options.rules,
     tokens: options.tokens,
     log: options.log,
+    metrics: options.metrics,
     clock: options.clock ?? Date.now,
     newId: options.newDecisionId ?? randomUUID,
     dryRun: options.dryRun === true,
@@ -100,6 +105,8 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #requestId = '';
   #started = 0n;
   #metadata: Metadata | undefined;
+  /** Whether this call is counted as an open stream. */
+  #streamOpen = false;
 
   constructor(settings: Settings, method: ServerMethodDefinition<unknown, unknown>, peer: PeerResult, call: ServerInterceptingCallInterface) {
     this.#settings = settings;
@@ -125,6 +132,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
 
   sendStatus(callStatus: Parameters<ServerInterceptingCallInterface['sendStatus']>[0]): void {
     this.#stopExpiry();
+    if (this.#streamOpen) this.#closeStream();
     if (this.#ctx !== undefined) endCall(this.#ctx);
     this.#next.sendStatus(callStatus);
   }
@@ -196,6 +204,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   onCancel(): void {
     this.#cancelled = true;
     this.#stopExpiry();
+    if (this.#streamOpen) this.#closeStream();
     if (this.#ctx !== undefined) endCall(this.#ctx);
     this.#listener?.onCancel();
   }
@@ -218,8 +227,11 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     return decide(this.#decided);
   }
 
+  /** Records the decision: one event, written to the decision log and counted by the metrics. */
   #log(decision: Decision, enforced: boolean): void {
-    this.#settings.log?.write({
+    const { log, metrics } = this.#settings;
+    if (log === undefined && metrics === undefined) return;
+    const event: DecisionEvent = {
       decisionId: this.#decisionId,
       method: this.#method.path,
       peer: this.#peer.ok ? this.#peer.identity : undefined,
@@ -227,7 +239,14 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       enforced,
       latencyUs: Number(process.hrtime.bigint() - this.#started) / 1000,
       requestId: this.#requestId,
-    });
+    };
+    log?.write(event);
+    metrics?.record(event);
+  }
+
+  #closeStream(): void {
+    this.#streamOpen = false;
+    this.#settings.metrics?.streamClosed();
   }
 
   #finish(decision: Decision): void {
@@ -256,9 +275,15 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       decision.allow ? this.#forwardToken : undefined,
       this.#requestId,
       traceFrom(metadata),
+      this.#settings.metrics,
     );
     this.#ctx = ctx;
-    if (decision.allow && !this.#settings.dryRun && (this.#method.requestStream || this.#method.responseStream)) this.#armExpiry(decision);
+    const streaming = this.#method.requestStream || this.#method.responseStream;
+    if (decision.allow && !this.#settings.dryRun && streaming) this.#armExpiry(decision);
+    if (streaming && this.#settings.metrics !== undefined) {
+      this.#streamOpen = true;
+      this.#settings.metrics.streamOpened();
+    }
     const clean = stripIdentityMetadata(metadata, { keepAuthorization: false });
     this.#metadata = undefined;
     // A request-streaming handler starts here; grpc-js's unary and server-streaming listeners

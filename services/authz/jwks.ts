@@ -101,6 +101,8 @@ export class JwksKeySet implements VerificationKeys {
   #inFlight: Promise<void> | null = null;
   #timer: NodeJS.Timeout | null = null;
   #fetchCount = 0;
+  #fetchFailures = 0;
+  #lastFetchedMs: number | undefined;
 
   constructor(options: JwksKeySetOptions) {
     this.#fetch = options.fetch;
@@ -138,6 +140,16 @@ export class JwksKeySet implements VerificationKeys {
     return this.#fetchCount;
   }
 
+  /** How many fetches failed (the last good set stayed in use). */
+  get fetchFailures(): number {
+    return this.#fetchFailures;
+  }
+
+  /** Epoch ms of the last successful fetch; undefined before the first. */
+  get lastFetchedMs(): number | undefined {
+    return this.#lastFetchedMs;
+  }
+
   /** Fetches the set now; concurrent callers share one fetch. Throws when it fails. */
   refresh(): Promise<void> {
     if (this.#inFlight !== null) return this.#inFlight;
@@ -149,6 +161,7 @@ export class JwksKeySet implements VerificationKeys {
           fetched = await importJwks(await this.#fetch());
         } catch (err) {
           const error = err instanceof TwokeyError ? err : unavailable(`fetching the JWK Set failed: ${(err as Error)?.message ?? err}`, err);
+          this.#fetchFailures += 1;
           this.#onFetchError?.(error);
           throw error;
         }
@@ -158,6 +171,7 @@ export class JwksKeySet implements VerificationKeys {
           fetched.size !== this.#keys.size ||
           [...fetched].some(([kid, key]) => this.#keys.get(kid)?.material !== key.material || this.#keys.get(kid)?.alg !== key.alg);
         this.#keys = fetched;
+        this.#lastFetchedMs = this.#clock();
         if (changed) for (const listener of this.#changeListeners) listener(this.kids);
       } finally {
         this.#inFlight = null;

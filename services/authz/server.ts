@@ -1,7 +1,9 @@
 // One call to make a grpc-js server a mesh member: mTLS with required client certificates, authorization on every method.
 import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { DecisionLog } from './decision-log.ts';
+import { DecisionMetrics, registerTokenCacheMetrics } from './decision-metrics.ts';
 import { TwokeyError } from './errors.ts';
 import { createAuthzInterceptor, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
@@ -30,6 +32,12 @@ export interface MeshServerOptions {
   interceptors?: ServerInterceptor[];
   serverOptions?: Omit<ServerOptions, 'interceptors'>;
   tokenCacheSize?: number;
+  /**
+   * Where decision, token cache and open stream metrics are registered (a prom-client Registry;
+   * one mesh server per registry); none are kept without it. `knownCallers` are the SPIFFE IDs
+   * that get a caller label of their own (the registry's workloads); other callers share one.
+   */
+  metrics?: { registry: Registry; knownCallers: Iterable<string> };
 }
 
 export interface MeshServer {
@@ -88,12 +96,24 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     if (update !== null) peers.setTrustBundle(certificatesIn(update.caCertificate, SVID_FILES.bundle));
   };
   options.svid.addCaCertificateListener(onBundle);
+  const rules = options.rules ?? MethodCatalog.default();
+  let metrics: DecisionMetrics | undefined;
+  if (options.metrics !== undefined) {
+    const catalog = rules instanceof MethodCatalog ? rules : MethodCatalog.default();
+    metrics = new DecisionMetrics({
+      registry: options.metrics.registry,
+      knownCallers: options.metrics.knownCallers,
+      knownMethods: catalog.methods().map((m) => m.path),
+    });
+    registerTokenCacheMetrics(options.metrics.registry, cache);
+  }
   const authz = createAuthzInterceptor({
     trustDomain,
-    rules: options.rules ?? MethodCatalog.default(),
+    rules,
     tokens,
     peers,
     ...(options.logger ? { log: new DecisionLog(options.logger) } : {}),
+    ...(metrics ? { metrics } : {}),
     clock,
     dryRun: options.dryRun === true,
   });

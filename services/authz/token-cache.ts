@@ -27,6 +27,8 @@ export class TokenCache {
   readonly #failureTtlMs: number;
   readonly #failures = new Map<string, Failure>();
   #generation = 0;
+  #hits = 0;
+  #misses = 0;
 
   constructor(options: TokenCacheOptions = {}) {
     this.#max = options.maxEntries ?? 10_000;
@@ -54,10 +56,17 @@ export class TokenCache {
   get(token: string, now: number): VerifiedToken | undefined {
     const key = TokenCache.keyOf(token);
     const entry = this.#entries.get(key);
-    if (entry === undefined) return undefined;
+    if (entry === undefined) {
+      this.#misses += 1;
+      return undefined;
+    }
     this.#entries.delete(key);
-    if (now >= entry.validUntilMs) return undefined;
+    if (now >= entry.validUntilMs) {
+      this.#misses += 1;
+      return undefined;
+    }
     this.#entries.set(key, entry); // most recently used goes last
+    this.#hits += 1;
     return entry;
   }
 
@@ -106,6 +115,16 @@ export class TokenCache {
     this.#entries.clear();
     this.#failures.clear();
     this.#generation += 1;
+  }
+
+  /** Lookups that found a usable verified token (for metrics). */
+  get hits(): number {
+    return this.#hits;
+  }
+
+  /** Lookups that did not (absent or lapsed). */
+  get misses(): number {
+    return this.#misses;
   }
 
   get size(): number {

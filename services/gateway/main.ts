@@ -7,12 +7,14 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { isTwokeyError, grpcStatusOf, logDetail, TwokeyError } from '../authz/errors.ts';
 import { refuseRepeatedAuthorization } from '../authz/repeated-headers.ts';
+import { registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
 import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { GatewayMetrics } from './gateway-metrics.ts';
 import { PUBLIC_ROUTES, rawDefinition, type PublicRoute } from './public-routes.ts';
 
 const ADDRESS_ENV: Record<PublicRoute['upstream'], [string, string]> = {
@@ -41,6 +43,8 @@ export async function serve(env: Env): Promise<RunningService> {
     });
     // A retired signing key must stop vouching for tokens verified with it.
     keys.addChangeListener(() => tokens.cache.clear());
+    registerTokenCacheMetrics(runtime.metrics, tokens.cache);
+    const metrics = new GatewayMetrics(runtime.metrics);
     const upstreams = new Map<string, grpc.Client>();
     for (const name of new Set(PUBLIC_ROUTES.map((r) => r.upstream))) {
       const [envName, fallback] = ADDRESS_ENV[name];
@@ -73,6 +77,7 @@ export async function serve(env: Env): Promise<RunningService> {
         // `logged` may name what the caller sent (sanitized); the status carries `reason` only.
         const deny = (code: grpc.status, reason: string, errorCode: string, logged = reason): void => {
           log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason: logged }, 'gateway deny');
+          metrics.denied(route.path, errorCode);
           callback({ code, details: `twokey gateway: ${reason} (${requestRef})` });
         };
         // Nothing the client sent is forwarded except the request body: fresh metadata only.
@@ -85,6 +90,7 @@ export async function serve(env: Env): Promise<RunningService> {
           upstream.makeUnaryRequest(route.path, (b: Buffer) => b, (b: Buffer) => b, call.request, outgoing, { deadline }, (err, res) => {
             const code = err?.code ?? grpc.status.OK;
             log.info({ event: 'gateway.forward', method: route.path, client, request_id: requestId, subject, jti, upstream: route.upstream, grpc_code: code, latency_ms: Date.now() - started }, 'gateway forward');
+            metrics.forwarded(route.path);
             if (err) callback({ code: err.code, details: err.details, metadata: new grpc.Metadata() });
             else callback(null, res!);
           });

@@ -1,7 +1,7 @@
 // Adapters from async handler functions to grpc-js handlers: one place turns errors into statuses.
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { currentCall } from '../authz/call-context.ts';
+import { countRefusal, currentCall } from '../authz/call-context.ts';
 import { grpcStatusOf, isTwokeyError } from '../authz/errors.ts';
 
 /** The status for an error thrown by a handler: TwokeyErrors keep their message; others are hidden. */
@@ -29,6 +29,7 @@ function logRefusal(logger: Logger, errorCode: string, grpcCode: grpc.status, re
   const ctx = currentCall();
   if (ctx === undefined) return;
   const resource = errorCode === 'ERR_RESOURCE_FORBIDDEN' || errorCode === 'ERR_RESOURCE_NOT_FOUND';
+  countRefusal(ctx, errorCode);
   logger.warn(
     {
       event: resource ? 'authz.resource_denied' : 'call.refused',

@@ -1,6 +1,9 @@
-// grpc.health.v1 on a plaintext listener that serves nothing else, for Kubernetes probes.
+// grpc.health.v1 for Kubernetes probes and GET /metrics for Prometheus, on one plaintext listener that serves nothing else.
+import * as http from 'node:http';
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import type { Registry } from 'prom-client';
 import { packagePath } from '../authz/package-root.ts';
 
 export type ServingStatus = 'SERVING' | 'NOT_SERVING';
@@ -22,8 +25,25 @@ function loadHealthService(): grpc.ServiceClientConstructor {
 
 const Health = loadHealthService();
 
+type ConnectionInjector = ReturnType<grpc.Server['createConnectionInjector']>;
+
 // The health port is unauthenticated: open Watch streams are capped so they cannot pile up.
 export const MAX_HEALTH_WATCHERS = 32;
+
+/**
+ * Every HTTP/2 connection opens with this preface (RFC 9113 section 3.4); no HTTP/1 request line
+ * starts with it, since PRI is no HTTP/1 method. gRPC clients and the kubelet's gRPC probe speak
+ * HTTP/2 with prior knowledge; Prometheus scrapes plaintext targets over HTTP/1.1.
+ */
+const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+/** A connection that has not said which protocol it speaks by then is closed. */
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
+const METRICS_PATH = '/metrics';
+
+export interface HealthServerOptions {
+  /** Served at GET /metrics in Prometheus text format; without it, /metrics is 404 like any other path. */
+  metrics?: Registry;
+}
 
 /**
  * Health state for one process: '' is the whole process, other keys are gRPC service names.
@@ -33,9 +53,15 @@ export class HealthServer {
   readonly #statuses = new Map<string, ServingStatus>();
   readonly #watchers = new Set<{ service: string; call: grpc.ServerWritableStream<{ service: string }, unknown> }>();
   #server: grpc.Server | undefined;
+  #injector: ConnectionInjector | undefined;
+  #listener: net.Server | undefined;
+  #http: http.Server | undefined;
+  readonly #sockets = new Set<net.Socket>();
+  readonly #metrics: Registry | undefined;
 
-  constructor(services: readonly string[]) {
+  constructor(services: readonly string[], options: HealthServerOptions = {}) {
     for (const name of ['', ...services]) this.#statuses.set(name, 'NOT_SERVING');
+    this.#metrics = options.metrics;
   }
 
   setAll(status: ServingStatus): void {
@@ -71,11 +97,48 @@ export class HealthServer {
         call.on('close', () => this.#watchers.delete(watcher));
       },
     });
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+    // One port for both protocols: the listener reads a connection's first bytes and hands it to
+    // grpc-js (HTTP/2) or to an HTTP/1 server that answers /metrics and nothing else.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const web = http.createServer((req, res) => void this.#serveHttp(req, res));
+    web.headersTimeout = FIRST_BYTES_TIMEOUT_MS;
+    web.requestTimeout = FIRST_BYTES_TIMEOUT_MS;
+    web.maxHeadersCount = 32;
+    const listener = net.createServer((socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+      routeConnection(socket, injector, web);
+    });
+    const { host, port } = splitAddress(address);
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(port, host, () => {
+        listener.off('error', reject);
+        resolve();
+      });
     });
     this.#server = server;
-    return port;
+    this.#injector = injector;
+    this.#listener = listener;
+    this.#http = web;
+    return (listener.address() as net.AddressInfo).port;
+  }
+
+  async #serveHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '').split('?', 1)[0];
+    if (this.#metrics === undefined || path !== METRICS_PATH) return plain(res, 404, 'not found\n');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      return plain(res, 405, 'method not allowed\n');
+    }
+    let body: string;
+    try {
+      body = await this.#metrics.metrics();
+    } catch (err) {
+      return plain(res, 500, `metrics could not be collected: ${(err as Error).message}\n`);
+    }
+    res.writeHead(200, { 'content-type': this.#metrics.contentType, 'cache-control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : body);
   }
 
   async close(): Promise<void> {
@@ -84,8 +147,59 @@ export class HealthServer {
     this.#watchers.clear();
     const server = this.#server;
     if (server === undefined) return;
+    const listener = this.#listener!;
+    const closed = new Promise<void>((resolve) => listener.close(() => resolve()));
+    this.#injector!.drain(0);
     await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    // Scrapers keep HTTP/1 connections alive, and the listener waits for every connection it accepted.
+    this.#http!.closeAllConnections();
+    for (const socket of this.#sockets) socket.destroy();
+    this.#injector!.destroy();
+    await closed;
   }
+}
+
+function plain(res: http.ServerResponse, status: number, text: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
+  res.end(text);
+}
+
+/** Reads a connection's first bytes, puts them back, and hands it to the server for its protocol. */
+function routeConnection(socket: net.Socket, injector: ConnectionInjector, web: http.Server): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), FIRST_BYTES_TIMEOUT_MS);
+  const onError = (): void => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  const onData = (chunk: Buffer): void => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, HTTP2_PREFACE.length);
+    const http2 = seen.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
+    if (http2 && seen.length < HTTP2_PREFACE.length) return;
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('error', onError);
+    socket.pause();
+    socket.unshift(seen);
+    if (http2) injector.injectConnection(socket);
+    else {
+      web.emit('connection', socket);
+      // The HTTP/1 parser reads through the socket's stream, where the first bytes were put back.
+      socket.resume();
+    }
+  };
+  socket.on('error', onError);
+  socket.on('data', onData);
+}
+
+/** host:port, [v6]:port; the host may be empty or 0.0.0.0 for every address. */
+function splitAddress(address: string): { host: string | undefined; port: number } {
+  const i = address.lastIndexOf(':');
+  const port = Number(address.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`not a host:port listen address: ${JSON.stringify(address)}`);
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  return { host: host === '' ? undefined : host, port };
 }
 
 /** One health Check against a plaintext health listener; resolves to the reported status. */

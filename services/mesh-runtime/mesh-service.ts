@@ -1,6 +1,7 @@
 // What every example service does at startup: read its configuration and the registry, load its
 // workload certificate, start the health listener, and build mesh servers and clients.
 import type { Client, ChannelOptions } from '@grpc/grpc-js';
+import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
@@ -8,6 +9,7 @@ import { JwksKeySet } from '../authz/jwks.ts';
 import { SvidSource } from '../authz/rotation.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
+import { registerCertificateMetrics, registerJwksMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
 import { readCommonConfig, envAddress, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
@@ -37,10 +39,21 @@ export class MeshRuntime {
   readonly logger: Logger;
   readonly svid: SvidSource;
   readonly health: HealthServer;
+  /** This process's Prometheus metrics, served at GET /metrics on the health listener. */
+  readonly metrics: MetricsRegistry;
   readonly #closers: (() => Promise<void> | void)[] = [];
   #auth: Client | undefined;
 
-  private constructor(name: string, env: Env, config: CommonConfig, registry: Registry, logger: Logger, svid: SvidSource, health: HealthServer) {
+  private constructor(
+    name: string,
+    env: Env,
+    config: CommonConfig,
+    registry: Registry,
+    logger: Logger,
+    svid: SvidSource,
+    health: HealthServer,
+    metrics: MetricsRegistry,
+  ) {
     this.name = name;
     this.env = env;
     this.config = config;
@@ -49,6 +62,7 @@ export class MeshRuntime {
     this.logger = logger;
     this.svid = svid;
     this.health = health;
+    this.metrics = metrics;
   }
 
   /** Fails with a message naming the problem when the config, registry or certificate is unusable. */
@@ -67,8 +81,10 @@ export class MeshRuntime {
       svid.close();
       throw new TwokeyError('ERR_CONFIG_INVALID', `this workload's certificate names ${own}, which the registry ${config.registryPath} does not list`);
     }
-    const health = new HealthServer(healthServices);
-    const runtime = new MeshRuntime(name, env, config, registry, logger, svid, health);
+    const metrics = new MetricsRegistry();
+    registerCertificateMetrics(metrics, svid);
+    const health = new HealthServer(healthServices, { metrics });
+    const runtime = new MeshRuntime(name, env, config, registry, logger, svid, health, metrics);
     runtime.onClose(() => svid.close());
     await health.listen(config.healthListen);
     runtime.onClose(() => health.close());
@@ -114,6 +130,7 @@ export class MeshRuntime {
     });
     await keys.start();
     this.onClose(() => keys.close());
+    registerJwksMetrics(this.metrics, keys);
     return keys;
   }
 
@@ -125,6 +142,8 @@ export class MeshRuntime {
       issuer: this.registry.auth.issuer,
       logger: this.logger,
       dryRun: this.config.dryRun,
+      // Callers the registry names get a label each; any other certificate counts as "other".
+      metrics: { registry: this.metrics, knownCallers: this.registry.workloads.map((w) => w.spiffeId.toString()) },
       serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
     });
     this.onClose(() => mesh.close());

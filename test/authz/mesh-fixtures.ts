@@ -13,7 +13,7 @@ import { callContext } from '../../services/authz/call-context.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { SvidSource } from '../../services/authz/rotation.ts';
-import { createMeshServer, type MeshServer } from '../../services/authz/server.ts';
+import { createMeshServer, type MeshServer, type MeshServerOptions } from '../../services/authz/server.ts';
 import type { VerificationKeys } from '../../services/authz/token-verifier.ts';
 import { ISSUER } from './token-fixtures.ts';
 
@@ -139,6 +139,7 @@ export async function startProbe(opts: {
   clock?: () => number;
   /** Credentials dir for the forwarding client a handler uses. */
   clientSvid?: SvidSource;
+  metrics?: MeshServerOptions['metrics'];
 }): Promise<ProbeServer> {
   const svid = await SvidSource.open(opts.svidDir, { trustDomain: TD, pollIntervalMs: 0 });
   const mesh = createMeshServer({
@@ -149,6 +150,7 @@ export async function startProbe(opts: {
     ...(opts.logger ? { logger: opts.logger } : {}),
     dryRun: opts.dryRun === true,
     ...(opts.clock ? { clock: opts.clock } : {}),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
   });
   const ran: Record<string, number> = {};
   const late: ProbeServer['late'] = [];

@@ -11,6 +11,7 @@ import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
+import { parseExposition, samplesOf } from '../metrics/prometheus-text.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import {
   decisionIdIn,
@@ -272,6 +273,55 @@ describe('example mesh, end to end', function () {
     } finally {
       plaintext.close();
     }
+  });
+
+  it('counts the calls made in Prometheus metrics on each health port, exactly, without user names or tokens', async () => {
+    const scrape = async (service: string): Promise<{ body: string; count: (name: string, labels: Record<string, string>) => number }> => {
+      const res = await fetch(`http://${t.mesh.endpoints.services[service]!.health}/metrics`);
+      expect(res.status).to.equal(200);
+      const body = await res.text();
+      const families = parseExposition(body);
+      const count = (name: string, labels: Record<string, string>): number =>
+        samplesOf(families, name).find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value ?? 0;
+      return { body, count };
+    };
+    const photo = await upload(alice, 'counted.jpg', jpegWithoutExif());
+    const GET = '/twokey.images.v1.ImageStore/GetImage';
+    const LOGIN = '/twokey.auth.v1.Auth/Login';
+    const storeBefore = await scrape('image-store');
+    const authBefore = await scrape('auth');
+    const gatewayBefore = await scrape('gateway');
+
+    await unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
+    await unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(alice));
+    await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(bob)), 'PERMISSION_DENIED');
+    const fresh = await t.login('alice');
+    await expectStatus(unary(t.gateway('auth'), 'Login', { username: 'metrics-nobody', password: 'not-the-password' }), 'UNAUTHENTICATED');
+    await expectStatus(unary(images, 'GetImage', { id: photo.id, without_content: true }, withToken(undefined)), 'UNAUTHENTICATED');
+
+    const store = await scrape('image-store');
+    const auth = await scrape('auth');
+    const gateway = await scrape('gateway');
+    const delta = (after: typeof store, before: typeof store, name: string, labels: Record<string, string>): number =>
+      after.count(name, labels) - before.count(name, labels);
+    // The interceptor allowed all three reads (both keys turned); the resource check then refused bob's.
+    expect(delta(store, storeBefore, 'twokey_authz_decisions_total', { method: GET, caller: GATEWAY, outcome: 'allow', failed_check: 'none' })).to.equal(3);
+    expect(delta(store, storeBefore, 'twokey_authz_refusals_total', { method: GET, caller: GATEWAY, error_code: 'ERR_RESOURCE_FORBIDDEN' })).to.equal(1);
+    expect(delta(auth, authBefore, 'twokey_authz_decisions_total', { method: LOGIN, caller: GATEWAY, outcome: 'allow', failed_check: 'none' })).to.equal(2);
+    expect(delta(auth, authBefore, 'twokey_auth_logins_total', { outcome: 'issued' })).to.equal(1);
+    expect(delta(auth, authBefore, 'twokey_auth_logins_total', { outcome: 'ERR_LOGIN_FAILED' })).to.equal(1);
+    // The gateway forwarded the reads and logins, and refused the call without a token itself.
+    expect(delta(gateway, gatewayBefore, 'twokey_gateway_requests_total', { method: GET, outcome: 'forwarded' })).to.equal(3);
+    expect(delta(gateway, gatewayBefore, 'twokey_gateway_requests_total', { method: LOGIN, outcome: 'forwarded' })).to.equal(2);
+    expect(delta(gateway, gatewayBefore, 'twokey_gateway_requests_total', { method: GET, outcome: 'ERR_TOKEN_MISSING' })).to.equal(1);
+    expect(store.count('twokey_certificate_expiry_seconds', {})).to.be.greaterThan(0);
+    expect(store.count('twokey_jwks_age_seconds', {})).to.be.at.least(0);
+
+    for (const { body } of [store, auth, gateway]) {
+      for (const secret of [alice, bob, fresh]) for (const part of secret.split('.')) expect(body).not.to.contain(part);
+      for (const name of ['"alice"', '"bob"', 'metrics-nobody', photo.id]) expect(body).not.to.contain(name);
+    }
+    expect((await fetch(`http://${t.mesh.endpoints.services['image-store']!.health}/anything`)).status).to.equal(404);
   });
 
   it('rotates the signing key on SIGHUP; tokens from before and after both verify', async () => {

@@ -1,0 +1,25 @@
+// Prometheus counter of the gateway's public requests: forwarded, or refused at the door with the error code.
+import { Counter, type Registry } from 'prom-client';
+import { ERROR_CODES } from '../authz/errors.ts';
+
+/** Counted where the gateway.forward and gateway.deny lines are written; labels are the route and a fixed set of outcomes. */
+export class GatewayMetrics {
+  readonly #counter: Counter<'method' | 'outcome'>;
+
+  constructor(registry: Registry) {
+    this.#counter = new Counter({
+      name: 'twokey_gateway_requests_total',
+      help: 'Public requests, by route and outcome: forwarded into the mesh, or the error code the gateway refused them with.',
+      labelNames: ['method', 'outcome'] as const,
+      registers: [registry],
+    });
+  }
+
+  forwarded(route: string): void {
+    this.#counter.inc({ method: route, outcome: 'forwarded' });
+  }
+
+  denied(route: string, errorCode: string): void {
+    this.#counter.inc({ method: route, outcome: (ERROR_CODES as readonly string[]).includes(errorCode) ? errorCode : 'error' });
+  }
+}
