@@ -29,6 +29,7 @@ export const ERROR_CODES = [
   // Revocation: a set that does not verify, or none fresh enough to decide with.
   'ERR_REVOCATION_SET_INVALID',
   'ERR_REVOCATION_STALE',
+  'ERR_REVOCATION_LIMIT',
   // Policy and resources.
   'ERR_METHOD_UNDECLARED',
   'ERR_RESOURCE_FORBIDDEN',
@@ -112,6 +113,8 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_REVOCATION_SET_INVALID: status.UNAVAILABLE,
   // Retryable: the server cannot know whether the caller was revoked until auth is reachable again.
   ERR_REVOCATION_STALE: status.UNAVAILABLE,
+  // The set is at its bound: the revocation was not recorded, and the administrator must know.
+  ERR_REVOCATION_LIMIT: status.RESOURCE_EXHAUSTED,
   ERR_METHOD_UNDECLARED: status.PERMISSION_DENIED,
   ERR_RESOURCE_FORBIDDEN: status.PERMISSION_DENIED,
   ERR_CONFIG_INVALID: status.INTERNAL,

@@ -46,6 +46,8 @@ export interface RevocationSet extends RevocationEntries {
   readonly issuedAtMs: number;
   /** SHA-256 of the entries' canonical form: equal seq must mean equal content. */
   readonly digest: string;
+  /** The kid that signed it, once verified. */
+  readonly signedBy?: string | undefined;
 }
 
 /** A serial as the set keys it: upper-case hex without leading zeros (so "00ab" and "AB" match). */
@@ -174,12 +176,13 @@ export async function verifyRevocationSet(jws: unknown, keys: VerificationKeys):
   if (!Array.isArray(kids) || kids.some((k) => typeof k !== 'string')) throw malformed('"kids" must be an array of strings');
   const kidSet = new Set(kids as string[]);
   if (kidSet.size !== kids.length) throw malformed('a "kids" entry appears twice');
-  return buildRevocationSet(payload['seq'] as number, payload['iat'] as number, {
+  const set = buildRevocationSet(payload['seq'] as number, payload['iat'] as number, {
     disabledSubjects: readPairs(payload['users'], 'users'),
     jtis: readPairs(payload['jtis'], 'jtis'),
     serials: readPairs(payload['serials'], 'serials'),
     kids: kidSet,
   });
+  return { ...set, signedBy: kid };
 }
 
 export interface RevocationHolderOptions {
@@ -228,6 +231,8 @@ export class RevocationHolder {
     if (set.issuedAtMs > this.#clock() + this.#leewayMs) throw malformed('"iat" lies in the future');
     const held = this.#current;
     if (held !== null) {
+      // A stolen key, once withdrawn, must not be able to sign a set that forgives it.
+      if (set.signedBy !== undefined && held.kids.has(set.signedBy)) throw malformed('signed with a key the held set withdraws');
       if (set.seq < held.seq) throw malformed('older than the set already held (lower seq)');
       if (set.seq === held.seq && set.digest !== held.digest) throw malformed('same seq as the set held but different entries');
       if (set.seq === held.seq && set.issuedAtMs <= held.issuedAtMs) throw malformed('a replay: not newer than the set held');

@@ -154,3 +154,15 @@ describe('revocation set', () => {
     expect(() => normalizeSerial('xyz')).to.throw(TwokeyError);
   });
 });
+
+describe('revocation holder and a withdrawn key', () => {
+  it('refuses a later set signed by a key the held set withdraws', async () => {
+    const stolen = keyPair('k-stolen');
+    const good = keyPair('k-good');
+    const keys = await StaticKeys.fromJwks({ keys: [stolen.jwk, good.jwk] });
+    const h = new RevocationHolder({ keys, clock: () => NOW });
+    await h.accept(signRevocationSet(buildRevocationSet(2, NOW - 1000, { ...EMPTY, kids: new Set(['k-stolen']) }), good));
+    await refused(h.accept(signRevocationSet(buildRevocationSet(3, NOW, EMPTY), stolen)), 'signed with a key the held set withdraws');
+    expect(h.current!.seq).to.equal(2);
+  });
+});
