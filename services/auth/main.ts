@@ -15,6 +15,9 @@ import { AuthService, type CallerWorkload } from './auth-service.ts';
 import { authDatabasePath, openAuthDatabase } from './database.ts';
 import { createJwksHttpsServer } from './jwks-https.ts';
 import { LoginThrottle } from './login-throttle.ts';
+import { revocationHandlers } from './revocation-handlers.ts';
+import { RevocationPublisher } from './revocation-publisher.ts';
+import { SqliteRevocationStore } from './revocation-store.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
@@ -73,6 +76,15 @@ export async function serve(env: Env): Promise<RunningService> {
     process.on('SIGHUP', onHup);
     runtime.onClose(() => void process.off('SIGHUP', onHup));
 
+    const revocations = new RevocationPublisher({
+      store: new SqliteRevocationStore(db),
+      keys,
+      heartbeatMs: envDurationMs(env, 'TWOKEY_REVOCATION_HEARTBEAT', '2s'),
+      onError: (err) => log.error({ event: 'revocation.publish_failed', err: (err as Error).message }, 'revocation set not published'),
+    });
+    await revocations.start();
+    runtime.onClose(() => revocations.close());
+
     const mesh = runtime.meshServer(verifierKeys);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
@@ -106,6 +118,7 @@ export async function serve(env: Env): Promise<RunningService> {
         log.info({ event: 'auth.service_token', workload: who.spiffeId, scope: res.scope, jti: res.jti }, 'service token issued');
         return res;
       }),
+      ...revocationHandlers(log, revocations, keys, (name) => new UserStore(db).setDisabled(name, true)),
     });
     const port = await mesh.listen(runtime.config.listen);
 

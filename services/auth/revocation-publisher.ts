@@ -91,6 +91,10 @@ export class RevocationPublisher {
     return next;
   }
 
+  list(): Promise<RevocationEntry[]> {
+    return this.#store.list();
+  }
+
   /** Records a revocation and pushes the new set at once. */
   async revoke(entry: RevocationEntry): Promise<RevocationSet> {
     await this.#store.add(entry);
