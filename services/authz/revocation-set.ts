@@ -3,6 +3,7 @@ import { createHash, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { asKeyObject, jwsSignatureVerifies } from './jws-signature.ts';
 import type { VerificationKeys } from './token-verifier.ts';
+import type { RevocationView } from './decision.ts';
 
 /**
  * The JWS `typ` of a revocation set. Distinct from an access token's `at+jwt`: the access-token
@@ -187,6 +188,8 @@ export async function verifyRevocationSet(jws: unknown, keys: VerificationKeys):
 
 export interface RevocationHolderOptions {
   keys: VerificationKeys;
+  /** Oldest set (by its iat) decisions may rely on; past it calls are refused UNAVAILABLE. Default 30 s. */
+  maxStalenessMs?: number;
   /** Epoch ms. */
   clock?: () => number;
   /** How far in the future a set's iat may lie (clock skew); later ones are refused. */
@@ -203,11 +206,20 @@ export class RevocationHolder {
   readonly #leewayMs: number;
   readonly #listeners = new Set<(set: RevocationSet, changed: boolean) => void>();
   #current: RevocationSet | null = null;
+  #view: RevocationView;
 
   constructor(options: RevocationHolderOptions) {
     this.#keys = options.keys;
     this.#clock = options.clock ?? Date.now;
     this.#leewayMs = options.leewayMs ?? 30_000;
+    const maxStalenessMs = options.maxStalenessMs ?? 30_000;
+    if (!(maxStalenessMs > 0)) throw new TwokeyError('ERR_CONFIG_INVALID', 'the revocation staleness bound must be positive');
+    this.#view = { set: null, maxStalenessMs, sinceMs: this.#clock() };
+  }
+
+  /** What decide() reads: the set held (one object per accepted set, so a call costs no allocation). */
+  view(): RevocationView {
+    return this.#view;
   }
 
   get current(): RevocationSet | null {
@@ -239,6 +251,7 @@ export class RevocationHolder {
     }
     const changed = held === null || held.digest !== set.digest;
     this.#current = set;
+    this.#view = { ...this.#view, set };
     for (const listener of this.#listeners) listener(set, changed);
     return set;
   }

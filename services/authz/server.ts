@@ -3,7 +3,7 @@ import { Server, ServerCredentials, experimental, type ServerInterceptor, type S
 import type { Logger } from 'pino';
 import { DecisionLog } from './decision-log.ts';
 import { TwokeyError } from './errors.ts';
-import { createAuthzInterceptor, type RuleSource } from './interceptor.ts';
+import { createAuthzInterceptor, type RevocationSource, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -30,6 +30,8 @@ export interface MeshServerOptions {
   interceptors?: ServerInterceptor[];
   serverOptions?: Omit<ServerOptions, 'interceptors'>;
   tokenCacheSize?: number;
+  /** The held revocation set (a RevocationHolder fed by auth's WatchRevocations); absent, not enforced. */
+  revocation?: RevocationSource;
 }
 
 export interface MeshServer {
@@ -96,6 +98,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     ...(options.logger ? { log: new DecisionLog(options.logger) } : {}),
     clock,
     dryRun: options.dryRun === true,
+    ...(options.revocation ? { revocation: options.revocation } : {}),
   });
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
   const server = refuseRepeatedAuthorization(
