@@ -85,7 +85,17 @@ export async function serve(env: Env): Promise<RunningService> {
     await revocations.start();
     runtime.onClose(() => revocations.close());
 
-    const mesh = runtime.meshServer(verifierKeys);
+    // auth enforces its own set too, fed straight from the publisher rather than over the network.
+    const heldRevocations = runtime.revocationHolder(verifierKeys);
+    let accepting: Promise<unknown> = Promise.resolve();
+    revocations.subscribe((jws) => {
+      // In publication order: a heartbeat verified ahead of the change before it would be refused.
+      accepting = accepting.then(() =>
+        heldRevocations.accept(jws).catch((err: Error) => log.error({ event: 'revocation.set_refused', err: err.message }, 'own revocation set refused')),
+      );
+    });
+    await heldRevocations.accept((await revocations.latest()).jws);
+    const mesh = runtime.meshServer(verifierKeys, heldRevocations);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
         const source = loginSource(call.metadata);
