@@ -305,7 +305,7 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   if (input.revocation !== undefined) {
     const stale = staleness(input.revocation, input.now);
     if (stale !== null) return checks.deny('peer', stale);
-    if (input.revocation.set!.serials.has(peer.serialHex.toUpperCase().replace(/^0+(?=.)/, ''))) {
+    if (input.revocation.set!.serials.has(setSerial(peer))) {
       return checks.deny('peer', new TwokeyError('ERR_PEER_CERT_REVOKED', `peer certificate ${peer.serialHex} is revoked`));
     }
   }
@@ -353,6 +353,18 @@ function bindingFailure(token: VerifiedToken, peer: PeerIdentity): TwokeyError |
   return null;
 }
 
+// The peer's serial as the set keys it (upper case, no leading zeros), worked out once per
+// certificate: identities are cached per connection, and this runs on every call.
+const setSerials = new WeakMap<PeerIdentity, string>();
+function setSerial(peer: PeerIdentity): string {
+  let serial = setSerials.get(peer);
+  if (serial === undefined) {
+    serial = peer.serialHex.toUpperCase().replace(/^0+(?=.)/, '');
+    setSerials.set(peer, serial);
+  }
+  return serial;
+}
+
 function staleness(view: RevocationView, now: number): TwokeyError | null {
   const set = view.set;
   if (set === null) {
@@ -370,6 +382,11 @@ function staleness(view: RevocationView, now: number): TwokeyError | null {
   return null;
 }
 
+function isDisabled(users: ReadonlyMap<string, number>, subject: string, iat: number | undefined): boolean {
+  const since = users.get(subject);
+  return since !== undefined && (iat === undefined || iat <= since);
+}
+
 function tokenRevocation(token: VerifiedToken, view: RevocationView | undefined): TwokeyError | null {
   if (view === undefined) return null;
   // peerChecks already refused a missing or stale set.
@@ -379,14 +396,13 @@ function tokenRevocation(token: VerifiedToken, view: RevocationView | undefined)
     return new TwokeyError('ERR_TOKEN_REVOKED', 'token is signed with a withdrawn signing key');
   }
   // A token from before the disabling is refused; one without iat cannot be placed, so is refused too.
-  const iat = token.issuedAtSeconds;
-  const disabled = (subject: string): boolean => {
-    const since = set.disabledSubjects.get(subject);
-    return since !== undefined && (iat === undefined || iat <= since);
-  };
-  if (disabled(token.subject)) return new TwokeyError('ERR_TOKEN_REVOKED', `the ${token.kind} token's subject ${token.subject} is disabled`);
+  const users = set.disabledSubjects;
+  if (users.size === 0) return null;
+  if (isDisabled(users, token.subject, token.issuedAtSeconds)) {
+    return new TwokeyError('ERR_TOKEN_REVOKED', `the ${token.kind} token's subject ${token.subject} is disabled`);
+  }
   for (const actor of token.actorChain) {
-    if (disabled(actor)) return new TwokeyError('ERR_TOKEN_REVOKED', `delegated token actor ${actor} is disabled`);
+    if (isDisabled(users, actor, token.issuedAtSeconds)) return new TwokeyError('ERR_TOKEN_REVOKED', `delegated token actor ${actor} is disabled`);
   }
   return null;
 }
