@@ -113,12 +113,8 @@ export function signRevocationSet(set: RevocationSet, key: { kid: string; privat
   const header = Buffer.from(JSON.stringify({ alg: 'ES256', typ: REVOCATION_SET_TYPE, kid: key.kid })).toString('base64url');
   const payload = Buffer.from(JSON.stringify({ seq: set.seq, iat: set.issuedAtMs, ...canonicalEntries(set) })).toString('base64url');
   const signingInput = `${header}.${payload}`;
-  const signature = cryptoSign('sha256', Buffer.from(signingInput, 'latin1'), { key: asPrivate(key.privateKey), dsaEncoding: 'ieee-p1363' });
+  const signature = cryptoSign('sha256', Buffer.from(signingInput, 'latin1'), { key: asKeyObject(key.privateKey), dsaEncoding: 'ieee-p1363' });
   return `${signingInput}.${signature.toString('base64url')}`;
-}
-
-function asPrivate(key: KeyObject | CryptoKey): KeyObject {
-  return asKeyObject(key);
 }
 
 function readPairs(value: unknown, what: string): Map<string, number> {
