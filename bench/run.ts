@@ -128,7 +128,7 @@ interface Servers {
 }
 
 async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): Promise<Servers> {
-  const twokey = (decisionLog = true, metrics = true): ServerConfig => ({
+  const twokey = (decisionLog = true, metrics = true): ServerConfig & { kind: 'twokey' } => ({
     kind: 'twokey',
     svidDir: pki.server,
     trustDomain: TRUST_DOMAIN,
@@ -141,6 +141,7 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
   const wanted: Array<[string, ServerConfig]> = [
     ['A', { kind: 'plain', svidDir: pki.server }],
     ['B', twokey()],
+    ['B-rev10k', { ...twokey(), revocationEntries: 10_000 }],
     ['C', twokey()],
     ['D-grant', twokey()],
     ['D-token', twokey()],
@@ -215,6 +216,7 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('A+i+als', 'A + pass-through interceptor in an AsyncLocalStorage context', 'A+i+als', pki.clientOneGrant, 'one', allowed),
     scenario('A+w', 'A + each handler wrapped at addService time, in an AsyncLocalStorage context', 'A+w', pki.clientOneGrant, 'one', allowed),
     scenario('B', 'twokey allow, same token (cache hit)', 'B', pki.clientOneGrant, 'one', allowed),
+    scenario('B-rev10k', 'B with a 10,000-entry revocation set held and checked', 'B-rev10k', pki.clientOneGrant, 'one', allowed),
     scenario('B-nolog', 'B without the decision log', 'B-nolog', pki.clientOneGrant, 'one', allowed),
     scenario('B+w', "B's decision and log run by a handler wrapper instead of the interceptor", 'B+w', pki.clientOneGrant, 'one', allowed),
     scenario('B-nometrics', 'B without metrics', 'B-nometrics', pki.clientOneGrant, 'one', allowed),

@@ -11,6 +11,7 @@ import { MESH_SERVER_DEFAULTS, createMeshServer, meshServerCredentials } from '.
 import { SvidSource } from '../services/authz/rotation.ts';
 import { StaticKeys } from '../services/authz/jwks.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
+import { RevocationHolder, buildRevocationSet } from '../services/authz/revocation-set.ts';
 import { createLogger } from '../services/mesh-runtime/logger.ts';
 import { echoHandlers, loadEchoService } from './echo-service.ts';
 import { wrapWithAuthz } from './wrapped-authz.ts';
@@ -39,6 +40,8 @@ export type ServerConfig =
       /** The public JWK Set the verifier trusts, fixed for the run. */
       jwks: unknown;
       issuer: string;
+      /** Entries in the revocation set the server holds and checks (none of them matching the bench's caller); absent: not enforced. */
+      revocationEntries?: number;
       /** Proto roots beside proto/ whose methods' declared rules apply (the bench proto). */
       protoRoots: string[];
       /** Write the decision log as services do (JSON lines to stdout, which the parent discards). */
@@ -121,9 +124,12 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
   const svid = await SvidSource.open(config.svidDir, { trustDomain: config.trustDomain, pollIntervalMs: 0 });
   const rules = MethodCatalog.load({ extraRoots: config.protoRoots });
   const logger = config.decisionLog ? createLogger('bench-echo', { level: 'info' }) : undefined;
+  const keys = await StaticKeys.fromJwks(config.jwks);
+  const revocation = config.revocationEntries === undefined ? undefined : heldRevocations(keys, config.revocationEntries);
   const mesh = createMeshServer({
     svid,
-    keys: await StaticKeys.fromJwks(config.jwks),
+    keys,
+    ...(revocation === undefined ? {} : { revocation }),
     issuer: config.issuer,
     rules,
     ...(logger ? { logger } : {}),
@@ -138,6 +144,30 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
   }
   mesh.server.addService(loadEchoService(), echoHandlers);
   return mesh.listen('127.0.0.1:0');
+}
+
+/**
+ * A holder with `entries` entries spread over the four kinds, none matching the bench's caller. The
+ * set is handed over already built (its signature is checked once per set, never per call, so the
+ * per-call cost measured here is the lookups), with a staleness bound longer than any run.
+ */
+function heldRevocations(keys: StaticKeys, entries: number): RevocationHolder {
+  const quarter = Math.floor(entries / 4);
+  const pad = (i: number): string => String(i).padStart(16, '0');
+  const disabledSubjects = new Map<string, number>();
+  const jtis = new Map<string, number>();
+  const serials = new Map<string, number>();
+  const kids = new Set<string>();
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < quarter; i++) {
+    disabledSubjects.set(`user-${i}`, now);
+    jtis.set(`revoked-${pad(i)}`, now + 3600);
+    serials.set((0xf0000000 + i).toString(16).toUpperCase(), now + 3600);
+  }
+  for (let i = 0; kids.size + disabledSubjects.size + jtis.size + serials.size < entries; i++) kids.add(`withdrawn-${i}`);
+  const holder = new RevocationHolder({ keys, maxStalenessMs: 24 * 3600_000 });
+  holder.acceptVerified(buildRevocationSet(1, Date.now(), { disabledSubjects, jtis, serials, kids }));
+  return holder;
 }
 
 const config = readConfig();

@@ -16,6 +16,9 @@ import { AuthService, type CallerWorkload } from './auth-service.ts';
 import { authDatabasePath, openAuthDatabase } from './database.ts';
 import { createJwksHttpsServer } from './jwks-https.ts';
 import { LoginThrottle } from './login-throttle.ts';
+import { revocationHandlers } from './revocation-handlers.ts';
+import { RevocationPublisher } from './revocation-publisher.ts';
+import { SqliteRevocationStore } from './revocation-store.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
@@ -75,7 +78,26 @@ export async function serve(env: Env): Promise<RunningService> {
     runtime.onClose(() => void process.off('SIGHUP', onHup));
 
     const metrics = new AuthMetrics(runtime.metrics);
-    const mesh = runtime.meshServer(verifierKeys);
+    const revocations = new RevocationPublisher({
+      store: new SqliteRevocationStore(db),
+      keys,
+      heartbeatMs: envDurationMs(env, 'TWOKEY_REVOCATION_HEARTBEAT', '2s'),
+      onError: (err) => log.error({ event: 'revocation.publish_failed', err: (err as Error).message }, 'revocation set not published'),
+    });
+    await revocations.start();
+    runtime.onClose(() => revocations.close());
+
+    // auth enforces its own set too, fed straight from the publisher rather than over the network.
+    const heldRevocations = runtime.revocationHolder(verifierKeys);
+    let accepting: Promise<unknown> = Promise.resolve();
+    revocations.subscribe((jws) => {
+      // In publication order: a heartbeat verified ahead of the change before it would be refused.
+      accepting = accepting.then(() =>
+        heldRevocations.accept(jws).catch((err: Error) => log.error({ event: 'revocation.set_refused', err: err.message }, 'own revocation set refused')),
+      );
+    });
+    await heldRevocations.accept((await revocations.latest()).jws);
+    const mesh = runtime.meshServer(verifierKeys, heldRevocations);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
         const source = loginSource(call.metadata);
@@ -108,6 +130,7 @@ export async function serve(env: Env): Promise<RunningService> {
         log.info({ event: 'auth.service_token', workload: who.spiffeId, scope: res.scope, jti: res.jti }, 'service token issued');
         return res;
       }),
+      ...revocationHandlers(log, revocations, keys, (name) => new UserStore(db).setDisabled(name, true)),
     });
     const port = await mesh.listen(runtime.config.listen);
 

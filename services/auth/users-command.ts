@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { isTwokeyError } from '../authz/errors.ts';
 import { authDatabasePath, openAuthDatabase } from './database.ts';
 import { LoginThrottle } from './login-throttle.ts';
+import { REVOCATION_REACH_SECONDS } from './revocation-publisher.ts';
+import { SqliteRevocationStore } from './revocation-store.ts';
 import { generatePassword } from './password.ts';
 import { UserStore } from './user-store.ts';
 
@@ -12,7 +14,9 @@ export const usage = `Usage: twokey users <add|disable|enable|unlock|list> [opti
                                       create a user; without --password-stdin a password is
                                       generated and printed once; --role (repeatable) gives
                                       the scopes the registry's auth.roles lists for ROLE
-  disable <username>                  refuse the user's logins and new delegated tokens
+  disable <username>                  refuse the user's logins and new delegated tokens, and
+                                      (through the running auth's revocation list) every
+                                      token already issued to them, within seconds
   enable <username>                   allow the user again
   unlock <username>                   end a lock from too many failed logins now, instead of
                                       at the end of its window (the source's count stays)
@@ -79,6 +83,13 @@ export async function run(args: string[]): Promise<number> {
       case 'enable': {
         if (username === undefined) return fail(`${action} needs a username`);
         users.setDisabled(username, action === 'disable');
+        // The running auth reads the store on its next heartbeat and pushes the set to the mesh.
+        // Enabling does not remove the entry: tokens from before the disabling stay refused, and
+        // tokens issued after re-enabling pass (their iat is later).
+        if (action === 'disable') {
+          const at = Math.floor(Date.now() / 1000);
+          await new SqliteRevocationStore(db).add({ kind: 'user', value: username, atSeconds: at, keepUntilSeconds: at + REVOCATION_REACH_SECONDS });
+        }
         process.stdout.write(`${action}d ${username}\n`);
         return 0;
       }

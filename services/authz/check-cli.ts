@@ -277,7 +277,7 @@ function render(
   const reason = extra.resource?.outcome === 'fail' ? `resource check failed: ${extra.resource.detail.replace(/^resource check failed: /, '')}` : decision.reason;
   const lines = [
     `${extra.method}: ${extra.allow ? 'ALLOW' : 'DENY'} (${status[code]})`,
-    ...rows.map((r) => `  ${r.check.padEnd(9)} ${r.outcome.padEnd(5)} ${r.detail}`),
+    ...rows.map((r) => `  ${r.check.padEnd(10)} ${r.outcome.padEnd(5)} ${r.detail}`),
     `reason: ${reason}`,
     `note: ${extra.chainNote}${extra.claimsMode ? '; token built from --claims (signature trust not checked)' : ''}`,
   ];

@@ -3,6 +3,7 @@ import { status } from '@grpc/grpc-js';
 import { TwokeyError, grpcStatusOf, logDetail, type ErrorCode } from './errors.ts';
 import type { GrantSet } from './grant.ts';
 import type { MethodRule } from './method-catalog.ts';
+import type { RevocationSet } from './revocation-set.ts';
 import type { SpiffeId } from './spiffe-id.ts';
 
 export type { MethodRule };
@@ -36,6 +37,20 @@ export interface VerifiedToken {
   /** Epoch ms from which the token is usable and until which it is, both with the leeway applied. */
   readonly validFromMs: number;
   readonly validUntilMs: number;
+  /** The kid of the key that signed it, and its iat (epoch seconds): what revocation matches on. */
+  readonly kid?: string | undefined;
+  readonly issuedAtSeconds?: number | undefined;
+}
+
+/**
+ * What the server knows of revocations, for servers that enforce them. `set` is null until the
+ * first verified set arrives; a set older than maxStalenessMs (by its iat) is as good as none.
+ */
+export interface RevocationView {
+  readonly set: RevocationSet | null;
+  readonly maxStalenessMs: number;
+  /** Epoch ms the server started waiting for a set (start, for "stale since"). */
+  readonly sinceMs: number;
 }
 
 export type PeerResult =
@@ -47,7 +62,7 @@ export type TokenResult =
   | { readonly ok: false; readonly error: TwokeyError };
 
 /** The checks of DESIGN.md in the order they run; the first failure decides. */
-export const CHECKS = ['peer', 'rule', 'grant', 'token', 'binding', 'scope'] as const;
+export const CHECKS = ['peer', 'rule', 'grant', 'token', 'revocation', 'binding', 'scope'] as const;
 export type CheckName = (typeof CHECKS)[number];
 export type CheckOutcome = 'pass' | 'fail' | 'skip';
 
@@ -66,6 +81,8 @@ export interface DecisionInput {
   /** Epoch ms. */
   readonly now: number;
   readonly trustDomain: string;
+  /** Absent: this server does not enforce revocation. */
+  readonly revocation?: RevocationView | undefined;
 }
 
 export interface Decision {
@@ -124,6 +141,8 @@ function passDetail(check: CheckName, input: DecisionInput): string {
       return `granted ${input.method}`;
     case 'token':
       return `${token.kind} token ${token.jti} for ${token.subject}`;
+    case 'revocation':
+      return input.revocation === undefined ? 'not enforced here' : `not revoked (set ${input.revocation.set!.seq})`;
     case 'binding':
       return token.kind === 'user' ? 'user token: any granted workload may present it' : `bound to ${peer.spiffeId}`;
     case 'scope': {
@@ -236,6 +255,11 @@ export function decide(input: DecisionInput): Decision {
   }
   checks.pass('token');
 
+  // Every identity the token speaks for: disabled, or the token itself or its key withdrawn.
+  const revoked = tokenRevocation(token, input.revocation);
+  if (revoked !== null) return checks.deny('revocation', revoked, token);
+  checks.pass('revocation');
+
   // Delegated and service tokens may be presented only by the workload they are bound to.
   const bindingError = bindingFailure(token, peer);
   if (bindingError !== null) return checks.deny('binding', bindingError, token);
@@ -277,6 +301,14 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
       new TwokeyError('ERR_PEER_CERT_INVALID', `peer certificate ${peer.serialHex} is not valid before ${peer.notBefore.toISOString()}`),
     );
   }
+  // A revocation list can only remove access, so one too old to trust decides nothing: deny.
+  if (input.revocation !== undefined) {
+    const stale = staleness(input.revocation, input.now);
+    if (stale !== null) return checks.deny('peer', stale);
+    if (input.revocation.set!.serials.has(setSerial(peer))) {
+      return checks.deny('peer', new TwokeyError('ERR_PEER_CERT_REVOKED', `peer certificate ${peer.serialHex} is revoked`));
+    }
+  }
   checks.pass('peer');
 
   // The proto is the single source of truth: a method that declares nothing is denied.
@@ -297,6 +329,7 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
 
   if ('certificateOnly' in rule) {
     checks.skip('token', 'certificate-only method: no token is read');
+    checks.skip('revocation', 'certificate-only method: the peer serial was checked at peer');
     checks.skip('binding', 'certificate-only method');
     checks.skip('scope', 'certificate-only method');
     return checks.allow();
@@ -316,6 +349,60 @@ function bindingFailure(token: VerifiedToken, peer: PeerIdentity): TwokeyError |
       'ERR_TOKEN_NOT_BOUND',
       `${token.kind} token is bound (cnf.x5t#S256) to another certificate than the peer's (serial ${peer.serialHex})`,
     );
+  }
+  return null;
+}
+
+// The peer's serial as the set keys it (upper case, no leading zeros), worked out once per
+// certificate: identities are cached per connection, and this runs on every call.
+const setSerials = new WeakMap<PeerIdentity, string>();
+function setSerial(peer: PeerIdentity): string {
+  let serial = setSerials.get(peer);
+  if (serial === undefined) {
+    serial = peer.serialHex.toUpperCase().replace(/^0+(?=.)/, '');
+    setSerials.set(peer, serial);
+  }
+  return serial;
+}
+
+function staleness(view: RevocationView, now: number): TwokeyError | null {
+  const set = view.set;
+  if (set === null) {
+    return new TwokeyError(
+      'ERR_REVOCATION_STALE',
+      `no revocation list received from auth since ${new Date(view.sinceMs).toISOString()}: refusing until one arrives`,
+    );
+  }
+  if (now - set.issuedAtMs > view.maxStalenessMs) {
+    return new TwokeyError(
+      'ERR_REVOCATION_STALE',
+      `the revocation list is stale: last refreshed at ${new Date(set.issuedAtMs).toISOString()}, more than ${Math.round(view.maxStalenessMs / 1000)} s ago (auth unreachable?)`,
+    );
+  }
+  return null;
+}
+
+function isDisabled(users: ReadonlyMap<string, number>, subject: string, iat: number | undefined): boolean {
+  const since = users.get(subject);
+  return since !== undefined && (iat === undefined || iat <= since);
+}
+
+function tokenRevocation(token: VerifiedToken, view: RevocationView | undefined): TwokeyError | null {
+  if (view === undefined) return null;
+  // peerChecks already refused a missing or stale set.
+  const set = view.set!;
+  if (set.jtis.has(token.jti)) return new TwokeyError('ERR_TOKEN_REVOKED', `token ${token.jti} is revoked`);
+  if (token.kid === undefined || set.kids.has(token.kid)) {
+    return new TwokeyError('ERR_TOKEN_REVOKED', 'token is signed with a withdrawn signing key');
+  }
+  // A token from before the disabling is refused; one without iat cannot be placed, so is refused too.
+  const users = set.disabledSubjects;
+  if (users.size === 0) return null;
+  if (isDisabled(users, token.subject, token.issuedAtSeconds)) {
+    return new TwokeyError('ERR_TOKEN_REVOKED', `the ${token.kind} token's subject ${token.subject} is disabled`);
+  }
+  for (const actor of token.actorChain) {
+    if (isDisabled(users, actor, token.issuedAtSeconds)) return new TwokeyError('ERR_TOKEN_REVOKED', `delegated token actor ${actor} is disabled`);
   }
   return null;
 }

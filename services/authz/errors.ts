@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'ERR_PEER_TRUST_DOMAIN',
   'ERR_GRANT_EXTENSION_INVALID',
   'ERR_METHOD_NOT_GRANTED',
+  'ERR_PEER_CERT_REVOKED',
   // User identity (the token key).
   'ERR_TOKEN_MISSING',
   'ERR_TOKEN_MALFORMED',
@@ -24,6 +25,11 @@ export const ERROR_CODES = [
   'ERR_TOKEN_NOT_BOUND',
   'ERR_JWKS_UNAVAILABLE',
   'ERR_SCOPE_MISSING',
+  'ERR_TOKEN_REVOKED',
+  // Revocation: a set that does not verify, or none fresh enough to decide with.
+  'ERR_REVOCATION_SET_INVALID',
+  'ERR_REVOCATION_STALE',
+  'ERR_REVOCATION_LIMIT',
   // Policy and resources.
   'ERR_METHOD_UNDECLARED',
   'ERR_RESOURCE_FORBIDDEN',
@@ -94,6 +100,8 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_PEER_TRUST_DOMAIN: status.UNAUTHENTICATED,
   ERR_GRANT_EXTENSION_INVALID: status.UNAUTHENTICATED,
   ERR_METHOD_NOT_GRANTED: status.PERMISSION_DENIED,
+  // A revoked certificate no longer proves who the peer is: the same answer as an expired one.
+  ERR_PEER_CERT_REVOKED: status.UNAUTHENTICATED,
   ERR_TOKEN_MISSING: status.UNAUTHENTICATED,
   ERR_TOKEN_MALFORMED: status.UNAUTHENTICATED,
   ERR_TOKEN_INVALID: status.UNAUTHENTICATED,
@@ -101,6 +109,12 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_TOKEN_NOT_BOUND: status.UNAUTHENTICATED,
   ERR_JWKS_UNAVAILABLE: status.UNAUTHENTICATED,
   ERR_SCOPE_MISSING: status.PERMISSION_DENIED,
+  ERR_TOKEN_REVOKED: status.UNAUTHENTICATED,
+  ERR_REVOCATION_SET_INVALID: status.UNAVAILABLE,
+  // Retryable: the server cannot know whether the caller was revoked until auth is reachable again.
+  ERR_REVOCATION_STALE: status.UNAVAILABLE,
+  // The set is at its bound: the revocation was not recorded, and the administrator must know.
+  ERR_REVOCATION_LIMIT: status.RESOURCE_EXHAUSTED,
   ERR_METHOD_UNDECLARED: status.PERMISSION_DENIED,
   ERR_RESOURCE_FORBIDDEN: status.PERMISSION_DENIED,
   ERR_CONFIG_INVALID: status.INTERNAL,

@@ -9,7 +9,7 @@ import {
   type ServerMethodDefinition,
 } from '@grpc/grpc-js';
 import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call-context.ts';
-import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type TokenResult } from './decision.ts';
+import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type RevocationView, type TokenResult } from './decision.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
@@ -34,6 +34,14 @@ export interface AuthzInterceptorOptions {
   newDecisionId?: () => string;
   /** Log would-be denials and let the call through (rollouts only). */
   dryRun?: boolean;
+  /** The revocation set this server enforces; absent, revocation is not checked here. */
+  revocation?: RevocationSource;
+}
+
+/** Where the interceptor reads the held revocation set, and learns that it changed (a RevocationHolder fits). */
+export interface RevocationSource {
+  view(): RevocationView;
+  onUpdate(listener: (set: unknown, changed: boolean) => void): () => void;
 }
 
 // setTimeout's longest delay; a certificate valid for longer is looked at again after it.
@@ -54,6 +62,9 @@ interface Settings {
   readonly clock: () => number;
   readonly newId: () => string;
   readonly dryRun: boolean;
+  readonly revocation: RevocationSource | undefined;
+  /** Open streams, re-decided when the revocation set or the trust bundle changes. */
+  readonly openStreams: Set<AuthorizedCall>;
 }
 
 /**
@@ -72,7 +83,13 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
     clock: options.clock ?? Date.now,
     newId: options.newDecisionId ?? randomUUID,
     dryRun: options.dryRun === true,
+    revocation: options.revocation,
+    openStreams: new Set(),
   };
+  // A changed set can end open streams at once, with the status a new call would get.
+  options.revocation?.onUpdate((_set, changed) => {
+    if (changed) recheckOpenStreams(settings);
+  });
   // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
   // grpc-js accepts any object with the call interface; its type names the generic class only.
   return (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall;
@@ -213,7 +230,14 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #authorize(metadata: Metadata): Decision | Promise<Decision> {
     const s = this.#settings;
     const path = this.#method.path;
-    const input: DecisionInput = { peer: this.#peer, method: path, rule: s.rules.ruleOf(path), now: s.clock(), trustDomain: s.trustDomain };
+    const input: DecisionInput = {
+      peer: this.#peer,
+      method: path,
+      rule: s.rules.ruleOf(path),
+      now: s.clock(),
+      trustDomain: s.trustDomain,
+      revocation: s.revocation?.view(),
+    };
     this.#decided = input;
     const settled = decidePeer(input);
     if (settled !== null) return settled;
@@ -279,7 +303,10 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     );
     this.#ctx = ctx;
     const streaming = this.#method.requestStream || this.#method.responseStream;
-    if (decision.allow && !this.#settings.dryRun && streaming) this.#armExpiry(decision);
+    if (decision.allow && !this.#settings.dryRun && streaming) {
+      this.#settings.openStreams.add(this);
+      this.#armExpiry(decision);
+    }
     if (streaming && this.#settings.metrics !== undefined) {
       this.#streamOpen = true;
       this.#settings.metrics.streamOpened();
@@ -316,15 +343,28 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#expiry.unref();
   }
 
+  /** Decides again now, with the revocation set held now; ends the stream when that denies. */
+  recheck(): void {
+    if (this.#cancelled || this.#decided === undefined) return;
+    const again = decide({ ...this.#decided, now: this.#settings.clock(), revocation: this.#settings.revocation?.view() });
+    if (!again.allow) this.#endLapsed(again);
+  }
+
   #onExpiry(): void {
     this.#expiry = undefined;
-    const again = decide({ ...this.#decided!, now: this.#settings.clock() });
+    const again = decide({ ...this.#decided!, now: this.#settings.clock(), revocation: this.#settings.revocation?.view() });
     if (again.allow) {
       // Not lapsed yet (a long certificate, or a clock that moved back): look again later.
       this.#expiry = setTimeout(() => this.#armExpiry(again), MIN_RECHECK_MS);
       this.#expiry.unref();
       return;
     }
+    this.#endLapsed(again);
+  }
+
+  #endLapsed(again: Decision): void {
+    this.#stopExpiry();
+    this.#settings.openStreams.delete(this);
     // End the stream first: a log that throws must not keep a lapsed stream open.
     this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
     try {
@@ -337,7 +377,13 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #stopExpiry(): void {
     if (this.#expiry !== undefined) clearTimeout(this.#expiry);
     this.#expiry = undefined;
+    this.#settings.openStreams.delete(this);
   }
+}
+
+/** Re-decides every open stream (a revocation set or trust bundle changed); denied ones end now. */
+export function recheckOpenStreams(settings: { readonly openStreams: Set<AuthorizedCall> }): void {
+  for (const call of [...settings.openStreams]) call.recheck();
 }
 
 function internalDenial(err: unknown): Decision {

@@ -5,7 +5,7 @@ import type { Registry } from 'prom-client';
 import { DecisionLog } from './decision-log.ts';
 import { DecisionMetrics, registerTokenCacheMetrics } from './decision-metrics.ts';
 import { TwokeyError } from './errors.ts';
-import { createAuthzInterceptor, type RuleSource } from './interceptor.ts';
+import { createAuthzInterceptor, type RevocationSource, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -38,6 +38,8 @@ export interface MeshServerOptions {
    * that get a caller label of their own (the registry's workloads); other callers share one.
    */
   metrics?: { registry: Registry; knownCallers: Iterable<string> };
+  /** The held revocation set (a RevocationHolder fed by auth's WatchRevocations); absent, not enforced. */
+  revocation?: RevocationSource;
 }
 
 export interface MeshServer {
@@ -116,6 +118,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     ...(metrics ? { metrics } : {}),
     clock,
     dryRun: options.dryRun === true,
+    ...(options.revocation ? { revocation: options.revocation } : {}),
   });
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
   const server = refuseRepeatedAuthorization(

@@ -107,10 +107,10 @@ export class TokenVerifier {
     if (!verifies) throw invalid('signature does not verify', SIGNATURE_MISMATCH);
     // RFC 9068 allows the media-type spelling "application/at+jwt"; case does not matter (RFC 7515).
     if (jws.typ.toLowerCase().replace(/^application\//, '') !== TOKEN_TYPE) throw invalid(`"typ" header must be "${TOKEN_TYPE}"`);
-    return this.#claims(jws.payload, now);
+    return this.#claims(jws.payload, now, jws.kid);
   }
 
-  #claims(payload: Record<string, unknown>, now: number): VerifiedToken {
+  #claims(payload: Record<string, unknown>, now: number, kid: string): VerifiedToken {
     for (const claim of REQUIRED_CLAIMS) {
       if (payload[claim] === undefined) throw invalid(`missing required "${claim}" claim`);
     }
@@ -188,6 +188,8 @@ export class TokenVerifier {
       clientId,
       validFromMs: ((nbf as number | undefined) ?? iat) * 1000 - leewayMs,
       validUntilMs: exp * 1000 + leewayMs,
+      kid,
+      issuedAtSeconds: iat,
     };
   }
 }

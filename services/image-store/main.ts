@@ -28,7 +28,9 @@ export async function serve(env: Env): Promise<RunningService> {
     const repo = new ImageRepository(db);
     const images = new ImageService(repo);
     const keys = await runtime.authKeys();
-    const mesh = runtime.meshServer(keys);
+    const revocations = runtime.revocationHolder(keys);
+    runtime.watchRevocations(revocations);
+    const mesh = runtime.meshServer(keys, revocations);
     const watchers = new Set<AbortController>();
     runtime.onClose(() => watchers.forEach((w) => w.abort()));
 

@@ -6,12 +6,13 @@ import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
+import { RevocationHolder } from '../authz/revocation-set.ts';
 import { SvidSource } from '../authz/rotation.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics, registerJwksMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
-import { readCommonConfig, envAddress, type CommonConfig, type Env } from './env.ts';
+import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
 import { AuthClient, unary } from './protos.ts';
@@ -134,11 +135,58 @@ export class MeshRuntime {
     return keys;
   }
 
+  /**
+   * The revocation set this process enforces: an empty holder, its staleness bound from
+   * TWOKEY_REVOCATION_MAX_STALENESS (default 30s). Until a set arrives every call is refused UNAVAILABLE.
+   */
+  revocationHolder(keys: VerificationKeys): RevocationHolder {
+    return new RevocationHolder({ keys, maxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s') });
+  }
+
+  /**
+   * Keeps `holder` fed from auth's WatchRevocations, reconnecting with backoff (250 ms doubling to
+   * 2 s) whenever the stream ends. Sets are accepted in arrival order; a refused one is logged and
+   * the last good set stays (it ages towards the staleness bound, which is the fail-closed path).
+   */
+  watchRevocations(holder: RevocationHolder): void {
+    const auth = this.authClient() as unknown as { WatchRevocations(req: object): import('@grpc/grpc-js').ClientReadableStream<{ set_jws: string }> };
+    let closed = false;
+    let backoffMs = 250;
+    let stream: import('@grpc/grpc-js').ClientReadableStream<{ set_jws: string }> | undefined;
+    let accepting: Promise<unknown> = Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    const connect = (): void => {
+      if (closed) return;
+      const current = auth.WatchRevocations({});
+      stream = current;
+      current.on('data', (msg: { set_jws: string }) => {
+        backoffMs = 250;
+        accepting = accepting.then(() =>
+          holder.accept(msg.set_jws).catch((err: Error) => this.logger.warn({ event: 'revocation.set_refused', err: err.message }, 'revocation set refused; keeping the last good one')),
+        );
+      });
+      current.on('error', () => undefined);
+      current.on('close', () => {
+        if (closed || stream !== current) return;
+        timer = setTimeout(connect, backoffMs);
+        timer.unref();
+        backoffMs = Math.min(backoffMs * 2, 2000);
+      });
+    };
+    connect();
+    this.onClose(() => {
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      stream?.cancel();
+    });
+  }
+
   /** A mesh server: mTLS with client certificates required, and the decision on every call. */
-  meshServer(keys: VerificationKeys): MeshServer {
+  meshServer(keys: VerificationKeys, revocation?: RevocationHolder): MeshServer {
     const mesh = createMeshServer({
       svid: this.svid,
       keys,
+      ...(revocation === undefined ? {} : { revocation }),
       issuer: this.registry.auth.issuer,
       logger: this.logger,
       dryRun: this.config.dryRun,

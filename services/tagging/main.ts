@@ -31,7 +31,9 @@ export async function serve(env: Env): Promise<RunningService> {
     // Inside SuggestTags this client forwards the caller's user token (propagation).
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443');
     const keys = await runtime.authKeys();
-    const mesh = runtime.meshServer(keys);
+    const revocations = runtime.revocationHolder(keys);
+    runtime.watchRevocations(revocations);
+    const mesh = runtime.meshServer(keys, revocations);
 
     mesh.server.addService(TaggingClient.service, {
       SuggestTags: unaryHandler(log, async (req: { image_id: string }) => {

@@ -57,7 +57,7 @@ describe('twokey authz check', function () {
     const r = await cli([...base(), '--token', token, '--method', GET, '--owner', 'alice']);
     expect(r.code, r.err).to.equal(0);
     expect(r.out).to.match(new RegExp(`^${GET}: ALLOW \\(OK\\)\\n`));
-    for (const c of ['peer', 'rule', 'grant', 'token', 'binding', 'scope', 'resource']) expect(r.out).to.match(new RegExp(`\\n  ${c} +pass `));
+    for (const c of ['peer', 'rule', 'grant', 'token', 'revocation', 'binding', 'scope', 'resource']) expect(r.out).to.match(new RegExp(`\\n  ${c} +pass `));
     expect(r.out).not.to.contain(token.split('.')[2]!);
   });
 

@@ -138,8 +138,8 @@ describe('DecisionLog', () => {
     const delegated = JSON.parse(fastLines[3]!);
     expect(delegated).to.include({ subject: 'b"ob\\ \u00e9\u4e2d\n\t\u0001', token_kind: 'delegated', jti: 'jti-delegated-0123456789', latency_us: 42 });
     expect(delegated.actor_chain).to.deep.equal([PEER_ID, 'spiffe://twokey.local/ns/twokey/sa/gateway']);
-    expect(delegated.checks).to.deep.equal({ peer: 'pass', rule: 'pass', grant: 'pass', token: 'pass', binding: 'pass', scope: 'pass' });
-    expect(JSON.parse(fastLines[5]!).checks).to.deep.equal({ peer: 'pass', rule: 'pass', grant: 'pass', token: 'skip', binding: 'skip', scope: 'skip' });
+    expect(delegated.checks).to.deep.equal({ peer: 'pass', rule: 'pass', grant: 'pass', token: 'pass', revocation: 'pass', binding: 'pass', scope: 'pass' });
+    expect(JSON.parse(fastLines[5]!).checks).to.deep.equal({ peer: 'pass', rule: 'pass', grant: 'pass', token: 'skip', revocation: 'skip', binding: 'skip', scope: 'skip' });
   });
 
   it("keeps a child logger's bindings and honours its level", async () => {
@@ -197,6 +197,6 @@ describe('DecisionLog', () => {
     await flush();
     const line = JSON.parse(out.lines[0]!);
     expect(line).to.include({ level: 40, msg: 'authz deny', allow: false, failed_check: 'scope', error_code: 'ERR_SCOPE_MISSING' });
-    expect(line.check_details).to.have.length(6);
+    expect(line.check_details).to.have.length(7);
   });
 });

@@ -116,7 +116,7 @@ describe('decide(): the decision table', () => {
         }
       }
       expect({ code: status[code], check }).to.deep.equal({ code: status[want.code], check: want.check });
-      expect(d.checks.map((x) => x.check)).to.deep.equal(['peer', 'rule', 'grant', 'token', 'binding', 'scope']);
+      expect(d.checks.map((x) => x.check)).to.deep.equal(['peer', 'rule', 'grant', 'token', 'revocation', 'binding', 'scope']);
       if (!d.allow) expect(d.reason).to.match(new RegExp(`^${d.failedCheck} check failed: `));
     });
   }
@@ -126,7 +126,7 @@ describe('decide(): the peer, the rule and the clock', () => {
   it('no peer certificate is UNAUTHENTICATED at the peer check', () => {
     const d = decide(input({ peer: { ok: false, error: new TwokeyError('ERR_PEER_CERT_MISSING', 'no client certificate') } }));
     expect(d).to.include({ allow: false, failedCheck: 'peer', code: status.UNAUTHENTICATED, errorCode: 'ERR_PEER_CERT_MISSING' });
-    expect(d.checks.filter((c) => c.outcome === 'skip').map((c) => c.check)).to.deep.equal(['rule', 'grant', 'token', 'binding', 'scope']);
+    expect(d.checks.filter((c) => c.outcome === 'skip').map((c) => c.check)).to.deep.equal(['rule', 'grant', 'token', 'revocation', 'binding', 'scope']);
   });
 
   it('a peer of another trust domain is UNAUTHENTICATED', () => {
@@ -156,7 +156,7 @@ describe('decide(): the peer, the rule and the clock', () => {
     const d = decide(input({ method: '/twokey.auth.v1.Auth/GetJwks', rule: { certificateOnly: true }, token: undefined,
       peer: { ok: true, identity: peer({ grants: GrantSet.parse(['/twokey.auth.v1.Auth/GetJwks']) }) } }));
     expect(d).to.include({ allow: true, code: status.OK, failedCheck: null });
-    expect(d.checks.filter((c) => c.outcome === 'skip').map((c) => c.check)).to.deep.equal(['token', 'binding', 'scope']);
+    expect(d.checks.filter((c) => c.outcome === 'skip').map((c) => c.check)).to.deep.equal(['token', 'revocation', 'binding', 'scope']);
   });
 
   it('a certificate-only method still needs the grant', () => {
@@ -239,6 +239,7 @@ describe('decide(): what each check says', () => {
       { check: 'rule', outcome: 'pass', detail: `requires "${PERMISSION}"` },
       { check: 'grant', outcome: 'pass', detail: `granted ${METHOD}` },
       { check: 'token', outcome: 'pass', detail: 'user token jti-0123456789abcdef for alice' },
+      { check: 'revocation', outcome: 'pass', detail: 'not enforced here' },
       { check: 'binding', outcome: 'pass', detail: 'user token: any granted workload may present it' },
       { check: 'scope', outcome: 'pass', detail: `has "${PERMISSION}"` },
     ];
@@ -255,6 +256,7 @@ describe('decide(): what each check says', () => {
       `rule pass: requires "${PERMISSION}"`,
       `grant fail: certificate of ${PEER_ID} does not grant ${METHOD}`,
       'token skip: not evaluated: grant failed',
+      'revocation skip: not evaluated: grant failed',
       'binding skip: not evaluated: grant failed',
       'scope skip: not evaluated: grant failed',
     ]);
@@ -265,11 +267,12 @@ describe('decide(): what each check says', () => {
     expect(certOnly.reason).to.equal(`allowed: certificate-only method granted to ${PEER_ID}`);
     expect(certOnly.checks.map((c) => c.detail)).to.deep.equal([
       `${PEER_ID} (serial 0a1b)`, 'certificate only', `granted ${METHOD}`,
-      'certificate-only method: no token is read', 'certificate-only method', 'certificate-only method',
+      'certificate-only method: no token is read', 'certificate-only method: the peer serial was checked at peer',
+      'certificate-only method', 'certificate-only method',
     ]);
     const delegated = decide(input({ token: { ok: true, token: token('delegated', [`${PERMISSION}:any`], true), raw: 'x' } }));
     expect(delegated.checks.slice(3).map((c) => c.detail)).to.deep.equal([
-      'delegated token jti-0123456789abcdef for alice', `bound to ${PEER_ID}`, `has "${PERMISSION}:any"`,
+      'delegated token jti-0123456789abcdef for alice', 'not enforced here', `bound to ${PEER_ID}`, `has "${PERMISSION}:any"`,
     ]);
   });
 });

@@ -319,7 +319,7 @@ describe('mesh server and client over real mTLS', function () {
     expect(line).to.include({ event: 'authz.decision', method: `${P}/Unary`, allow: true, peer_spiffe_id: CALLER_ID, peer_serial: caller.svid.serialHex, subject: 'alice', token_kind: 'user' });
     expect(line.jti).to.be.a('string');
     expect(line.decision_id).to.match(/^[0-9a-f-]{36}$/);
-    expect(line.checks).to.deep.equal({ peer: 'pass', rule: 'pass', grant: 'pass', token: 'pass', binding: 'pass', scope: 'pass' });
+    expect(line.checks).to.deep.equal({ peer: 'pass', rule: 'pass', grant: 'pass', token: 'pass', revocation: 'pass', binding: 'pass', scope: 'pass' });
     expect(line.latency_us).to.be.a('number');
   });
 

@@ -16,7 +16,7 @@ describe('console policy graph', () => {
       { name: 'WatchImages', path: '/twokey.images.v1.ImageStore/WatchImages', permission: 'images:watch' },
       { name: 'SetTags', path: '/twokey.images.v1.ImageStore/SetTags', permission: 'images:tag' },
     ]);
-    expect(edge('tagging', 'auth')!.methods.map((m) => [m.name, m.permission])).to.deep.equal([['GetJwks', null], ['GetServiceToken', null], ['ExchangeToken', null]]);
+    expect(edge('tagging', 'auth')!.methods.map((m) => [m.name, m.permission])).to.deep.equal([['GetJwks', null], ['GetServiceToken', null], ['ExchangeToken', null], ['GetRevocations', null], ['WatchRevocations', null]]);
     expect(edge('cleaner', 'tagging')).to.equal(undefined);
     expect(graph.edges.filter((e) => e.from === 'auth')).to.deep.equal([]);
     const tagging = graph.nodes.find((n) => n.name === 'tagging')!;
