@@ -34,10 +34,17 @@ message ChargeResponse {}
   it('lists every method of the example system with its declared rule', () => {
     expect(catalog.methods().map((m) => m.path).sort()).to.deep.equal(
       [
+        '/twokey.auth.v1.Auth/DisableUser',
         '/twokey.auth.v1.Auth/ExchangeToken',
         '/twokey.auth.v1.Auth/GetJwks',
+        '/twokey.auth.v1.Auth/GetRevocations',
         '/twokey.auth.v1.Auth/GetServiceToken',
+        '/twokey.auth.v1.Auth/ListRevocations',
         '/twokey.auth.v1.Auth/Login',
+        '/twokey.auth.v1.Auth/RevokeCertificate',
+        '/twokey.auth.v1.Auth/RevokeToken',
+        '/twokey.auth.v1.Auth/WatchRevocations',
+        '/twokey.auth.v1.Auth/WithdrawKey',
         '/twokey.images.v1.ImageStore/CreateImage',
         '/twokey.images.v1.ImageStore/DeleteImage',
         '/twokey.images.v1.ImageStore/GetImage',

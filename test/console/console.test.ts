@@ -176,7 +176,7 @@ describe('twokey console (headless Chromium against a running mesh)', function (
     const checks = await browser!.eval<string[][]>(
       `[...document.querySelectorAll('#decisions tr.checks .check-table tr[data-check]')].map((tr) => [...tr.children].map((td) => td.textContent))`,
     );
-    expect(checks.map((c) => c.slice(0, 2))).to.deep.equal([['peer', 'pass'], ['rule', 'pass'], ['grant', 'pass'], ['token', 'pass'], ['binding', 'pass'], ['scope', 'pass'], ['resource', 'fail']]);
+    expect(checks.map((c) => c.slice(0, 2))).to.deep.equal([['peer', 'pass'], ['rule', 'pass'], ['grant', 'pass'], ['token', 'pass'], ['revocation', 'pass'], ['binding', 'pass'], ['scope', 'pass'], ['resource', 'fail']]);
     expect(checks.find((c) => c[0] === 'resource')).to.deep.equal(['resource', 'fail', reason]);
 
     // The filters: outcome "allow" hides the denial (the same call's allowed checks 1-4 stay).
