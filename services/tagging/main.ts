@@ -3,13 +3,14 @@
 import { status, type Client, type ClientReadableStream } from '@grpc/grpc-js';
 import { TwokeyError } from '../authz/errors.ts';
 import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
-import { dataDir, type Env } from '../mesh-runtime/env.ts';
+import { randomUUID } from 'node:crypto';
+import { type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { locationTags, readLocation } from './exif-location.ts';
-import { CursorStore, taggingDatabasePath } from './tagging-database.ts';
+import { openCursorStore } from './cursor-store.ts';
 import { TaggingWorker, type ImageStorePort, type UploadEvent } from './tagging-worker.ts';
 
 interface ImageReply {
@@ -64,9 +65,15 @@ export async function serve(env: Env): Promise<RunningService> {
         await unary(store, 'SetTags', { id, tags }, bearer(token));
       },
     };
-    const cursor = CursorStore.open(taggingDatabasePath(dataDir(env)));
+    const cursor = await openCursorStore(env);
     runtime.onClose(() => cursor.close());
-    const worker = new TaggingWorker({ images, tokens: { serviceToken: () => serviceToken.get(), delegatedToken }, cursor, logger: log });
+    const worker = new TaggingWorker({
+      images,
+      tokens: { serviceToken: () => serviceToken.get(), delegatedToken },
+      cursor,
+      logger: log,
+      holder: `tagging-${randomUUID()}`,
+    });
     const controller = new AbortController();
     const running = worker.run(controller.signal);
     runtime.onClose(async () => {
