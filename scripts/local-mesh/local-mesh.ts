@@ -7,6 +7,7 @@ import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
 import { loadRegistry, type Registry } from '../../certs-ca/registry.ts';
 import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
 import { generatePassword } from '../../services/auth/password.ts';
+import { SqliteUserRecords } from '../../services/auth/sqlite-auth-records.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
@@ -96,8 +97,9 @@ export async function ensureDevUsers(layout: StateLayout): Promise<Record<string
   if (known !== undefined && wanted.length === 0) return known;
   const db = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
   try {
-    const store = new UserStore(db);
-    const existing = wanted.filter((u) => store.find(u) !== undefined);
+    const store = new UserStore(new SqliteUserRecords(db));
+    const existing: string[] = [];
+    for (const u of wanted) if ((await store.find(u)) !== undefined) existing.push(u);
     if (existing.length > 0) {
       throw new TwokeyError(
         'ERR_CONFIG_INVALID',
@@ -108,7 +110,7 @@ export async function ensureDevUsers(layout: StateLayout): Promise<Record<string
     for (const user of wanted) {
       passwords[user] = generatePassword();
       await store.add(user, passwords[user]);
-      if (user === DEV_ADMIN) store.addRole(user, 'admin');
+      if (user === DEV_ADMIN) await store.addRole(user, 'admin');
     }
     writePrivateJson(layout.usersFile, passwords);
     return passwords;

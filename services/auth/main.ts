@@ -1,10 +1,11 @@
-// The auth service process: Auth over mTLS, JWKS over HTTPS, users and keys in SQLite.
+// The auth service process: Auth over mTLS, JWKS over HTTPS, users and keys in SQLite or PostgreSQL.
 import type { AddressInfo } from 'node:net';
 import type { Metadata } from '@grpc/grpc-js';
 import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
+import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
@@ -12,7 +13,7 @@ import { AuthClient } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { authPolicyFromRegistry } from './auth-policy.ts';
 import { AuthService, type CallerWorkload } from './auth-service.ts';
-import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { openAuthStorage } from './auth-storage.ts';
 import { createJwksHttpsServer } from './jwks-https.ts';
 import { LoginThrottle } from './login-throttle.ts';
 import { SigningKeys } from './signing-keys.ts';
@@ -39,11 +40,12 @@ export async function serve(env: Env): Promise<RunningService> {
   try {
     const log = runtime.logger;
     const policy = authPolicyFromRegistry(runtime.registry);
-    const db = openAuthDatabase(authDatabasePath(dataDir(env)));
-    runtime.onClose(() => void db.close());
+    const pg = postgresConfig(env);
+    const storage = await openAuthStorage(pg === undefined ? { dataDir: dataDir(env) } : { postgres: pg });
+    runtime.onClose(() => storage.close());
     // Auth verifies subject tokens with its own published keys, exactly as every other service does.
     let ownKeys: JwksKeySet | undefined;
-    const keys = new SigningKeys(db, {
+    const keys = new SigningKeys(storage.keys, {
       rotationMs: envDurationMs(env, 'TWOKEY_KEY_ROTATION', '24h'),
       onRotated: (kid, why) => {
         log.info({ event: 'keys.rotated', kid, why }, 'signing key rotated');
@@ -51,13 +53,13 @@ export async function serve(env: Env): Promise<RunningService> {
       },
     });
     await keys.current();
-    ownKeys = new JwksKeySet({ fetch: async () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
+    ownKeys = new JwksKeySet({ fetch: () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
     await ownKeys.start();
     const verifierKeys = ownKeys;
     const service = new AuthService({
       policy,
-      users: new UserStore(db),
-      throttle: new LoginThrottle(db),
+      users: new UserStore(storage.users),
+      throttle: new LoginThrottle(storage.failures),
       keys,
       minter: new TokenMinter({ keys, issuer: policy.issuer }),
       verifySubjectToken: (token, audiences) =>
