@@ -43,6 +43,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const pg = postgresConfig(env);
     const storage = await openAuthStorage(pg === undefined ? { dataDir: dataDir(env) } : { postgres: pg });
     runtime.onClose(() => storage.close());
+    runtime.health.watchDependency(() => storage.ping());
     // Auth verifies subject tokens with its own published keys, exactly as every other service does.
     let ownKeys: JwksKeySet | undefined;
     const keys = new SigningKeys(storage.keys, {

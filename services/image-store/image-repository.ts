@@ -51,5 +51,7 @@ export interface ImageRepository {
   setTags(id: string, tags: string[]): Promise<StoredImage | undefined>;
   delete(id: string): Promise<boolean>;
   eventsAfter(sequence: number, limit: number): Promise<ImageEventRecord[]>;
+  /** Resolves when the database answers (readiness). */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -24,6 +24,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const log = runtime.logger;
     const repo = await openImageRepository(env);
     runtime.onClose(() => repo.close());
+    runtime.health.watchDependency(() => repo.ping());
     const images = new ImageService(repo);
     const keys = await runtime.authKeys();
     const mesh = runtime.meshServer(keys);

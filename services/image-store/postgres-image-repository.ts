@@ -210,6 +210,10 @@ export class PostgresImageRepository implements ImageRepository {
     return rows.map((r) => ({ sequence: r.sequence, type: r.type, imageId: r.image_id, owner: r.owner, atMs: r.at_ms }));
   }
 
+  ping(): Promise<void> {
+    return this.#db.ping();
+  }
+
   async close(): Promise<void> {
     await this.#db.close();
   }

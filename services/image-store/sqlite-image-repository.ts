@@ -174,6 +174,10 @@ export class SqliteImageRepository implements ImageRepository {
     return rows.map((r) => ({ sequence: r.sequence, type: r.type, imageId: r.image_id, owner: r.owner, atMs: r.at_ms }));
   }
 
+  async ping(): Promise<void> {
+    // The file is local: reachable while the process runs.
+  }
+
   async close(): Promise<void> {
     this.#db.close();
   }

@@ -19,6 +19,8 @@ export interface CursorStore {
   advance(name: string, holder: string, sequence: number, nowMs: number, ttlMs: number): Promise<void>;
   /** Gives the lease up (a clean stop), so another replica takes over at once. */
   release(name: string, holder: string): Promise<void>;
+  /** Resolves when the database answers (readiness). */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -67,6 +67,7 @@ export async function serve(env: Env): Promise<RunningService> {
     };
     const cursor = await openCursorStore(env);
     runtime.onClose(() => cursor.close());
+    runtime.health.watchDependency(() => cursor.ping());
     const worker = new TaggingWorker({
       images,
       tokens: { serviceToken: () => serviceToken.get(), delegatedToken },

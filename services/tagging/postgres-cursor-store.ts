@@ -49,6 +49,10 @@ export class PostgresCursorStore implements CursorStore {
     await this.#db.query('tagging_cursor_release', 'UPDATE tagging_cursors SET holder = NULL, lease_until = 0 WHERE name = $1 AND holder = $2', [name, holder]);
   }
 
+  ping(): Promise<void> {
+    return this.#db.ping();
+  }
+
   async close(): Promise<void> {
     await this.#db.close();
   }

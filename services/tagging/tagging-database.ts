@@ -57,6 +57,10 @@ export class SqliteCursorStore implements CursorStore {
     return row === undefined ? undefined : { sequence: row.sequence, holder: row.holder };
   }
 
+  async ping(): Promise<void> {
+    // The file is local: reachable while the process runs.
+  }
+
   async close(): Promise<void> {
     this.#db.close();
   }
