@@ -5,11 +5,11 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join, resolve } from 'node:path';
 import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
 import { loadRegistry, type Registry } from '../../certs-ca/registry.ts';
-import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
+import { openAuthStorage } from '../../services/auth/auth-storage.ts';
 import { generatePassword } from '../../services/auth/password.ts';
-import { SqliteUserRecords } from '../../services/auth/sqlite-auth-records.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
+import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { assignPorts, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
@@ -90,14 +90,16 @@ function writePrivateJson(path: string, value: unknown): void {
  * Creates alice, bob and the admin with generated passwords on first start; later starts reuse
  * users.json (adding the admin to a state directory made before the console existed).
  */
-export async function ensureDevUsers(layout: StateLayout): Promise<Record<string, string>> {
+export async function ensureDevUsers(layout: StateLayout, env: Record<string, string> = {}): Promise<Record<string, string>> {
   const known = existsSync(layout.usersFile) ? (JSON.parse(readFileSync(layout.usersFile, 'utf8')) as Record<string, string>) : undefined;
   if (known !== undefined) chmodSync(layout.usersFile, 0o600);
   const wanted = [...(known === undefined ? DEV_USERS : []), ...(known?.[DEV_ADMIN] === undefined ? [DEV_ADMIN] : [])];
   if (known !== undefined && wanted.length === 0) return known;
-  const db = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
+  // With TWOKEY_DATABASE_URL the services share PostgreSQL: the users go there.
+  const pg = postgresConfig(env);
+  const storage = await openAuthStorage(pg === undefined ? { dataDir: layout.dataDir('auth') } : { postgres: pg });
   try {
-    const store = new UserStore(new SqliteUserRecords(db));
+    const store = new UserStore(storage.users);
     const existing: string[] = [];
     for (const u of wanted) if ((await store.find(u)) !== undefined) existing.push(u);
     if (existing.length > 0) {
@@ -115,7 +117,7 @@ export async function ensureDevUsers(layout: StateLayout): Promise<Record<string
     writePrivateJson(layout.usersFile, passwords);
     return passwords;
   } finally {
-    db.close();
+    await storage.close();
   }
 }
 
@@ -255,7 +257,7 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
   const registry = loadRegistry(registryPath);
   const ca = issueCertificates(layout, registry);
   const gatewayTls = ensurePublicTls(layout.gatewayTlsDir);
-  const users = await ensureDevUsers(layout);
+  const users = await ensureDevUsers(layout, opts.env);
   const ports = await assignPorts(opts.portBase);
 
   const meshAddress: Partial<Record<ServiceName, number>> = { auth: ports.authMesh, 'image-store': ports.imageStoreMesh, tagging: ports.taggingMesh };
