@@ -11,7 +11,7 @@ import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
-import { assignPorts, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
+import { assignPorts, freePort, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
@@ -179,8 +179,19 @@ export class LocalMesh {
   readonly #supervisor: Supervisor;
   readonly #healthTimeoutMs: number;
   readonly #unlock: () => void;
+  readonly #envOf: (name: ServiceName) => Record<string, string>;
+  #replicas = 0;
 
-  constructor(layout: StateLayout, endpoints: Endpoints, users: Record<string, string>, supervisor: Supervisor, healthTimeoutMs: number, unlock: () => void) {
+  constructor(
+    layout: StateLayout,
+    endpoints: Endpoints,
+    users: Record<string, string>,
+    supervisor: Supervisor,
+    healthTimeoutMs: number,
+    unlock: () => void,
+    envOf: (name: ServiceName) => Record<string, string>,
+  ) {
+    this.#envOf = envOf;
     this.layout = layout;
     this.endpoints = endpoints;
     this.users = users;
@@ -229,6 +240,32 @@ export class LocalMesh {
 
   async stopService(name: ServiceName): Promise<void> {
     await this.#supervisor.stop(name);
+  }
+
+  /**
+   * Starts another process of `name` on fresh loopback ports with the first one's environment
+   * (meaningful with TWOKEY_DATABASE_URL: the replicas share PostgreSQL); resolves once it is
+   * healthy. The rest of the mesh keeps calling the first one; callers reach the replica at `address`.
+   */
+  async startReplica(name: 'auth' | 'image-store'): Promise<{ id: string; address: string; health: string }> {
+    const id = `${name}-r${++this.#replicas}`;
+    const [meshPort, healthPort, jwksPort] = [await freePort(), await freePort(), await freePort()];
+    const env: Record<string, string> = { ...this.#envOf(name), TWOKEY_LISTEN: `127.0.0.1:${meshPort}`, TWOKEY_HEALTH_LISTEN: `127.0.0.1:${healthPort}` };
+    if (name === 'auth') env['TWOKEY_JWKS_HTTPS_LISTEN'] = `127.0.0.1:${jwksPort}`;
+    this.#supervisor.add({ name: id, service: name, env, logFile: this.layout.logFile(id) });
+    this.#supervisor.start(id);
+    const health = `127.0.0.1:${healthPort}`;
+    const deadline = Date.now() + this.#healthTimeoutMs;
+    while ((await checkHealth(health, '', 1000).catch(() => 'down')) !== 'SERVING') {
+      if (!this.#supervisor.isRunning(id) || Date.now() > deadline) throw new TwokeyError('ERR_CONFIG_INVALID', `${id} did not become healthy; see ${this.layout.logFile(id)}`);
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    return { id, address: `127.0.0.1:${meshPort}`, health };
+  }
+
+  /** SIGKILL of a replica started by startReplica. */
+  async killReplica(id: string): Promise<void> {
+    await this.#supervisor.kill(id);
   }
 
   /** Stops every service and releases the state directory. */
@@ -287,7 +324,7 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
 
   const supervisor = new Supervisor();
   for (const name of SERVICE_NAMES) supervisor.add({ name, env: serviceEnv(name, layout, ports, registryPath, opts), logFile: layout.logFile(name) });
-  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock);
+  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock, (name) => serviceEnv(name, layout, ports, registryPath, opts));
   try {
     // In dependency order: everyone fetches keys from auth; tagging and cleaner work on the store.
     await mesh.start('auth');

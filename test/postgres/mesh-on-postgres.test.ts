@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
+import { workloadClient, type ServiceClientKind } from '../../scripts/local-mesh/clients.ts';
 import { eventually, expectStatus, logLines, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
 import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';
 
@@ -133,5 +134,89 @@ describe('example mesh on PostgreSQL, end to end', function () {
     expect(lost).to.deep.equal([]);
     expect(twice).to.deep.equal([]);
     expect(acknowledged.length).to.be.at.least(25);
+  });
+
+  it('two auth and two image-store replicas: calls alternating between them, a shared throttle, SIGKILL of one auth replica under login load', async () => {
+    const mesh = t!.mesh;
+    const authReplica = await mesh.startReplica('auth');
+    const storeReplica = await mesh.startReplica('image-store');
+    const closers: (() => void)[] = [];
+    /** The gateway's certificate calling `service` at one replica's address. */
+    const at = async (service: ServiceClientKind, address: string, workload = 'gateway'): Promise<Client> => {
+      const endpoints = { ...mesh.endpoints, services: { ...mesh.endpoints.services, [service]: { ...mesh.endpoints.services[service]!, address } } };
+      const { client, close } = await workloadClient(endpoints, workload, service);
+      closers.push(close);
+      return client;
+    };
+    try {
+      const auths = [await at('auth', mesh.endpoints.services['auth']!.address!), await at('auth', authReplica.address)];
+      const stores = [await at('image-store', mesh.endpoints.services['image-store']!.address!), await at('image-store', storeReplica.address)];
+      const login = async (i: number, user: string, password = mesh.users[user]) =>
+        (await unary<{ access_token: string }>(auths[i % 2]!, 'Login', { username: user, password })).access_token;
+
+      // Tokens from either auth replica work on either image-store replica; each write is seen by the other.
+      const alice = [await login(0, 'alice'), await login(1, 'alice')];
+      const bob = await login(1, 'bob');
+      const ids: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const content = jpegWithGps({ latitude: 30 + i / 10, longitude: 40 });
+        const created = await unary<Image>(stores[i % 2]!, 'CreateImage', { name: `r${i}.jpg`, content_type: 'image/jpeg', content, tags: [] }, withToken(alice[i % 2]));
+        const read = await unary<Image>(stores[(i + 1) % 2]!, 'GetImage', { id: created.id, without_content: true }, withToken(alice[(i + 1) % 2]));
+        expect(read.owner).to.equal('alice');
+        await expectStatus(unary(stores[i % 2]!, 'GetImage', { id: created.id, without_content: true }, withToken(bob)), 'PERMISSION_DENIED');
+        ids.push(created.id);
+      }
+      // Tagging watches the first image-store: uploads made through the replica reach it through the shared log.
+      await eventually('every replicated upload tagged', 30_000, async () => {
+        const page = await unary<{ images: Image[] }>(stores[1]!, 'ListImages', { owner: '', tag: 'gps', page_size: 200, page_token: '' }, withToken(alice[1]));
+        const tagged = new Set(page.images.map((i) => i.id));
+        return ids.every((id) => tagged.has(id)) ? true : undefined;
+      });
+
+      // Five wrong passwords spread over the two auth replicas lock bob on both.
+      for (let i = 0; i < 5; i++) await expectStatus(login(i, 'bob', 'wrong password, long enough'), 'UNAUTHENTICATED');
+      await expectStatus(login(0, 'bob'), 'RESOURCE_EXHAUSTED');
+      await expectStatus(login(1, 'bob'), 'RESOURCE_EXHAUSTED');
+
+      // SIGKILL the auth replica during logins and exchanges: a client retries a failed call once on the other.
+      const taggingAuth = [await at('auth', mesh.endpoints.services['auth']!.address!, 'tagging'), await at('auth', authReplica.address, 'tagging')];
+      let attempted = 0;
+      let failedFirstTry = 0;
+      let lost = 0;
+      const withRetry = async <T>(call: (replica: number) => Promise<T>, i: number): Promise<T | undefined> => {
+        attempted++;
+        try {
+          return await call(i % 2);
+        } catch {
+          failedFirstTry++;
+          try {
+            return await call(0);
+          } catch {
+            lost++;
+            return undefined;
+          }
+        }
+      };
+      const calls: Promise<unknown>[] = [];
+      for (let i = 0; i < 40; i++) {
+        if (i === 20) await mesh.killReplica(authReplica.id);
+        calls.push(withRetry((r) => login(r, 'alice'), i));
+        if (i % 4 === 0) {
+          calls.push(
+            withRetry(
+              (r) => unary(taggingAuth[r]!, 'ExchangeToken', { subject_token: '', subject_user: 'alice', scope: 'images:tag', audience: mesh.endpoints.services['image-store']!.spiffeId }),
+              i,
+            ),
+          );
+        }
+        await calls.at(-1);
+      }
+      await Promise.all(calls);
+      console.log(`      auth replica SIGKILL under login/exchange load: attempted ${attempted}, failed on first try ${failedFirstTry}, lost after retry ${lost}`);
+      expect(lost).to.equal(0);
+      expect(failedFirstTry).to.be.at.most(attempted / 2);
+    } finally {
+      for (const close of closers) close();
+    }
   });
 });
