@@ -95,10 +95,6 @@ export class PostgresImageRepository implements ImageRepository {
     return new PostgresImageRepository(await PostgresDatabase.open(config, 'image-store', MIGRATIONS), opts);
   }
 
-  get database(): PostgresDatabase {
-    return this.#db;
-  }
-
   onEvent(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);

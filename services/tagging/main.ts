@@ -6,6 +6,7 @@ import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
 import { randomUUID } from 'node:crypto';
 import { type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
+import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
@@ -73,7 +74,9 @@ export async function serve(env: Env): Promise<RunningService> {
       tokens: { serviceToken: () => serviceToken.get(), delegatedToken },
       cursor,
       logger: log,
-      holder: `tagging-${randomUUID()}`,
+      // Replicas on PostgreSQL each hold the lease under their own name; the one SQLite process uses a
+      // fixed name, so after a crash it takes its own lease back at once instead of after the term.
+      holder: postgresConfig(env) === undefined ? 'tagging' : `tagging-${randomUUID()}`,
     });
     const controller = new AbortController();
     const running = worker.run(controller.signal);

@@ -21,10 +21,6 @@ export class PostgresCursorStore implements CursorStore {
     return new PostgresCursorStore(await PostgresDatabase.open(config, 'tagging', MIGRATIONS, { poolSize: 4 }));
   }
 
-  get database(): PostgresDatabase {
-    return this.#db;
-  }
-
   async acquire(name: string, holder: string, nowMs: number, ttlMs: number): Promise<number | undefined> {
     await this.#db.query('tagging_cursor_insert', 'INSERT INTO tagging_cursors (name, sequence) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING', [name]);
     // One conditional UPDATE: row locking makes two replicas racing for a lapsed lease see one winner.

@@ -5,7 +5,6 @@ import { leaseLost, type CursorStore } from './cursor-store.ts';
 export class SqliteCursorStore implements CursorStore {
   readonly #db: SqliteDatabase;
   // Prepared once: the worker reads and writes the cursor on every event.
-  readonly #select: SqliteStatement;
   readonly #insert: SqliteStatement;
   readonly #take: SqliteStatement;
   readonly #advance: SqliteStatement;
@@ -13,7 +12,6 @@ export class SqliteCursorStore implements CursorStore {
 
   private constructor(db: SqliteDatabase) {
     this.#db = db;
-    this.#select = db.prepare('SELECT sequence, holder, lease_until FROM cursors WHERE name = ?');
     this.#insert = db.prepare('INSERT INTO cursors (name, sequence, holder, lease_until) VALUES (?, 0, ?, ?) ON CONFLICT (name) DO NOTHING');
     this.#take = db.prepare('UPDATE cursors SET holder = ?, lease_until = ? WHERE name = ? AND (holder IS NULL OR holder = ? OR lease_until < ?) RETURNING sequence');
     this.#advance = db.prepare('UPDATE cursors SET sequence = ?, lease_until = ? WHERE name = ? AND holder = ?');
@@ -49,12 +47,6 @@ export class SqliteCursorStore implements CursorStore {
 
   async release(name: string, holder: string): Promise<void> {
     this.#release.run(name, holder);
-  }
-
-  /** The stored row, for tests and offline tools. */
-  peek(name: string): { sequence: number; holder: string | null } | undefined {
-    const row = this.#select.get(name) as { sequence: number; holder: string | null } | undefined;
-    return row === undefined ? undefined : { sequence: row.sequence, holder: row.holder };
   }
 
   async ping(): Promise<void> {
