@@ -2,7 +2,7 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
-import { type Env } from '../mesh-runtime/env.ts';
+import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { statusFor, unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient } from '../mesh-runtime/protos.ts';
@@ -22,7 +22,7 @@ export async function serve(env: Env): Promise<RunningService> {
   const runtime = await MeshRuntime.start('image-store', env, ['twokey.images.v1.ImageStore']);
   try {
     const log = runtime.logger;
-    const repo = await openImageRepository(env);
+    const repo = await openImageRepository(env, dataDir(env));
     runtime.onClose(() => repo.close());
     runtime.health.watchDependency(() => repo.ping());
     const images = new ImageService(repo);

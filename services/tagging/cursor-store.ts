@@ -1,7 +1,7 @@
 // The tagging worker's durable cursor and its lease: which replica follows the upload log, and how far it got.
 import { TwokeyError } from '../authz/errors.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
-import { dataDir, type Env } from '../mesh-runtime/env.ts';
+import type { Env } from '../mesh-runtime/env.ts';
 import { PostgresCursorStore } from './postgres-cursor-store.ts';
 import { SqliteCursorStore, taggingDatabasePath } from './tagging-database.ts';
 
@@ -30,8 +30,8 @@ export function leaseLost(name: string): TwokeyError {
 }
 
 /** PostgreSQL when TWOKEY_DATABASE_URL is set (replicas share it), else SQLite in the data directory. */
-export async function openCursorStore(env: Env): Promise<CursorStore> {
+export async function openCursorStore(env: Env, dataDir: string): Promise<CursorStore> {
   const pg = postgresConfig(env);
   if (pg !== undefined) return PostgresCursorStore.open(pg);
-  return SqliteCursorStore.open(taggingDatabasePath(dataDir(env)));
+  return SqliteCursorStore.open(taggingDatabasePath(dataDir));
 }

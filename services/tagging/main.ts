@@ -4,7 +4,7 @@ import { status, type Client, type ClientReadableStream } from '@grpc/grpc-js';
 import { TwokeyError } from '../authz/errors.ts';
 import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
 import { randomUUID } from 'node:crypto';
-import { type Env } from '../mesh-runtime/env.ts';
+import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
@@ -66,7 +66,7 @@ export async function serve(env: Env): Promise<RunningService> {
         await unary(store, 'SetTags', { id, tags }, bearer(token));
       },
     };
-    const cursor = await openCursorStore(env);
+    const cursor = await openCursorStore(env, dataDir(env));
     runtime.onClose(() => cursor.close());
     runtime.health.watchDependency(() => cursor.ping());
     const worker = new TaggingWorker({
