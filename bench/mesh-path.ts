@@ -26,12 +26,15 @@ export interface MeshPath {
   stop(): Promise<void>;
 }
 
-/** `profileDir`: profile every service's CPU (cpu-profiler.mjs), writing CPU.<pid>.cpuprofile there on exit. */
-export async function startMeshPath(stateDir: string, profileDir?: string): Promise<MeshPath> {
+/**
+ * `profileDir`: profile every service's CPU (cpu-profiler.mjs), writing CPU.<pid>.cpuprofile there on exit.
+ * `extraEnv`: for every service, e.g. TWOKEY_DATABASE_URL to run the mesh on PostgreSQL.
+ */
+export async function startMeshPath(stateDir: string, profileDir?: string, extraEnv: Record<string, string> = {}): Promise<MeshPath> {
   // The cleaner's nightly sweep must not run while the benchmark measures.
   // The services write their logs as in production (asynchronously), not line by line before each
   // answer as `npm start` does for the demo's sake.
-  const env: Record<string, string> = { TWOKEY_LOG_SYNC: '0' };
+  const env: Record<string, string> = { TWOKEY_LOG_SYNC: '0', ...extraEnv };
   if (profileDir !== undefined) {
     Object.assign(env, { NODE_OPTIONS: `--import=${fileURLToPath(new URL('./cpu-profiler.mjs', import.meta.url))}`, TWOKEY_BENCH_PROFILE_DIR: profileDir });
   }

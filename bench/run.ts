@@ -20,6 +20,7 @@ import type { ReadyMessage, ServerConfig } from './server-process.ts';
 import { evaluateTargets, type MemoryResult } from './targets.ts';
 import { generateSigningKey, type TokenSpec } from './token-minter.ts';
 import type { WireTarget } from './wire-client.ts';
+import { PostgresServer, postgresUnavailableReason } from '../test/postgres/postgres-server.ts';
 
 const ISSUER = 'https://auth.twokey.local';
 const PAYLOAD_BYTES = 512;
@@ -315,6 +316,8 @@ async function main(): Promise<void> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'twokey-bench-'));
   const children: Child[] = [];
   let meshPath: MeshPath | undefined;
+  let meshPgPath: MeshPath | undefined;
+  let pgServer: PostgresServer | undefined;
   try {
     log(`issuing certificates with twokey's CA in ${workDir}`);
     const pki = buildPki(workDir, LARGE_GRANTS);
@@ -370,6 +373,35 @@ async function main(): Promise<void> {
       };
       const after = scenarios.findIndex((s) => s.id.startsWith('F'));
       scenarios.splice(after === -1 ? scenarios.length : after, 0, e);
+    }
+    // E again with auth, image-store and tagging on a throwaway PostgreSQL server, in the same run.
+    if (!argv['skip-mesh'] && (only === undefined || only.has('E-pg'))) {
+      const reason = postgresUnavailableReason();
+      if (reason !== undefined) log(`E-pg skipped: ${reason}`);
+      else {
+        log('starting a PostgreSQL server and the example mesh on it');
+        pgServer = await PostgresServer.start();
+        const database = await pgServer.createDatabase('bench');
+        meshPgPath = await startMeshPath(path.join(workDir, 'mesh-pg'), undefined, {
+          TWOKEY_DATABASE_URL: pgServer.urlWithoutPassword(database),
+          TWOKEY_DATABASE_PASSWORD_FILE: pgServer.passwordFile,
+        });
+        await load.request({ op: 'tokens', setId: 'mesh-pg-user', tokens: [meshPgPath.token] });
+        const ePg: Scenario = {
+          id: 'E-pg',
+          label: `real mesh on PostgreSQL: gateway -> image-store GetImage (${meshPgPath.imageBytes}-byte image; open loop at ${MESH_RATE}/s)`,
+          servers: meshPgPath.servers,
+          call: { target: meshPgPath.target, path: GET_IMAGE_METHOD, message: meshPgPath.message, tokenSetId: 'mesh-pg-user' },
+          connections: 1,
+          concurrency,
+          reconnectEachRound: false,
+          expect: { shape: 'message', code: 0 },
+          openRate: MESH_RATE,
+        };
+        const afterE = scenarios.findIndex((s) => s.id === 'E');
+        const beforeF = scenarios.findIndex((s) => s.id.startsWith('F'));
+        scenarios.splice(afterE !== -1 ? afterE + 1 : beforeF === -1 ? scenarios.length : beforeF, 0, ePg);
+      }
     }
     for (const s of scenarios) await probeScenario(load, s);
     log('every scenario answers with its expected status');
@@ -490,7 +522,8 @@ async function main(): Promise<void> {
       process.stdout.write(`\n${p.label} profile (${path.relative(process.cwd(), file)}):\n${summary}\n`);
     }
   } finally {
-    await Promise.all([...children.map((c) => c.stop()), meshPath?.stop()]);
+    await Promise.all([...children.map((c) => c.stop()), meshPath?.stop(), meshPgPath?.stop()]);
+    await pgServer?.stop();
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 }

@@ -5,12 +5,13 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join, resolve } from 'node:path';
 import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
 import { loadRegistry, type Registry } from '../../certs-ca/registry.ts';
-import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
+import { openAuthStorage } from '../../services/auth/auth-storage.ts';
 import { generatePassword } from '../../services/auth/password.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
+import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
-import { assignPorts, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
+import { assignPorts, freePort, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
@@ -89,15 +90,18 @@ function writePrivateJson(path: string, value: unknown): void {
  * Creates alice, bob and the admin with generated passwords on first start; later starts reuse
  * users.json (adding the admin to a state directory made before the console existed).
  */
-export async function ensureDevUsers(layout: StateLayout): Promise<Record<string, string>> {
+export async function ensureDevUsers(layout: StateLayout, env: Record<string, string> = {}): Promise<Record<string, string>> {
   const known = existsSync(layout.usersFile) ? (JSON.parse(readFileSync(layout.usersFile, 'utf8')) as Record<string, string>) : undefined;
   if (known !== undefined) chmodSync(layout.usersFile, 0o600);
   const wanted = [...(known === undefined ? DEV_USERS : []), ...(known?.[DEV_ADMIN] === undefined ? [DEV_ADMIN] : [])];
   if (known !== undefined && wanted.length === 0) return known;
-  const db = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
+  // With TWOKEY_DATABASE_URL the services share PostgreSQL: the users go there.
+  const pg = postgresConfig(env);
+  const storage = await openAuthStorage(pg === undefined ? { dataDir: layout.dataDir('auth') } : { postgres: pg });
   try {
-    const store = new UserStore(db);
-    const existing = wanted.filter((u) => store.find(u) !== undefined);
+    const store = new UserStore(storage.users);
+    const existing: string[] = [];
+    for (const u of wanted) if ((await store.find(u)) !== undefined) existing.push(u);
     if (existing.length > 0) {
       throw new TwokeyError(
         'ERR_CONFIG_INVALID',
@@ -108,12 +112,12 @@ export async function ensureDevUsers(layout: StateLayout): Promise<Record<string
     for (const user of wanted) {
       passwords[user] = generatePassword();
       await store.add(user, passwords[user]);
-      if (user === DEV_ADMIN) store.addRole(user, 'admin');
+      if (user === DEV_ADMIN) await store.addRole(user, 'admin');
     }
     writePrivateJson(layout.usersFile, passwords);
     return passwords;
   } finally {
-    db.close();
+    await storage.close();
   }
 }
 
@@ -175,8 +179,19 @@ export class LocalMesh {
   readonly #supervisor: Supervisor;
   readonly #healthTimeoutMs: number;
   readonly #unlock: () => void;
+  readonly #envOf: (name: ServiceName) => Record<string, string>;
+  #replicas = 0;
 
-  constructor(layout: StateLayout, endpoints: Endpoints, users: Record<string, string>, supervisor: Supervisor, healthTimeoutMs: number, unlock: () => void) {
+  constructor(
+    layout: StateLayout,
+    endpoints: Endpoints,
+    users: Record<string, string>,
+    supervisor: Supervisor,
+    healthTimeoutMs: number,
+    unlock: () => void,
+    envOf: (name: ServiceName) => Record<string, string>,
+  ) {
+    this.#envOf = envOf;
     this.layout = layout;
     this.endpoints = endpoints;
     this.users = users;
@@ -227,6 +242,32 @@ export class LocalMesh {
     await this.#supervisor.stop(name);
   }
 
+  /**
+   * Starts another process of `name` on fresh loopback ports with the first one's environment
+   * (meaningful with TWOKEY_DATABASE_URL: the replicas share PostgreSQL); resolves once it is
+   * healthy. The rest of the mesh keeps calling the first one; callers reach the replica at `address`.
+   */
+  async startReplica(name: 'auth' | 'image-store'): Promise<{ id: string; address: string; health: string }> {
+    const id = `${name}-r${++this.#replicas}`;
+    const [meshPort, healthPort, jwksPort] = [await freePort(), await freePort(), await freePort()];
+    const env: Record<string, string> = { ...this.#envOf(name), TWOKEY_LISTEN: `127.0.0.1:${meshPort}`, TWOKEY_HEALTH_LISTEN: `127.0.0.1:${healthPort}` };
+    if (name === 'auth') env['TWOKEY_JWKS_HTTPS_LISTEN'] = `127.0.0.1:${jwksPort}`;
+    this.#supervisor.add({ name: id, service: name, env, logFile: this.layout.logFile(id) });
+    this.#supervisor.start(id);
+    const health = `127.0.0.1:${healthPort}`;
+    const deadline = Date.now() + this.#healthTimeoutMs;
+    while ((await checkHealth(health, '', 1000).catch(() => 'down')) !== 'SERVING') {
+      if (!this.#supervisor.isRunning(id) || Date.now() > deadline) throw new TwokeyError('ERR_CONFIG_INVALID', `${id} did not become healthy; see ${this.layout.logFile(id)}`);
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    return { id, address: `127.0.0.1:${meshPort}`, health };
+  }
+
+  /** SIGKILL of a replica started by startReplica. */
+  async killReplica(id: string): Promise<void> {
+    await this.#supervisor.kill(id);
+  }
+
   /** Stops every service and releases the state directory. */
   async stop(): Promise<void> {
     await this.#supervisor.stopAll();
@@ -253,7 +294,7 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
   const registry = loadRegistry(registryPath);
   const ca = issueCertificates(layout, registry);
   const gatewayTls = ensurePublicTls(layout.gatewayTlsDir);
-  const users = await ensureDevUsers(layout);
+  const users = await ensureDevUsers(layout, opts.env);
   const ports = await assignPorts(opts.portBase);
 
   const meshAddress: Partial<Record<ServiceName, number>> = { auth: ports.authMesh, 'image-store': ports.imageStoreMesh, tagging: ports.taggingMesh };
@@ -283,7 +324,7 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
 
   const supervisor = new Supervisor();
   for (const name of SERVICE_NAMES) supervisor.add({ name, env: serviceEnv(name, layout, ports, registryPath, opts), logFile: layout.logFile(name) });
-  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock);
+  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock, (name) => serviceEnv(name, layout, ports, registryPath, opts));
   try {
     // In dependency order: everyone fetches keys from auth; tagging and cleaner work on the store.
     await mesh.start('auth');

@@ -10,6 +10,8 @@ export const REPO_ROOT = `${PACKAGE_ROOT}/`;
 
 export interface ServiceSpec {
   name: string;
+  /** The service it runs (`twokey serve SERVICE`) when `name` is a replica's; default `name`. */
+  service?: string;
   env: Record<string, string>;
   logFile: string;
 }
@@ -35,7 +37,7 @@ export class Supervisor {
     if (spec === undefined) throw new Error(`no service ${name}`);
     if (this.#running.has(name)) throw new Error(`${name} is already running`);
     const log = openSync(spec.logFile, 'a', 0o600);
-    const child = spawn(process.execPath, [TWOKEY_BIN, 'serve', name], {
+    const child = spawn(process.execPath, [TWOKEY_BIN, 'serve', spec.service ?? name], {
       cwd: REPO_ROOT,
       env: { ...process.env, ...spec.env, TWOKEY_STOP_WITH_PARENT: '1' },
       // The child's stdin is a pipe only this process holds: if this process dies, even by

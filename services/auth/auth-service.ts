@@ -46,23 +46,23 @@ export class AuthService {
     const { policy, users, throttle, minter } = this.#d;
     // Usernames that cannot exist are throttled under one key, so junk cannot grow the table.
     const key = isUsername(req.username) ? req.username : '(invalid)';
-    throttle.begin(key, source);
+    const ticket = await throttle.begin(key, source);
     let user: User | undefined;
     try {
       // Over-long passwords are refused by verifyPassword before any hashing.
       user = isUsername(req.username) ? await users.authenticate(req.username, req.password) : undefined;
       if (user === undefined) {
-        throttle.recordFailure(key, source);
+        await throttle.recordFailure(key, source);
         throw new TwokeyError('ERR_LOGIN_FAILED', 'login failed: unknown user, wrong password or disabled account');
       }
-      throttle.recordSuccess(key);
+      await throttle.recordSuccess(key);
     } finally {
-      throttle.end(key, source);
+      throttle.end(key, source, ticket);
     }
     const minted = await minter.mint({
       kind: 'user',
       subject: user.username,
-      scopes: userScopesFor(policy, users.roles(user.username)),
+      scopes: userScopesFor(policy, await users.roles(user.username)),
       audience: policy.trustDomainId,
       clientId: caller.spiffeId,
       ttlMs: policy.userTokenTtlMs,
@@ -70,8 +70,8 @@ export class AuthService {
     return { access_token: minted.token, token_type: 'Bearer', expires_in: String(minted.expiresInSeconds), scope: minted.scope, jti: minted.jti };
   }
 
-  getJwks() {
-    return { jwks_json: JSON.stringify(this.#d.keys.jwks()) };
+  async getJwks() {
+    return { jwks_json: JSON.stringify(await this.#d.keys.jwks()) };
   }
 
   /** RFC 8693 token exchange; the actor is the caller's certificate. */
@@ -92,11 +92,14 @@ export class AuthService {
       if (!isUsername(req.subject_user)) throw new TwokeyError('ERR_REQUEST_INVALID', 'subject_user is not a username');
       subject = { via: 'username', username: req.subject_user };
     }
+    // The policy asks about exactly one user, the subject; looked up before the (pure) decision.
+    const subjectName = subject.via === 'username' ? subject.username : subject.token.subject;
+    const subjectActive = (await users.active(subjectName)) !== undefined;
     const grant = decideExchange({
       actor: caller,
       rules: policy.workloads.get(caller.spiffeId)?.delegation,
       subject,
-      userActive: (name) => users.active(name) !== undefined,
+      userActive: (name) => name === subjectName && subjectActive,
       requestedScopes: splitScopes(req.scope),
       audience: req.audience,
       maxDepth: policy.maxDelegationDepth,

@@ -5,7 +5,8 @@ import type { JsonWebKeySet } from './signing-keys.ts';
 
 export interface JwksHttpsOptions {
   issuer: string;
-  jwks: () => JsonWebKeySet;
+  /** May read a shared database: a failure answers 503, never a partial set. */
+  jwks: () => JsonWebKeySet | Promise<JsonWebKeySet>;
   tls: { cert: string | Buffer; key: string | Buffer };
 }
 
@@ -23,20 +24,24 @@ export function createJwksHttpsServer(opts: JwksHttpsOptions): Server {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
     }
-    let body: string;
-    let type: string;
     if (path === '/.well-known/jwks.json') {
-      body = JSON.stringify(opts.jwks());
-      type = 'application/jwk-set+json';
-    } else if (path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server') {
-      body = discovery;
-      type = 'application/json';
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      Promise.resolve()
+        .then(() => opts.jwks())
+        .then(
+          (set) => send(JSON.stringify(set), 'application/jwk-set+json'),
+          () => res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1' }).end('keys unavailable; retry\n'),
+        );
       return;
     }
-    // Short caching: a rotation shows up within a minute, and verifiers refetch on unknown kids.
-    res.writeHead(200, { 'content-type': type, 'cache-control': 'public, max-age=60', 'content-length': Buffer.byteLength(body) });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    if (path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server') {
+      send(discovery, 'application/json');
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    function send(text: string, contentType: string): void {
+      // Short caching: a rotation shows up within a minute, and verifiers refetch on unknown kids.
+      res.writeHead(200, { 'content-type': contentType, 'cache-control': 'public, max-age=60', 'content-length': Buffer.byteLength(text) });
+      res.end(req.method === 'HEAD' ? undefined : text);
+    }
   });
 }

@@ -1,34 +1,37 @@
-// Failed-login limits per username and per source.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// Failed-login limits per username and per source, users, and signing keys shared by replicas:
+// the same suite on SQLite and on PostgreSQL.
 import { expect } from 'chai';
+import { forEachEngine } from '../../test/postgres/engines.ts';
 import { AuthService } from './auth-service.ts';
-import { authDatabasePath, openAuthDatabase, type AuthDatabase } from './database.ts';
+import { openAuthStorage, type AuthStorage } from './auth-storage.ts';
 import { LoginThrottle } from './login-throttle.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
 
-describe('login throttling and the user store', () => {
-  let dir: string;
-  let db: AuthDatabase;
+forEachEngine('login throttling, the user store and signing keys', (fx) => {
+  let db: AuthStorage;
   let now: number;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'twokey-auth-'));
-    db = openAuthDatabase(authDatabasePath(dir));
+  const opened: AuthStorage[] = [];
+  /** Another process on the same state (a second replica, or a restart). */
+  const open = async (): Promise<AuthStorage> => {
+    const s = await openAuthStorage(fx.engine === 'sqlite' ? { dataDir: fx.sqlitePath('') } : { postgres: fx.postgres() });
+    opened.push(s);
+    return s;
+  };
+  beforeEach(async () => {
+    db = await open();
     now = 1_000_000_000;
   });
-  afterEach(() => {
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
+  afterEach(async () => {
+    for (const s of opened.splice(0)) await s.close();
   });
 
   const gateway = { spiffeId: 'spiffe://twokey.local/ns/twokey/sa/gateway', thumbprint: 'A'.repeat(43) };
 
   /** An auth service over the test database: three failures lock a username. */
   function authService(users: UserStore, roleScopes: Record<string, string[]>): AuthService {
-    const keys = new SigningKeys(db, { rotationMs: 3_600_000 });
+    const keys = new SigningKeys(db.keys, { rotationMs: 3_600_000 });
     return new AuthService({
       policy: {
         issuer: 'https://auth.twokey.local',
@@ -42,34 +45,39 @@ describe('login throttling and the user store', () => {
         workloads: new Map(),
       },
       users,
-      throttle: new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 3, maxFailuresPerSource: 100 }, () => now),
+      throttle: new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 3, maxFailuresPerSource: 100 }, () => now),
       keys,
       minter: new TokenMinter({ keys, issuer: 'https://auth.twokey.local' }),
       verifySubjectToken: () => Promise.reject(new Error('not used')),
     });
   }
 
-  it('locks a username after five failures within the window, from any source', () => {
-    const throttle = new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 5, maxFailuresPerSource: 100 }, () => now);
+  it('locks a username after five failures within the window, from any source and any replica', async () => {
+    const other = await open();
+    const policy = { windowMs: 60_000, maxFailuresPerUser: 5, maxFailuresPerSource: 100 };
+    const replicas = [new LoginThrottle(db.failures, policy, () => now), new LoginThrottle(other.failures, policy, () => now)];
     for (let i = 0; i < 5; i++) {
-      throttle.check('alice', `src${i}`);
-      throttle.recordFailure('alice', `src${i}`);
+      await replicas[i % 2]!.check('alice', `src${i}`);
+      await replicas[i % 2]!.recordFailure('alice', `src${i}`);
     }
-    expect(() => throttle.check('alice', 'fresh')).to.throw(/too many failed logins for this username; retry in 60 s/);
-    throttle.check('bob', 'fresh');
+    for (const throttle of replicas) {
+      expect(await codeOf(throttle.check('alice', 'fresh'))).to.equal('ERR_LOGIN_THROTTLED');
+      await throttle.check('bob', 'fresh');
+    }
+    expect(await messageOf(replicas[0]!.check('alice', 'fresh'))).to.match(/too many failed logins for this username; retry in 60 s/);
     now += 60_001;
-    throttle.check('alice', 'fresh');
+    await replicas[1]!.check('alice', 'fresh');
   });
 
-  it('locks a source guessing across usernames', () => {
-    const throttle = new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 100, maxFailuresPerSource: 3 }, () => now);
-    for (const user of ['a', 'b', 'c']) throttle.recordFailure(user, 'gateway|10.0.0.9');
-    expect(() => throttle.check('d', 'gateway|10.0.0.9')).to.throw(/for this source/);
-    throttle.check('d', 'gateway|10.0.0.10');
+  it('locks a source guessing across usernames', async () => {
+    const throttle = new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 100, maxFailuresPerSource: 3 }, () => now);
+    for (const user of ['a', 'b', 'c']) await throttle.recordFailure(user, 'gateway|10.0.0.9');
+    expect(await messageOf(throttle.check('d', 'gateway|10.0.0.9'))).to.match(/for this source/);
+    await throttle.check('d', 'gateway|10.0.0.10');
   });
 
   it('counts concurrent attempts still being checked, so a burst of guesses cannot outrun the limit', async () => {
-    const users = new UserStore(db);
+    const users = new UserStore(db.users);
     await users.add('alice', 'correct horse battery');
     const service = authService(users, {});
     const attempts = Array.from({ length: 8 }, (_, i) =>
@@ -86,27 +94,30 @@ describe('login throttling and the user store', () => {
     expect(err).to.have.property('code', 'ERR_LOGIN_THROTTLED');
   });
 
-  it('survives reopening the database', () => {
-    new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 1, maxFailuresPerSource: 100 }, () => now).recordFailure('alice', 's');
-    db.close();
-    db = openAuthDatabase(authDatabasePath(dir));
-    const again = new LoginThrottle(db, { windowMs: 60_000, maxFailuresPerUser: 1, maxFailuresPerSource: 100 }, () => now);
-    expect(() => again.check('alice', 's')).to.throw(/too many failed logins/);
+  it('survives reopening the database, and an unlock clears the username', async () => {
+    await new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 1, maxFailuresPerSource: 100 }, () => now).recordFailure('alice', 's');
+    await db.close();
+    opened.splice(opened.indexOf(db), 1);
+    db = await open();
+    const again = new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 1, maxFailuresPerSource: 100 }, () => now);
+    expect(await messageOf(again.check('alice', 's'))).to.match(/too many failed logins/);
+    expect(await again.unlock('alice')).to.equal(1);
+    await again.check('alice', 'other');
   });
 
   it('authenticates only enabled users with the right password', async () => {
-    const users = new UserStore(db);
+    const users = new UserStore(db.users);
     await users.add('alice', 'correct horse battery');
     expect((await users.authenticate('alice', 'correct horse battery'))?.username).to.equal('alice');
     expect(await users.authenticate('alice', 'wrong password here')).to.equal(undefined);
     expect(await users.authenticate('nobody', 'correct horse battery')).to.equal(undefined);
-    users.setDisabled('alice', true);
+    await users.setDisabled('alice', true);
     expect(await users.authenticate('alice', 'correct horse battery')).to.equal(undefined);
-    expect(users.list().map((u) => [u.username, u.disabled])).to.deep.equal([['alice', true]]);
+    expect((await users.list()).map((u) => [u.username, u.disabled])).to.deep.equal([['alice', true]]);
   });
 
   it('rejects usernames shaped like workload IDs and short passwords', async () => {
-    const users = new UserStore(db);
+    const users = new UserStore(db.users);
     let err: unknown;
     await users.add('spiffe://twokey.local/ns/x/sa/y', 'long enough password').catch((e) => (err = e));
     expect(err).to.have.property('code', 'ERR_REQUEST_INVALID');
@@ -116,18 +127,76 @@ describe('login throttling and the user store', () => {
   });
 
   it('adds the scopes of a user\'s roles to the login token, and only of roles the registry defines', async () => {
-    const users = new UserStore(db);
+    const users = new UserStore(db.users);
     await users.add('alice', 'correct horse battery');
     await users.add('root', 'correct horse battery');
-    users.addRole('root', 'admin');
-    users.addRole('root', 'unlisted');
-    users.addRole('root', 'constructor');
-    expect(() => users.addRole('nobody', 'admin')).to.throw(/no user nobody/);
-    expect(() => users.addRole('alice', 'Admin!')).to.throw(/invalid role/);
+    await users.addRole('root', 'admin');
+    await users.addRole('root', 'admin');
+    await users.addRole('root', 'unlisted');
+    await users.addRole('root', 'constructor');
+    expect(await users.roles('root')).to.deep.equal(['admin', 'constructor', 'unlisted']);
+    expect(await messageOf(users.addRole('nobody', 'admin'))).to.match(/no user nobody/);
+    expect(await messageOf(users.addRole('alice', 'Admin!'))).to.match(/invalid role/);
     const service = authService(users, { admin: ['console:read'] });
     const admin = await service.login(gateway, 's', { username: 'root', password: 'correct horse battery' });
     const plain = await service.login(gateway, 's', { username: 'alice', password: 'correct horse battery' });
     expect(admin.scope).to.equal('images:read console:read');
     expect(plain.scope).to.equal('images:read');
   });
+
+  it('refuses a second user of the same name added through another replica', async () => {
+    const other = new UserStore((await open()).users);
+    await new UserStore(db.users).add('carol', 'correct horse battery');
+    expect(await codeOf(other.add('carol', 'another long password'))).to.equal('ERR_REQUEST_INVALID');
+  });
+
+  it('two replicas due at once rotate exactly once, and both then sign with and publish the same keys', async () => {
+    const other = await open();
+    let clock = Date.UTC(2026, 0, 1);
+    const rotations: string[] = [];
+    const make = (s: AuthStorage) => new SigningKeys(s.keys, { rotationMs: 3_600_000, now: () => clock, onRotated: (kid) => rotations.push(kid), refreshMs: 0 });
+    const a = make(db);
+    const b = make(other);
+    const [first, firstB] = await Promise.all([a.current(), b.current()]);
+    expect(rotations).to.have.length(1);
+    expect(firstB.kid).to.equal(first.kid);
+    clock += 3_600_000;
+    for (let round = 0; round < 5; round++) {
+      const got = await Promise.all([a.current(), b.current(), a.current(), b.current()]);
+      expect(new Set(got.map((k) => k.kid)).size, `round ${round}`).to.equal(1);
+    }
+    expect(rotations).to.have.length(2);
+    const [ja, jb] = [await a.jwks(), await b.jwks()];
+    expect(ja).to.deep.equal(jb);
+    expect(ja.keys.map((k) => k.kid)).to.have.length(3).and.include(first.kid);
+    expect(ja.keys[0]!.kid).to.equal((await b.current()).kid);
+  });
+
+  it('a replica that did not rotate signs with the new key once the other rotates on demand', async function () {
+    const other = await open();
+    const a = new SigningKeys(db.keys, { rotationMs: 3_600_000 });
+    const b = new SigningKeys(other.keys, { rotationMs: 3_600_000, refreshMs: 200 });
+    const before = (await b.current()).kid;
+    expect((await a.current()).kid).to.equal(before);
+    const rotated = await a.rotate();
+    expect(rotated).to.not.equal(before);
+    // NOTIFY (PostgreSQL) or the refresh bound: bounded wait, never a fixed sleep.
+    const deadline = Date.now() + 5_000;
+    while ((await b.current()).kid !== rotated && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect((await b.current()).kid).to.equal(rotated);
+  });
 });
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'none',
+    (err: { code?: string }) => err.code ?? 'no code',
+  );
+}
+
+async function messageOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'none',
+    (err: Error) => err.message,
+  );
+}

@@ -1,7 +1,5 @@
 // Failed-login limiting per username and per source, persisted so a restart does not reset it.
-import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import { TwokeyError } from '../authz/errors.ts';
-import type { AuthDatabase } from './database.ts';
 
 export interface ThrottlePolicy {
   windowMs: number;
@@ -34,79 +32,99 @@ export function decideThrottle(
   );
 }
 
+/** Where failed logins are recorded: shared by every auth replica on PostgreSQL. */
+export interface FailureRecords {
+  /** Failure times of `key` after `sinceMs`. */
+  since(key: string, sinceMs: number): Promise<number[]>;
+  /** Records one failure under both keys and drops failures at or before `pruneBeforeMs`, in one transaction. */
+  record(userKey: string, sourceKey: string, nowMs: number, pruneBeforeMs: number): Promise<void>;
+  /** Removes every failure of `key`; returns how many there were. */
+  clear(key: string): Promise<number>;
+}
+
 export class LoginThrottle {
-  readonly #db: AuthDatabase;
+  readonly #records: FailureRecords;
   readonly #policy: ThrottlePolicy;
   readonly #now: () => number;
   /**
-   * Attempts between `begin` and `end`, per key. Password hashing is slow, so without these a burst
-   * of concurrent guesses would all pass the check before the first failure is recorded.
+   * Attempts between `begin` and `end`, per key, by ticket. Password hashing is slow, so without
+   * these a burst of concurrent guesses would all pass the check before the first failure is recorded.
    */
-  readonly #inFlight = new Map<string, number>();
-  readonly #select: Statement;
-  readonly #insert: Statement;
-  readonly #prune: Statement;
-  readonly #clear: Statement;
+  readonly #inFlight = new Map<string, Set<number>>();
+  #tickets = 0;
 
-  constructor(db: AuthDatabase, policy: ThrottlePolicy = DEFAULT_THROTTLE, now: () => number = Date.now) {
-    this.#db = db;
+  constructor(records: FailureRecords, policy: ThrottlePolicy = DEFAULT_THROTTLE, now: () => number = Date.now) {
+    this.#records = records;
     this.#policy = policy;
     this.#now = now;
-    this.#select = db.prepare('SELECT at_ms FROM login_failures WHERE key = ? AND at_ms > ?');
-    this.#insert = db.prepare('INSERT INTO login_failures (key, at_ms) VALUES (?, ?)');
-    this.#prune = db.prepare('DELETE FROM login_failures WHERE at_ms <= ?');
-    this.#clear = db.prepare('DELETE FROM login_failures WHERE key = ?');
   }
 
-  /** Recorded failures in the window, plus each attempt still in flight counted as one now. */
-  #failures(key: string, now: number): number[] {
-    const rows = this.#select.all(key, now - this.#policy.windowMs) as unknown as { at_ms: number }[];
-    const pending = this.#inFlight.get(key) ?? 0;
-    return [...rows.map((r) => r.at_ms), ...Array<number>(pending).fill(now)];
+  /** Recorded failures in the window, plus each attempt in flight that began before `ticket`, counted as one now. */
+  async #failures(key: string, now: number, ticket: number): Promise<number[]> {
+    const recorded = await this.#records.since(key, now - this.#policy.windowMs);
+    let pending = 0;
+    for (const t of this.#inFlight.get(key) ?? []) if (t < ticket) pending++;
+    return [...recorded, ...Array<number>(pending).fill(now)];
   }
 
-  /** Throws ERR_LOGIN_THROTTLED when either the username or the source is over its limit. */
-  check(username: string, source: string): void {
+  async #check(username: string, source: string, ticket: number): Promise<void> {
     const now = this.#now();
-    const verdict = decideThrottle(this.#policy, now, this.#failures(`user:${username}`, now), this.#failures(`source:${source}`, now));
+    const [user, src] = await Promise.all([this.#failures(`user:${username}`, now, ticket), this.#failures(`source:${source}`, now, ticket)]);
+    const verdict = decideThrottle(this.#policy, now, user, src);
     if (!verdict.allowed) {
       throw new TwokeyError('ERR_LOGIN_THROTTLED', `${verdict.reason}; retry in ${Math.ceil(verdict.retryAfterMs / 1000)} s`);
     }
   }
 
-  /** `check`, then counts the attempt as a failure until `end` is called (always, in a finally). */
-  begin(username: string, source: string): void {
-    this.check(username, source);
-    for (const key of [`user:${username}`, `source:${source}`]) this.#inFlight.set(key, (this.#inFlight.get(key) ?? 0) + 1);
+  /** Throws ERR_LOGIN_THROTTLED when either the username or the source is over its limit. */
+  check(username: string, source: string): Promise<void> {
+    return this.#check(username, source, Infinity);
   }
 
-  end(username: string, source: string): void {
+  /**
+   * `check`, then counts the attempt as a failure until `end` is called with the returned ticket
+   * (always, in a finally). The attempt is counted before the (asynchronous) check, so concurrent
+   * attempts see each other in the order they began. When the check refuses, the attempt is ended.
+   */
+  async begin(username: string, source: string): Promise<number> {
+    const ticket = ++this.#tickets;
     for (const key of [`user:${username}`, `source:${source}`]) {
-      const left = (this.#inFlight.get(key) ?? 0) - 1;
-      if (left > 0) this.#inFlight.set(key, left);
-      else this.#inFlight.delete(key);
+      let set = this.#inFlight.get(key);
+      if (set === undefined) this.#inFlight.set(key, (set = new Set()));
+      set.add(ticket);
+    }
+    try {
+      await this.#check(username, source, ticket);
+    } catch (err) {
+      this.end(username, source, ticket);
+      throw err;
+    }
+    return ticket;
+  }
+
+  end(username: string, source: string, ticket: number): void {
+    for (const key of [`user:${username}`, `source:${source}`]) {
+      const set = this.#inFlight.get(key);
+      set?.delete(ticket);
+      if (set?.size === 0) this.#inFlight.delete(key);
     }
   }
 
-  recordFailure(username: string, source: string): void {
+  async recordFailure(username: string, source: string): Promise<void> {
     const now = this.#now();
-    inTransaction(this.#db, () => {
-      this.#insert.run(`user:${username}`, now);
-      this.#insert.run(`source:${source}`, now);
-      this.#prune.run(now - this.#policy.windowMs);
-    });
+    await this.#records.record(`user:${username}`, `source:${source}`, now, now - this.#policy.windowMs);
   }
 
   /** A successful login clears the username's failures (not the source's). */
-  recordSuccess(username: string): void {
-    this.#clear.run(`user:${username}`);
+  async recordSuccess(username: string): Promise<void> {
+    await this.#records.clear(`user:${username}`);
   }
 
   /**
    * An operator's unlock: clears the username's recorded failures, as a successful login would,
    * and returns how many there were. A source's failures stay: they stop guessing across usernames.
    */
-  unlock(username: string): number {
-    return Number(this.#clear.run(`user:${username}`).changes);
+  unlock(username: string): Promise<number> {
+    return this.#records.clear(`user:${username}`);
   }
 }

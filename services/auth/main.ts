@@ -1,10 +1,11 @@
-// The auth service process: Auth over mTLS, JWKS over HTTPS, users and keys in SQLite.
+// The auth service process: Auth over mTLS, JWKS over HTTPS, users and keys in SQLite or PostgreSQL.
 import type { AddressInfo } from 'node:net';
 import type { Metadata } from '@grpc/grpc-js';
 import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
+import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
@@ -13,12 +14,11 @@ import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { AuthMetrics } from './auth-metrics.ts';
 import { authPolicyFromRegistry } from './auth-policy.ts';
 import { AuthService, type CallerWorkload } from './auth-service.ts';
-import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { openAuthStorage } from './auth-storage.ts';
 import { createJwksHttpsServer } from './jwks-https.ts';
 import { LoginThrottle } from './login-throttle.ts';
 import { revocationHandlers } from './revocation-handlers.ts';
 import { RevocationPublisher } from './revocation-publisher.ts';
-import { SqliteRevocationStore } from './revocation-store.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
@@ -43,11 +43,13 @@ export async function serve(env: Env): Promise<RunningService> {
   try {
     const log = runtime.logger;
     const policy = authPolicyFromRegistry(runtime.registry);
-    const db = openAuthDatabase(authDatabasePath(dataDir(env)));
-    runtime.onClose(() => void db.close());
+    const pg = postgresConfig(env);
+    const storage = await openAuthStorage(pg === undefined ? { dataDir: dataDir(env) } : { postgres: pg });
+    runtime.onClose(() => storage.close());
+    runtime.health.watchDependency(() => storage.ping());
     // Auth verifies subject tokens with its own published keys, exactly as every other service does.
     let ownKeys: JwksKeySet | undefined;
-    const keys = new SigningKeys(db, {
+    const keys = new SigningKeys(storage.keys, {
       rotationMs: envDurationMs(env, 'TWOKEY_KEY_ROTATION', '24h'),
       onRotated: (kid, why) => {
         log.info({ event: 'keys.rotated', kid, why }, 'signing key rotated');
@@ -55,13 +57,13 @@ export async function serve(env: Env): Promise<RunningService> {
       },
     });
     await keys.current();
-    ownKeys = new JwksKeySet({ fetch: async () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
+    ownKeys = new JwksKeySet({ fetch: () => keys.jwks(), cooldownMs: 0, refreshIntervalMs: 0 });
     await ownKeys.start();
     const verifierKeys = ownKeys;
     const service = new AuthService({
       policy,
-      users: new UserStore(db),
-      throttle: new LoginThrottle(db),
+      users: new UserStore(storage.users),
+      throttle: new LoginThrottle(storage.failures),
       keys,
       minter: new TokenMinter({ keys, issuer: policy.issuer }),
       verifySubjectToken: (token, audiences) =>
@@ -79,7 +81,7 @@ export async function serve(env: Env): Promise<RunningService> {
 
     const metrics = new AuthMetrics(runtime.metrics);
     const revocations = new RevocationPublisher({
-      store: new SqliteRevocationStore(db),
+      store: storage.revocations,
       keys,
       heartbeatMs: envDurationMs(env, 'TWOKEY_REVOCATION_HEARTBEAT', '2s'),
       onError: (err) => log.error({ event: 'revocation.publish_failed', err: (err as Error).message }, 'revocation set not published'),
@@ -130,7 +132,7 @@ export async function serve(env: Env): Promise<RunningService> {
         log.info({ event: 'auth.service_token', workload: who.spiffeId, scope: res.scope, jti: res.jti }, 'service token issued');
         return res;
       }),
-      ...revocationHandlers(log, revocations, keys, (name) => new UserStore(db).setDisabled(name, true)),
+      ...revocationHandlers(log, revocations, keys, (name) => new UserStore(storage.users).setDisabled(name, true)),
     });
     const port = await mesh.listen(runtime.config.listen);
 

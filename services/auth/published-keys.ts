@@ -2,7 +2,8 @@
 import { existsSync } from 'node:fs';
 import { openReadOnlyDatabase } from '../mesh-runtime/durable-database.ts';
 import { authDatabasePath } from './database.ts';
-import { SigningKeys, type JsonWebKeySet } from './signing-keys.ts';
+import { publishedKeySet, type JsonWebKeySet } from './signing-keys.ts';
+import { SqliteKeyRecords } from './sqlite-auth-records.ts';
 
 /** The public keys auth would serve from `dataDir`; undefined when the directory holds no auth database. */
 export function publishedJwks(dataDir: string): JsonWebKeySet | undefined {
@@ -10,7 +11,7 @@ export function publishedJwks(dataDir: string): JsonWebKeySet | undefined {
   if (!existsSync(path)) return undefined;
   const db = openReadOnlyDatabase(path);
   try {
-    return new SigningKeys(db, { rotationMs: Infinity }).jwks();
+    return publishedKeySet(new SqliteKeyRecords(db).allNow());
   } finally {
     db.close();
   }

@@ -69,7 +69,7 @@ export function revocationHandlers(
     WithdrawKey: unaryHandler(log, async (req: { kid: string }) => {
       await revocations.withdrawKid(req.kid);
       // Never sign again with a withdrawn key: rotate until it is neither current nor next.
-      for (let i = 0; i < 2 && keys.jwks().keys.slice(0, 2).some((k) => k.kid === req.kid); i += 1) await keys.rotate(`kid ${req.kid} withdrawn`);
+      for (let i = 0; i < 2 && (await keys.jwks()).keys.slice(0, 2).some((k) => k.kid === req.kid); i += 1) await keys.rotate(`kid ${req.kid} withdrawn`);
       const set = (await revocations.publish()).set;
       return audit('signing key withdrawn', { kid: req.kid }, set.seq);
     }),

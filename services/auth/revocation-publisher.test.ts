@@ -10,6 +10,7 @@ import { openAuthDatabase } from './database.ts';
 import { REVOCATION_REACH_SECONDS, RevocationPublisher } from './revocation-publisher.ts';
 import { SqliteRevocationStore } from './revocation-store.ts';
 import { SigningKeys } from './signing-keys.ts';
+import { SqliteKeyRecords } from './sqlite-auth-records.ts';
 
 const NOW = Date.parse('2026-01-01T12:00:00Z');
 
@@ -24,7 +25,7 @@ describe('RevocationPublisher on SQLite', () => {
 
   function open(limit?: number) {
     const db = openAuthDatabase(join(root, 'auth.db'));
-    const keys = new SigningKeys(db, { rotationMs: 24 * 3600_000, now: () => now });
+    const keys = new SigningKeys(new SqliteKeyRecords(db), { rotationMs: 24 * 3600_000, now: () => now });
     const store = new SqliteRevocationStore(db, limit === undefined ? {} : { limit });
     const publisher = new RevocationPublisher({ store, keys, clock: () => now, heartbeatMs: 60_000 });
     return { db, keys, store, publisher };
@@ -33,7 +34,7 @@ describe('RevocationPublisher on SQLite', () => {
   it('signs a set the mesh verifies, advancing seq with each revocation and pushing it', async () => {
     const { db, keys, publisher } = open();
     await keys.current();
-    const holder = new RevocationHolder({ keys: await StaticKeys.fromJwks(keys.jwks()), clock: () => now });
+    const holder = new RevocationHolder({ keys: await StaticKeys.fromJwks(await keys.jwks()), clock: () => now });
     const pushed: number[] = [];
     publisher.subscribe((jws, set) => {
       pushed.push(set.seq);
@@ -44,7 +45,7 @@ describe('RevocationPublisher on SQLite', () => {
     await publisher.revokeSerial('00:0a:1b', NOW / 1000 + 3600);
     await publisher.withdrawKid('k-old');
     const { jws, set } = await publisher.latest();
-    await new RevocationHolder({ keys: await StaticKeys.fromJwks(keys.jwks()), clock: () => now }).accept(jws);
+    await new RevocationHolder({ keys: await StaticKeys.fromJwks(await keys.jwks()), clock: () => now }).accept(jws);
     expect(pushed).to.deep.equal([1, 2, 3, 4]);
     expect(set.disabledSubjects.get('alice')).to.equal(NOW / 1000);
     expect(set.serials.has('A1B')).to.equal(true);

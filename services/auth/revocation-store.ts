@@ -1,7 +1,8 @@
-// auth's revocation entries and their sequence number: an async interface and its SQLite implementation.
+// auth's revocation entries and their sequence number: an async interface, for SQLite and PostgreSQL.
 import { TwokeyError } from '../authz/errors.ts';
 import { MAX_REVOCATION_ENTRIES, buildRevocationSet, type RevocationSet } from '../authz/revocation-set.ts';
 import { inTransaction, type SqliteDatabase } from '../mesh-runtime/durable-database.ts';
+import type { PostgresDatabase } from '../mesh-runtime/postgres-database.ts';
 
 export type RevocationKind = 'user' | 'jti' | 'serial' | 'kid';
 
@@ -116,5 +117,75 @@ export class SqliteRevocationStore implements RevocationStore {
   async list(): Promise<RevocationEntry[]> {
     const rows = this.#db.prepare('SELECT kind, value, at_s, keep_until_s FROM revocations ORDER BY kind, at_s, value').all() as unknown as Row[];
     return rows.map((r) => ({ kind: r.kind, value: r.value, atSeconds: r.at_s, keepUntilSeconds: r.keep_until_s }));
+  }
+}
+
+interface PgRow {
+  kind: RevocationKind;
+  value: string;
+  at_s: string | number;
+  keep_until_s: string | number;
+}
+
+/** The revocation tables in auth's PostgreSQL database, shared by every auth replica (migration 2). */
+export class PostgresRevocationStore implements RevocationStore {
+  readonly #db: PostgresDatabase;
+  readonly #limit: number;
+
+  constructor(db: PostgresDatabase, opts: { limit?: number } = {}) {
+    this.#db = db;
+    this.#limit = opts.limit ?? MAX_REVOCATION_ENTRIES;
+  }
+
+  async add(entry: RevocationEntry): Promise<void> {
+    await this.#db.transaction(async (client) => {
+      // One writer at a time: the bound and the sequence are read and moved together.
+      await client.query('SELECT seq FROM revocation_sequence WHERE id = 1 FOR UPDATE');
+      const exists = (await client.query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value])).rowCount !== 0;
+      const count = Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM revocations')).rows[0]!.n);
+      if (!exists && count >= this.#limit) {
+        throw new TwokeyError(
+          'ERR_REVOCATION_LIMIT',
+          `the revocation set already holds ${count} entries (the bound is ${this.#limit}); this revocation was NOT recorded: rotate keys or disable users instead of revoking tokens one by one`,
+        );
+      }
+      await client.query(
+        `INSERT INTO revocations (kind, value, at_s, keep_until_s) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind, value) DO UPDATE SET at_s = greatest(revocations.at_s, excluded.at_s), keep_until_s = greatest(revocations.keep_until_s, excluded.keep_until_s)`,
+        [entry.kind, entry.value, entry.atSeconds, entry.keepUntilSeconds],
+      );
+      await client.query('UPDATE revocation_sequence SET seq = seq + 1 WHERE id = 1');
+    });
+  }
+
+  async prune(nowSeconds: number): Promise<number> {
+    return this.#db.transaction(async (client) => {
+      await client.query('SELECT seq FROM revocation_sequence WHERE id = 1 FOR UPDATE');
+      const removed = (await client.query('DELETE FROM revocations WHERE keep_until_s < $1', [nowSeconds])).rowCount ?? 0;
+      if (removed > 0) await client.query('UPDATE revocation_sequence SET seq = seq + 1 WHERE id = 1');
+      return removed;
+    });
+  }
+
+  async snapshot(issuedAtMs: number): Promise<RevocationSet> {
+    // REPEATABLE READ: the entries and the sequence they belong to, never a mix.
+    return this.#db.transaction(async (client) => {
+      await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+      const seq = Number((await client.query<{ seq: string }>('SELECT seq FROM revocation_sequence WHERE id = 1')).rows[0]!.seq);
+      const rows = (await client.query<PgRow>('SELECT kind, value, at_s, keep_until_s FROM revocations')).rows;
+      const by = (kind: RevocationKind, time: (r: PgRow) => string | number): Map<string, number> =>
+        new Map(rows.filter((r) => r.kind === kind).map((r) => [r.value, Number(time(r))]));
+      return buildRevocationSet(seq, issuedAtMs, {
+        disabledSubjects: by('user', (r) => r.at_s),
+        jtis: by('jti', (r) => r.keep_until_s),
+        serials: by('serial', (r) => r.keep_until_s),
+        kids: new Set(rows.filter((r) => r.kind === 'kid').map((r) => r.value)),
+      });
+    });
+  }
+
+  async list(): Promise<RevocationEntry[]> {
+    const rows = await this.#db.query<PgRow>('revocations.list', 'SELECT kind, value, at_s, keep_until_s FROM revocations ORDER BY kind, at_s, value');
+    return rows.map((r) => ({ kind: r.kind, value: r.value, atSeconds: Number(r.at_s), keepUntilSeconds: Number(r.keep_until_s) }));
   }
 }

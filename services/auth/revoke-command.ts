@@ -4,9 +4,10 @@ import { X509Certificate } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { isTwokeyError, TwokeyError } from '../authz/errors.ts';
 import { normalizeSerial } from '../authz/revocation-set.ts';
-import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { postgresConfig } from '../mesh-runtime/database-config.ts';
+import { openAuthStorage } from './auth-storage.ts';
 import { REVOCATION_REACH_SECONDS } from './revocation-publisher.ts';
-import { SqliteRevocationStore, type RevocationEntry } from './revocation-store.ts';
+import type { RevocationEntry } from './revocation-store.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { defaultAuthDataDir } from './users-command.ts';
 
@@ -55,9 +56,11 @@ export async function run(args: string[]): Promise<number> {
   if (action === undefined || !(action in allowed)) return fail(`unknown action ${JSON.stringify(action ?? '')}`);
   for (const name of options.keys()) if (name !== '--data-dir' && !allowed[action]!.includes(name)) return fail(`${name} does not go with ${action}`);
   if (json && action !== 'list') return fail('--json goes with list');
-  const db = openAuthDatabase(authDatabasePath(options.get('--data-dir') ?? defaultAuthDataDir()));
+  // With TWOKEY_DATABASE_URL set, the revocations are the auth replicas' shared ones in PostgreSQL.
+  const pg = postgresConfig(process.env);
+  const storage = await openAuthStorage(pg === undefined ? { dataDir: options.get('--data-dir') ?? defaultAuthDataDir() } : { postgres: pg });
   try {
-    const store = new SqliteRevocationStore(db);
+    const store = storage.revocations;
     const now = Math.floor(Date.now() / 1000);
     const record = async (entry: RevocationEntry): Promise<number> => {
       await store.add(entry);
@@ -79,8 +82,8 @@ export async function run(args: string[]): Promise<number> {
         if (!/^[\x21-\x7e]{1,128}$/.test(kid)) return fail('--kid must be 1-128 printable characters');
         await record({ kind: 'kid', value: kid, atSeconds: now, keepUntilSeconds: now + REVOCATION_REACH_SECONDS });
         // Never sign again with it: rotate until it is neither the current nor the next key.
-        const keys = new SigningKeys(db, { rotationMs: Number.MAX_SAFE_INTEGER });
-        for (let i = 0; i < 2 && keys.jwks().keys.slice(0, 2).some((k) => k.kid === kid); i++) {
+        const keys = new SigningKeys(storage.keys, { rotationMs: Number.MAX_SAFE_INTEGER });
+        for (let i = 0; i < 2 && (await keys.jwks()).keys.slice(0, 2).some((k) => k.kid === kid); i++) {
           process.stdout.write(`rotated: ${await keys.rotate(`kid ${kid} withdrawn`)} signs now\n`);
         }
         return 0;
@@ -102,7 +105,7 @@ export async function run(args: string[]): Promise<number> {
     if (isTwokeyError(err)) return fail(err.message);
     throw err;
   } finally {
-    db.close();
+    await storage.close();
   }
 }
 

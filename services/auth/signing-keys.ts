@@ -3,8 +3,6 @@
 // over), the current key, and the previous one (so tokens signed just before a rotation verify).
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
-import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
-import type { AuthDatabase } from './database.ts';
 
 export interface SigningKey {
   kid: string;
@@ -17,15 +15,35 @@ export interface JsonWebKeySet {
   keys: JWK[];
 }
 
-type KeyState = 'next' | 'current' | 'previous';
+export type KeyState = 'next' | 'current' | 'previous';
 
-interface KeyRow {
+export interface KeyRow {
   kid: string;
-  private_pkcs8: string;
-  public_jwk: string;
+  privatePkcs8: string;
+  publicJwk: string;
   state: KeyState;
-  created_at_ms: number;
-  activated_at_ms: number | null;
+  createdAtMs: number;
+  activatedAtMs: number | null;
+}
+
+export interface NewKey {
+  kid: string;
+  pkcs8: string;
+  jwk: string;
+}
+
+/** Where the keys live: SQLite (sqlite-auth-records.ts) or PostgreSQL, shared by replicas (postgres-auth-records.ts). */
+export interface KeyRecords {
+  all(): Promise<KeyRow[]>;
+  /**
+   * In one transaction, and only while the current key is still `expectedCurrent` (undefined:
+   * there is none): previous is destroyed, current becomes previous, next (or `second` when there
+   * is none) becomes current at `nowMs`, and `fresh` is published as next. Returns whether it
+   * rotated: false means another replica rotated first, which is the point of the condition.
+   */
+  rotate(expectedCurrent: string | undefined, fresh: NewKey, second: NewKey, nowMs: number): Promise<boolean>;
+  /** Calls `listener` when another process may have changed the keys (PostgreSQL NOTIFY). */
+  onChange(listener: () => void): void;
 }
 
 export type KeyGenerator = () => KeyObject;
@@ -34,38 +52,66 @@ export const generateP256Key: KeyGenerator = () => generateKeyPairSync('ec', { n
 
 const PUBLISH_ORDER: Record<KeyState, number> = { current: 0, next: 1, previous: 2 };
 
+/** Public keys only, in publishing order: current, next, previous. */
+export function publishedKeySet(rows: readonly KeyRow[]): JsonWebKeySet {
+  const sorted = [...rows].sort((a, b) => PUBLISH_ORDER[a.state] - PUBLISH_ORDER[b.state]);
+  return { keys: sorted.map((r) => JSON.parse(r.publicJwk) as JWK) };
+}
+
 export class SigningKeys {
-  readonly #db: AuthDatabase;
+  readonly #records: KeyRecords;
   readonly #rotationMs: number;
   readonly #now: () => number;
   readonly #generate: KeyGenerator;
+  readonly #refreshMs: number;
   readonly #cache = new Map<string, KeyObject>();
   readonly #onRotated: (kid: string, why: string) => void;
-  // Prepared once: every token minted reads the current key, every GetJwks the published ones.
-  readonly #selectState: Statement;
-  readonly #selectAll: Statement;
+  // Every token minted reads the current key: it comes from this snapshot, re-read when another
+  // replica says the keys changed and at least every `refreshMs`, so a replica that did not rotate
+  // signs with the new key within that bound (the old one stays published meanwhile).
+  #rows: KeyRow[] = [];
+  #readAtMs = -Infinity;
 
   constructor(
-    db: AuthDatabase,
-    opts: { rotationMs: number; now?: () => number; generate?: KeyGenerator; onRotated?: (kid: string, why: string) => void },
+    records: KeyRecords,
+    opts: { rotationMs: number; now?: () => number; generate?: KeyGenerator; onRotated?: (kid: string, why: string) => void; refreshMs?: number },
   ) {
-    this.#db = db;
+    this.#records = records;
     this.#rotationMs = opts.rotationMs;
     this.#now = opts.now ?? Date.now;
     this.#generate = opts.generate ?? generateP256Key;
     this.#onRotated = opts.onRotated ?? (() => undefined);
-    this.#selectState = db.prepare('SELECT * FROM signing_keys WHERE state = ?');
-    this.#selectAll = db.prepare('SELECT * FROM signing_keys');
+    this.#refreshMs = opts.refreshMs ?? 2000;
+    records.onChange(() => (this.#readAtMs = -Infinity));
+  }
+
+  async #reload(): Promise<void> {
+    this.#rows = await this.#records.all();
+    this.#readAtMs = this.#now();
+  }
+
+  async #snapshot(): Promise<KeyRow[]> {
+    const age = this.#now() - this.#readAtMs;
+    if (!(age >= 0 && age < this.#refreshMs)) await this.#reload();
+    return this.#rows;
+  }
+
+  #due(row: KeyRow | undefined): boolean {
+    return row === undefined || this.#now() - (row.activatedAtMs ?? row.createdAtMs) >= this.#rotationMs;
   }
 
   /** The key to sign with now; rotates first when the current one is due (or missing). */
   async current(): Promise<SigningKey> {
-    let row = this.#row('current');
-    if (row === undefined || this.#now() - (row.activated_at_ms ?? row.created_at_ms) >= this.#rotationMs) {
-      await this.rotate(row === undefined ? 'first key' : 'schedule');
-      row = this.#row('current')!;
+    let row = (await this.#snapshot()).find((r) => r.state === 'current');
+    if (this.#due(row)) {
+      // Another replica may have rotated since the snapshot: read again before rotating.
+      await this.#reload();
+      row = this.#rows.find((r) => r.state === 'current');
+      if (this.#due(row)) await this.#rotate(row === undefined ? 'first key' : 'schedule', row?.kid);
+      row = this.#rows.find((r) => r.state === 'current');
+      if (row === undefined) throw new Error('no current signing key after rotation');
     }
-    return { kid: row.kid, privateKey: this.#privateKey(row), activatedAtMs: row.activated_at_ms ?? row.created_at_ms };
+    return { kid: row!.kid, privateKey: this.#privateKey(row!), activatedAtMs: row!.activatedAtMs ?? row!.createdAtMs };
   }
 
   /**
@@ -73,34 +119,29 @@ export class SigningKeys {
    * new next key is published. Returns the new current kid. (To withdraw a key at once, rotate twice.)
    */
   async rotate(why = 'on demand'): Promise<string> {
+    await this.#reload();
+    return this.#rotate(why, this.#rows.find((r) => r.state === 'current')?.kid);
+  }
+
+  /** Rotates once if the current key is still `expected`; replicas racing for one rotation get one. */
+  async #rotate(why: string, expected: string | undefined): Promise<string> {
     const fresh = await this.#newKey();
-    const second = this.#row('next') === undefined ? await this.#newKey() : undefined;
-    const now = this.#now();
-    const insert = this.#db.prepare(
-      'INSERT INTO signing_keys (kid, private_pkcs8, public_jwk, state, created_at_ms, activated_at_ms) VALUES (?, ?, ?, ?, ?, ?)',
-    );
-    const kid = inTransaction(this.#db, () => {
-      this.#db.prepare("DELETE FROM signing_keys WHERE state = 'previous'").run();
-      this.#db.prepare("UPDATE signing_keys SET state = 'previous' WHERE state = 'current'").run();
-      // Normally the next key has been published for a whole rotation period; only on first
-      // start (or after an upgrade) is there none, and a freshly generated key takes its place.
-      if (this.#row('next') === undefined) insert.run(second!.kid, second!.pkcs8, second!.jwk, 'next', now, null);
-      this.#db.prepare("UPDATE signing_keys SET state = 'current', activated_at_ms = ? WHERE state = 'next'").run(now);
-      insert.run(fresh.kid, fresh.pkcs8, fresh.jwk, 'next', now, null);
-      return this.#row('current')!.kid;
-    });
-    this.#onRotated(kid, why);
+    // Normally the next key has been published for a whole rotation period; only on first start
+    // (or after an upgrade) is there none, and this freshly generated key takes its place.
+    const second = await this.#newKey();
+    const rotated = await this.#records.rotate(expected, fresh, second, this.#now());
+    await this.#reload();
+    const kid = this.#rows.find((r) => r.state === 'current')!.kid;
+    if (rotated) this.#onRotated(kid, why);
     return kid;
   }
 
   /** Public keys only: current, next, previous. */
-  jwks(): JsonWebKeySet {
-    const rows = this.#selectAll.all() as unknown as KeyRow[];
-    rows.sort((a, b) => PUBLISH_ORDER[a.state] - PUBLISH_ORDER[b.state]);
-    return { keys: rows.map((r) => JSON.parse(r.public_jwk) as JWK) };
+  async jwks(): Promise<JsonWebKeySet> {
+    return publishedKeySet(await this.#snapshot());
   }
 
-  async #newKey(): Promise<{ kid: string; pkcs8: string; jwk: string }> {
+  async #newKey(): Promise<NewKey> {
     const privateKey = this.#generate();
     const jwk = await exportJWK(privateKey);
     delete jwk.d;
@@ -112,14 +153,10 @@ export class SigningKeys {
     };
   }
 
-  #row(state: KeyState): KeyRow | undefined {
-    return this.#selectState.get(state) as unknown as KeyRow | undefined;
-  }
-
   #privateKey(row: KeyRow): KeyObject {
     let key = this.#cache.get(row.kid);
     if (key === undefined) {
-      key = createPrivateKey(row.private_pkcs8);
+      key = createPrivateKey(row.privatePkcs8);
       this.#cache.clear();
       this.#cache.set(row.kid, key);
     }

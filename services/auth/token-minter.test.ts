@@ -7,6 +7,7 @@ import { StaticKeys } from '../authz/jwks.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { authDatabasePath, openAuthDatabase, type AuthDatabase } from './database.ts';
 import { SigningKeys } from './signing-keys.ts';
+import { SqliteKeyRecords } from './sqlite-auth-records.ts';
 import { TokenMinter } from './token-minter.ts';
 
 const ISSUER = 'https://auth.twokey.local';
@@ -26,7 +27,7 @@ describe('auth token minting and signing keys', () => {
     dir = mkdtempSync(join(tmpdir(), 'twokey-auth-'));
     db = openAuthDatabase(authDatabasePath(dir));
     now = Date.UTC(2026, 0, 1);
-    keys = new SigningKeys(db, { rotationMs: 3_600_000, now: () => now });
+    keys = new SigningKeys(new SqliteKeyRecords(db), { rotationMs: 3_600_000, now: () => now });
     minter = new TokenMinter({ keys, issuer: ISSUER, now: () => now });
   });
   afterEach(() => {
@@ -35,7 +36,7 @@ describe('auth token minting and signing keys', () => {
   });
 
   const verifier = async (audiences: string[]): Promise<TokenVerifier> =>
-    new TokenVerifier({ keys: await StaticKeys.fromJwks(keys.jwks()), issuer: ISSUER, audiences, clock: () => now });
+    new TokenVerifier({ keys: await StaticKeys.fromJwks((await keys.jwks())), issuer: ISSUER, audiences, clock: () => now });
 
   it('creates the database owner-only', () => {
     expect(statSync(authDatabasePath(dir)).mode & 0o777).to.equal(0o600);
@@ -65,13 +66,13 @@ describe('auth token minting and signing keys', () => {
 
   it('publishes current, next and previous keys so a token signed before a rotation still verifies', async () => {
     const before = await minter.mint({ kind: 'user', subject: 'bob', scopes: [], audience: MESH, clientId: MESH, ttlMs: 60_000 });
-    const firstKid = keys.jwks().keys[0]!.kid;
-    expect(keys.jwks().keys).to.have.length(2);
+    const firstKid = (await keys.jwks()).keys[0]!.kid;
+    expect((await keys.jwks()).keys).to.have.length(2);
     await keys.rotate();
-    expect(keys.jwks().keys.map((k) => k.kid)).to.have.length(3).and.include(firstKid);
+    expect((await keys.jwks()).keys.map((k) => k.kid)).to.have.length(3).and.include(firstKid);
     await (await verifier([MESH])).verify(before.token);
     await keys.rotate();
-    expect(keys.jwks().keys.map((k) => k.kid)).to.not.include(firstKid);
+    expect((await keys.jwks()).keys.map((k) => k.kid)).to.not.include(firstKid);
     let error: unknown;
     await (await verifier([MESH])).verify(before.token).catch((err) => (error = err));
     expect(error).to.have.property('code', 'ERR_TOKEN_INVALID');
@@ -79,12 +80,13 @@ describe('auth token minting and signing keys', () => {
 
   it('publishes each key before it signs anything, so verifiers already hold it at rotation', async () => {
     await keys.current();
-    const published = keys.jwks().keys.map((k) => k.kid);
+    const published = (await keys.jwks()).keys.map((k) => k.kid);
     const promoted = await keys.rotate();
     expect(published).to.include(promoted);
     const token = await minter.mint({ kind: 'user', subject: 'bob', scopes: [], audience: MESH, clientId: MESH, ttlMs: 60_000 });
+    const after = await keys.jwks();
     const verifyWithOldSet = new TokenVerifier({
-      keys: await StaticKeys.fromJwks({ keys: published.map((kid) => keys.jwks().keys.find((k) => k.kid === kid)).filter((k) => k !== undefined) }),
+      keys: await StaticKeys.fromJwks({ keys: published.map((kid) => after.keys.find((k) => k.kid === kid)).filter((k) => k !== undefined) }),
       issuer: ISSUER,
       audiences: [MESH],
       clock: () => now,
@@ -99,7 +101,7 @@ describe('auth token minting and signing keys', () => {
     now += 1_000;
     const second = (await keys.current()).kid;
     expect(second).to.not.equal(first);
-    expect(keys.jwks().keys.map((k) => k.kid)).to.include(first);
+    expect((await keys.jwks()).keys.map((k) => k.kid)).to.include(first);
     // The promoted key was created an hour ago, but its period starts when it begins to sign.
     now += 1_000;
     expect((await keys.current()).kid).to.equal(second);
@@ -107,6 +109,6 @@ describe('auth token minting and signing keys', () => {
 
   it('never publishes private key material', async () => {
     await keys.current();
-    for (const jwk of keys.jwks().keys) expect(jwk).to.not.have.property('d');
+    for (const jwk of (await keys.jwks()).keys) expect(jwk).to.not.have.property('d');
   });
 });

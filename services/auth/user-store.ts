@@ -1,7 +1,5 @@
-// Users and their password hashes, in the auth database.
+// Users and their roles: validation and password hashing here, rows in an AuthRecords engine.
 import { TwokeyError } from '../authz/errors.ts';
-import type { SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
-import type { AuthDatabase } from './database.ts';
 import { checkPasswordStrength, hashPassword, UNUSABLE_HASH, verifyPassword } from './password.ts';
 import { parseUsername } from './username.ts';
 
@@ -12,81 +10,83 @@ export interface User {
   updatedAtMs: number;
 }
 
-interface UserRow {
+export interface UserRow {
   username: string;
-  password_hash: string;
-  disabled: number;
-  created_at_ms: number;
-  updated_at_ms: number;
+  passwordHash: string;
+  disabled: boolean;
+  createdAtMs: number;
+  updatedAtMs: number;
+}
+
+/** Where user rows live: SQLite (sqlite-auth-records.ts) or PostgreSQL (postgres-auth-records.ts). */
+export interface UserRecords {
+  /** False when the username is taken. */
+  insert(username: string, passwordHash: string, nowMs: number): Promise<boolean>;
+  /** False when there is no such user. */
+  setDisabled(username: string, disabled: boolean, nowMs: number): Promise<boolean>;
+  /** False when there is no such user; a role held already is kept once. */
+  addRole(username: string, role: string): Promise<boolean>;
+  roles(username: string): Promise<string[]>;
+  find(username: string): Promise<UserRow | undefined>;
+  list(): Promise<UserRow[]>;
 }
 
 const ROLE = /^[a-z][a-z0-9-]{0,62}$/;
 
 function toUser(row: UserRow): User {
-  return { username: row.username, disabled: row.disabled === 1, createdAtMs: row.created_at_ms, updatedAtMs: row.updated_at_ms };
+  return { username: row.username, disabled: row.disabled, createdAtMs: row.createdAtMs, updatedAtMs: row.updatedAtMs };
 }
 
 export class UserStore {
-  readonly #db: AuthDatabase;
+  readonly #records: UserRecords;
   readonly #now: () => number;
-  // Prepared once: every login and every token exchange looks a user up.
-  readonly #selectUser: Statement;
-  readonly #selectRoles: Statement;
 
-  constructor(db: AuthDatabase, now: () => number = Date.now) {
-    this.#db = db;
+  constructor(records: UserRecords, now: () => number = Date.now) {
+    this.#records = records;
     this.#now = now;
-    this.#selectUser = db.prepare('SELECT * FROM users WHERE username = ?');
-    this.#selectRoles = db.prepare('SELECT role FROM user_roles WHERE username = ? ORDER BY role');
   }
 
   async add(username: string, password: string): Promise<User> {
     const name = parseUsername(username);
     const weakness = checkPasswordStrength(password);
     if (weakness !== undefined) throw new TwokeyError('ERR_REQUEST_INVALID', `password for ${name} ${weakness}`);
-    if (this.find(name) !== undefined) throw new TwokeyError('ERR_REQUEST_INVALID', `user ${name} already exists`);
+    if ((await this.find(name)) !== undefined) throw new TwokeyError('ERR_REQUEST_INVALID', `user ${name} already exists`);
     const hash = await hashPassword(password);
-    const now = this.#now();
-    this.#db
-      .prepare('INSERT INTO users (username, password_hash, disabled, created_at_ms, updated_at_ms) VALUES (?, ?, 0, ?, ?)')
-      .run(name, hash, now, now);
-    return this.find(name)!;
+    // Checked again by the insert: another replica may have added the name while we hashed.
+    if (!(await this.#records.insert(name, hash, this.#now()))) throw new TwokeyError('ERR_REQUEST_INVALID', `user ${name} already exists`);
+    return (await this.find(name))!;
   }
 
-  setDisabled(username: string, disabled: boolean): User {
+  async setDisabled(username: string, disabled: boolean): Promise<User> {
     const name = parseUsername(username);
-    const result = this.#db
-      .prepare('UPDATE users SET disabled = ?, updated_at_ms = ? WHERE username = ?')
-      .run(disabled ? 1 : 0, this.#now(), name);
-    if (result.changes !== 1) throw new TwokeyError('ERR_REQUEST_INVALID', `no user ${name}`);
-    return this.find(name)!;
+    if (!(await this.#records.setDisabled(name, disabled, this.#now()))) throw new TwokeyError('ERR_REQUEST_INVALID', `no user ${name}`);
+    return (await this.find(name))!;
   }
 
   /** Gives a user a role; what the role grants is the registry's `auth.roles`. */
-  addRole(username: string, role: string): void {
+  async addRole(username: string, role: string): Promise<void> {
     const name = parseUsername(username);
     if (!ROLE.test(role)) throw new TwokeyError('ERR_REQUEST_INVALID', `invalid role ${JSON.stringify(role)} (a lowercase name such as admin)`);
-    if (this.find(name) === undefined) throw new TwokeyError('ERR_REQUEST_INVALID', `no user ${name}`);
-    this.#db.prepare('INSERT OR IGNORE INTO user_roles (username, role) VALUES (?, ?)').run(name, role);
+    if (!(await this.#records.addRole(name, role))) throw new TwokeyError('ERR_REQUEST_INVALID', `no user ${name}`);
   }
 
-  roles(username: string): string[] {
-    return (this.#selectRoles.all(username) as unknown as Array<{ role: string }>).map((r) => r.role);
+  roles(username: string): Promise<string[]> {
+    return this.#records.roles(username);
   }
 
-  find(username: string): User | undefined {
-    const row = this.#selectUser.get(username) as unknown as UserRow | undefined;
+  async find(username: string): Promise<User | undefined> {
+    const row = await this.#records.find(username);
     return row === undefined ? undefined : toUser(row);
   }
 
   /** An enabled user, or undefined: the one question token issuance asks. */
-  active(username: string): User | undefined {
-    const user = this.find(username);
+  async active(username: string): Promise<User | undefined> {
+    const user = await this.find(username);
     return user !== undefined && !user.disabled ? user : undefined;
   }
 
-  list(): User[] {
-    return (this.#db.prepare('SELECT * FROM users ORDER BY username').all() as unknown as UserRow[]).map(toUser);
+  async list(): Promise<User[]> {
+    return (await this.#records.list()).map(toUser);
   }
 
   /**
@@ -94,9 +94,9 @@ export class UserStore {
    * cost one full hash too, so response time does not reveal which usernames exist.
    */
   async authenticate(username: string, password: string): Promise<User | undefined> {
-    const row = this.#selectUser.get(username) as unknown as UserRow | undefined;
-    const ok = await verifyPassword(password, row?.password_hash ?? UNUSABLE_HASH);
-    if (!ok || row === undefined || row.disabled === 1) return undefined;
+    const row = await this.#records.find(username);
+    const ok = await verifyPassword(password, row?.passwordHash ?? UNUSABLE_HASH);
+    if (!ok || row === undefined || row.disabled) return undefined;
     return toUser(row);
   }
 }

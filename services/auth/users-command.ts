@@ -1,10 +1,10 @@
 // `twokey users add|disable|enable|unlock|list`: manage the auth service's users in its database.
 import { join } from 'node:path';
 import { isTwokeyError } from '../authz/errors.ts';
-import { authDatabasePath, openAuthDatabase } from './database.ts';
+import { postgresConfig } from '../mesh-runtime/database-config.ts';
+import { openAuthStorage } from './auth-storage.ts';
 import { LoginThrottle } from './login-throttle.ts';
 import { REVOCATION_REACH_SECONDS } from './revocation-publisher.ts';
-import { SqliteRevocationStore } from './revocation-store.ts';
 import { generatePassword } from './password.ts';
 import { UserStore } from './user-store.ts';
 
@@ -65,9 +65,11 @@ export async function run(args: string[]): Promise<number> {
   }
   const [action, username, ...extra] = positional;
   if (extra.length > 0) return fail(`unexpected argument ${JSON.stringify(extra[0])}`);
-  const db = openAuthDatabase(authDatabasePath(dataDir));
+  // With TWOKEY_DATABASE_URL set, the users are the replicas' shared ones in PostgreSQL.
+  const pg = postgresConfig(process.env);
+  const storage = await openAuthStorage(pg === undefined ? { dataDir } : { postgres: pg });
   try {
-    const users = new UserStore(db);
+    const users = new UserStore(storage.users);
     if (roles.length > 0 && action !== 'add') return fail('--role goes with add');
     switch (action) {
       case 'add': {
@@ -75,20 +77,20 @@ export async function run(args: string[]): Promise<number> {
         const generated = !passwordStdin;
         const password = generated ? generatePassword() : await readStdin();
         await users.add(username, password);
-        for (const role of roles) users.addRole(username, role);
+        for (const role of roles) await users.addRole(username, role);
         process.stdout.write(generated ? `added ${username}; password: ${password}\n` : `added ${username}\n`);
         return 0;
       }
       case 'disable':
       case 'enable': {
         if (username === undefined) return fail(`${action} needs a username`);
-        users.setDisabled(username, action === 'disable');
+        await users.setDisabled(username, action === 'disable');
         // The running auth reads the store on its next heartbeat and pushes the set to the mesh.
         // Enabling does not remove the entry: tokens from before the disabling stay refused, and
         // tokens issued after re-enabling pass (their iat is later).
         if (action === 'disable') {
           const at = Math.floor(Date.now() / 1000);
-          await new SqliteRevocationStore(db).add({ kind: 'user', value: username, atSeconds: at, keepUntilSeconds: at + REVOCATION_REACH_SECONDS });
+          await storage.revocations.add({ kind: 'user', value: username, atSeconds: at, keepUntilSeconds: at + REVOCATION_REACH_SECONDS });
         }
         process.stdout.write(`${action}d ${username}\n`);
         return 0;
@@ -96,14 +98,14 @@ export async function run(args: string[]): Promise<number> {
       case 'unlock': {
         if (username === undefined) return fail('unlock needs a username');
         // A typo must not report success: only existing users are unlocked.
-        if (users.find(username) === undefined) return fail(`no user ${username}`);
-        const cleared = new LoginThrottle(db).unlock(username);
+        if ((await users.find(username)) === undefined) return fail(`no user ${username}`);
+        const cleared = await new LoginThrottle(storage.failures).unlock(username);
         process.stdout.write(cleared > 0 ? `unlocked ${username} (cleared ${cleared} failed logins)\n` : `${username} was not locked (no failed logins recorded)\n`);
         return 0;
       }
       case 'list': {
         if (username !== undefined) return fail('list takes no username');
-        for (const user of users.list()) {
+        for (const user of await users.list()) {
           process.stdout.write(`${user.username.padEnd(24)} ${user.disabled ? 'disabled' : 'enabled '} created ${new Date(user.createdAtMs).toISOString()}\n`);
         }
         return 0;
@@ -115,7 +117,7 @@ export async function run(args: string[]): Promise<number> {
     if (isTwokeyError(err)) return fail(err.message);
     throw err;
   } finally {
-    db.close();
+    await storage.close();
   }
 }
 

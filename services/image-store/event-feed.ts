@@ -2,7 +2,8 @@
 import type { ImageEventRecord, ImageRepository } from './image-repository.ts';
 
 const BATCH = 100;
-// Wake-ups come from commits in this process; the poll covers anything else writing the file.
+// Wake-ups come from commits here and (PostgreSQL) NOTIFY from other replicas; the poll covers a
+// wake-up lost while the listening connection was down, and other processes writing the SQLite file.
 const POLL_MS = 1000;
 
 /**
@@ -23,7 +24,7 @@ export async function followEvents(
   signal.addEventListener('abort', onAbort);
   try {
     while (!signal.aborted) {
-      const batch = repo.eventsAfter(cursor, BATCH);
+      const batch = await repo.eventsAfter(cursor, BATCH);
       for (const event of batch) {
         if (signal.aborted) return;
         cursor = event.sequence;

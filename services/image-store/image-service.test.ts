@@ -1,13 +1,15 @@
-// ImageStore handler logic over a real SQLite file: ownership, ':any' scopes, limits, events.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// ImageStore handler logic over a real repository, the same suite on SQLite and on PostgreSQL:
+// ownership, ':any' scopes, limits, events, and (PostgreSQL) two replicas sharing one log.
 import { expect } from 'chai';
 import type { VerifiedToken } from '../authz/decision.ts';
-import { imageDatabasePath, openImageDatabase, type ImageDatabase } from './image-database.ts';
+import { forEachEngine, type EngineFixture } from '../../test/postgres/engines.ts';
+import { followEvents } from './event-feed.ts';
+import { imageDatabasePath, openImageDatabase } from './image-database.ts';
 import { LIMITS } from './image-input.ts';
-import { ImageRepository } from './image-repository.ts';
+import type { ImageEventRecord, ImageRepository } from './image-repository.ts';
 import { ImageService } from './image-service.ts';
+import { PostgresImageRepository } from './postgres-image-repository.ts';
+import { SqliteImageRepository } from './sqlite-image-repository.ts';
 
 function token(subject: string, scopes: string[], kind: VerifiedToken['kind'] = 'user'): VerifiedToken {
   return {
@@ -22,118 +24,188 @@ const bob = token('bob', USER);
 const cleaner = token('spiffe://twokey.local/ns/twokey/sa/cleaner', ['images:read:any', 'images:delete:any'], 'service');
 const upload = { name: 'a.jpg', content_type: 'image/jpeg', content: Buffer.from([0xff, 0xd8, 1]), tags: [] as string[] };
 
-function codeOf(fn: () => unknown): string {
+async function codeOf(fn: () => Promise<unknown>): Promise<string> {
   try {
-    fn();
+    await fn();
   } catch (err) {
     return (err as { code: string }).code;
   }
   return 'none';
 }
 
-describe('image store service logic', () => {
-  let dir: string;
-  let db: ImageDatabase;
+type Options = { now?: () => number };
+
+function opener(fx: EngineFixture): (opts?: Options) => Promise<ImageRepository> {
+  if (fx.engine === 'sqlite') return async (opts = {}) => new SqliteImageRepository(openImageDatabase(imageDatabasePath(fx.sqlitePath(''))), opts);
+  return (opts = {}) => PostgresImageRepository.open(fx.postgres(), opts);
+}
+
+forEachEngine('image store service logic', (fx) => {
+  const repos: ImageRepository[] = [];
   let repo: ImageRepository;
   let service: ImageService;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'twokey-images-'));
-    db = openImageDatabase(imageDatabasePath(dir));
-    repo = new ImageRepository(db);
+  const open = async (opts?: Options): Promise<ImageRepository> => {
+    const r = await opener(fx)(opts);
+    repos.push(r);
+    return r;
+  };
+  beforeEach(async () => {
+    repo = await open();
     service = new ImageService(repo);
   });
-  afterEach(() => {
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
+  afterEach(async () => {
+    for (const r of repos.splice(0)) await r.close();
   });
 
-  it("denies another user's image and a missing image alike, so existence does not leak", () => {
-    const image = service.create(alice, upload);
-    expect(codeOf(() => service.get(bob, { id: image.id, without_content: false }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(codeOf(() => service.get(bob, { id: `img_${'0'.repeat(32)}`, without_content: false }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(codeOf(() => service.delete(bob, { id: image.id }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(codeOf(() => service.get(cleaner, { id: `img_${'0'.repeat(32)}`, without_content: false }))).to.equal('ERR_RESOURCE_NOT_FOUND');
+  it("denies another user's image and a missing image alike, so existence does not leak", async () => {
+    const image = await service.create(alice, upload);
+    expect(await codeOf(() => service.get(bob, { id: image.id, without_content: false }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(await codeOf(() => service.get(bob, { id: `img_${'0'.repeat(32)}`, without_content: false }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(await codeOf(() => service.delete(bob, { id: image.id }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(await codeOf(() => service.get(cleaner, { id: `img_${'0'.repeat(32)}`, without_content: false }))).to.equal('ERR_RESOURCE_NOT_FOUND');
   });
 
-  it('lists only the caller’s own images unless it holds images:read:any', () => {
-    service.create(alice, upload);
-    service.create(bob, { ...upload, tags: ['flagged'] });
-    expect(service.list(alice, { owner: '', tag: '', page_size: 0, page_token: '' }).images.map((i) => i.owner)).to.deep.equal(['alice']);
-    expect(codeOf(() => service.list(alice, { owner: 'bob', tag: '', page_size: 0, page_token: '' }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(service.list(cleaner, { owner: '', tag: 'flagged', page_size: 0, page_token: '' }).images.map((i) => i.owner)).to.deep.equal(['bob']);
+  it('lists only the caller’s own images unless it holds images:read:any', async () => {
+    await service.create(alice, upload);
+    await service.create(bob, { ...upload, tags: ['flagged'] });
+    expect((await service.list(alice, { owner: '', tag: '', page_size: 0, page_token: '' })).images.map((i) => i.owner)).to.deep.equal(['alice']);
+    expect(await codeOf(() => service.list(alice, { owner: 'bob', tag: '', page_size: 0, page_token: '' }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect((await service.list(cleaner, { owner: '', tag: 'flagged', page_size: 0, page_token: '' })).images.map((i) => i.owner)).to.deep.equal(['bob']);
   });
 
-  it('pages with opaque tokens and rejects forged ones', () => {
-    for (let i = 0; i < 3; i++) service.create(alice, upload);
-    const first = service.list(alice, { owner: '', tag: '', page_size: 2, page_token: '' });
+  it('pages with opaque tokens and rejects forged ones', async () => {
+    for (let i = 0; i < 3; i++) await service.create(alice, upload);
+    const first = await service.list(alice, { owner: '', tag: '', page_size: 2, page_token: '' });
     expect(first.images).to.have.length(2);
-    const second = service.list(alice, { owner: '', tag: '', page_size: 2, page_token: first.next_page_token });
+    const second = await service.list(alice, { owner: '', tag: '', page_size: 2, page_token: first.next_page_token });
     expect(second.images).to.have.length(1);
     expect(second.next_page_token).to.equal('');
-    expect(codeOf(() => service.list(alice, { owner: '', tag: '', page_size: 2, page_token: 'p1' }))).to.equal('ERR_REQUEST_INVALID');
+    expect(await codeOf(() => service.list(alice, { owner: '', tag: '', page_size: 2, page_token: 'p1' }))).to.equal('ERR_REQUEST_INVALID');
   });
 
-  it('refuses oversized content with a size error, and bad content types', () => {
+  it('refuses oversized content with a size error, and bad content types', async () => {
     const big = Buffer.alloc(LIMITS.maxContentBytes + 1);
-    expect(codeOf(() => service.create(alice, { ...upload, content: big }))).to.equal('ERR_RESOURCE_TOO_LARGE');
-    expect(codeOf(() => service.create(alice, { ...upload, content_type: 'text/html' }))).to.equal('ERR_REQUEST_INVALID');
+    expect(await codeOf(() => service.create(alice, { ...upload, content: big }))).to.equal('ERR_RESOURCE_TOO_LARGE');
+    expect(await codeOf(() => service.create(alice, { ...upload, content_type: 'text/html' }))).to.equal('ERR_REQUEST_INVALID');
   });
 
-  it("lets a delegated images:tag token tag only its user's images, and do nothing else", () => {
-    const mine = service.create(alice, upload);
-    const theirs = service.create(bob, upload);
+  it("lets a delegated images:tag token tag only its user's images, and do nothing else", async () => {
+    const mine = await service.create(alice, upload);
+    const theirs = await service.create(bob, upload);
     const delegated: VerifiedToken = { ...token('alice', ['images:tag'], 'delegated'), actorChain: ['spiffe://twokey.local/ns/twokey/sa/tagging'] };
-    expect(service.setTags(delegated, { id: mine.id, tags: ['geo:x'] }).tags).to.deep.equal(['geo:x']);
-    expect(codeOf(() => service.setTags(delegated, { id: theirs.id, tags: ['geo:x'] }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(codeOf(() => service.update(delegated, { id: mine.id, name: 'renamed', content_type: '', content: Buffer.alloc(0) }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(codeOf(() => service.delete(delegated, { id: mine.id }))).to.equal('ERR_RESOURCE_FORBIDDEN');
-    expect(service.get(bob, { id: theirs.id, without_content: true }).tags).to.deep.equal([]);
+    expect((await service.setTags(delegated, { id: mine.id, tags: ['geo:x'] })).tags).to.deep.equal(['geo:x']);
+    expect(await codeOf(() => service.setTags(delegated, { id: theirs.id, tags: ['geo:x'] }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(await codeOf(() => service.update(delegated, { id: mine.id, name: 'renamed', content_type: '', content: Buffer.alloc(0) }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect(await codeOf(() => service.delete(delegated, { id: mine.id }))).to.equal('ERR_RESOURCE_FORBIDDEN');
+    expect((await service.get(bob, { id: theirs.id, without_content: true })).tags).to.deep.equal([]);
   });
 
-  it('never lets a service token own an image', () => {
-    expect(codeOf(() => service.create(token('spiffe://twokey.local/ns/x/sa/y', ['images:write'], 'service'), upload))).to.equal('ERR_RESOURCE_FORBIDDEN');
+  it('never lets a service token own an image', async () => {
+    expect(await codeOf(() => service.create(token('spiffe://twokey.local/ns/x/sa/y', ['images:write'], 'service'), upload))).to.equal('ERR_RESOURCE_FORBIDDEN');
   });
 
-  it('answers every filter combination from statements prepared once, when the repository is made', () => {
-    let prepared = 0;
-    const prepare = db.prepare.bind(db);
-    db.prepare = ((sql: string) => {
-      prepared += 1;
-      return prepare(sql);
-    }) as typeof db.prepare;
-    const own = new ImageRepository(db, { now: () => 1_000 });
-    const madeWith = prepared;
+  it('answers every filter combination, updates, tags and deletes', async () => {
+    const own = await open({ now: () => 1_000 });
     const put = (owner: string, name: string, tags: string[]) => own.create({ owner, name, contentType: 'image/png', content: Buffer.from(name), tags });
-    const a1 = put('alice', 'a1', ['x']);
-    put('alice', 'a2', ['y']);
-    put('bob', 'b1', ['x']);
-    const names = (owner: string | undefined, tag: string | undefined, afterSeq = 0, limit = 10) => own.list({ owner, tag, afterSeq, limit }).images.map((i) => i.name);
-    for (let round = 0; round < 2; round++) {
-      expect(names(undefined, undefined)).to.deep.equal(['a1', 'a2', 'b1']);
-      expect(names('alice', undefined)).to.deep.equal(['a1', 'a2']);
-      expect(names(undefined, 'x')).to.deep.equal(['a1', 'b1']);
-      expect(names('alice', 'x')).to.deep.equal(['a1']);
-      expect(names('bob', 'y')).to.deep.equal([]);
-      expect(own.list({ owner: undefined, tag: undefined, afterSeq: 1, limit: 1 })).to.include({ lastSeq: 2, more: true });
-    }
-    expect(own.update(a1.id, { content: Buffer.from('new') })?.content).to.equal(undefined);
-    expect(own.get(a1.id, true)?.content?.toString()).to.equal('new');
-    expect(own.setTags(a1.id, ['z'])?.tags).to.deep.equal(['z']);
-    expect(own.delete(a1.id)).to.equal(true);
-    expect(own.delete(a1.id)).to.equal(false);
-    expect(own.update(a1.id, { name: 'gone' })).to.equal(undefined);
-    expect(own.eventsAfter(0, 10).map((e) => e.type)).to.deep.equal(['created', 'created', 'created', 'updated', 'updated', 'deleted']);
-    expect(madeWith).to.be.above(0);
-    expect(prepared, 'statements prepared after construction').to.equal(madeWith);
+    const a1 = await put('alice', 'a1', ['x']);
+    await put('alice', 'a2', ['y']);
+    await put('bob', 'b1', ['x']);
+    const names = async (owner: string | undefined, tag: string | undefined) => (await own.list({ owner, tag, afterSeq: 0, limit: 10 })).images.map((i) => i.name);
+    expect(await names(undefined, undefined)).to.deep.equal(['a1', 'a2', 'b1']);
+    expect(await names('alice', undefined)).to.deep.equal(['a1', 'a2']);
+    expect(await names(undefined, 'x')).to.deep.equal(['a1', 'b1']);
+    expect(await names('alice', 'x')).to.deep.equal(['a1']);
+    expect(await names('bob', 'y')).to.deep.equal([]);
+    // Sequences are per store: the beforeEach repository shares the PostgreSQL database, not the counter's start.
+    const all = await own.list({ owner: undefined, tag: undefined, afterSeq: 0, limit: 10 });
+    expect(all.lastSeq).to.be.a('number');
+    const page = await own.list({ owner: undefined, tag: undefined, afterSeq: 0, limit: 1 });
+    expect(page).to.include({ more: true });
+    expect(page.images.map((i) => i.name)).to.deep.equal(['a1']);
+    expect((await own.update(a1.id, { content: Buffer.from('new') }))?.content).to.equal(undefined);
+    expect((await own.get(a1.id, true))?.content?.toString()).to.equal('new');
+    expect((await own.get(a1.id, false))?.sizeBytes).to.equal(3);
+    expect((await own.setTags(a1.id, ['z']))?.tags).to.deep.equal(['z']);
+    expect(await own.delete(a1.id)).to.equal(true);
+    expect(await own.delete(a1.id)).to.equal(false);
+    expect(await own.update(a1.id, { name: 'gone' })).to.equal(undefined);
+    expect((await own.eventsAfter(0, 10)).map((e) => e.type)).to.deep.equal(['created', 'created', 'created', 'updated', 'updated', 'deleted']);
   });
 
-  it('logs created, updated and deleted events in order, durably', () => {
-    const image = service.create(alice, upload);
-    service.setTags(alice, { id: image.id, tags: ['b', 'a', 'a'] });
-    service.delete(alice, { id: image.id });
-    db.close();
-    db = openImageDatabase(imageDatabasePath(dir));
-    const events = new ImageRepository(db).eventsAfter(0, 10);
+  it('logs created, updated and deleted events in order, durably', async () => {
+    const image = await service.create(alice, upload);
+    await service.setTags(alice, { id: image.id, tags: ['b', 'a', 'a'] });
+    await service.delete(alice, { id: image.id });
+    const reopened = await open();
+    const events = await reopened.eventsAfter(0, 10);
     expect(events.map((e) => [e.sequence, e.type, e.owner])).to.deep.equal([[1, 'created', 'alice'], [2, 'updated', 'alice'], [3, 'deleted', 'alice']]);
+  });
+
+  it('a watcher on one repository delivers every event written through another, in sequence, and resumes from a cursor', async function () {
+    this.timeout(30_000);
+    const writerA = await open();
+    const writerB = await open();
+    const watcher = await open();
+    const seen: ImageEventRecord[] = [];
+    const controller = new AbortController();
+    const TOTAL = 40;
+    let reached: () => void = () => undefined;
+    const all = new Promise<void>((resolve) => (reached = resolve));
+    const feed = followEvents(
+      watcher,
+      0,
+      (e) => {
+        seen.push(e);
+        if (seen.length === TOTAL) reached();
+        return true;
+      },
+      async () => undefined,
+      controller.signal,
+    );
+    // Concurrent writers through two repositories (two replicas on PostgreSQL).
+    await Promise.all(
+      Array.from({ length: TOTAL / 2 }, (_, i) =>
+        Promise.all([
+          writerA.create({ owner: 'alice', name: `a${i}`, contentType: 'image/png', content: Buffer.from('x'), tags: [] }),
+          writerB.create({ owner: 'bob', name: `b${i}`, contentType: 'image/png', content: Buffer.from('y'), tags: [] }),
+        ]),
+      ),
+    );
+    await all;
+    controller.abort();
+    await feed;
+    expect(seen.map((e) => e.sequence)).to.deep.equal(Array.from({ length: TOTAL }, (_, i) => i + 1));
+    const resumed = await watcher.eventsAfter(seen[24]!.sequence, 100);
+    expect(resumed.map((e) => e.sequence)).to.deep.equal(seen.slice(25).map((e) => e.sequence));
+  });
+});
+
+describe('image store on SQLite: statements', () => {
+  it('prepares every statement once, when the repository is made', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(`${tmpdir()}/twokey-images-`);
+    const db = openImageDatabase(imageDatabasePath(dir));
+    try {
+      let prepared = 0;
+      const prepare = db.prepare.bind(db);
+      db.prepare = ((sql: string) => {
+        prepared += 1;
+        return prepare(sql);
+      }) as typeof db.prepare;
+      const own = new SqliteImageRepository(db, { now: () => 1_000 });
+      const madeWith = prepared;
+      const a1 = await own.create({ owner: 'alice', name: 'a1', contentType: 'image/png', content: Buffer.from('a'), tags: ['x'] });
+      for (const owner of [undefined, 'alice']) for (const tag of [undefined, 'x']) await own.list({ owner, tag, afterSeq: 0, limit: 10 });
+      await own.update(a1.id, { name: 'b' });
+      await own.setTags(a1.id, ['y']);
+      await own.delete(a1.id);
+      await own.eventsAfter(0, 10);
+      expect(madeWith).to.be.above(0);
+      expect(prepared, 'statements prepared after construction').to.equal(madeWith);
+    } finally {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

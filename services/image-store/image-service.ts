@@ -61,20 +61,20 @@ export class ImageService {
    * The image if this token may use `permission` on it. A caller without the ':any' scope gets
    * the same PERMISSION_DENIED for a missing image as for someone else's, so ids leak nothing.
    */
-  #authorized(token: VerifiedToken, permission: string, rawId: string, withContent: boolean): StoredImage {
+  async #authorized(token: VerifiedToken, permission: string, rawId: string, withContent: boolean): Promise<StoredImage> {
     const id = checkImageId(rawId);
-    const image = this.#repo.get(id, withContent);
+    const image = await this.#repo.get(id, withContent);
     authorizeOwner(token, permission, image?.owner);
     if (image === undefined) throw notFound(id);
     return image;
   }
 
-  create(token: VerifiedToken, req: { name: string; content_type: string; content: Buffer; tags: string[] }): ImageMessage {
+  async create(token: VerifiedToken, req: { name: string; content_type: string; content: Buffer; tags: string[] }): Promise<ImageMessage> {
     // Images belong to people: a workload's own pseudo-user never owns one.
     if (token.kind === 'service') {
       throw new TwokeyError('ERR_RESOURCE_FORBIDDEN', 'resource check failed: a service token cannot own images');
     }
-    const image = this.#repo.create({
+    const image = await this.#repo.create({
       owner: token.subject,
       name: checkName(req.name),
       contentType: checkContentType(req.content_type),
@@ -84,14 +84,14 @@ export class ImageService {
     return toImageMessage(image);
   }
 
-  get(token: VerifiedToken, req: { id: string; without_content: boolean }): ImageMessage {
-    return toImageMessage(this.#authorized(token, 'images:read', req.id, !req.without_content));
+  async get(token: VerifiedToken, req: { id: string; without_content: boolean }): Promise<ImageMessage> {
+    return toImageMessage(await this.#authorized(token, 'images:read', req.id, !req.without_content));
   }
 
-  list(token: VerifiedToken, req: { owner: string; tag: string; page_size: number; page_token: string }): {
+  async list(token: VerifiedToken, req: { owner: string; tag: string; page_size: number; page_token: string }): Promise<{
     images: ImageMessage[];
     next_page_token: string;
-  } {
+  }> {
     let owner: string | undefined;
     if (holdsAny(token, 'images:read')) {
       owner = req.owner === '' ? undefined : req.owner;
@@ -101,15 +101,15 @@ export class ImageService {
       owner = token.subject;
     }
     const tag = req.tag === '' ? undefined : checkTags([req.tag])[0];
-    const page = this.#repo.list({ owner, tag, afterSeq: decodePageToken(req.page_token), limit: checkPageSize(req.page_size) });
+    const page = await this.#repo.list({ owner, tag, afterSeq: decodePageToken(req.page_token), limit: checkPageSize(req.page_size) });
     return {
       images: page.images.map(toImageMessage),
       next_page_token: page.more && page.lastSeq !== undefined ? encodePageToken(page.lastSeq) : '',
     };
   }
 
-  update(token: VerifiedToken, req: { id: string; name: string; content_type: string; content: Buffer }): ImageMessage {
-    const image = this.#authorized(token, 'images:write', req.id, false);
+  async update(token: VerifiedToken, req: { id: string; name: string; content_type: string; content: Buffer }): Promise<ImageMessage> {
+    const image = await this.#authorized(token, 'images:write', req.id, false);
     const changes = {
       name: req.name === '' ? undefined : checkName(req.name),
       contentType: req.content_type === '' ? undefined : checkContentType(req.content_type),
@@ -118,21 +118,21 @@ export class ImageService {
     if (changes.name === undefined && changes.contentType === undefined && changes.content === undefined) {
       throw new TwokeyError('ERR_REQUEST_INVALID', 'UpdateImage needs at least one of name, content_type, content');
     }
-    const updated = this.#repo.update(image.id, changes);
+    const updated = await this.#repo.update(image.id, changes);
     if (updated === undefined) throw notFound(image.id);
     return toImageMessage(updated);
   }
 
-  setTags(token: VerifiedToken, req: { id: string; tags: string[] }): ImageMessage {
-    const image = this.#authorized(token, 'images:tag', req.id, false);
-    const updated = this.#repo.setTags(image.id, checkTags(req.tags));
+  async setTags(token: VerifiedToken, req: { id: string; tags: string[] }): Promise<ImageMessage> {
+    const image = await this.#authorized(token, 'images:tag', req.id, false);
+    const updated = await this.#repo.setTags(image.id, checkTags(req.tags));
     if (updated === undefined) throw notFound(image.id);
     return toImageMessage(updated);
   }
 
-  delete(token: VerifiedToken, req: { id: string }): Record<string, never> {
-    const image = this.#authorized(token, 'images:delete', req.id, false);
-    if (!this.#repo.delete(image.id)) throw notFound(image.id);
+  async delete(token: VerifiedToken, req: { id: string }): Promise<Record<string, never>> {
+    const image = await this.#authorized(token, 'images:delete', req.id, false);
+    if (!(await this.#repo.delete(image.id))) throw notFound(image.id);
     return {};
   }
 }

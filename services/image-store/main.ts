@@ -1,4 +1,4 @@
-// The image store process: ImageStore over mTLS, images and events in SQLite.
+// The image store process: ImageStore over mTLS, images and events in SQLite or PostgreSQL.
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
@@ -8,8 +8,7 @@ import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { followEvents } from './event-feed.ts';
-import { imageDatabasePath, openImageDatabase } from './image-database.ts';
-import { ImageRepository } from './image-repository.ts';
+import { openImageRepository } from './image-storage.ts';
 import { ImageService, toEventMessage } from './image-service.ts';
 
 /** The verified token of the call being served; every ImageStore method requires one. */
@@ -23,9 +22,9 @@ export async function serve(env: Env): Promise<RunningService> {
   const runtime = await MeshRuntime.start('image-store', env, ['twokey.images.v1.ImageStore']);
   try {
     const log = runtime.logger;
-    const db = openImageDatabase(imageDatabasePath(dataDir(env)));
-    runtime.onClose(() => void db.close());
-    const repo = new ImageRepository(db);
+    const repo = await openImageRepository(env, dataDir(env));
+    runtime.onClose(() => repo.close());
+    runtime.health.watchDependency(() => repo.ping());
     const images = new ImageService(repo);
     const keys = await runtime.authKeys();
     const revocations = runtime.revocationHolder(keys);
@@ -35,8 +34,8 @@ export async function serve(env: Env): Promise<RunningService> {
     runtime.onClose(() => watchers.forEach((w) => w.abort()));
 
     mesh.server.addService(ImageStoreClient.service, {
-      CreateImage: unaryHandler(log, (req: Parameters<ImageService['create']>[1]) => {
-        const image = images.create(token(), req);
+      CreateImage: unaryHandler(log, async (req: Parameters<ImageService['create']>[1]) => {
+        const image = await images.create(token(), req);
         log.info({ event: 'images.created', image_id: image.id, owner: image.owner, size: image.size_bytes }, 'image stored');
         return image;
       }),
@@ -44,9 +43,9 @@ export async function serve(env: Env): Promise<RunningService> {
       ListImages: unaryHandler(log, (req: Parameters<ImageService['list']>[1]) => images.list(token(), req)),
       UpdateImage: unaryHandler(log, (req: Parameters<ImageService['update']>[1]) => images.update(token(), req)),
       SetTags: unaryHandler(log, (req: Parameters<ImageService['setTags']>[1]) => images.setTags(token(), req)),
-      DeleteImage: unaryHandler(log, (req: Parameters<ImageService['delete']>[1]) => {
+      DeleteImage: unaryHandler(log, async (req: Parameters<ImageService['delete']>[1]) => {
         const t = token();
-        const out = images.delete(t, req);
+        const out = await images.delete(t, req);
         log.info({ event: 'images.deleted', image_id: req.id, by: t.subject, token_kind: t.kind }, 'image deleted');
         return out;
       }),

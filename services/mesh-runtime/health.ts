@@ -58,6 +58,10 @@ export class HealthServer {
   #http: http.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
   readonly #metrics: Registry | undefined;
+  // Set while a watched dependency (the shared database) fails its probe: every status then reads
+  // NOT_SERVING, so a load balancer stops sending calls this process could only fail.
+  #dependencyDown = false;
+  #probeTimer: NodeJS.Timeout | undefined;
 
   constructor(services: readonly string[], options: HealthServerOptions = {}) {
     for (const name of ['', ...services]) this.#statuses.set(name, 'NOT_SERVING');
@@ -66,11 +70,49 @@ export class HealthServer {
 
   setAll(status: ServingStatus): void {
     for (const name of this.#statuses.keys()) this.#statuses.set(name, status);
-    for (const watcher of this.#watchers) watcher.call.write({ status: this.#statuses.get(watcher.service) });
+    this.#notifyWatchers();
+  }
+
+  #notifyWatchers(): void {
+    for (const watcher of this.#watchers) watcher.call.write({ status: this.status(watcher.service) });
   }
 
   status(service: string): ServingStatus | 'SERVICE_UNKNOWN' {
-    return this.#statuses.get(service) ?? 'SERVICE_UNKNOWN';
+    const status = this.#statuses.get(service);
+    if (status === undefined) return 'SERVICE_UNKNOWN';
+    return this.#dependencyDown ? 'NOT_SERVING' : status;
+  }
+
+  /**
+   * Probes a dependency every `intervalMs`; while a probe fails or takes longer than `timeoutMs`
+   * the process reports NOT_SERVING, and SERVING again (if it was) after the next probe passes.
+   */
+  watchDependency(probe: () => Promise<void>, opts: { intervalMs?: number; timeoutMs?: number } = {}): void {
+    const intervalMs = opts.intervalMs ?? 1000;
+    const timeoutMs = opts.timeoutMs ?? 2000;
+    let running = false;
+    const tick = async (): Promise<void> => {
+      if (running) return;
+      running = true;
+      let timer: NodeJS.Timeout | undefined;
+      let down: boolean;
+      try {
+        await Promise.race([probe(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('probe timed out')), timeoutMs)))]);
+        down = false;
+      } catch {
+        down = true;
+      } finally {
+        clearTimeout(timer);
+        running = false;
+      }
+      if (down !== this.#dependencyDown) {
+        this.#dependencyDown = down;
+        this.#notifyWatchers();
+      }
+    };
+    clearInterval(this.#probeTimer);
+    this.#probeTimer = setInterval(() => void tick(), intervalMs);
+    this.#probeTimer.unref();
   }
 
   /** Binds the plaintext health listener; returns the bound port. */
@@ -142,6 +184,7 @@ export class HealthServer {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#probeTimer);
     this.setAll('NOT_SERVING');
     for (const watcher of this.#watchers) watcher.call.end();
     this.#watchers.clear();

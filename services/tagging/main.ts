@@ -3,13 +3,15 @@
 import { status, type Client, type ClientReadableStream } from '@grpc/grpc-js';
 import { TwokeyError } from '../authz/errors.ts';
 import { CachedToken, type IssuedToken } from '../mesh-runtime/cached-token.ts';
+import { randomUUID } from 'node:crypto';
 import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
+import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
 import { locationTags, readLocation } from './exif-location.ts';
-import { CursorStore, taggingDatabasePath } from './tagging-database.ts';
+import { openCursorStore } from './cursor-store.ts';
 import { TaggingWorker, type ImageStorePort, type UploadEvent } from './tagging-worker.ts';
 
 interface ImageReply {
@@ -66,9 +68,18 @@ export async function serve(env: Env): Promise<RunningService> {
         await unary(store, 'SetTags', { id, tags }, bearer(token));
       },
     };
-    const cursor = CursorStore.open(taggingDatabasePath(dataDir(env)));
+    const cursor = await openCursorStore(env, dataDir(env));
     runtime.onClose(() => cursor.close());
-    const worker = new TaggingWorker({ images, tokens: { serviceToken: () => serviceToken.get(), delegatedToken }, cursor, logger: log });
+    runtime.health.watchDependency(() => cursor.ping());
+    const worker = new TaggingWorker({
+      images,
+      tokens: { serviceToken: () => serviceToken.get(), delegatedToken },
+      cursor,
+      logger: log,
+      // Replicas on PostgreSQL each hold the lease under their own name; the one SQLite process uses a
+      // fixed name, so after a crash it takes its own lease back at once instead of after the term.
+      holder: postgresConfig(env) === undefined ? 'tagging' : `tagging-${randomUUID()}`,
+    });
     const controller = new AbortController();
     const running = worker.run(controller.signal);
     runtime.onClose(async () => {

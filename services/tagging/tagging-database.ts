@@ -1,36 +1,59 @@
-// The tagging worker's durable cursor: the last image event it finished, in SQLite.
-import { openDurableDatabase, type SqliteDatabase, type SqliteStatement } from '../mesh-runtime/durable-database.ts';
+// The tagging worker's cursor and lease in SQLite: the embedded default, one replica.
+import { inTransaction, openDurableDatabase, type SqliteDatabase, type SqliteStatement } from '../mesh-runtime/durable-database.ts';
+import { leaseLost, type CursorStore } from './cursor-store.ts';
 
-export class CursorStore {
+export class SqliteCursorStore implements CursorStore {
   readonly #db: SqliteDatabase;
   // Prepared once: the worker reads and writes the cursor on every event.
-  readonly #select: SqliteStatement;
-  readonly #upsert: SqliteStatement;
+  readonly #insert: SqliteStatement;
+  readonly #take: SqliteStatement;
+  readonly #advance: SqliteStatement;
+  readonly #release: SqliteStatement;
 
   private constructor(db: SqliteDatabase) {
     this.#db = db;
-    this.#select = db.prepare('SELECT sequence FROM cursors WHERE name = ?');
-    this.#upsert = db.prepare(
-      'INSERT INTO cursors (name, sequence) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence',
-    );
+    this.#insert = db.prepare('INSERT INTO cursors (name, sequence, holder, lease_until) VALUES (?, 0, ?, ?) ON CONFLICT (name) DO NOTHING');
+    this.#take = db.prepare('UPDATE cursors SET holder = ?, lease_until = ? WHERE name = ? AND (holder IS NULL OR holder = ? OR lease_until < ?) RETURNING sequence');
+    this.#advance = db.prepare('UPDATE cursors SET sequence = ?, lease_until = ? WHERE name = ? AND holder = ?');
+    this.#release = db.prepare('UPDATE cursors SET holder = NULL, lease_until = 0 WHERE name = ? AND holder = ?');
   }
 
-  static open(path: string): CursorStore {
+  static open(path: string): SqliteCursorStore {
     const db = openDurableDatabase(path);
     db.exec('CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, sequence INTEGER NOT NULL) STRICT');
-    return new CursorStore(db);
+    // Version 1 had no lease; its cursor is kept and starts unleased.
+    const columns = db.prepare('PRAGMA table_info(cursors)').all() as Array<{ name: string }>;
+    if (!columns.some((c) => c.name === 'holder')) {
+      inTransaction(db, () => {
+        db.exec('ALTER TABLE cursors ADD COLUMN holder TEXT');
+        db.exec('ALTER TABLE cursors ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0');
+      });
+    }
+    return new SqliteCursorStore(db);
   }
 
-  get(name: string): number {
-    const row = this.#select.get(name) as unknown as { sequence: number } | undefined;
-    return row?.sequence ?? 0;
+  async acquire(name: string, holder: string, nowMs: number, ttlMs: number): Promise<number | undefined> {
+    return inTransaction(this.#db, () => {
+      this.#insert.run(name, null, 0);
+      const row = this.#take.get(holder, nowMs + ttlMs, name, holder, nowMs) as { sequence: number } | undefined;
+      return row?.sequence;
+    });
   }
 
-  set(name: string, sequence: number): void {
-    this.#upsert.run(name, sequence);
+  async advance(name: string, holder: string, sequence: number, nowMs: number, ttlMs: number): Promise<void> {
+    const result = this.#advance.run(sequence, nowMs + ttlMs, name, holder);
+    if (Number(result.changes) !== 1) throw leaseLost(name);
   }
 
-  close(): void {
+  async release(name: string, holder: string): Promise<void> {
+    this.#release.run(name, holder);
+  }
+
+  async ping(): Promise<void> {
+    // The file is local: reachable while the process runs.
+  }
+
+  async close(): Promise<void> {
     this.#db.close();
   }
 }

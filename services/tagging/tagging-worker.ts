@@ -2,6 +2,7 @@
 // token, and writes location tags with a token delegated by the image's owner.
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { CursorStore } from './cursor-store.ts';
 import { locationTags, readLocation } from './exif-location.ts';
 
 export interface UploadEvent {
@@ -31,10 +32,8 @@ export interface TokenPort {
   delegatedToken(owner: string): Promise<string>;
 }
 
-export interface CursorPort {
-  get(name: string): number;
-  set(name: string, sequence: number): void;
-}
+/** The cursor store as the worker sees it (services/tagging/cursor-store.ts). */
+export type CursorPort = Pick<CursorStore, 'acquire' | 'advance' | 'release'>;
 
 const CURSOR = 'image-events';
 
@@ -54,36 +53,74 @@ export class TaggingWorker {
   readonly #cursor: CursorPort;
   readonly #log: Logger;
   readonly #retryMs: number;
+  readonly #holder: string;
+  readonly #leaseMs: number;
+  readonly #now: () => number;
 
-  constructor(opts: { images: ImageStorePort; tokens: TokenPort; cursor: CursorPort; logger: Logger; retryMs?: number }) {
+  constructor(opts: {
+    images: ImageStorePort;
+    tokens: TokenPort;
+    cursor: CursorPort;
+    logger: Logger;
+    /** This replica's name in the lease; unique per process. */
+    holder: string;
+    retryMs?: number;
+    leaseMs?: number;
+    now?: () => number;
+  }) {
     this.#images = opts.images;
     this.#tokens = opts.tokens;
     this.#cursor = opts.cursor;
     this.#log = opts.logger;
+    this.#holder = opts.holder;
     this.#retryMs = opts.retryMs ?? 1000;
+    this.#leaseMs = opts.leaseMs ?? 15_000;
+    this.#now = opts.now ?? Date.now;
   }
 
   /**
-   * Runs until aborted. The cursor advances only after an event is fully handled, so a crash
-   * replays at most the event in hand; tagging is idempotent, so a replay changes nothing.
+   * Runs until aborted. Only the lease holder follows the log, so two replicas never tag the same
+   * upload; the other takes over when the holder stops renewing (dies). The cursor advances only
+   * after an event is fully handled, so a crash replays at most the event in hand; tagging is
+   * idempotent, so a replay changes nothing.
    */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      const watching = new AbortController();
+      const stop = (): void => watching.abort();
+      signal.addEventListener('abort', stop);
+      let heartbeat: NodeJS.Timeout | undefined;
       try {
-        const token = await this.#tokens.serviceToken();
-        for await (const event of this.#images.watch(this.#cursor.get(CURSOR), token, signal)) {
-          if (event.type === 'created') {
-            const outcome = await this.handle(event);
-            this.#log.info({ event: 'tagging.processed', sequence: event.sequence, image_id: event.imageId, owner: event.owner, outcome }, 'upload processed');
+        const start = await this.#cursor.acquire(CURSOR, this.#holder, this.#now(), this.#leaseMs);
+        if (start !== undefined) {
+          // Renewed well inside its term while the log is quiet; a lost lease ends the watch.
+          heartbeat = setInterval(() => {
+            this.#cursor.acquire(CURSOR, this.#holder, this.#now(), this.#leaseMs).then(
+              (held) => held === undefined && watching.abort(),
+              () => watching.abort(),
+            );
+          }, Math.max(50, Math.floor(this.#leaseMs / 3)));
+          const token = await this.#tokens.serviceToken();
+          for await (const event of this.#images.watch(start, token, watching.signal)) {
+            if (watching.signal.aborted) break;
+            if (event.type === 'created') {
+              const outcome = await this.handle(event);
+              this.#log.info({ event: 'tagging.processed', sequence: event.sequence, image_id: event.imageId, owner: event.owner, outcome }, 'upload processed');
+            }
+            await this.#cursor.advance(CURSOR, this.#holder, event.sequence, this.#now(), this.#leaseMs);
           }
-          this.#cursor.set(CURSOR, event.sequence);
         }
       } catch (err) {
         if (signal.aborted) break;
         this.#log.warn({ event: 'tagging.retry', err: (err as Error).message, code: grpcCode(err) }, 'watch interrupted; resuming from the cursor');
+      } finally {
+        clearInterval(heartbeat);
+        signal.removeEventListener('abort', stop);
       }
       await sleep(this.#retryMs, signal);
     }
+    // A clean stop hands the log to another replica at once instead of after the lease term.
+    await this.#cursor.release(CURSOR, this.#holder).catch(() => undefined);
   }
 
   /** Tags one uploaded image; throws only on errors worth retrying. */

@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
 import { SigningKeys } from '../../services/auth/signing-keys.ts';
+import { SqliteKeyRecords } from '../../services/auth/sqlite-auth-records.ts';
 import { TokenMinter } from '../../services/auth/token-minter.ts';
 import { run } from '../../scripts/authz-command.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
@@ -137,7 +138,7 @@ describe('twokey authz check', function () {
     const dir = join(state, 'svid', 'gateway');
     ca.writeWorkload(dir, ca.issue({ spiffeId: GATEWAY, grants: [GET], ttl: '1h' }));
     const db = openAuthDatabase(authDatabasePath(join(state, 'data', 'auth')));
-    const keys = new SigningKeys(db, { rotationMs: 3600_000 });
+    const keys = new SigningKeys(new SqliteKeyRecords(db), { rotationMs: 3600_000 });
     const minted = await new TokenMinter({ keys, issuer: ISSUER }).mint({ kind: 'user', subject: 'alice', scopes: ['images:read'], audience: `spiffe://${TD}`, clientId: GATEWAY, ttlMs: 900_000 });
     db.close();
     const r = await cli(['--cert', join(dir, 'svid.pem'), '--state', state, '--token', minted.token, '--method', GET]);

@@ -25,7 +25,7 @@ export async function startTestMesh(opts: { stateDir?: string; cleanerInterval?:
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'twokey-e2e-'));
   let mesh: LocalMesh;
   try {
-    mesh = await startLocalMesh({ stateDir, cleanerInterval: opts.cleanerInterval ?? '2s', healthTimeoutMs: 60_000, ...(opts.env ? { env: opts.env } : {}) });
+    mesh = await startLocalMesh({ stateDir, cleanerInterval: opts.cleanerInterval ?? '2s', healthTimeoutMs: 60_000, ...(opts.env === undefined ? {} : { env: opts.env }) });
   } catch (err) {
     if (opts.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true });
     throw err;

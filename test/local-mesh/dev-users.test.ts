@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { DEV_ADMIN, ensureDevUsers, stateLayout } from '../../scripts/local-mesh/local-mesh.ts';
 import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
+import { SqliteUserRecords } from '../../services/auth/sqlite-auth-records.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 
 describe('local mesh dev users', () => {
@@ -12,10 +13,10 @@ describe('local mesh dev users', () => {
   beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'twokey-users-'))));
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  const roles = (name: string): string[] => {
+  const roles = async (name: string): Promise<string[]> => {
     const db = openAuthDatabase(authDatabasePath(stateLayout(dir).dataDir('auth')));
     try {
-      return new UserStore(db).roles(name);
+      return await new UserStore(new SqliteUserRecords(db)).roles(name);
     } finally {
       db.close();
     }
@@ -26,8 +27,8 @@ describe('local mesh dev users', () => {
     mkdirSync(layout.dataDir('auth'), { recursive: true });
     const first = await ensureDevUsers(layout);
     expect(Object.keys(first)).to.deep.equal(['alice', 'bob', DEV_ADMIN]);
-    expect(roles(DEV_ADMIN)).to.deep.equal(['admin']);
-    expect(roles('alice')).to.deep.equal([]);
+    expect(await roles(DEV_ADMIN)).to.deep.equal(['admin']);
+    expect(await roles('alice')).to.deep.equal([]);
     expect(await ensureDevUsers(layout)).to.deep.equal(first);
   });
 
@@ -45,6 +46,6 @@ describe('local mesh dev users', () => {
     expect(again).to.include(older);
     expect(again[DEV_ADMIN]).to.be.a('string').and.not.equal(first[DEV_ADMIN]);
     expect(JSON.parse(readFileSync(layout.usersFile, 'utf8'))).to.deep.equal(again);
-    expect(roles(DEV_ADMIN)).to.deep.equal(['admin']);
+    expect(await roles(DEV_ADMIN)).to.deep.equal(['admin']);
   });
 });
