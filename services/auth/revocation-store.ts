@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS revocation_sequence (
 INSERT OR IGNORE INTO revocation_sequence (id, seq) VALUES (1, 0);
 `;
 
+// Fail closed and loudly: the revocation is refused, nothing live is dropped to make room.
+function limitReached(count: number, limit: number): TwokeyError {
+  return new TwokeyError(
+    'ERR_REVOCATION_LIMIT',
+    `the revocation set already holds ${count} entries (the bound is ${limit}); this revocation was NOT recorded: rotate keys or disable users instead of revoking tokens one by one`,
+  );
+}
+
 interface Row {
   kind: RevocationKind;
   value: string;
@@ -71,10 +79,7 @@ export class SqliteRevocationStore implements RevocationStore {
       const count = Number((this.#db.prepare('SELECT count(*) AS n FROM revocations').get() as { n: number }).n);
       // Fail closed and loudly: the revocation is refused, nothing live is dropped to make room.
       if (!exists && count >= this.#limit) {
-        throw new TwokeyError(
-          'ERR_REVOCATION_LIMIT',
-          `the revocation set already holds ${count} entries (the bound is ${this.#limit}); this revocation was NOT recorded: rotate keys or disable users instead of revoking tokens one by one`,
-        );
+        throw limitReached(count, this.#limit);
       }
       // Re-revoking keeps the widest reach: the latest disabling time and the longest life.
       this.#db
@@ -144,10 +149,7 @@ export class PostgresRevocationStore implements RevocationStore {
       const exists = (await client.query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value])).rowCount !== 0;
       const count = Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM revocations')).rows[0]!.n);
       if (!exists && count >= this.#limit) {
-        throw new TwokeyError(
-          'ERR_REVOCATION_LIMIT',
-          `the revocation set already holds ${count} entries (the bound is ${this.#limit}); this revocation was NOT recorded: rotate keys or disable users instead of revoking tokens one by one`,
-        );
+        throw limitReached(count, this.#limit);
       }
       await client.query(
         `INSERT INTO revocations (kind, value, at_s, keep_until_s) VALUES ($1, $2, $3, $4)
