@@ -47,6 +47,7 @@ export interface RevocationSource {
 // setTimeout's longest delay; a certificate valid for longer is looked at again after it.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MIN_RECHECK_MS = 1000;
+const STALE_RECHECK_MS = 1000;
 
 /** The status details of a denial: the failed check, its reason and the decision id; never a token. */
 export function denialMessage(decision: Decision, decisionId: string): string {
@@ -90,6 +91,16 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
   options.revocation?.onUpdate((_set, changed) => {
     if (changed) recheckOpenStreams(settings);
   });
+  // A set that goes stale (auth unreachable) sends no update: open streams would outlive the bound
+  // that new calls are refused after. Look once a second, and re-decide them only while stale.
+  const revocation = options.revocation;
+  if (revocation !== undefined) {
+    setInterval(() => {
+      if (settings.openStreams.size === 0) return;
+      const view = revocation.view();
+      if (view.set === null || settings.clock() - view.set.issuedAtMs > view.maxStalenessMs) recheckOpenStreams(settings);
+    }, STALE_RECHECK_MS).unref();
+  }
   // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
   // grpc-js accepts any object with the call interface; its type names the generic class only.
   return (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall;

@@ -8,7 +8,7 @@ import { unary } from '../../services/mesh-runtime/protos.ts';
 import { openDurableDatabase } from '../../services/mesh-runtime/durable-database.ts';
 import { SqliteRevocationStore } from '../../services/auth/revocation-store.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
-import { STATUS_NAMES, expectStatus, removeState, startTestMesh, withToken, type TestMesh } from './mesh-harness.ts';
+import { STATUS_NAMES, expectStatus, logLines, removeState, startTestMesh, withToken, type TestMesh } from './mesh-harness.ts';
 
 const run = promisify(execFile);
 const EMPTY_LIST = { owner: '', tag: '', page_size: 0, page_token: '' };
@@ -94,6 +94,18 @@ describe('revocation on the running mesh', function () {
     const { details } = await timeUntilRefused('auth down, calls at image-store', 'UNAVAILABLE', () => list(bob));
     console.log(`      (auth stopped ${Date.now() - stoppedAt} ms before the first UNAVAILABLE; bound 4 s)`);
     expect(details).to.contain('the revocation list is stale');
+    // tagging's WatchImages stream, open since before the outage, is ended too (no set update
+    // arrives to trigger it: the server looks at its open streams while the set is stale).
+    const streamEnd = Date.now();
+    for (;;) {
+      const ended = logLines(t.mesh, 'tagging').some(
+        (l) => l['event'] === 'tagging.retry' && String(l['err']).includes('the stream outlived it') && String(l['err']).includes('stale'),
+      );
+      if (ended) break;
+      if (Date.now() - streamEnd > BOUND_MS) expect.fail("tagging's open WatchImages stream was not ended once the revocation list went stale");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    console.log(`      tagging's open WatchImages stream ended ${Date.now() - stoppedAt} ms after auth stopped`);
     await t.mesh.start('auth');
     const start = Date.now();
     for (;;) {
