@@ -49,11 +49,14 @@ export async function serve(env: Env): Promise<RunningService> {
     runtime.health.watchDependency(() => storage.ping());
     // Auth verifies subject tokens with its own published keys, exactly as every other service does.
     let ownKeys: JwksKeySet | undefined;
+    let republish: (() => void) | undefined;
     const keys = new SigningKeys(storage.keys, {
       rotationMs: envDurationMs(env, 'TWOKEY_KEY_ROTATION', '24h'),
       onRotated: (kid, why) => {
         log.info({ event: 'keys.rotated', kid, why }, 'signing key rotated');
         void ownKeys?.refresh().catch(() => undefined);
+        // The next set names the new key: services that missed it fetch the JWK Set now, not at their next refresh.
+        republish?.();
       },
     });
     await keys.current();
@@ -87,6 +90,7 @@ export async function serve(env: Env): Promise<RunningService> {
       onError: (err) => log.error({ event: 'revocation.publish_failed', err: (err as Error).message }, 'revocation set not published'),
     });
     await revocations.start();
+    republish = () => void revocations.publish().catch(() => undefined);
     runtime.onClose(() => revocations.close());
 
     // auth enforces its own set too, fed straight from the publisher rather than over the network.

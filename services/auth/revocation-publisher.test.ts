@@ -54,6 +54,26 @@ describe('RevocationPublisher on SQLite', () => {
     db.close();
   });
 
+  it('names the keys the JWK Set publishes in every set, the rotated-in one included', async () => {
+    const { db, keys, publisher } = open();
+    await keys.current();
+    const published = async () => (await keys.jwks()).keys.map((k) => k.kid as string);
+    const before = await published();
+    expect(before).to.have.length(2); // current and next
+    const keysBefore = await StaticKeys.fromJwks(await keys.jwks());
+    const first = await new RevocationHolder({ keys: keysBefore, clock: () => now }).accept((await publisher.publish()).jws);
+    expect(first.publishedKids).to.deep.equal(before);
+    await keys.rotate();
+    const after = await published();
+    expect(after).to.have.length(3);
+    expect(after).to.not.deep.equal(before);
+    // Signed with the rotated-in key, which the holder's keys from before the rotation already hold (it was next).
+    const second = await new RevocationHolder({ keys: keysBefore, clock: () => now }).accept((await publisher.publish()).jws);
+    expect(second.publishedKids).to.deep.equal(after);
+    expect(second.signedBy).to.equal(before[1]);
+    db.close();
+  });
+
   it('keeps entries across a restart and drops each when what it revokes has expired', async () => {
     let { db, keys, publisher } = open();
     await keys.current();

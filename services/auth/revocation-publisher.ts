@@ -12,6 +12,8 @@ export const REVOCATION_REACH_SECONDS = 24 * 3600 + 300;
 
 export interface SetSigner {
   current(): Promise<{ kid: string; privateKey: import('node:crypto').KeyObject }>;
+  /** The kids the JWK Set publishes now; each set names them so verifiers fetch a new one at once. */
+  publishedKids(): Promise<string[]>;
 }
 
 export interface RevocationPublisherOptions {
@@ -77,8 +79,9 @@ export class RevocationPublisher {
     const run = async (): Promise<{ jws: string; set: RevocationSet }> => {
       const now = this.#clock();
       await this.#store.prune(Math.floor(now / 1000));
-      const set = await this.#store.snapshot(now);
-      const jws = signRevocationSet(set, await this.#keys.current());
+      const signer = await this.#keys.current();
+      const set = { ...(await this.#store.snapshot(now)), publishedKids: await this.#keys.publishedKids() };
+      const jws = signRevocationSet(set, signer);
       this.#latest = { jws, set };
       for (const listener of this.#listeners) listener(jws, set);
       return this.#latest;

@@ -141,6 +141,10 @@ export class SigningKeys {
     return publishedKeySet(await this.#snapshot());
   }
 
+  async publishedKids(): Promise<string[]> {
+    return (await this.jwks()).keys.map((k) => k.kid as string);
+  }
+
   async #newKey(): Promise<NewKey> {
     const privateKey = this.#generate();
     const jwk = await exportJWK(privateKey);

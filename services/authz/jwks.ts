@@ -82,6 +82,8 @@ function keyFrom(keys: ReadonlyMap<string, PublicKey>, kid: string, alg: string)
   return entry.key;
 }
 
+const FAILED_FETCH_RETRY_MS = 1000;
+
 /**
  * The verification keys of the mesh. An unknown kid triggers a refetch at most once per cooldown
  * (a flood of forged kids cannot turn into a flood of fetches); a failed fetch keeps the last
@@ -180,6 +182,15 @@ export class JwksKeySet implements VerificationKeys {
     return this.#inFlight;
   }
 
+  /**
+   * auth says it publishes `kids` (in a set it signed and sent over mTLS): refetches at once when
+   * one is not held. Not subject to the unknown-kid cooldown, which exists for kids a caller names.
+   */
+  expectKids(kids: readonly string[] | undefined): Promise<void> {
+    if (kids === undefined || kids.every((kid) => this.#keys.has(kid))) return Promise.resolve();
+    return this.refresh().catch(() => undefined);
+  }
+
   async keyFor(kid: string, alg: string): Promise<CryptoKey | KeyObject> {
     let entry = this.#keys.get(kid);
     if (entry === undefined && this.#clock() - this.#lastOnDemand >= this.#cooldownMs) {
@@ -187,6 +198,9 @@ export class JwksKeySet implements VerificationKeys {
       try {
         await this.refresh();
       } catch (err) {
+        // A fetch that failed cost auth nothing: the next unknown kid may try again within a
+        // second rather than a whole cooldown (a service reconnecting to auth recovers at once).
+        this.#lastOnDemand = this.#clock() - this.#cooldownMs + Math.min(this.#cooldownMs, FAILED_FETCH_RETRY_MS);
         if (this.#keys.size === 0) throw unavailable('no verification keys: the JWK Set could not be fetched', err);
       }
       entry = this.#keys.get(kid);

@@ -49,7 +49,16 @@ export interface RevocationSet extends RevocationEntries {
   readonly digest: string;
   /** The kid that signed it, once verified. */
   readonly signedBy?: string | undefined;
+  /**
+   * The kids auth published in its JWK Set when it signed this set (not part of the entries or
+   * their digest: a rotation changes them without a new seq). A holder that misses one refetches
+   * the JWK Set at once, so a rotated-in key is held before tokens signed with it arrive.
+   */
+  readonly publishedKids?: readonly string[] | undefined;
 }
+
+/** Most published kids a set may name (auth publishes three: current, next, previous). */
+const MAX_PUBLISHED_KIDS = 16;
 
 /** A serial as the set keys it: upper-case hex without leading zeros (so "00ab" and "AB" match). */
 export function normalizeSerial(hex: string): string {
@@ -63,7 +72,8 @@ function malformed(why: string): TwokeyError {
   return new TwokeyError('ERR_REVOCATION_SET_INVALID', `revocation set refused: ${why}`);
 }
 
-function entryCount(e: RevocationEntries): number {
+/** All entries, every kind together (what MAX_REVOCATION_ENTRIES bounds). */
+export function entryCount(e: RevocationEntries): number {
   return e.disabledSubjects.size + e.jtis.size + e.serials.size + e.kids.size;
 }
 
@@ -111,7 +121,8 @@ export function buildRevocationSet(seq: number, issuedAtMs: number, entries: Rev
 /** Signs a set as a compact JWS (ES256 with auth's current signing key). */
 export function signRevocationSet(set: RevocationSet, key: { kid: string; privateKey: KeyObject | CryptoKey }): string {
   const header = Buffer.from(JSON.stringify({ alg: 'ES256', typ: REVOCATION_SET_TYPE, kid: key.kid })).toString('base64url');
-  const payload = Buffer.from(JSON.stringify({ seq: set.seq, iat: set.issuedAtMs, ...canonicalEntries(set) })).toString('base64url');
+  const published = set.publishedKids === undefined ? {} : { keys: [...set.publishedKids] };
+  const payload = Buffer.from(JSON.stringify({ seq: set.seq, iat: set.issuedAtMs, ...published, ...canonicalEntries(set) })).toString('base64url');
   const signingInput = `${header}.${payload}`;
   const signature = cryptoSign('sha256', Buffer.from(signingInput, 'latin1'), { key: asKeyObject(key.privateKey), dsaEncoding: 'ieee-p1363' });
   return `${signingInput}.${signature.toString('base64url')}`;
@@ -128,6 +139,15 @@ function readPairs(value: unknown, what: string): Map<string, number> {
     out.set(pair[0], pair[1]);
   }
   return out;
+}
+
+// Optional: sets signed before auth named its published keys carry none.
+function readPublishedKids(value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > MAX_PUBLISHED_KIDS || value.some((k) => typeof k !== 'string' || !KID_SHAPE.test(k))) {
+    throw malformed(`"keys" must be an array of at most ${MAX_PUBLISHED_KIDS} well-formed kids`);
+  }
+  return value as string[];
 }
 
 /**
@@ -179,7 +199,7 @@ export async function verifyRevocationSet(jws: unknown, keys: VerificationKeys):
     serials: readPairs(payload['serials'], 'serials'),
     kids: kidSet,
   });
-  return { ...set, signedBy: kid };
+  return { ...set, signedBy: kid, publishedKids: readPublishedKids(payload['keys']) };
 }
 
 export interface RevocationHolderOptions {

@@ -10,7 +10,7 @@ import { RevocationHolder } from '../authz/revocation-set.ts';
 import { SvidSource } from '../authz/rotation.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
-import { registerCertificateMetrics, registerJwksMetrics } from '../authz/workload-metrics.ts';
+import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
 import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
@@ -140,7 +140,11 @@ export class MeshRuntime {
    * TWOKEY_REVOCATION_MAX_STALENESS (default 30s). Until a set arrives every call is refused UNAVAILABLE.
    */
   revocationHolder(keys: VerificationKeys): RevocationHolder {
-    return new RevocationHolder({ keys, maxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s') });
+    const holder = new RevocationHolder({ keys, maxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s') });
+    // Each set names the keys auth publishes: a rotation reaches this process with the next set.
+    if (keys instanceof JwksKeySet) holder.onUpdate((set) => void keys.expectKids(set.publishedKids));
+    registerRevocationMetrics(this.metrics, holder);
+    return holder;
   }
 
   /**

@@ -95,6 +95,47 @@ describe('JwksKeySet', () => {
     expect((await verifier.verify(await sign(k2))).subject).to.equal('alice');
   });
 
+  it('after a failed refetch for an unknown kid, tries again a second later rather than a whole cooldown', async () => {
+    auth.down = true;
+    now += 30_000;
+    const err = (await verifier.verify(await sign(k2)).catch((e: TwokeyError) => e)) as TwokeyError;
+    expect(err.code).to.equal('ERR_TOKEN_INVALID');
+    expect(auth.calls).to.equal(2);
+    // auth is back (a service's channel reconnected); within the second nothing more is fetched.
+    auth.down = false;
+    auth.published = [k2, k1];
+    now += 999;
+    await verifier.verify(await sign(k2)).catch(() => undefined);
+    expect(auth.calls).to.equal(2);
+    now += 1;
+    expect((await verifier.verify(await sign(k2))).subject).to.equal('alice');
+    expect(auth.calls).to.equal(3);
+    // A successful refetch arms the whole cooldown again.
+    now += 29_999;
+    await verifier.verify(await sign(forged)).catch(() => undefined);
+    expect(auth.calls).to.equal(3);
+  });
+
+  it('refetches at once when auth names a kid it does not hold, whatever the cooldown; not when it holds them all', async () => {
+    now += 30_000;
+    await verifier.verify(await sign(forged)).catch(() => undefined);
+    expect(auth.calls).to.equal(2);
+    // Inside the cooldown a caller's unknown kid fetches nothing; auth's word that it publishes k2 does.
+    auth.published = [k1, k2];
+    await keys.expectKids(['k1']);
+    await keys.expectKids(undefined);
+    expect(auth.calls).to.equal(2);
+    await keys.expectKids(['k1', 'k2']);
+    expect(auth.calls).to.equal(3);
+    expect(keys.kids.sort()).to.deep.equal(['k1', 'k2']);
+    await keys.expectKids(['k2', 'k1']);
+    expect(auth.calls).to.equal(3);
+    // When the fetch fails the last good keys stay and nothing is thrown at the caller.
+    auth.down = true;
+    await keys.expectKids(['k3']);
+    expect(keys.kids.sort()).to.deep.equal(['k1', 'k2']);
+  });
+
   it('keeps the last good keys when auth serves garbage', async () => {
     auth.garbage = '{"keys": [{"kty":"EC","crv":"P-256","kid":"k9","x":"AA","y":"AA","d":"AA"}]}';
     now += 60_000;

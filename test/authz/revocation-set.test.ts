@@ -71,6 +71,27 @@ describe('revocation set', () => {
     expect(set.kids.has('k-old')).to.equal(true);
   });
 
+  it("carries the kids auth publishes, signed but outside the entries' digest; a set without them is accepted", async () => {
+    const base = buildRevocationSet(7, NOW, ENTRIES);
+    const named = await verifyRevocationSet(signRevocationSet({ ...base, publishedKids: ['k1', 'k-next'] }, auth), keys);
+    expect(named.publishedKids).to.deep.equal(['k1', 'k-next']);
+    expect(named.digest).to.equal(base.digest);
+    expect((await verifyRevocationSet(signRevocationSet(base, auth), keys)).publishedKids).to.equal(undefined);
+    // A heartbeat after a rotation names other keys under the same seq: still the same entries.
+    const h = holder();
+    h.acceptVerified(named);
+    const rotated = await verifyRevocationSet(signRevocationSet({ ...buildRevocationSet(7, NOW + 1, ENTRIES), publishedKids: ['k-next', 'k3'] }, auth), keys);
+    expect(h.acceptVerified(rotated).publishedKids).to.deep.equal(['k-next', 'k3']);
+  });
+
+  it('refuses published kids that are not a short array of well-formed kids', async () => {
+    const payload = (keysClaim: unknown) => ({ seq: 1, iat: NOW, keys: keysClaim, users: [], jtis: [], serials: [], kids: [] });
+    const header = { alg: 'ES256', typ: 'twokey-revocation+jwt', kid: 'k1' };
+    for (const bad of ['k1', [1], ['has space'], Array.from({ length: 17 }, (_, i) => `k${i}`)]) {
+      await refused(verifyRevocationSet(forge(header, payload(bad), auth.privateKey), keys), '"keys" must be an array');
+    }
+  });
+
   it('refuses a set signed by another key under a mesh kid (forged signature)', async () => {
     await refused(verifyRevocationSet(signRevocationSet(buildRevocationSet(9, NOW, EMPTY), attacker), keys), 'signature does not verify');
   });

@@ -19,6 +19,7 @@ import { STATUS_NAMES, eventually, logLines, removeState, startTestMesh, withTok
 import { userClaims } from '../adversarial/hostile-tokens.ts';
 import { RawSigner } from '../adversarial/jws.ts';
 import { Load, SOAK_SCALE, printReport, sleep } from './load.ts';
+import { parseExposition, samplesOf } from '../metrics/prometheus-text.ts';
 
 interface Image {
   id: string;
@@ -183,7 +184,23 @@ describe('faults on the running example mesh', function () {
     const restarted = Date.now();
     await eventually('a login after auth is back', 15_000, () => t.login('alice'));
     process.stdout.write(`      [fault] auth down: logins work again ${Date.now() - restarted} ms after auth is healthy\n`);
+    // The services' revocation watches reconnect too: each holds a set auth signed after it came back.
+    for (const service of ['image-store', 'tagging']) {
+      await eventually(`${service} holding a revocation set signed after auth restarted`, 15_000, async () => {
+        const age = await revocationSetAge(service);
+        return age >= 0 && age * 1000 < Date.now() - restarted ? true : undefined;
+      });
+    }
+    process.stdout.write(`      [fault] auth down: image-store and tagging hold a fresh revocation set ${Date.now() - restarted} ms after auth is healthy\n`);
   });
+
+  /** What a service's /metrics says of the age of the revocation set it holds, in seconds (-1: none). */
+  async function revocationSetAge(service: string): Promise<number> {
+    const res = await fetch(`http://${t.mesh.endpoints.services[service]!.health}/metrics`);
+    const [sample] = samplesOf(parseExposition(await res.text()), 'twokey_revocation_set_age_seconds');
+    if (sample === undefined) throw new Error(`${service} exports no twokey_revocation_set_age_seconds`);
+    return sample.value;
+  }
 
   it('key rotation during an unknown-kid flood: zero failed calls with new-key tokens (verifiers already hold the next key)', async () => {
     const attacker = RawSigner.create('x');
