@@ -81,12 +81,14 @@ describe('twokey revoke over mTLS on the running mesh', function () {
     const res = await revoke('token', '--token-file', file);
     expect(res.code, res.stderr).to.equal(0);
     expect(res.stdout).to.match(/^revoked token [A-Za-z0-9_-]+; auth pushed revocation set \d+ to the mesh\n$/);
-    await eventually('the revoked token refused at image-store', 10_000, () =>
+    const refusal = await eventually('the revoked token refused', 10_000, () =>
       list(stolen).then(
         () => undefined,
-        (err: { code: number }) => (err.code === 16 ? true : undefined),
+        (err: { code: number; details: string }) => (err.code === 16 ? err.details : undefined),
       ),
     );
+    // The gateway refuses it itself, before forwarding.
+    expect(refusal).to.match(/^twokey gateway: revocation check failed: token [A-Za-z0-9_-]+ is revoked/);
     console.log(`      revoked token refused ${Date.now() - started} ms after the command started (process start included)`);
     await list(other);
     const jti = decodeJwt(stolen).jti!;
