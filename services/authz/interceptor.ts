@@ -36,6 +36,11 @@ export interface AuthzInterceptorOptions {
   dryRun?: boolean;
   /** The revocation set this server enforces; absent, revocation is not checked here. */
   revocation?: RevocationSource;
+  /**
+   * Unary methods whose handlers authorize their calls themselves (wrapped by UnaryAuthorizer when
+   * registered): their calls pass this interceptor untouched. Consulted for unary methods only.
+   */
+  authorizedByHandler?: (path: string) => boolean;
 }
 
 /** Where the interceptor reads the held revocation set, and learns that it changed (a RevocationHolder fits). */
@@ -103,7 +108,11 @@ export function createAuthzInterceptor(options: AuthzInterceptorOptions): Server
   }
   // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
   // grpc-js accepts any object with the call interface; its type names the generic class only.
-  return (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall;
+  const byHandler = options.authorizedByHandler;
+  return (methodDescriptor, call) =>
+    byHandler !== undefined && !methodDescriptor.requestStream && !methodDescriptor.responseStream && byHandler(methodDescriptor.path)
+      ? (call as ServerInterceptingCall)
+      : (new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall);
 }
 
 /** The listener grpc-js's call reports inbound events to (not exported by name). */
@@ -397,7 +406,8 @@ export function recheckOpenStreams(settings: { readonly openStreams: Set<Authori
   for (const call of [...settings.openStreams]) call.recheck();
 }
 
-function internalDenial(err: unknown): Decision {
+/** The denial an unexpected error during authorization ends a call with (INTERNAL). */
+export function internalDenial(err: unknown): Decision {
   return {
     allow: false,
     failedCheck: null,
