@@ -92,12 +92,17 @@ export class UnaryAuthorizer {
         call,
       );
       (call as { metadata: Metadata }).metadata = stripIdentityMetadata(metadata, { keepAuthorization: false });
-      runInCall(ctx, () =>
-        handler(call, (err, value, trailer, flags) => {
-          endCall(ctx);
-          callback(err, value, trailer, flags);
-        }),
-      );
+      const answer: sendUnaryData<unknown> = (err, value, trailer, flags) => {
+        endCall(ctx);
+        callback(err, value, trailer, flags);
+      };
+      try {
+        runInCall(ctx, () => handler(call, answer));
+      } catch (err) {
+        // After an asynchronous decision a throw would escape as an unhandled rejection and end
+        // the process: answer the call instead (what the handler did before throwing stands).
+        answer({ code: status.INTERNAL, details: `twokey: the handler failed: ${(err as Error)?.message ?? String(err)}` });
+      }
     };
     if (!(pending instanceof Promise)) return finish(pending);
     pending.then(finish, (err: unknown) => this.#fail(err, path, decisionId, requestId, started, callback));

@@ -108,6 +108,21 @@ describe('UnaryAuthorizer', () => {
     }
   });
 
+  it('a handler that throws is answered INTERNAL, after a cached and after a newly verified token alike', async () => {
+    for (const cached of [true, false]) {
+      const fresh = new TokenAuthenticator({ verifier: new TokenVerifier({ keys: await StaticKeys.fromJwks(TestIssuer.jwks(issuer)), issuer: ISSUER, audiences: [MESH_AUDIENCE] }) });
+      const md = await bearer();
+      if (cached) await fresh.fromMetadata(md);
+      const throwing: grpc.handleUnaryCall<unknown, unknown> = () => {
+        throw new Error('handler bug');
+      };
+      const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+        authorizer({ tokens: fresh }).wrap(`${P}/Unary`, throwing)(unaryCall(der, md), ((e: grpc.ServiceError | null) => resolve(e)) as grpc.sendUnaryData<unknown>),
+      );
+      expect([err?.code, err?.details]).to.deep.equal([grpc.status.INTERNAL, 'twokey: the handler failed: handler bug']);
+    }
+  });
+
   it('the interceptor lets pass only unary methods the mesh server wrapped; streaming ones it always authorizes', () => {
     const interceptor = createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens, authorizedByHandler: (path) => path === `${P}/Unary` });
     const base = { getAuthContext: () => ({}) } as unknown as grpc.ServerInterceptingCallInterface;
