@@ -239,7 +239,8 @@ export class LocalMesh {
     await this.#supervisor.kill(name);
   }
 
-  async stopService(name: ServiceName): Promise<void> {
+  /** SIGTERM (a clean stop) to a service or a replica (its id from startReplica). */
+  async stopService(name: string): Promise<void> {
     await this.#supervisor.stop(name);
   }
 
