@@ -118,11 +118,10 @@ describe('PostgreSQL restarted under the running mesh', function () {
     expect(listed.map((i) => i.id)).to.include(before.id);
     expect(listed.filter((i) => /^pg1\d\d\.jpg$/.test(i.name)).map((i) => i.name), 'uploads refused while it was down').to.deep.equal([]);
     // tagging follows the log again: the upload made after the restart gets its location tags.
-    const tagged = await eventually('the new upload tagged', 30_000, async () => {
+    await eventually('the new upload tagged', 30_000, async () => {
       const page = await unary<{ images: Image[] }>(images, 'ListImages', { owner: '', tag: 'gps', page_size: 200, page_token: '' }, withToken(fresh));
       return page.images.some((i) => i.id === after.id) ? true : undefined;
     });
-    expect(tagged).to.equal(true);
 
     const restarted = ALL.filter((s) => mesh.pid(s) !== pids.get(s));
     console.log(
