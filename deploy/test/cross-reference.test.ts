@@ -275,6 +275,19 @@ describe('deploy: manifests, registry and proto/ agree', function () {
       ]);
     });
 
+    it('liveness or startup probes that follow the database, a readiness probe that does not', () => {
+      const problems = problemsAfter((o) => {
+        delete ((container(o, 'auth')['livenessProbe'] as JsonObject)['grpc'] as JsonObject)['service'];
+        ((container(o, 'gateway')['startupProbe'] as JsonObject)['grpc'] as JsonObject)['service'] = 'twokey.gateway.v1.Gateway';
+        ((container(o, 'image-store')['readinessProbe'] as JsonObject)['grpc'] as JsonObject)['service'] = 'liveness';
+      });
+      expect(problems).to.have.members([
+        `StatefulSet/twokey/auth container auth: livenessProbe must ask for the 'liveness' health service, not "", which turns NOT_SERVING while the database is down`,
+        `Deployment/twokey/gateway container gateway: startupProbe must ask for the 'liveness' health service, not "twokey.gateway.v1.Gateway", which turns NOT_SERVING while the database is down`,
+        `StatefulSet/twokey/image-store container image-store: readinessProbe must not ask for the 'liveness' health service, which stays SERVING while the database is down`,
+      ]);
+    });
+
     it('state on anything but a PersistentVolumeClaim', () => {
       const problems = problemsAfter((o) => {
         const c = container(o, 'tagging');

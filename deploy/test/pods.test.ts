@@ -14,7 +14,8 @@ import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
-import type { K8sObject } from '../tools/manifest.ts';
+import type { JsonObject, K8sObject } from '../tools/manifest.ts';
+import { containersOf, podSpecOf } from '../tools/pod-spec.ts';
 import { RunningPods, podIdentity, podProcessEnv, preparePods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
 import { LOCAL_OVERLAY_DIR, REGISTRY_FILE, REPO } from './paths.ts';
 
@@ -98,6 +99,23 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
         expect(/^Uid:\s+(\d+)/m.exec(status)![1], p.name).to.equal(String(p.user.uid));
         expect(/^Gid:\s+(\d+)/m.exec(status)![1], p.name).to.equal(String(p.user.gid));
       }
+    }
+  });
+
+  it("answers each probe the kubelet would send, with the manifest's port and service name, SERVING", async () => {
+    for (const p of pods) {
+      const workload = objs.find((o) => (o.kind === 'Deployment' || o.kind === 'StatefulSet') && o.metadata.name === p.name)!;
+      const container = containersOf(podSpecOf(workload)!)[0]!;
+      const asked: string[] = [];
+      for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+        const grpcProbe = (container[probe] as JsonObject | undefined)?.['grpc'] as JsonObject | undefined;
+        expect(grpcProbe, `${p.name} ${probe}`).to.not.equal(undefined);
+        const service = typeof grpcProbe!['service'] === 'string' ? grpcProbe!['service'] : '';
+        // A name the health server does not know is answered NOT_FOUND, which fails the probe.
+        expect(await checkHealth(`127.0.0.1:${p.ports.get(Number(grpcProbe!['port']))}`, service, 1000), `${p.name} ${probe} (service ${JSON.stringify(service)})`).to.equal('SERVING');
+        asked.push(service);
+      }
+      expect(asked, p.name).to.deep.equal(['liveness', '', 'liveness']);
     }
   });
 

@@ -4,6 +4,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { WORKLOAD_FILES, type Registry, type RegistryWorkload } from '../../certs-ca/index.ts';
 import type { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
+import { LIVENESS_SERVICE } from '../../services/mesh-runtime/liveness.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 import { isObject, objectId, type JsonObject, type K8sObject } from './manifest.ts';
 import { connectionAllowed, matchesSelector, namespaceLabels, type ContainerPort, type Endpoint, type PodEndpoint, type Protocol } from './network-policy.ts';
@@ -507,14 +508,27 @@ export function podProblems(facts: DeploymentFacts): string[] {
       for (const kind of ['requests', 'limits']) {
         for (const r of ['cpu', 'memory']) if (!isObject(resources[kind]) || (resources[kind] as JsonObject)[r] === undefined) problems.push(`${cid}: no ${r} ${kind}`);
       }
-      for (const probe of ['readinessProbe', 'livenessProbe']) {
+      for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
         // A backing service has its own readiness check (pg_isready); it must have one.
         if (isBackingService(w)) {
-          if (!isObject(c[probe])) problems.push(`${cid}: no ${probe}`);
+          if (probe !== 'startupProbe' && !isObject(c[probe])) problems.push(`${cid}: no ${probe}`);
           continue;
         }
-        const grpcPort = isObject(c[probe]) && isObject((c[probe] as JsonObject)['grpc']) ? ((c[probe] as JsonObject)['grpc'] as JsonObject)['port'] : undefined;
-        if (grpcPort !== HEALTH_PORT) problems.push(`${cid}: ${probe} must be a gRPC probe on the health port ${HEALTH_PORT}`);
+        if (probe === 'startupProbe' && c[probe] === undefined) continue;
+        const grpc = isObject(c[probe]) && isObject((c[probe] as JsonObject)['grpc']) ? ((c[probe] as JsonObject)['grpc'] as JsonObject) : undefined;
+        if (grpc?.['port'] !== HEALTH_PORT) {
+          problems.push(`${cid}: ${probe} must be a gRPC probe on the health port ${HEALTH_PORT}`);
+          continue;
+        }
+        // Readiness follows the database, liveness must not: the kubelet would restart every
+        // replica during a database outage, which no restart cures.
+        const asksLiveness = (grpc['service'] ?? '') === LIVENESS_SERVICE;
+        if (probe === 'readinessProbe' && asksLiveness) {
+          problems.push(`${cid}: readinessProbe must not ask for the '${LIVENESS_SERVICE}' health service, which stays SERVING while the database is down`);
+        }
+        if (probe !== 'readinessProbe' && !asksLiveness) {
+          problems.push(`${cid}: ${probe} must ask for the '${LIVENESS_SERVICE}' health service, not ${JSON.stringify(grpc['service'] ?? '')}, which turns NOT_SERVING while the database is down`);
+        }
       }
       const dataDir = envOf(c).get('TWOKEY_DATA_DIR');
       if (dataDir !== undefined) {

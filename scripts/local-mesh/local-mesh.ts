@@ -204,7 +204,8 @@ export class LocalMesh {
     this.#supervisor.onUnexpectedExit = fn;
   }
 
-  pid(name: ServiceName): number | undefined {
+  /** The process id of a service or of a replica (its id from startReplica), while it runs. */
+  pid(name: string): number | undefined {
     return this.#supervisor.pid(name);
   }
 
@@ -238,7 +239,8 @@ export class LocalMesh {
     await this.#supervisor.kill(name);
   }
 
-  async stopService(name: ServiceName): Promise<void> {
+  /** SIGTERM (a clean stop) to a service or a replica (its id from startReplica). */
+  async stopService(name: string): Promise<void> {
     await this.#supervisor.stop(name);
   }
 
@@ -247,7 +249,7 @@ export class LocalMesh {
    * (meaningful with TWOKEY_DATABASE_URL: the replicas share PostgreSQL); resolves once it is
    * healthy. The rest of the mesh keeps calling the first one; callers reach the replica at `address`.
    */
-  async startReplica(name: 'auth' | 'image-store'): Promise<{ id: string; address: string; health: string }> {
+  async startReplica(name: 'auth' | 'image-store' | 'tagging'): Promise<{ id: string; address: string; health: string }> {
     const id = `${name}-r${++this.#replicas}`;
     const [meshPort, healthPort, jwksPort] = [await freePort(), await freePort(), await freePort()];
     const env: Record<string, string> = { ...this.#envOf(name), TWOKEY_LISTEN: `127.0.0.1:${meshPort}`, TWOKEY_HEALTH_LISTEN: `127.0.0.1:${healthPort}` };

@@ -3,7 +3,15 @@ import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Counter, Registry } from 'prom-client';
-import { checkHealth, HealthServer, MAX_HEALTH_WATCHERS } from './health.ts';
+import { checkHealth, HealthServer, LIVENESS_SERVICE, MAX_HEALTH_WATCHERS } from './health.ts';
+
+async function until(ok: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /** A TCP relay to `port` that hands on the client's first bytes one at a time: the listener must wait for the whole preface. */
 async function trickleRelay(port: number): Promise<{ port: number; close: () => void }> {
@@ -72,6 +80,23 @@ describe('health server', () => {
     health.setAll('SERVING');
     expect(await checkHealth(address)).to.equal('SERVING');
     expect(await checkHealth(address, 'twokey.images.v1.ImageStore')).to.equal('SERVING');
+  });
+
+  it('keeps liveness SERVING while a watched dependency fails, and readiness NOT_SERVING until it passes again', async () => {
+    expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('NOT_SERVING');
+    health.setAll('SERVING');
+    let up = false;
+    health.watchDependency(async () => {
+      if (!up) throw new Error('database unreachable');
+    }, { intervalMs: 20, timeoutMs: 500 });
+    await until(async () => (await checkHealth(address)) === 'NOT_SERVING');
+    expect(await checkHealth(address, 'twokey.images.v1.ImageStore')).to.equal('NOT_SERVING');
+    expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('SERVING');
+    up = true;
+    await until(async () => (await checkHealth(address)) === 'SERVING');
+    expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('SERVING');
+    health.setAll('NOT_SERVING');
+    expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('NOT_SERVING');
   });
 
   it('answers NOT_FOUND for a service it does not know', async () => {

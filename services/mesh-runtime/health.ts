@@ -5,6 +5,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { Registry } from 'prom-client';
 import { packagePath } from '../authz/package-root.ts';
+import { LIVENESS_SERVICE } from './liveness.ts';
+
+export { LIVENESS_SERVICE };
 
 export type ServingStatus = 'SERVING' | 'NOT_SERVING';
 
@@ -46,7 +49,8 @@ export interface HealthServerOptions {
 }
 
 /**
- * Health state for one process: '' is the whole process, other keys are gRPC service names.
+ * Health state for one process: '' is the whole process, LIVENESS_SERVICE the process alone
+ * (without its dependencies), other keys are gRPC service names.
  * Starts NOT_SERVING so a probe never passes before the mesh listener is up.
  */
 export class HealthServer {
@@ -58,13 +62,13 @@ export class HealthServer {
   #http: http.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
   readonly #metrics: Registry | undefined;
-  // Set while a watched dependency (the shared database) fails its probe: every status then reads
-  // NOT_SERVING, so a load balancer stops sending calls this process could only fail.
+  // Set while a watched dependency (the shared database) fails its probe: every status but
+  // liveness then reads NOT_SERVING, so a load balancer stops sending calls this process could only fail.
   #dependencyDown = false;
   #probeTimer: NodeJS.Timeout | undefined;
 
   constructor(services: readonly string[], options: HealthServerOptions = {}) {
-    for (const name of ['', ...services]) this.#statuses.set(name, 'NOT_SERVING');
+    for (const name of ['', LIVENESS_SERVICE, ...services]) this.#statuses.set(name, 'NOT_SERVING');
     this.#metrics = options.metrics;
   }
 
@@ -80,7 +84,7 @@ export class HealthServer {
   status(service: string): ServingStatus | 'SERVICE_UNKNOWN' {
     const status = this.#statuses.get(service);
     if (status === undefined) return 'SERVICE_UNKNOWN';
-    return this.#dependencyDown ? 'NOT_SERVING' : status;
+    return this.#dependencyDown && service !== LIVENESS_SERVICE ? 'NOT_SERVING' : status;
   }
 
   /**

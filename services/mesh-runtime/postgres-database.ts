@@ -77,6 +77,11 @@ export class PostgresDatabase {
     });
     // An idle connection dropped by a server restart is reported here; the pool replaces it.
     pool.on('error', () => undefined);
+    // The pool listens for errors only on idle clients. A connection the server ends while it is
+    // checked out (a transaction between two statements, a migration) emits 'error' on the client
+    // itself, and unhandled that ends the process. The statement in flight or the next one fails
+    // on its own, and the pool discards the client on release since it is no longer queryable.
+    pool.on('connect', (client) => client.on('error', () => undefined));
     const db = new PostgresDatabase(config, pool);
     try {
       await db.#migrate(component, migrations);

@@ -1,8 +1,9 @@
 // Readiness follows the shared database: a PostgreSQL restart turns a service's health NOT_SERVING
 // and back to SERVING without restarting the service, and its repository works again afterwards.
 import { expect } from 'chai';
-import { checkHealth, HealthServer } from '../../services/mesh-runtime/health.ts';
+import { checkHealth, HealthServer, LIVENESS_SERVICE } from '../../services/mesh-runtime/health.ts';
 import { PostgresImageRepository } from '../../services/image-store/postgres-image-repository.ts';
+import { PostgresDatabase } from '../../services/mesh-runtime/postgres-database.ts';
 import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';
 
 async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 15_000): Promise<number> {
@@ -43,15 +44,49 @@ describe('readiness while PostgreSQL restarts', function () {
     await server!.pause();
     const downMs = await until('NOT_SERVING', async () => (await checkHealth(address)) === 'NOT_SERVING');
     expect(await checkHealth(address, 'twokey.images.v1.ImageStore')).to.equal('NOT_SERVING');
+    // Liveness does not follow the database: the kubelet must not restart a replica for an outage.
+    expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('SERVING');
     let code = '';
     await put().catch((err: { code?: string }) => (code = err.code ?? ''));
     expect(code, 'a write while the database is down').to.equal('ERR_STORAGE_UNAVAILABLE');
 
     await server!.resume();
+    expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('SERVING');
     const upMs = await until('SERVING', async () => (await checkHealth(address)) === 'SERVING');
     await put();
     const events = await repo!.eventsAfter(0, 10);
     expect(events.map((e) => e.sequence)).to.deep.equal([1, 2]);
     console.log(`      PostgreSQL restart: NOT_SERVING after ${downMs} ms, SERVING ${upMs} ms after it returned; writes attempted 3, failed 1 (while down), acknowledged lost 0`);
+  });
+
+  it('a transaction holding its connection when PostgreSQL stops fails with ERR_STORAGE_UNAVAILABLE, and nothing is left unhandled', async () => {
+    const database = await server!.createDatabase('held');
+    const db = await PostgresDatabase.open({ connectionString: server!.url(database), redactedUrl: server!.urlWithoutPassword(database) }, 'held', []);
+    try {
+      let stopped: () => void = () => undefined;
+      const serverStopped = new Promise<void>((resolve) => (stopped = resolve));
+      // Between two statements the connection is checked out with no query running: the server's
+      // goodbye then arrives as an 'error' event on the client, which the pool does not handle while
+      // the client is out. Unhandled, it ends the process (here: fails this test as an uncaught error).
+      const held = db.transaction(async (c) => {
+        await c.query('SELECT 1');
+        await serverStopped;
+        await c.query('SELECT 2');
+      });
+      let code = '';
+      const outcome = held.catch((err: { code?: string }) => void (code = err.code ?? ''));
+      await server!.pause();
+      // Let the closed socket's events reach the client before the transaction goes on.
+      await new Promise((r) => setTimeout(r, 200));
+      stopped();
+      await outcome;
+      expect(code, 'the held transaction').to.equal('ERR_STORAGE_UNAVAILABLE');
+      await server!.resume();
+      const upMs = await until('a query on a fresh connection', async () => db.ping().then(() => true, () => false));
+      expect(await db.query<{ n: number }>('held_n', 'SELECT 7 AS n')).to.deep.equal([{ n: 7 }]);
+      console.log(`      connection held across a PostgreSQL stop: refused with ERR_STORAGE_UNAVAILABLE, queries again ${upMs} ms after the restart`);
+    } finally {
+      await db.close();
+    }
   });
 });
