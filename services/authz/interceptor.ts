@@ -12,7 +12,9 @@ import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type RevocationView, type TokenResult } from './decision.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
+import type { ErrorCode } from './errors.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
+import { OpenStreams } from './open-streams.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import type { TokenAuthenticator } from './token-authenticator.ts';
 
@@ -64,9 +66,28 @@ interface Settings {
   readonly newId: () => string;
   readonly dryRun: boolean;
   readonly revocation: RevocationSource | undefined;
+  readonly peers: PeerIdentityCache;
   /** Open streams, re-decided when the revocation set or the trust bundle changes. */
-  readonly openStreams: Set<AuthorizedCall>;
+  readonly openStreams: OpenStreams<AuthorizedCall>;
 }
+
+/** The interceptor, and what its server drives: re-deciding open streams, and stopping. */
+export interface AuthzInterceptorHandle {
+  readonly interceptor: ServerInterceptor;
+  /** Re-decides every open stream now (the trust bundle changed); denied ones end at once. */
+  recheckOpenStreams(): void;
+  /** Stops listening for revocation sets and stops the staleness timer; for a closing server. */
+  close(): void;
+}
+
+/**
+ * Peer denials that no later call on the same connection can pass: the certificate the connection
+ * was opened with is revoked, expired, or no longer chains to the trust bundle. The connection is
+ * closed after the denial (gracefully: other calls on it finish first), so that a client which has
+ * since received a new certificate reconnects with it instead of being refused on the old
+ * connection for as long as it stays open.
+ */
+const CONNECTION_ENDING: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_PEER_CERT_REVOKED', 'ERR_PEER_CERT_EXPIRED', 'ERR_PEER_CERT_INVALID']);
 
 /**
  * Authorizes every call, unary and streaming alike, before its handler starts: the handler's
@@ -74,36 +95,51 @@ interface Settings {
  * allows the call. Handlers then run inside the call context (callContext()).
  */
 export function createAuthzInterceptor(options: AuthzInterceptorOptions): ServerInterceptor {
+  return createAuthzHandle(options).interceptor;
+}
+
+/** createAuthzInterceptor, with the controls a mesh server needs (see AuthzInterceptorHandle). */
+export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterceptorHandle {
   const peers = options.peers ?? new PeerIdentityCache();
+  const clock = options.clock ?? Date.now;
+  const revocation = options.revocation;
   const settings: Settings = {
     trustDomain: options.trustDomain,
     rules: options.rules,
     tokens: options.tokens,
     log: options.log,
     metrics: options.metrics,
-    clock: options.clock ?? Date.now,
+    clock,
     newId: options.newDecisionId ?? randomUUID,
     dryRun: options.dryRun === true,
-    revocation: options.revocation,
-    openStreams: new Set(),
+    revocation,
+    peers,
+    openStreams: new OpenStreams<AuthorizedCall>(
+      revocation === undefined
+        ? {}
+        : {
+            isStale: () => {
+              const view = revocation.view();
+              return view.set === null || clock() - view.set.issuedAtMs > view.maxStalenessMs;
+            },
+            staleCheckMs: STALE_RECHECK_MS,
+          },
+    ),
   };
   // A changed set can end open streams at once, with the status a new call would get.
-  options.revocation?.onUpdate((_set, changed) => {
-    if (changed) recheckOpenStreams(settings);
+  const unsubscribe = revocation?.onUpdate((_set, changed) => {
+    if (changed) settings.openStreams.recheckAll();
   });
-  // A set that goes stale (auth unreachable) sends no update: open streams would outlive the bound
-  // that new calls are refused after. Look once a second, and re-decide them only while stale.
-  const revocation = options.revocation;
-  if (revocation !== undefined) {
-    setInterval(() => {
-      if (settings.openStreams.size === 0) return;
-      const view = revocation.view();
-      if (view.set === null || settings.clock() - view.set.issuedAtMs > view.maxStalenessMs) recheckOpenStreams(settings);
-    }, STALE_RECHECK_MS).unref();
-  }
-  // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
-  // grpc-js accepts any object with the call interface; its type names the generic class only.
-  return (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall;
+  return {
+    // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
+    // grpc-js accepts any object with the call interface; its type names the generic class only.
+    interceptor: (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall,
+    recheckOpenStreams: () => settings.openStreams.recheckAll(),
+    close: () => {
+      unsubscribe?.();
+      settings.openStreams.close();
+    },
+  };
 }
 
 /** The listener grpc-js's call reports inbound events to (not exported by name). */
@@ -124,7 +160,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #cancelled = false;
   readonly #settings: Settings;
   readonly #method: ServerMethodDefinition<unknown, unknown>;
-  readonly #peer: PeerResult;
+  #peer: PeerResult;
   #ctx: ServedCall | undefined;
   #forwardToken: string | undefined;
   #decided: DecisionInput | undefined;
@@ -295,6 +331,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     }
     if (enforced) {
       this.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId) });
+      this.#endConnectionIfFinal(decision);
       return;
     }
     // A call cancelled while its token was being verified has no handler to start.
@@ -354,10 +391,16 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#expiry.unref();
   }
 
-  /** Decides again now, with the revocation set held now; ends the stream when that denies. */
+  /**
+   * Decides again now, with the revocation set held now and the peer as the trust bundle now
+   * judges its connection (a CA removed from the bundle fails it); ends the stream when that denies.
+   */
   recheck(): void {
     if (this.#cancelled || this.#decided === undefined) return;
-    const again = decide({ ...this.#decided, now: this.#settings.clock(), revocation: this.#settings.revocation?.view() });
+    const s = this.#settings;
+    this.#peer = s.peers.fromCall(this.#next);
+    this.#decided = { ...this.#decided, peer: this.#peer };
+    const again = decide({ ...this.#decided, now: s.clock(), revocation: s.revocation?.view() });
     if (!again.allow) this.#endLapsed(again);
   }
 
@@ -378,6 +421,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#settings.openStreams.delete(this);
     // End the stream first: a log that throws must not keep a lapsed stream open.
     this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
+    this.#endConnectionIfFinal(again);
     try {
       this.#log(again, true);
     } catch {
@@ -385,16 +429,18 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     }
   }
 
+  #endConnectionIfFinal(decision: Decision): void {
+    if (decision.failedCheck !== 'peer' || decision.errorCode === null || !CONNECTION_ENDING.has(decision.errorCode)) return;
+    // grpc-js keeps the HTTP/2 stream on its own call; not public API, so every step is checked.
+    const session = (this.#next as unknown as { stream?: { session?: { closed?: boolean; close?: () => void } } }).stream?.session;
+    if (session !== undefined && session.closed === false && typeof session.close === 'function') session.close();
+  }
+
   #stopExpiry(): void {
     if (this.#expiry !== undefined) clearTimeout(this.#expiry);
     this.#expiry = undefined;
     this.#settings.openStreams.delete(this);
   }
-}
-
-/** Re-decides every open stream (a revocation set or trust bundle changed); denied ones end now. */
-export function recheckOpenStreams(settings: { readonly openStreams: Set<AuthorizedCall> }): void {
-  for (const call of [...settings.openStreams]) call.recheck();
 }
 
 function internalDenial(err: unknown): Decision {
