@@ -1,7 +1,7 @@
-// Revoked workload certificates and withdrawn signing keys on the running mesh: how long each takes to be refused, and recovery.
+// Revoked workload certificates, withdrawn signing keys and a CA leaving a trust bundle on the running mesh: how long each takes, and recovery.
 import { X509Certificate } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Client, ClientReadableStream, ServiceError } from '@grpc/grpc-js';
@@ -49,6 +49,12 @@ function streamEnd(stream: ClientReadableStream<unknown>): Promise<{ code: strin
     stream.on('error', (err: ServiceError) => resolve({ code: STATUS_NAMES[err.code] ?? String(err.code), details: err.details, at: Date.now() }));
     stream.on('end', () => resolve({ code: 'OK', details: '', at: Date.now() }));
   });
+}
+
+/** Replaces a file in one rename, so a service polling it never reads it half-written. */
+function replaceFile(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, text);
+  renameSync(`${path}.tmp`, path);
 }
 
 describe('revoked credentials on the running mesh', function () {
@@ -176,5 +182,66 @@ describe('revoked credentials on the running mesh', function () {
     const start = Date.now();
     await tagged((await upload('after-kid.jpg', 48.5, fresh)).id, 30_000, fresh);
     console.log(`      an upload after the withdrawal was tagged ${Date.now() - start} ms after it was made`);
+  });
+
+  it("a CA removed from image-store's trust bundle ends the open streams of certificates it issued at once, as a new call on their connection would be refused", async () => {
+    // A fresh token: one from before the withdrawal above is refused.
+    alice = await t.login('alice');
+    const registry = loadRegistry(DEFAULT_REGISTRY);
+    const w = registry.workloads.find((x) => x.name === 'tagging')!;
+    const meshCa = CertificateAuthority.open(t.mesh.layout.caDir);
+    // A second CA of the same trust domain, trusted by auth and image-store for a while.
+    const other = CertificateAuthority.inMemory({ trustDomain: meshCa.trustDomain, grantsOid: meshCa.grantsOid });
+    const both = `${meshCa.bundlePem()}${other.bundlePem()}`;
+    const rotations = (service: string) => logLines(t.mesh, service).filter((l) => l['event'] === 'svid.rotated').length;
+    const reloaded = async (services: string[], write: () => void) => {
+      const before = services.map(rotations);
+      write();
+      await eventually(`${services.join(', ')} to reload their files`, BOUND_MS, () => services.every((s, i) => rotations(s) > before[i]!) || undefined);
+    };
+    const bundleOf = (service: string) => join(t.mesh.layout.svidRoot, service, 'bundle.pem');
+    await reloaded(['auth', 'image-store'], () => {
+      for (const service of ['auth', 'image-store']) replaceFile(bundleOf(service), both);
+    });
+    // A tagging certificate from the second CA (its bundle holds both: it checks servers against the mesh CA).
+    const dir = join(t.mesh.layout.svidRoot, 'tagging');
+    const original = { cert: readFileSync(join(dir, 'svid.pem'), 'utf8'), key: readFileSync(join(dir, 'svid.key'), 'utf8'), bundle: readFileSync(join(dir, 'bundle.pem'), 'utf8') };
+    const issued = other.issue({ spiffeId: w.spiffeId, grants: w.grants, ttl: w.ttl, dns: w.dns, ip: w.ip });
+    await reloaded(['tagging'], () => other.writeWorkload(dir, { ...issued, bundlePem: both }));
+    try {
+      const asTaggingAtAuth = await t.workload('tagging', 'auth');
+      const service = (await unary<{ access_token: string }>(asTaggingAtAuth, 'GetServiceToken', { audience: '' })).access_token;
+      const asTagging = await t.workload('tagging', 'image-store');
+      const watch = (asTagging as unknown as { WatchImages(req: object, md: unknown): ClientReadableStream<unknown> }).WatchImages(
+        { after_sequence: '0' },
+        withToken(service),
+      );
+      const ended = streamEnd(watch);
+      const probe = await upload('bundle.jpg', 48.6);
+      await unary(asTagging, 'GetImage', { id: probe.id, without_content: true }, withToken(service));
+
+      // image-store stops trusting the second CA; auth still does.
+      const before = rotations('image-store');
+      replaceFile(bundleOf('image-store'), meshCa.bundlePem());
+      const changedAt = Date.now();
+      const end = await Promise.race([ended, new Promise<undefined>((r) => setTimeout(r, BOUND_MS, undefined))]);
+      expect(end, 'the WatchImages stream of a certificate from the removed CA to end').to.not.equal(undefined);
+      expect(rotations('image-store')).to.be.greaterThan(before);
+      console.log(`      the open WatchImages stream ended ${end!.at - changedAt} ms after image-store's bundle file was replaced (polled once a second)`);
+      expect(end!.code).to.equal('UNAUTHENTICATED');
+      expect(end!.details).to.match(
+        /^twokey: peer check failed: peer certificate no longer chains to the trust bundle \(its CA was removed\) \(decision [0-9a-f-]{36}\); the stream outlived it$/,
+      );
+      // Its connection was closed with the stream: a new call needs a new connection, refused at the TLS handshake.
+      const refused = await expectStatus(unary(asTagging, 'GetImage', { id: probe.id, without_content: true }, withToken(service)), 'UNAVAILABLE');
+      expect(refused).to.not.contain('twokey:');
+      await unary(asTaggingAtAuth, 'GetServiceToken', { audience: '' });
+    } finally {
+      // Back to the mesh CA alone, and tagging to a certificate from it.
+      replaceFile(bundleOf('auth'), meshCa.bundlePem());
+      replaceFile(join(dir, 'svid.key'), original.key);
+      replaceFile(join(dir, 'svid.pem'), original.cert);
+      replaceFile(join(dir, 'bundle.pem'), original.bundle);
+    }
   });
 });
