@@ -7,14 +7,13 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import './stats-probe.ts';
-import { MESH_SERVER_DEFAULTS, createMeshServer, meshServerCredentials } from '../services/authz/server.ts';
+import { createMeshServer } from '../services/authz/server.ts';
 import { SvidSource } from '../services/authz/rotation.ts';
 import { StaticKeys } from '../services/authz/jwks.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { RevocationHolder, buildRevocationSet } from '../services/authz/revocation-set.ts';
 import { createLogger } from '../services/mesh-runtime/logger.ts';
 import { echoHandlers, loadEchoService } from './echo-service.ts';
-import { wrapWithAuthz } from './wrapped-authz.ts';
 
 /** How the parent describes the server it wants. */
 export type ServerConfig =
@@ -46,8 +45,11 @@ export type ServerConfig =
       protoRoots: string[];
       /** Write the decision log as services do (JSON lines to stdout, which the parent discards). */
       decisionLog: boolean;
-      /** For the cost breakdown: the same decision in a handler wrapper (wrapped-authz.ts), no interceptor. */
-      wrapHandlers?: boolean;
+      /**
+       * For the cost breakdown: every call authorized by the interceptor, unary ones too, as before
+       * unary handlers were wrapped (an interceptor of the caller's own turns the wrapping off).
+       */
+      interceptorOnly?: boolean;
       /** Keep Prometheus metrics as services do (nothing scrapes them during the run). */
       metrics: boolean;
     };
@@ -134,14 +136,8 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
     rules,
     ...(logger ? { logger } : {}),
     ...(config.metrics ? { metrics: { registry: new Registry(), knownCallers: [] } } : {}),
+    ...(config.interceptorOnly === true ? { interceptors: [(_method: unknown, call: grpc.ServerInterceptingCallInterface) => call] as grpc.ServerInterceptor[] } : {}),
   });
-  if (config.wrapHandlers === true) {
-    // The mesh server's token verifier and cache, on a server without its interceptor.
-    const server = new grpc.Server(MESH_SERVER_DEFAULTS);
-    const service = loadEchoService();
-    server.addService(service, wrapWithAuthz(service, echoHandlers, { trustDomain: config.trustDomain, rules, tokens: mesh.tokens, ...(logger ? { logger } : {}) }));
-    return bind(server, meshServerCredentials(svid));
-  }
   mesh.server.addService(loadEchoService(), echoHandlers);
   return mesh.listen('127.0.0.1:0');
 }

@@ -13,6 +13,11 @@ export interface CaConfig {
 }
 
 export const DEFAULT_MAX_TTL_SECONDS = 7 * 86400;
+/**
+ * The longest lifetime any twokey CA may allow (as public CAs, 398 days): a certificate revoked by
+ * serial alone, its notAfter unknown, stays in the revocation set this long.
+ */
+export const MAX_CA_TTL_SECONDS = 398 * 86400;
 const FILE_VERSION = 1;
 const KEYS = ['version', 'trustDomain', 'grantsOid', 'maxTtlSeconds'];
 
@@ -28,6 +33,7 @@ export function makeCaConfig(input: { trustDomain: string; grantsOid?: string; m
   encodeOid(grantsOid);
   const maxTtlSeconds = input.maxTtlSeconds ?? DEFAULT_MAX_TTL_SECONDS;
   if (!Number.isSafeInteger(maxTtlSeconds) || maxTtlSeconds <= 0) throw bad(`maxTtlSeconds must be a positive integer, got ${maxTtlSeconds}`);
+  if (maxTtlSeconds > MAX_CA_TTL_SECONDS) throw bad(`maxTtlSeconds must be at most ${MAX_CA_TTL_SECONDS} (398 days), got ${maxTtlSeconds}`);
   return { trustDomain, grantsOid, maxTtlSeconds };
 }
 

@@ -100,8 +100,9 @@ describe('twokey ca (CLI)', function () {
     const r = twokey(['ca', 'issue', '--dir', 'ca', '--registry', REGISTRY, '--out', 'mesh'], dir);
     // The registry's 24h default lifetime is within this CA's 2d maximum.
     expect(r.status, r.stderr).to.equal(0);
-    expect(r.stdout.trim().split('\n')).to.have.length(5);
-    for (const name of ['auth', 'gateway', 'image-store', 'tagging', 'cleaner']) {
+    expect(r.stdout.trim().split('\n')).to.have.length(6);
+    // The admin identity too: it is not deployed, but people hold its certificate.
+    for (const name of ['auth', 'gateway', 'image-store', 'tagging', 'cleaner', 'admin']) {
       expect(readFileSync(join(dir, 'mesh', name, 'svid.pem'), 'utf8')).to.match(/^-----BEGIN CERTIFICATE-----/);
     }
   });

@@ -36,7 +36,8 @@ describe('loadRegistry', () => {
       maxDelegationDepth: 2,
       issuer: 'https://auth.twokey.local',
     });
-    expect(r.workloads.map((w) => w.name)).to.deep.equal(['auth', 'gateway', 'image-store', 'tagging', 'cleaner']);
+    expect(r.workloads.map((w) => w.name)).to.deep.equal(['auth', 'gateway', 'image-store', 'tagging', 'cleaner', 'admin']);
+    expect(r.workloads.map((w) => w.deployed)).to.deep.equal([true, true, true, true, true, false]);
     const tagging = findWorkload(r, 'spiffe://twokey.local/ns/twokey/sa/tagging')!;
     expect(tagging.grants.allows('/twokey.images.v1.ImageStore/SetTags')).to.equal(true);
     expect(tagging.grants.allows('/twokey.images.v1.ImageStore/DeleteImage')).to.equal(false);
@@ -92,6 +93,7 @@ describe('loadRegistry', () => {
     refused(one('').replace('grants: []', 'grants: [42]'), /workloads\[0\]\.grants\[0\]: must be a string, got number 42/);
     refused(base('  - just-a-name\n'), /workloads\[0\]: must be a mapping/);
     refused(one('    delegation: { withoutSubjectToken: "yes" }\n'), /workloads\[0\]\.delegation\.withoutSubjectToken: must be true or false/);
+    refused(one('    deployed: "no"\n'), /workloads\[0\]\.deployed: must be true or false/);
     refused(base('  []\n', 'auth: { maxDelegationDepth: 99 }\n'), /auth\.maxDelegationDepth: must be an integer from 0 to 10/);
   });
 

@@ -35,6 +35,11 @@ export interface RegistryWorkload {
   /** Scopes of the workload's own service token (empty: it gets none). */
   serviceScopes: string[];
   delegation: Delegation;
+  /**
+   * False for an identity people hold rather than a pod (the `twokey revoke` operator): it gets a
+   * certificate from `twokey ca issue`, but no ServiceAccount, pod or Secret in the cluster.
+   */
+  deployed: boolean;
 }
 
 export interface AuthSettings {
@@ -214,7 +219,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
     const w = c.object(
       item,
       p,
-      ['name', 'namespace', 'serviceAccount', 'grants', 'ttl', 'dns', 'ip', 'serviceScopes', 'delegation'],
+      ['name', 'namespace', 'serviceAccount', 'grants', 'ttl', 'dns', 'ip', 'serviceScopes', 'delegation', 'deployed'],
       ['name', 'namespace', 'serviceAccount', 'grants'],
     );
     const name = c.name(w.name, [...p, 'name']);
@@ -255,6 +260,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
         audiences,
         withoutSubjectToken: c.boolean(d.withoutSubjectToken ?? false, [...p, 'delegation', 'withoutSubjectToken']),
       },
+      deployed: c.boolean(w.deployed ?? true, [...p, 'deployed']),
     };
   });
   // Audiences must name workloads the registry knows, or a delegated token could target nothing.

@@ -163,7 +163,7 @@ async function check(args: string[]): Promise<number> {
   // may always come from elsewhere (kubectl create secret tls, cert-manager).
   const gateway = registry.workloads.find((w) => w.name === 'gateway');
   const externalSecrets = new Set([
-    ...(values.secrets === undefined ? registry.workloads.map((w) => `${w.namespace}/${svidSecretName(w.name)}`) : []),
+    ...(values.secrets === undefined ? registry.workloads.filter((w) => w.deployed).map((w) => `${w.namespace}/${svidSecretName(w.name)}`) : []),
     ...(gateway === undefined || has(gateway.namespace, GATEWAY_PUBLIC_TLS_SECRET) ? [] : [`${gateway.namespace}/${GATEWAY_PUBLIC_TLS_SECRET}`]),
     // The database Secret is the operator's (README, Kubernetes): never in the rendered set.
     ...[...new Set(registry.workloads.map((w) => w.namespace))].map((ns) => `${ns}/${DATABASE_SECRET}`),

@@ -18,14 +18,15 @@ export interface WorkloadSecretsOptions {
 }
 
 /**
- * One SVID Secret per registry workload, all issued before any is returned, so a registry with
- * one bad entry yields nothing.
+ * One SVID Secret per deployed registry workload, all issued before any is returned, so a registry
+ * with one bad entry yields nothing. An identity people hold (`deployed: false`) gets none: its
+ * certificate is issued to them with `twokey ca issue`, never stored in the cluster.
  */
 export function workloadSecrets(ca: CertificateAuthority, registry: Registry, opts: WorkloadSecretsOptions = {}): K8sObject[] {
   if (registry.trustDomain !== ca.trustDomain) {
     throw new TwokeyError('ERR_CA_POLICY', `registry trust domain ${registry.trustDomain} is not this CA's trust domain ${ca.trustDomain}`);
   }
-  const secrets = registry.workloads.map((w) => {
+  const secrets = registry.workloads.filter((w) => w.deployed).map((w) => {
     if (opts.namespace !== undefined && w.namespace !== opts.namespace) {
       throw new TwokeyError('ERR_REGISTRY_INVALID', `workload ${w.name} is in namespace ${w.namespace}, not ${opts.namespace}`);
     }

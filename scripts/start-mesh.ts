@@ -52,7 +52,8 @@ export async function startMesh(): Promise<number> {
       `console      ${web.url}  (log in as admin; trust ${web.caFile})\n` +
       `JWKS         ${endpoints.jwks.url}  (trust ${endpoints.jwks.caFile})\n` +
       `endpoints    ${layout.endpointsFile}\n` +
-      `logs         ${layout.root}/logs/<service>.log (one JSON decision line per call)\n\n` +
+      `logs         ${layout.root}/logs/<service>.log (one JSON decision line per call)\n` +
+      `revoke       npm run twokey -- revoke list${stateDir === '.twokey' ? '' : ` --state-dir ${stateDir}`}  (as the admin identity, ${layout.svidRoot}/admin)\n\n` +
       `Try 'npm run demo' in another terminal. Ctrl-C stops everything.\n`,
   );
 

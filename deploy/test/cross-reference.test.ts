@@ -70,7 +70,7 @@ describe('deploy: manifests, registry and proto/ agree', function () {
   }
 
   it('gives a data directory to exactly the services whose code keeps state there', () => {
-    for (const w of registry.workloads) {
+    for (const w of registry.workloads.filter((x) => x.deployed)) {
       const main = readFileSync(join(SERVICES_DIR, w.name, 'main.ts'), 'utf8');
       const keepsState = /\bdataDir\(env\)/.test(main);
       const env = objects(container(base, w.name), 'env').map((e) => e['name']);
@@ -88,6 +88,8 @@ describe('deploy: manifests, registry and proto/ agree', function () {
       'image-store': ['auth'],
       tagging: ['auth', 'image-store'],
       cleaner: ['auth', 'image-store'],
+      // The grants imply it; no NetworkPolicy opens it, as admin has no pod (it reaches auth by port-forward).
+      admin: ['auth'],
     });
   });
 
@@ -114,6 +116,15 @@ describe('deploy: manifests, registry and proto/ agree', function () {
       const problems = problemsAfter((o) => o.splice(o.indexOf(get(o, 'ServiceAccount', 'cleaner')), 1));
       expect(problems).to.include('registry workload cleaner: no ServiceAccount twokey/cleaner');
       expect(problems).to.include('Deployment/twokey/cleaner: ServiceAccount twokey/cleaner does not exist');
+    });
+
+    it('the admin identity (deployed: false) given a ServiceAccount or its certificate in a Secret, so a pod could act as it', () => {
+      const problems = problemsAfter((o) => {
+        o.push({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'admin', namespace: 'twokey' } });
+        o.push({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'admin-svid', namespace: 'twokey' }, type: 'Opaque', data: {} });
+      });
+      expect(problems).to.include('registry workload admin is not deployed (deployed: false), but ServiceAccount twokey/admin exists');
+      expect(problems).to.include('registry workload admin is not deployed (deployed: false), but its certificate is in Secret twokey/admin-svid');
     });
 
     it('a pod running under another workload\'s service account, so its SPIFFE ID is wrong', () => {

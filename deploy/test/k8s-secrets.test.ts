@@ -46,10 +46,12 @@ describe('deploy: twokey k8s secrets', function () {
   });
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it('makes one Secret per registry workload, holding its certificate, key and the trust bundle', () => {
+  it('makes one Secret per deployed registry workload, holding its certificate, key and the trust bundle; none for the admin identity', () => {
     const secrets = workloadSecrets(ca, registry);
-    expect(secrets.map((s) => `${s.metadata.namespace}/${s.metadata.name}`)).to.deep.equal(registry.workloads.map((w) => `twokey/${w.name}-svid`));
-    for (const [i, w] of registry.workloads.entries()) {
+    const deployed = registry.workloads.filter((w) => w.deployed);
+    expect(deployed.map((w) => w.name)).to.not.include('admin');
+    expect(secrets.map((s) => `${s.metadata.namespace}/${s.metadata.name}`)).to.deep.equal(deployed.map((w) => `twokey/${w.name}-svid`));
+    for (const [i, w] of deployed.entries()) {
       const secret = secrets[i]!;
       const leaf = new X509Certificate(decode(secret, 'svid.pem'));
       const svid = parseSvid(leaf.raw);
@@ -97,7 +99,7 @@ describe('deploy: twokey k8s secrets', function () {
     expect(made.code, made.stderr).to.equal(0);
     expect(statSync(out).mode & 0o777).to.equal(0o600);
     const objs = parseManifests(readFileSync(out, 'utf8'), out);
-    expect(objs.map((o) => o.metadata.name)).to.deep.equal([...registry.workloads.map((w) => `${w.name}-svid`), 'gateway-public-tls']);
+    expect(objs.map((o) => o.metadata.name)).to.deep.equal([...registry.workloads.filter((w) => w.deployed).map((w) => `${w.name}-svid`), 'gateway-public-tls']);
     expect(objs.at(-1)!['type']).to.equal('kubernetes.io/tls');
     // The gateway's public certificate chains to the small CA clients are told to trust.
     const tls = new X509Certificate(decode(objs.at(-1)!, 'tls.crt'));

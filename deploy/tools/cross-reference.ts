@@ -144,6 +144,13 @@ export function registryProblems(facts: DeploymentFacts): string[] {
     const at = `registry workload ${w.name}`;
     const expectedId = SpiffeId.forServiceAccount(registry.trustDomain, w.namespace, w.serviceAccount).toString();
     if (w.spiffeId.toString() !== expectedId) problems.push(`${at}: SPIFFE ID ${w.spiffeId} is not ${expectedId} (namespace ${w.namespace}, service account ${w.serviceAccount})`);
+    if (!w.deployed) {
+      // Its certificate would let anything running as this account act as the people who hold it.
+      if (find(objs, 'ServiceAccount', w.namespace, w.serviceAccount) !== undefined) problems.push(`${at} is not deployed (deployed: false), but ServiceAccount ${w.namespace}/${w.serviceAccount} exists`);
+      if (workloadsOf(objs).some((o) => o.metadata.name === w.name && o.metadata.namespace === w.namespace)) problems.push(`${at} is not deployed (deployed: false), but a workload ${w.namespace}/${w.name} runs`);
+      if (find(objs, 'Secret', w.namespace, svidSecretName(w.name)) !== undefined) problems.push(`${at} is not deployed (deployed: false), but its certificate is in Secret ${w.namespace}/${svidSecretName(w.name)}`);
+      continue;
+    }
     if (find(objs, 'ServiceAccount', w.namespace, w.serviceAccount) === undefined) problems.push(`${at}: no ServiceAccount ${w.namespace}/${w.serviceAccount}`);
     const matches = workloadsOf(objs).filter((o) => o.metadata.name === w.name && o.metadata.namespace === w.namespace);
     if (matches.length !== 1) {
@@ -700,7 +707,7 @@ function serviceMonitorProblems(facts: DeploymentFacts, monitor: K8sObject): str
       }
     }
   }
-  for (const w of facts.registry.workloads) {
+  for (const w of facts.registry.workloads.filter((x) => x.deployed)) {
     if (!scraped.has(`${w.namespace}/${w.name}`)) problems.push(`${id}: scrapes no pod of registry workload ${w.name}`);
   }
   return problems;

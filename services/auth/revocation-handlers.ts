@@ -4,7 +4,7 @@ import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import type { Logger } from '../mesh-runtime/logger.ts';
-import { REVOCATION_REACH_SECONDS, type RevocationPublisher } from './revocation-publisher.ts';
+import type { RevocationPublisher } from './revocation-publisher.ts';
 import type { SigningKeys } from './signing-keys.ts';
 import { isUsername } from './username.ts';
 
@@ -12,12 +12,6 @@ import { isUsername } from './username.ts';
 function requester(): { workload: string | undefined; subject: string | undefined } {
   const ctx = callContext();
   return { workload: ctx.peer?.spiffeId.toString(), subject: ctx.token?.subject };
-}
-
-function seconds(value: string | number | undefined, what: string): number {
-  const n = Number(value ?? 0);
-  if (!Number.isSafeInteger(n) || n < 0) throw new TwokeyError('ERR_REQUEST_INVALID', `${what} must be a non-negative integer (epoch seconds)`);
-  return n;
 }
 
 /** Marks a user disabled in auth's user table (logins and exchanges refused); throws for an unknown user. */
@@ -57,13 +51,11 @@ export function revocationHandlers(
       return audit('user disabled', { user: req.username }, set.seq);
     }),
     RevokeToken: unaryHandler(log, async (req: { jti: string; exp: string }) => {
-      const exp = seconds(req.exp, 'exp') || Math.floor(Date.now() / 1000) + REVOCATION_REACH_SECONDS;
-      const set = await revocations.revokeJti(req.jti, exp);
+      const set = await revocations.revokeJti(req.jti, Number(req.exp));
       return audit('token revoked', { jti: req.jti }, set.seq);
     }),
     RevokeCertificate: unaryHandler(log, async (req: { serial_hex: string; not_after: string }) => {
-      const notAfter = seconds(req.not_after, 'not_after') || Math.floor(Date.now() / 1000) + REVOCATION_REACH_SECONDS;
-      const set = await revocations.revokeSerial(req.serial_hex, notAfter);
+      const set = await revocations.revokeSerial(req.serial_hex, Number(req.not_after));
       return audit('certificate revoked', { serial: req.serial_hex }, set.seq);
     }),
     WithdrawKey: unaryHandler(log, async (req: { kid: string }) => {

@@ -1,14 +1,8 @@
 // auth's side of revocation: records revocations, signs the set, and pushes it (and heartbeats) to watchers.
-import { normalizeSerial, signRevocationSet, type RevocationSet } from '../authz/revocation-set.ts';
-import { TwokeyError } from '../authz/errors.ts';
+import { signRevocationSet, type RevocationSet } from '../authz/revocation-set.ts';
 import type { RevocationEntry, RevocationStore } from './revocation-store.ts';
+import { disabledSubjectEntry, jtiEntry, serialEntry, withdrawnKidEntry } from './revocation-entries.ts';
 
-/**
- * The longest any token can live (the verifier refuses exp - iat beyond it) plus clock leeway: a
- * disabled user's or withdrawn key's entry can leave the set after this, because every token issued
- * before it has expired. The user stays disabled in auth's user table until re-enabled.
- */
-export const REVOCATION_REACH_SECONDS = 24 * 3600 + 300;
 
 export interface SetSigner {
   current(): Promise<{ kid: string; privateKey: import('node:crypto').KeyObject }>;
@@ -104,27 +98,30 @@ export class RevocationPublisher {
     return (await this.publish()).set;
   }
 
-  async disableSubject(subject: string): Promise<RevocationSet> {
-    const at = Math.floor(this.#clock() / 1000);
-    return this.revoke({ kind: 'user', value: subject, atSeconds: at, keepUntilSeconds: at + REVOCATION_REACH_SECONDS });
+  #nowSeconds(): number {
+    return Math.floor(this.#clock() / 1000);
   }
 
-  async revokeJti(jti: string, expSeconds: number): Promise<RevocationSet> {
-    if (!/^[A-Za-z0-9_-]{16,128}$/.test(jti)) throw new TwokeyError('ERR_REQUEST_INVALID', 'a jti is 16-128 base64url characters');
-    if (!Number.isSafeInteger(expSeconds) || expSeconds <= 0) throw new TwokeyError('ERR_REQUEST_INVALID', 'the token exp must be a positive integer');
-    // Without the token, its exp is unknown: keep the entry as long as any token could live.
-    const at = Math.floor(this.#clock() / 1000);
-    return this.revoke({ kind: 'jti', value: jti, atSeconds: at, keepUntilSeconds: Math.min(expSeconds, at + REVOCATION_REACH_SECONDS) + 300 });
+  disableSubject(subject: string): Promise<RevocationSet> {
+    return this.revoke(disabledSubjectEntry(subject, this.#nowSeconds()));
   }
 
-  async revokeSerial(serialHex: string, notAfterSeconds: number): Promise<RevocationSet> {
-    const at = Math.floor(this.#clock() / 1000);
-    return this.revoke({ kind: 'serial', value: normalizeSerial(serialHex), atSeconds: at, keepUntilSeconds: notAfterSeconds });
+  /** `expSeconds` undefined (or 0): not known, so kept as long as any token could live. */
+  revokeJti(jti: string, expSeconds: number | undefined): Promise<RevocationSet> {
+    return this.#revokeBuilt(() => jtiEntry(jti, expSeconds, this.#nowSeconds()));
   }
 
-  async withdrawKid(kid: string): Promise<RevocationSet> {
-    if (!/^[\x21-\x7e]{1,128}$/.test(kid)) throw new TwokeyError('ERR_REQUEST_INVALID', 'a kid is 1-128 printable characters');
-    const at = Math.floor(this.#clock() / 1000);
-    return this.revoke({ kind: 'kid', value: kid, atSeconds: at, keepUntilSeconds: at + REVOCATION_REACH_SECONDS });
+  /** `notAfterSeconds` undefined (or 0): not known, so kept as long as any certificate could live. */
+  revokeSerial(serialHex: string, notAfterSeconds: number | undefined): Promise<RevocationSet> {
+    return this.#revokeBuilt(() => serialEntry(serialHex, notAfterSeconds, this.#nowSeconds()));
+  }
+
+  withdrawKid(kid: string): Promise<RevocationSet> {
+    return this.#revokeBuilt(() => withdrawnKidEntry(kid, this.#nowSeconds()));
+  }
+
+  // Validation errors reject the promise rather than throw synchronously.
+  async #revokeBuilt(build: () => RevocationEntry): Promise<RevocationSet> {
+    return this.revoke(build());
   }
 }

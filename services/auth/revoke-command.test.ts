@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { run } from './revoke-command.ts';
+import { CERTIFICATE_REACH_SECONDS } from './revocation-entries.ts';
 import { authDatabasePath, openAuthDatabase } from './database.ts';
 import { SqliteRevocationStore } from './revocation-store.ts';
 
@@ -45,6 +46,9 @@ describe('twokey revoke', () => {
     const listed = await entries();
     expect(listed.map((e) => `${e.kind} ${e.value}`).sort()).to.deep.equal(['jti jti-0123456789abcdef', 'jti jti-fromfile-0123456', 'kid k-old', 'serial A1B']);
     expect(listed.find((e) => e.value === 'jti-fromfile-0123456')!.keepUntilSeconds).to.equal(exp + 300);
+    // A serial without its certificate: kept as long as any certificate the CA may issue can live.
+    const serialKept = listed.find((e) => e.value === 'A1B')!.keepUntilSeconds - Math.floor(Date.now() / 1000);
+    expect(serialKept).to.be.within(CERTIFICATE_REACH_SECONDS - 60, CERTIFICATE_REACH_SECONDS);
     out = '';
     expect(await run(['list', '--json', '--data-dir', dir])).to.equal(0);
     expect(JSON.parse(out)).to.have.length(4);
@@ -62,6 +66,11 @@ describe('twokey revoke', () => {
       [['token', '--jti', 'jti-0123456789abcdef', '--json', '--data-dir', dir], '--json goes with list'],
       [['forget', '--data-dir', dir], 'unknown action "forget"'],
       [['list', '--jti'], '--jti needs a value'],
+      [['cert', '--serial', '0A', '--data-dir', dir, '--auth', '127.0.0.1:1'], '--auth does not go with --direct'],
+      [['cert', '--serial', '0A', '--direct', '--svid-dir', dir], '--svid-dir does not go with --direct'],
+      [['user', '--data-dir', dir], 'user needs --username'],
+      [['user', '--username', 'not a name', '--data-dir', dir], '--username is not a valid username'],
+      [['user', '--username', 'alice', '--kid', 'k', '--data-dir', dir], '--kid does not go with user'],
     ];
     for (const [args, message] of cases) {
       err = '';

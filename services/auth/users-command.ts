@@ -4,7 +4,7 @@ import { isTwokeyError } from '../authz/errors.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { openAuthStorage } from './auth-storage.ts';
 import { LoginThrottle } from './login-throttle.ts';
-import { REVOCATION_REACH_SECONDS } from './revocation-publisher.ts';
+import { disabledSubjectEntry } from './revocation-entries.ts';
 import { generatePassword } from './password.ts';
 import { UserStore } from './user-store.ts';
 
@@ -89,8 +89,7 @@ export async function run(args: string[]): Promise<number> {
         // Enabling does not remove the entry: tokens from before the disabling stay refused, and
         // tokens issued after re-enabling pass (their iat is later).
         if (action === 'disable') {
-          const at = Math.floor(Date.now() / 1000);
-          await storage.revocations.add({ kind: 'user', value: username, atSeconds: at, keepUntilSeconds: at + REVOCATION_REACH_SECONDS });
+          await storage.revocations.add(disabledSubjectEntry(username, Math.floor(Date.now() / 1000)));
         }
         process.stdout.write(`${action}d ${username}\n`);
         return 0;

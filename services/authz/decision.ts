@@ -387,6 +387,14 @@ function isDisabled(users: ReadonlyMap<string, number>, subject: string, iat: nu
   return since !== undefined && (iat === undefined || iat <= since);
 }
 
+/**
+ * The revocation check alone, for an edge that verifies user tokens without a mesh peer (the
+ * public gateway): a missing or stale set refuses (ERR_REVOCATION_STALE), then the token's entries.
+ */
+export function revocationFailure(token: VerifiedToken, view: RevocationView, now: number): TwokeyError | null {
+  return staleness(view, now) ?? tokenRevocation(token, view);
+}
+
 function tokenRevocation(token: VerifiedToken, view: RevocationView | undefined): TwokeyError | null {
   if (view === undefined) return null;
   // peerChecks already refused a missing or stale set.

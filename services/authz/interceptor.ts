@@ -12,7 +12,7 @@ import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type RevocationView, type TokenResult } from './decision.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
-import type { ErrorCode } from './errors.ts';
+import { endConnectionAfter } from './final-denial.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { OpenStreams } from './open-streams.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -38,6 +38,11 @@ export interface AuthzInterceptorOptions {
   dryRun?: boolean;
   /** The revocation set this server enforces; absent, revocation is not checked here. */
   revocation?: RevocationSource;
+  /**
+   * Unary methods whose handlers authorize their calls themselves (wrapped by UnaryAuthorizer when
+   * registered): their calls pass this interceptor untouched. Consulted for unary methods only.
+   */
+  authorizedByHandler?: (path: string) => boolean;
 }
 
 /** Where the interceptor reads the held revocation set, and learns that it changed (a RevocationHolder fits). */
@@ -81,15 +86,6 @@ export interface AuthzInterceptorHandle {
 }
 
 /**
- * Peer denials that no later call on the same connection can pass: the certificate the connection
- * was opened with is revoked, expired, or no longer chains to the trust bundle. The connection is
- * closed after the denial (gracefully: other calls on it finish first), so that a client which has
- * since received a new certificate reconnects with it instead of being refused on the old
- * connection for as long as it stays open.
- */
-const CONNECTION_ENDING: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_PEER_CERT_REVOKED', 'ERR_PEER_CERT_EXPIRED', 'ERR_PEER_CERT_INVALID']);
-
-/**
  * Authorizes every call, unary and streaming alike, before its handler starts: the handler's
  * listener only sees the request metadata (and so only begins reading messages) once the decision
  * allows the call. Handlers then run inside the call context (callContext()).
@@ -130,10 +126,14 @@ export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterc
   const unsubscribe = revocation?.onUpdate((_set, changed) => {
     if (changed) settings.openStreams.recheckAll();
   });
+  // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
+  // grpc-js accepts any object with the call interface; its type names the generic class only.
+  const byHandler = options.authorizedByHandler;
   return {
-    // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
-    // grpc-js accepts any object with the call interface; its type names the generic class only.
-    interceptor: (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall,
+    interceptor: (methodDescriptor, call) =>
+      byHandler !== undefined && !methodDescriptor.requestStream && !methodDescriptor.responseStream && byHandler(methodDescriptor.path)
+        ? (call as ServerInterceptingCall)
+        : (new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall),
     recheckOpenStreams: () => settings.openStreams.recheckAll(),
     close: () => {
       unsubscribe?.();
@@ -331,7 +331,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     }
     if (enforced) {
       this.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId) });
-      this.#endConnectionIfFinal(decision);
+      endConnectionAfter(decision, this.#next);
       return;
     }
     // A call cancelled while its token was being verified has no handler to start.
@@ -421,19 +421,12 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#settings.openStreams.delete(this);
     // End the stream first: a log that throws must not keep a lapsed stream open.
     this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
-    this.#endConnectionIfFinal(again);
+    endConnectionAfter(again, this.#next);
     try {
       this.#log(again, true);
     } catch {
       // The stream is already ended.
     }
-  }
-
-  #endConnectionIfFinal(decision: Decision): void {
-    if (decision.failedCheck !== 'peer' || decision.errorCode === null || !CONNECTION_ENDING.has(decision.errorCode)) return;
-    // grpc-js keeps the HTTP/2 stream on its own call; not public API, so every step is checked.
-    const session = (this.#next as unknown as { stream?: { session?: { closed?: boolean; close?: () => void } } }).stream?.session;
-    if (session !== undefined && session.closed === false && typeof session.close === 'function') session.close();
   }
 
   #stopExpiry(): void {
@@ -443,7 +436,8 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   }
 }
 
-function internalDenial(err: unknown): Decision {
+/** The denial an unexpected error during authorization ends a call with (INTERNAL). */
+export function internalDenial(err: unknown): Decision {
   return {
     allow: false,
     failedCheck: null,

@@ -9,6 +9,7 @@ import { isTwokeyError, grpcStatusOf, logDetail, TwokeyError } from '../authz/er
 import { refuseRepeatedAuthorization } from '../authz/repeated-headers.ts';
 import { registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';
+import { revocationFailure } from '../authz/decision.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
@@ -43,6 +44,9 @@ export async function serve(env: Env): Promise<RunningService> {
     });
     // A retired signing key must stop vouching for tokens verified with it.
     keys.addChangeListener(() => tokens.cache.clear());
+    // A revoked user token is refused here already, not first at the next hop.
+    const revocations = runtime.revocationHolder(keys);
+    await runtime.watchRevocations(revocations);
     registerTokenCacheMetrics(runtime.metrics, tokens.cache);
     const metrics = new GatewayMetrics(runtime.metrics);
     const upstreams = new Map<string, grpc.Client>();
@@ -108,6 +112,8 @@ export async function serve(env: Env): Promise<RunningService> {
               return deny(grpc.status.UNAUTHENTICATED, `the gateway accepts only user tokens, not a ${token.kind} token`, 'ERR_TOKEN_INVALID');
             }
             if (Date.now() >= token.validUntilMs) return deny(grpc.status.UNAUTHENTICATED, 'token expired', 'ERR_TOKEN_EXPIRED');
+            const revoked = revocationFailure(token, revocations.view(), Date.now());
+            if (revoked !== null) return deny(grpcStatusOf(revoked), `revocation check failed: ${revoked.message}`, revoked.code);
             outgoing.set('authorization', `Bearer ${result.raw}`);
             forward(token.subject, token.jti);
           },

@@ -28,7 +28,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const images = new ImageService(repo);
     const keys = await runtime.authKeys();
     const revocations = runtime.revocationHolder(keys);
-    runtime.watchRevocations(revocations);
+    await runtime.watchRevocations(revocations);
     const mesh = runtime.meshServer(keys, revocations);
     const watchers = new Set<AbortController>();
     runtime.onClose(() => watchers.forEach((w) => w.abort()));

@@ -149,10 +149,10 @@ export class MeshRuntime {
 
   /**
    * Keeps `holder` fed from auth's WatchRevocations, reconnecting with backoff (250 ms doubling to
-   * 2 s) whenever the stream ends. Sets are accepted in arrival order; a refused one is logged and
+   * 2 s) whenever the stream ends; resolves once the first set is held (or after `firstSetWaitMs`). Sets are accepted in arrival order; a refused one is logged and
    * the last good set stays (it ages towards the staleness bound, which is the fail-closed path).
    */
-  watchRevocations(holder: RevocationHolder): void {
+  watchRevocations(holder: RevocationHolder, firstSetWaitMs = 10_000): Promise<void> {
     const auth = this.authClient() as unknown as { WatchRevocations(req: object): import('@grpc/grpc-js').ClientReadableStream<{ set_jws: string }> };
     let closed = false;
     let backoffMs = 250;
@@ -182,6 +182,22 @@ export class MeshRuntime {
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
       stream?.cancel();
+    });
+    // Until a set arrives every call is refused UNAVAILABLE: report SERVING only once one has (or,
+    // auth being unreachable, after the wait, so the process still starts and says why it refuses).
+    return new Promise<void>((resolve) => {
+      if (holder.current !== null) return resolve();
+      const stop = holder.onUpdate(() => done());
+      const wait = setTimeout(() => {
+        this.logger.warn({ event: 'revocation.none_yet', waited_ms: firstSetWaitMs }, 'no revocation set from auth yet; calls are refused UNAVAILABLE until one arrives');
+        done();
+      }, firstSetWaitMs);
+      wait.unref();
+      function done(): void {
+        clearTimeout(wait);
+        stop();
+        resolve();
+      }
     });
   }
 

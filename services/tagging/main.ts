@@ -34,7 +34,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443');
     const keys = await runtime.authKeys();
     const revocations = runtime.revocationHolder(keys);
-    runtime.watchRevocations(revocations);
+    await runtime.watchRevocations(revocations);
     const mesh = runtime.meshServer(keys, revocations);
 
     mesh.server.addService(TaggingClient.service, {

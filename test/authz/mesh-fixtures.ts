@@ -141,6 +141,7 @@ export async function startProbe(opts: {
   clientSvid?: SvidSource;
   metrics?: MeshServerOptions['metrics'];
   revocation?: MeshServerOptions['revocation'];
+  interceptors?: grpc.ServerInterceptor[];
 }): Promise<ProbeServer> {
   const svid = await SvidSource.open(opts.svidDir, { trustDomain: TD, pollIntervalMs: 0 });
   const mesh = createMeshServer({
@@ -153,6 +154,7 @@ export async function startProbe(opts: {
     ...(opts.clock ? { clock: opts.clock } : {}),
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
     ...(opts.revocation ? { revocation: opts.revocation } : {}),
+    ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
   });
   const ran: Record<string, number> = {};
   const late: ProbeServer['late'] = [];

@@ -337,6 +337,37 @@ describe('mesh server and client over real mTLS', function () {
     expect(out.res.metadata_keys).not.to.include('x-user-id');
   });
 
+  it("interceptors of the server's own run after authorization, for allowed calls only, unary and streaming", async () => {
+    const seen: string[] = [];
+    // What the interceptor gets to see of a call: its metadata, which authorization passes on only when it allows.
+    const recording: grpc.ServerInterceptor = (method, call) =>
+      new grpc.ServerInterceptingCall(call, {
+        start: (next) =>
+          next({
+            onReceiveMetadata: (metadata, nextMetadata) => {
+              seen.push(`${method.path} ${metadata.get('authorization').length}`);
+              nextMetadata(metadata);
+            },
+          }),
+      });
+    const serverDir = pki.workload('probe-intercepted', SERVER_ID, [`${P}/Unary`]);
+    const intercepted = await startProbe({ svidDir: serverDir, keys: await StaticKeys.fromJwks(TestIssuer.jwks(issuer)), interceptors: [recording] });
+    try {
+      const c = createMeshClient(probeClientCtor(), `127.0.0.1:${intercepted.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
+      clients.push(c);
+      expect((await unary(c, 'Unary', { text: 'x' })).code).to.equal(status.UNAUTHENTICATED);
+      expect((await serverStream(c, new grpc.Metadata())).code).to.equal(status.UNAUTHENTICATED);
+      expect(seen).to.deep.equal([]);
+      expect((await unary(c, 'Unary', { text: 'x' }, bearer(await userToken()))).code).to.equal(status.OK);
+      expect((await serverStream(c, bearer(await userToken()))).code).to.equal(status.OK);
+      // The token is stripped before anything after authorization sees the call.
+      expect(seen).to.deep.equal([`${P}/Unary 0`, `${P}/ServerStream 0`]);
+      expect(intercepted.ran).to.deep.equal({ Unary: 1, ServerStream: 1 });
+    } finally {
+      await intercepted.close();
+    }
+  });
+
   it('work a handler leaves behind after the call ended no longer carries the user token', async () => {
     const out = await unary(client(caller), 'Unary', { text: 'x', forward_to: `127.0.0.1:${probe.port}`, forward_after_response: true }, bearer(await userToken()));
     expect(out.res.text).to.equal('answered first');

@@ -115,7 +115,7 @@ describe('twokey console (headless Chromium against a running mesh)', function (
     await navigated;
   }
 
-  it("logs the admin in and draws the five workloads, with tagging's edge to image-store", async () => {
+  it("logs the admin in and draws the six workloads, with tagging's edge to image-store", async () => {
     const violations: string[] = [];
     browser!.on((method, params) => {
       const text = JSON.stringify(params);
@@ -131,7 +131,7 @@ describe('twokey console (headless Chromium against a running mesh)', function (
     expect(await browser!.eval<boolean>("document.cookie.includes('twokey-console')"), 'cookie readable by script').to.equal(false);
 
     const nodes = await browser!.eval<string[]>("[...document.querySelectorAll('#graph .node')].map((n) => n.dataset.name).sort()");
-    expect(nodes).to.deep.equal(['auth', 'cleaner', 'gateway', 'image-store', 'tagging']);
+    expect(nodes).to.deep.equal(['admin', 'auth', 'cleaner', 'gateway', 'image-store', 'tagging']);
     const methods = await browser!.eval<string[]>(
       "[...document.querySelectorAll('#graph .edge[data-from=\"tagging\"][data-to=\"image-store\"] tspan.method')].map((t) => t.textContent)",
     );
@@ -213,7 +213,7 @@ describe('twokey console (headless Chromium against a running mesh)', function (
     const old = cookies.find((c) => c.name === '__Host-twokey-console')!.value;
     const before = await visit(`${web.url}api/graph`, ca, { headers: { cookie: `__Host-twokey-console=${old}` } });
     expect(before.status).to.equal(200);
-    expect(JSON.parse(before.body).nodes).to.have.length(5);
+    expect(JSON.parse(before.body).nodes).to.have.length(6);
     const navigated = new Promise<void>((resolve) => browser!.on((m) => m === 'Page.loadEventFired' && resolve()));
     await browser!.eval("document.querySelector('form.logout').requestSubmit()");
     await navigated;

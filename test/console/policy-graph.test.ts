@@ -9,7 +9,7 @@ import { packagePath } from '../../services/authz/package-root.ts';
 describe('console policy graph', () => {
   it("joins deploy/registry.yaml's grants with proto/'s permissions", () => {
     const graph = buildPolicyGraph(loadRegistry(packagePath('deploy', 'registry.yaml')), MethodCatalog.default(), SERVED_SERVICES);
-    expect(graph.nodes.map((n) => n.name)).to.deep.equal(['auth', 'gateway', 'image-store', 'tagging', 'cleaner']);
+    expect(graph.nodes.map((n) => n.name)).to.deep.equal(['auth', 'gateway', 'image-store', 'tagging', 'cleaner', 'admin']);
     const edge = (from: string, to: string) => graph.edges.find((e) => e.from === from && e.to === to);
     expect(edge('tagging', 'image-store')!.methods).to.deep.equal([
       { name: 'GetImage', path: '/twokey.images.v1.ImageStore/GetImage', permission: 'images:read' },
@@ -18,6 +18,16 @@ describe('console policy graph', () => {
     ]);
     expect(edge('tagging', 'auth')!.methods.map((m) => [m.name, m.permission])).to.deep.equal([['GetJwks', null], ['GetServiceToken', null], ['ExchangeToken', null], ['GetRevocations', null], ['WatchRevocations', null]]);
     expect(edge('cleaner', 'tagging')).to.equal(undefined);
+    // The revocation methods: admin's alone, each needing revocations:admin.
+    expect(edge('admin', 'auth')!.methods.map((m) => [m.name, m.permission])).to.deep.equal([
+      ['GetServiceToken', null],
+      ['DisableUser', 'revocations:admin'],
+      ['RevokeToken', 'revocations:admin'],
+      ['RevokeCertificate', 'revocations:admin'],
+      ['WithdrawKey', 'revocations:admin'],
+      ['ListRevocations', 'revocations:admin'],
+    ]);
+    expect(graph.edges.filter((e) => e.methods.some((m) => m.permission === 'revocations:admin')).map((e) => e.from)).to.deep.equal(['admin']);
     expect(graph.edges.filter((e) => e.from === 'auth')).to.deep.equal([]);
     const tagging = graph.nodes.find((n) => n.name === 'tagging')!;
     expect(tagging.serviceScopes).to.deep.equal(['images:read:any', 'images:watch']);
