@@ -128,6 +128,23 @@ describe('open streams over real mTLS', function () {
     expect(probe.ran['Unary']).to.equal(1);
   });
 
+  it('a unary call refused for a revoked certificate closes its connection too: the next certificate is served on a new one', async () => {
+    const holder = new RevocationHolder({ keys });
+    holder.acceptVerified(buildRevocationSet(1, Date.now(), EMPTY));
+    const { probe, callerDir, caller, client } = await setUp(holder);
+    const token = await issuer.sign({ scope: 'probe:call' });
+    expect(await unary(client, token)).to.deep.equal({ code: status.OK, details: '' });
+    const serials = new Map([[normalizeSerial(caller.svid.serialHex), Math.floor(Date.now() / 1000) + 3600]]);
+    holder.acceptVerified(buildRevocationSet(2, Date.now(), { ...EMPTY, serials }));
+    const refused = await unary(client, token);
+    expect(refused.code).to.equal(status.UNAUTHENTICATED);
+    expect(refused.details).to.match(/^twokey: peer check failed: peer certificate [0-9A-Fa-f]+ is revoked \(decision [0-9a-f-]{36}\)$/);
+    pki.ca.writeWorkload(callerDir, pki.issue(CALLER_ID, GRANTS));
+    expect(await caller.poll()).to.equal(true);
+    expect(await unary(client, token)).to.deep.equal({ code: status.OK, details: '' });
+    expect(probe.ran['Unary']).to.equal(2);
+  });
+
   it('closing the server stops the staleness timer of its open streams', async () => {
     const holder = new RevocationHolder({ keys, maxStalenessMs: 60_000 });
     holder.acceptVerified(buildRevocationSet(1, Date.now(), EMPTY));
