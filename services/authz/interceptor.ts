@@ -12,7 +12,9 @@ import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type RevocationView, type TokenResult } from './decision.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
+import { endConnectionAfter } from './final-denial.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
+import { OpenStreams } from './open-streams.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import type { TokenAuthenticator } from './token-authenticator.ts';
 
@@ -69,8 +71,18 @@ interface Settings {
   readonly newId: () => string;
   readonly dryRun: boolean;
   readonly revocation: RevocationSource | undefined;
+  readonly peers: PeerIdentityCache;
   /** Open streams, re-decided when the revocation set or the trust bundle changes. */
-  readonly openStreams: Set<AuthorizedCall>;
+  readonly openStreams: OpenStreams<AuthorizedCall>;
+}
+
+/** The interceptor, and what its server drives: re-deciding open streams, and stopping. */
+export interface AuthzInterceptorHandle {
+  readonly interceptor: ServerInterceptor;
+  /** Re-decides every open stream now (the trust bundle changed); denied ones end at once. */
+  recheckOpenStreams(): void;
+  /** Stops listening for revocation sets and stops the staleness timer; for a closing server. */
+  close(): void;
 }
 
 /**
@@ -79,40 +91,55 @@ interface Settings {
  * allows the call. Handlers then run inside the call context (callContext()).
  */
 export function createAuthzInterceptor(options: AuthzInterceptorOptions): ServerInterceptor {
+  return createAuthzHandle(options).interceptor;
+}
+
+/** createAuthzInterceptor, with the controls a mesh server needs (see AuthzInterceptorHandle). */
+export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterceptorHandle {
   const peers = options.peers ?? new PeerIdentityCache();
+  const clock = options.clock ?? Date.now;
+  const revocation = options.revocation;
   const settings: Settings = {
     trustDomain: options.trustDomain,
     rules: options.rules,
     tokens: options.tokens,
     log: options.log,
     metrics: options.metrics,
-    clock: options.clock ?? Date.now,
+    clock,
     newId: options.newDecisionId ?? randomUUID,
     dryRun: options.dryRun === true,
-    revocation: options.revocation,
-    openStreams: new Set(),
+    revocation,
+    peers,
+    openStreams: new OpenStreams<AuthorizedCall>(
+      revocation === undefined
+        ? {}
+        : {
+            isStale: () => {
+              const view = revocation.view();
+              return view.set === null || clock() - view.set.issuedAtMs > view.maxStalenessMs;
+            },
+            staleCheckMs: STALE_RECHECK_MS,
+          },
+    ),
   };
   // A changed set can end open streams at once, with the status a new call would get.
-  options.revocation?.onUpdate((_set, changed) => {
-    if (changed) recheckOpenStreams(settings);
+  const unsubscribe = revocation?.onUpdate((_set, changed) => {
+    if (changed) settings.openStreams.recheckAll();
   });
-  // A set that goes stale (auth unreachable) sends no update: open streams would outlive the bound
-  // that new calls are refused after. Look once a second, and re-decide them only while stale.
-  const revocation = options.revocation;
-  if (revocation !== undefined) {
-    setInterval(() => {
-      if (settings.openStreams.size === 0) return;
-      const view = revocation.view();
-      if (view.set === null || settings.clock() - view.set.issuedAtMs > view.maxStalenessMs) recheckOpenStreams(settings);
-    }, STALE_RECHECK_MS).unref();
-  }
   // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
   // grpc-js accepts any object with the call interface; its type names the generic class only.
   const byHandler = options.authorizedByHandler;
-  return (methodDescriptor, call) =>
-    byHandler !== undefined && !methodDescriptor.requestStream && !methodDescriptor.responseStream && byHandler(methodDescriptor.path)
-      ? (call as ServerInterceptingCall)
-      : (new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall);
+  return {
+    interceptor: (methodDescriptor, call) =>
+      byHandler !== undefined && !methodDescriptor.requestStream && !methodDescriptor.responseStream && byHandler(methodDescriptor.path)
+        ? (call as ServerInterceptingCall)
+        : (new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall),
+    recheckOpenStreams: () => settings.openStreams.recheckAll(),
+    close: () => {
+      unsubscribe?.();
+      settings.openStreams.close();
+    },
+  };
 }
 
 /** The listener grpc-js's call reports inbound events to (not exported by name). */
@@ -133,7 +160,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #cancelled = false;
   readonly #settings: Settings;
   readonly #method: ServerMethodDefinition<unknown, unknown>;
-  readonly #peer: PeerResult;
+  #peer: PeerResult;
   #ctx: ServedCall | undefined;
   #forwardToken: string | undefined;
   #decided: DecisionInput | undefined;
@@ -304,6 +331,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     }
     if (enforced) {
       this.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId) });
+      endConnectionAfter(decision, this.#next);
       return;
     }
     // A call cancelled while its token was being verified has no handler to start.
@@ -363,10 +391,16 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#expiry.unref();
   }
 
-  /** Decides again now, with the revocation set held now; ends the stream when that denies. */
+  /**
+   * Decides again now, with the revocation set held now and the peer as the trust bundle now
+   * judges its connection (a CA removed from the bundle fails it); ends the stream when that denies.
+   */
   recheck(): void {
     if (this.#cancelled || this.#decided === undefined) return;
-    const again = decide({ ...this.#decided, now: this.#settings.clock(), revocation: this.#settings.revocation?.view() });
+    const s = this.#settings;
+    this.#peer = s.peers.fromCall(this.#next);
+    this.#decided = { ...this.#decided, peer: this.#peer };
+    const again = decide({ ...this.#decided, now: s.clock(), revocation: s.revocation?.view() });
     if (!again.allow) this.#endLapsed(again);
   }
 
@@ -387,6 +421,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#settings.openStreams.delete(this);
     // End the stream first: a log that throws must not keep a lapsed stream open.
     this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
+    endConnectionAfter(again, this.#next);
     try {
       this.#log(again, true);
     } catch {
@@ -399,11 +434,6 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#expiry = undefined;
     this.#settings.openStreams.delete(this);
   }
-}
-
-/** Re-decides every open stream (a revocation set or trust bundle changed); denied ones end now. */
-export function recheckOpenStreams(settings: { readonly openStreams: Set<AuthorizedCall> }): void {
-  for (const call of [...settings.openStreams]) call.recheck();
 }
 
 /** The denial an unexpected error during authorization ends a call with (INTERNAL). */

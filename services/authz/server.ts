@@ -5,7 +5,7 @@ import type { Registry } from 'prom-client';
 import { DecisionLog } from './decision-log.ts';
 import { DecisionMetrics, registerTokenCacheMetrics } from './decision-metrics.ts';
 import { TwokeyError } from './errors.ts';
-import { createAuthzInterceptor, type AuthzInterceptorOptions, type RevocationSource, type RuleSource } from './interceptor.ts';
+import { createAuthzHandle, type AuthzInterceptorOptions, type RevocationSource, type RuleSource } from './interceptor.ts';
 import { UnaryAuthorizer } from './unary-authz.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
@@ -115,11 +115,6 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
   });
   const tokens = new TokenAuthenticator({ verifier, cache, clock });
   const peers = new PeerIdentityCache(options.svid.grantsOid === undefined ? {} : { grantsOid: options.svid.grantsOid });
-  // The bundle TLS verifies new connections with also re-checks open ones when it changes.
-  const onBundle = (update: { caCertificate: Buffer } | null): void => {
-    if (update !== null) peers.setTrustBundle(certificatesIn(update.caCertificate, SVID_FILES.bundle));
-  };
-  options.svid.addCaCertificateListener(onBundle);
   const rules = options.rules ?? MethodCatalog.default();
   let metrics: DecisionMetrics | undefined;
   if (options.metrics !== undefined) {
@@ -148,10 +143,19 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
   // the interceptor instead.
   const wrapUnary = (options.interceptors ?? []).length === 0;
   const byHandler = new Set<string>();
-  const authz = createAuthzInterceptor({ ...authzOptions, ...(wrapUnary ? { authorizedByHandler: (path: string) => byHandler.has(path) } : {}) });
+  const authz = createAuthzHandle({ ...authzOptions, ...(wrapUnary ? { authorizedByHandler: (path: string) => byHandler.has(path) } : {}) });
+  // The bundle TLS verifies new connections with also re-checks open ones when it changes: their
+  // next calls, and their open streams at once (a CA removed from the bundle ends them now, with
+  // the status a new call on the same connection gets).
+  const onBundle = (update: { caCertificate: Buffer } | null): void => {
+    if (update === null) return;
+    peers.setTrustBundle(certificatesIn(update.caCertificate, SVID_FILES.bundle));
+    authz.recheckOpenStreams();
+  };
+  options.svid.addCaCertificateListener(onBundle);
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
   const server = refuseRepeatedAuthorization(
-    new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz, ...(options.interceptors ?? [])] }),
+    new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz.interceptor, ...(options.interceptors ?? [])] }),
   );
   if (wrapUnary) wrapUnaryHandlers(server, new UnaryAuthorizer(authzOptions), byHandler);
   const credentials = meshServerCredentials(options.svid);
@@ -169,14 +173,18 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     close: (graceMs = 2000) =>
       new Promise<void>((resolve) => {
         options.svid.removeCaCertificateListener(onBundle);
+        const done = (): void => {
+          authz.close();
+          resolve();
+        };
         const force = setTimeout(() => {
           server.forceShutdown();
-          resolve();
+          done();
         }, graceMs);
         force.unref();
         server.tryShutdown(() => {
           clearTimeout(force);
-          resolve();
+          done();
         });
       }),
   };

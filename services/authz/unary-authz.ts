@@ -5,6 +5,7 @@ import { ServedCall, endCall, requestIdFrom, runInCall, traceFrom } from './call
 import { decide, decidePeer, type Decision, type DecisionInput, type TokenResult } from './decision.ts';
 import type { DecisionEvent } from './decision-log.ts';
 import { TwokeyError } from './errors.ts';
+import { endConnectionAfter } from './final-denial.ts';
 import { denialMessage, internalDenial, type AuthzInterceptorOptions } from './interceptor.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -41,11 +42,12 @@ export class UnaryAuthorizer {
     // What was decided on: the peer alone, then with the token once it is read.
     let input: DecisionInput | undefined;
     let pending: Decision | Promise<Decision>;
+    let inner: ServerInterceptingCallInterface | undefined;
     // Only computing the decision is guarded here: an error in it denies the call.
     try {
       // grpc-js's own call (with the HTTP/2 stream the peer certificate is read from) is the
       // handler call's `call`; without it the peer is missing, and the decision denies.
-      const inner = (call as unknown as { call?: ServerInterceptingCallInterface }).call;
+      inner = (call as unknown as { call?: ServerInterceptingCallInterface }).call;
       input = {
         peer: inner === undefined ? { ok: false, error: missingPeer() } : this.#peers.fromCall(inner),
         method: path,
@@ -72,7 +74,10 @@ export class UnaryAuthorizer {
         // A decision that cannot be recorded is not acted on: the call ends, and never hangs.
         return callback({ code: status.INTERNAL, details: `twokey: the decision could not be logged (decision ${decisionId})` });
       }
-      if (enforced) return callback({ code: decision.code, details: denialMessage(decision, decisionId) });
+      if (enforced) {
+        callback({ code: decision.code, details: denialMessage(decision, decisionId) });
+        return endConnectionAfter(decision, inner);
+      }
       // A call cancelled while its token was being verified has nobody to answer.
       if (call.cancelled) return;
       const peer = input!.peer;

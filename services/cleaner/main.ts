@@ -1,5 +1,6 @@
 // The cleaner process: no API of its own; every interval it deletes flagged images with its
 // service token. Only its health listener accepts connections.
+import { status } from '@grpc/grpc-js';
 import { TwokeyError } from '../authz/errors.ts';
 import { envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
@@ -20,6 +21,12 @@ export async function serve(env: Env): Promise<RunningService> {
     }
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443', false);
     const serviceToken = runtime.serviceToken();
+    // A token refused as UNAUTHENTICATED (the cleaner's certificate was replaced, or the token's key
+    // or jti withdrawn) is fetched again for the next sweep rather than presented until it ages out.
+    const refused = (token: string) => (err: unknown): never => {
+      if ((err as { code?: unknown }).code === status.UNAUTHENTICATED) serviceToken.invalidate(token);
+      throw err;
+    };
     const images: CleanerImagesPort = {
       listTagged: async (tag, pageToken, token) => {
         const res = await unary<{ images: { id: string; owner: string }[]; next_page_token: string }>(
@@ -27,11 +34,11 @@ export async function serve(env: Env): Promise<RunningService> {
           'ListImages',
           { owner: '', tag, page_size: 100, page_token: pageToken },
           bearer(token),
-        );
+        ).catch(refused(token));
         return { images: res.images.map((i) => ({ id: i.id, owner: i.owner })), nextPageToken: res.next_page_token };
       },
       deleteImage: async (id, token) => {
-        await unary(store, 'DeleteImage', { id }, bearer(token));
+        await unary(store, 'DeleteImage', { id }, bearer(token)).catch(refused(token));
       },
     };
     const job = new CleanerJob({ images, serviceToken: () => serviceToken.get(), logger: log });

@@ -29,4 +29,15 @@ describe('cached token', () => {
     expect(await cached.get()).to.equal('ok');
     expect(fetches).to.equal(2);
   });
+
+  it('fetches again after the held token is invalidated, and ignores a token it no longer holds', async () => {
+    let fetches = 0;
+    const cached = new CachedToken(async () => ({ access_token: `t${++fetches}`, expires_in: 600 }));
+    expect(await cached.get()).to.equal('t1');
+    cached.invalidate('t1');
+    expect(await cached.get()).to.equal('t2');
+    cached.invalidate('t1');
+    expect(await cached.get()).to.equal('t2');
+    expect(fetches).to.equal(2);
+  });
 });

@@ -18,6 +18,15 @@ export class CachedToken {
     this.#now = now;
   }
 
+  /**
+   * Forgets `token` if it is the one held, so the next get() fetches another: for a token a server
+   * refused as UNAUTHENTICATED (bound to a certificate this workload has since replaced, or
+   * revoked), which would otherwise be presented again until it ages out.
+   */
+  invalidate(token: string): void {
+    if (this.#token === token) this.#token = undefined;
+  }
+
   get(): Promise<string> {
     if (this.#token !== undefined && this.#now() < this.#refreshAt) return Promise.resolve(this.#token);
     this.#inFlight ??= this.#fetch().then(

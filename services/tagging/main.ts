@@ -61,11 +61,18 @@ export async function serve(env: Env): Promise<RunningService> {
       }
       return cached.get();
     };
+    // A token refused as UNAUTHENTICATED (tagging's certificate was replaced, or the token's key or
+    // jti withdrawn) is fetched again for the retry rather than presented until it ages out.
+    const refused = (token: string, cached: () => Iterable<CachedToken>) => (err: unknown): never => {
+      if ((err as { code?: unknown }).code === status.UNAUTHENTICATED) for (const c of cached()) c.invalidate(token);
+      throw err;
+    };
     const images: ImageStorePort = {
-      watch: (afterSequence, token, signal) => watchEvents(store, afterSequence, token, signal),
-      getImage: (id, token) => unary<ImageReply>(store, 'GetImage', { id, without_content: false }, bearer(token)),
+      watch: (afterSequence, token, signal) => watchEvents(store, afterSequence, token, signal, refused(token, () => [serviceToken])),
+      getImage: (id, token) =>
+        unary<ImageReply>(store, 'GetImage', { id, without_content: false }, bearer(token)).catch(refused(token, () => [serviceToken])),
       setTags: async (id, tags, token) => {
-        await unary(store, 'SetTags', { id, tags }, bearer(token));
+        await unary(store, 'SetTags', { id, tags }, bearer(token)).catch(refused(token, () => delegated.values()));
       },
     };
     const cursor = await openCursorStore(env, dataDir(env));
@@ -100,6 +107,7 @@ async function* watchEvents(
   afterSequence: number,
   token: string,
   signal: AbortSignal,
+  onError: (err: unknown) => never,
 ): AsyncGenerator<UploadEvent> {
   const watch = (store as unknown as { WatchImages: Function }).WatchImages.bind(store);
   const stream: ClientReadableStream<{ sequence: string; type: string; image_id: string; owner: string }> = watch(
@@ -118,7 +126,7 @@ async function* watchEvents(
   } catch (err) {
     // A stream closed at its deadline is the planned re-open, not a failure.
     if (signal.aborted || (err as { code?: number }).code === status.DEADLINE_EXCEEDED) return;
-    throw err;
+    onError(err);
   } finally {
     signal.removeEventListener('abort', cancel);
     stream.cancel();

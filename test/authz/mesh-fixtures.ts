@@ -140,6 +140,7 @@ export async function startProbe(opts: {
   /** Credentials dir for the forwarding client a handler uses. */
   clientSvid?: SvidSource;
   metrics?: MeshServerOptions['metrics'];
+  revocation?: MeshServerOptions['revocation'];
   interceptors?: grpc.ServerInterceptor[];
 }): Promise<ProbeServer> {
   const svid = await SvidSource.open(opts.svidDir, { trustDomain: TD, pollIntervalMs: 0 });
@@ -152,6 +153,7 @@ export async function startProbe(opts: {
     dryRun: opts.dryRun === true,
     ...(opts.clock ? { clock: opts.clock } : {}),
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
+    ...(opts.revocation ? { revocation: opts.revocation } : {}),
     ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
   });
   const ran: Record<string, number> = {};
