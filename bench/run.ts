@@ -68,8 +68,6 @@ if (argv.help) {
   --breakdown        add the scenarios that show where B's cost goes: A with a pass-through
                      interceptor (A+i), A+i entering an AsyncLocalStorage context as twokey does
                      (A+i+als), A with each handler wrapped at addService time instead (A+w),
-                     B with every call authorized by the interceptor, as before unary
-                     handlers were wrapped (B-int),
                      B without the decision log (B-nolog), B without metrics (B-nometrics),
                      A over 1,000 connections
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
@@ -159,7 +157,6 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     wanted.push(['A+i', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through' }]);
     wanted.push(['A+i+als', { kind: 'plain', svidDir: pki.server, interceptor: 'pass-through-als' }]);
     wanted.push(['A+w', { kind: 'plain', svidDir: pki.server, wrapHandlers: true }]);
-    wanted.push(['B-int', { ...twokey(), interceptorOnly: true }]);
   }
   if (withMemory) wanted.push(['M', twokey()]);
   const chosen = wanted.filter(([name]) => only === undefined || only.has(name) || (name === 'M' && withMemory));
@@ -220,7 +217,6 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('B', 'twokey allow, same token (cache hit)', 'B', pki.clientOneGrant, 'one', allowed),
     scenario('B-rev10k', 'B with a 10,000-entry revocation set held and checked', 'B-rev10k', pki.clientOneGrant, 'one', allowed),
     scenario('B-nolog', 'B without the decision log', 'B-nolog', pki.clientOneGrant, 'one', allowed),
-    scenario('B-int', 'B with every call authorized by the interceptor (unary handlers not wrapped)', 'B-int', pki.clientOneGrant, 'one', allowed),
     scenario('B-nometrics', 'B without metrics', 'B-nometrics', pki.clientOneGrant, 'one', allowed),
     scenario('C', `twokey allow, ${C_TOKENS.toLocaleString('en')} tokens round-robin`, 'C', pki.clientOneGrant, 'many', allowed),
     scenario('D-grant', 'twokey deny: method not granted', 'D-grant', pki.clientNotGranted, 'one', {

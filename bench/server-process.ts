@@ -45,11 +45,6 @@ export type ServerConfig =
       protoRoots: string[];
       /** Write the decision log as services do (JSON lines to stdout, which the parent discards). */
       decisionLog: boolean;
-      /**
-       * For the cost breakdown: every call authorized by the interceptor, unary ones too, as before
-       * unary handlers were wrapped (an interceptor of the caller's own turns the wrapping off).
-       */
-      interceptorOnly?: boolean;
       /** Keep Prometheus metrics as services do (nothing scrapes them during the run). */
       metrics: boolean;
     };
@@ -136,7 +131,6 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
     rules,
     ...(logger ? { logger } : {}),
     ...(config.metrics ? { metrics: { registry: new Registry(), knownCallers: [] } } : {}),
-    ...(config.interceptorOnly === true ? { interceptors: [(_method: unknown, call: grpc.ServerInterceptingCallInterface) => call] as grpc.ServerInterceptor[] } : {}),
   });
   mesh.server.addService(loadEchoService(), echoHandlers);
   return mesh.listen('127.0.0.1:0');

@@ -69,8 +69,6 @@ export class ServedCall implements CallContext {
   /** Where a refusal inside the handler is counted, beside the decision that admitted the call. */
   readonly metrics: RefusalCounter | undefined;
   #ended = false;
-  /** The handler's call object, which grpc-js marks cancelled: a cancelled call has ended too. */
-  readonly #source: { readonly cancelled: boolean } | undefined;
 
   constructor(
     decisionId: string,
@@ -81,7 +79,6 @@ export class ServedCall implements CallContext {
     requestId: string,
     trace: TraceContext,
     metrics?: RefusalCounter,
-    source?: { readonly cancelled: boolean },
   ) {
     this.decisionId = decisionId;
     this.method = method;
@@ -91,7 +88,6 @@ export class ServedCall implements CallContext {
     this.requestId = requestId;
     this.trace = trace;
     this.metrics = metrics;
-    this.#source = source;
   }
 
   /** Marks the call finished (status sent or cancelled); it never becomes active again. */
@@ -100,7 +96,7 @@ export class ServedCall implements CallContext {
   }
 
   get ended(): boolean {
-    return this.#ended || this.#source?.cancelled === true;
+    return this.#ended;
   }
 }
 

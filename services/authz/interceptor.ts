@@ -38,11 +38,6 @@ export interface AuthzInterceptorOptions {
   dryRun?: boolean;
   /** The revocation set this server enforces; absent, revocation is not checked here. */
   revocation?: RevocationSource;
-  /**
-   * Unary methods whose handlers authorize their calls themselves (wrapped by UnaryAuthorizer when
-   * registered): their calls pass this interceptor untouched. Consulted for unary methods only.
-   */
-  authorizedByHandler?: (path: string) => boolean;
 }
 
 /** Where the interceptor reads the held revocation set, and learns that it changed (a RevocationHolder fits). */
@@ -128,12 +123,8 @@ export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterc
   });
   // The peer is read here because `call` is still grpc-js's own call (see PeerIdentityCache).
   // grpc-js accepts any object with the call interface; its type names the generic class only.
-  const byHandler = options.authorizedByHandler;
   return {
-    interceptor: (methodDescriptor, call) =>
-      byHandler !== undefined && !methodDescriptor.requestStream && !methodDescriptor.responseStream && byHandler(methodDescriptor.path)
-        ? (call as ServerInterceptingCall)
-        : (new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall),
+    interceptor: (methodDescriptor, call) => new AuthorizedCall(settings, methodDescriptor, peers.fromCall(call), call) as unknown as ServerInterceptingCall,
     recheckOpenStreams: () => settings.openStreams.recheckAll(),
     close: () => {
       unsubscribe?.();
@@ -436,8 +427,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   }
 }
 
-/** The denial an unexpected error during authorization ends a call with (INTERNAL). */
-export function internalDenial(err: unknown): Decision {
+function internalDenial(err: unknown): Decision {
   return {
     allow: false,
     failedCheck: null,

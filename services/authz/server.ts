@@ -1,12 +1,11 @@
 // One call to make a grpc-js server a mesh member: mTLS with required client certificates, authorization on every method.
-import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServerOptions, type handleUnaryCall } from '@grpc/grpc-js';
+import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { DecisionLog } from './decision-log.ts';
 import { DecisionMetrics, registerTokenCacheMetrics } from './decision-metrics.ts';
 import { TwokeyError } from './errors.ts';
-import { createAuthzHandle, type AuthzInterceptorOptions, type RevocationSource, type RuleSource } from './interceptor.ts';
-import { UnaryAuthorizer } from './unary-authz.ts';
+import { createAuthzHandle, type RevocationSource, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -78,27 +77,6 @@ export const MESH_SERVER_DEFAULTS: Omit<ServerOptions, 'interceptors'> = {
   'grpc.enable_channelz': 0,
 };
 
-/**
- * Every unary handler registered on `server` (addService registers each method) is wrapped by
- * `authorizer`, and its path recorded in `wrapped`, which the interceptor then lets pass. Only a
- * registration that took effect is recorded, and an unregistered path is forgotten, so a path is
- * never let pass with a handler that was not wrapped.
- */
-function wrapUnaryHandlers(server: Server, authorizer: UnaryAuthorizer, wrapped: Set<string>): void {
-  const register = server.register.bind(server);
-  const unregister = server.unregister.bind(server);
-  server.register = ((name, handler, serialize, deserialize, type) => {
-    if (type !== 'unary') return register(name, handler, serialize, deserialize, type);
-    const added = register(name, authorizer.wrap(name, handler as handleUnaryCall<unknown, unknown>) as typeof handler, serialize, deserialize, type);
-    if (added) wrapped.add(name);
-    return added;
-  }) as Server['register'];
-  server.unregister = (name: string): boolean => {
-    wrapped.delete(name);
-    return unregister(name);
-  };
-}
-
 export function createMeshServer(options: MeshServerOptions): MeshServer {
   const own = options.svid.svid.spiffeId;
   const trustDomain = own.trustDomain;
@@ -126,7 +104,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     });
     registerTokenCacheMetrics(options.metrics.registry, cache);
   }
-  const authzOptions: AuthzInterceptorOptions = {
+  const authz = createAuthzHandle({
     trustDomain,
     rules,
     tokens,
@@ -136,14 +114,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     clock,
     dryRun: options.dryRun === true,
     ...(options.revocation ? { revocation: options.revocation } : {}),
-  };
-  // Unary handlers are wrapped with the decision as they are registered: a call then passes no
-  // interceptor, which costs less per call (`npm run bench -- --breakdown`, B+w). Interceptors of
-  // the caller's own must run after authorization, so with any of them every call goes through
-  // the interceptor instead.
-  const wrapUnary = (options.interceptors ?? []).length === 0;
-  const byHandler = new Set<string>();
-  const authz = createAuthzHandle({ ...authzOptions, ...(wrapUnary ? { authorizedByHandler: (path: string) => byHandler.has(path) } : {}) });
+  });
   // The bundle TLS verifies new connections with also re-checks open ones when it changes: their
   // next calls, and their open streams at once (a CA removed from the bundle ends them now, with
   // the status a new call on the same connection gets).
@@ -157,7 +128,6 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
   const server = refuseRepeatedAuthorization(
     new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz.interceptor, ...(options.interceptors ?? [])] }),
   );
-  if (wrapUnary) wrapUnaryHandlers(server, new UnaryAuthorizer(authzOptions), byHandler);
   const credentials = meshServerCredentials(options.svid);
   return {
     server,
