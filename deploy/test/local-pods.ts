@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort } from '../../scripts/local-mesh/ports.ts';
+import { freePortSource } from '../../scripts/local-mesh/ports.ts';
 import { containerPorts, podLabels, selects, stringMap, targetContainerPort } from '../tools/cross-reference.ts';
 import { isObject, type JsonObject, type K8sObject } from '../tools/manifest.ts';
 import { containersOf, objects, podSpecOf, podTemplateOf, str } from '../tools/pod-spec.ts';
@@ -110,6 +110,8 @@ function prepareVolumes(objs: readonly K8sObject[], workload: K8sObject, root: s
 export async function preparePods(objs: readonly K8sObject[], root: string): Promise<LocalPod[]> {
   const workloads = objs.filter((o) => podTemplateOf(o) !== undefined);
   const pods: LocalPod[] = [];
+  // Nothing binds these until the pods start: each must differ from every other.
+  const nextPort = freePortSource();
   for (const w of workloads) {
     const container = containersOf(podSpecOf(w)!)[0]!;
     // The harness starts `twokey serve <name>`; the manifest must ask for exactly that.
@@ -118,7 +120,7 @@ export async function preparePods(objs: readonly K8sObject[], root: string): Pro
     const user = { uid: sc['runAsUser'] as number, gid: sc['runAsGroup'] as number, fsGroup: sc['fsGroup'] as number };
     if (![user.uid, user.gid, user.fsGroup].every((n) => Number.isInteger(n) && n > 0)) throw new Error(`${w.metadata.name}: runAsUser, runAsGroup and fsGroup must be set`);
     const ports = new Map<number, number>();
-    for (const p of objects(container, 'ports')) ports.set(p['containerPort'] as number, await freePort());
+    for (const p of objects(container, 'ports')) ports.set(p['containerPort'] as number, await nextPort());
     mkdirSync(join(root, w.metadata.name), { recursive: true });
     const volumes = prepareVolumes(objs, w, join(root, w.metadata.name), user.fsGroup);
     const mounts = new Map<string, string>();

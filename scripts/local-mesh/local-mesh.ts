@@ -11,7 +11,7 @@ import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
-import { assignPorts, freePort, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
+import { assignPorts, freePortSource, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
@@ -251,7 +251,8 @@ export class LocalMesh {
    */
   async startReplica(name: 'auth' | 'image-store' | 'tagging'): Promise<{ id: string; address: string; health: string }> {
     const id = `${name}-r${++this.#replicas}`;
-    const [meshPort, healthPort, jwksPort] = [await freePort(), await freePort(), await freePort()];
+    const nextPort = freePortSource();
+    const [meshPort, healthPort, jwksPort] = [await nextPort(), await nextPort(), await nextPort()];
     const env: Record<string, string> = { ...this.#envOf(name), TWOKEY_LISTEN: `127.0.0.1:${meshPort}`, TWOKEY_HEALTH_LISTEN: `127.0.0.1:${healthPort}` };
     if (name === 'auth') env['TWOKEY_JWKS_HTTPS_LISTEN'] = `127.0.0.1:${jwksPort}`;
     this.#supervisor.add({ name: id, service: name, env, logFile: this.layout.logFile(id) });

@@ -35,6 +35,23 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Free ports that are all different: the OS may hand a just-released port out again, so ports
+ * picked one after another before anything binds them could repeat.
+ */
+export function freePortSource(): () => Promise<number> {
+  const taken = new Set<number>();
+  return async () => {
+    for (;;) {
+      const port = await freePort();
+      if (!taken.has(port)) {
+        taken.add(port);
+        return port;
+      }
+    }
+  };
+}
+
 export async function assignPorts(base: number | undefined): Promise<MeshPorts> {
   if (base !== undefined) {
     if (!Number.isInteger(base) || base < 1024 || base > 65535 - 20) {
@@ -44,16 +61,7 @@ export async function assignPorts(base: number | undefined): Promise<MeshPorts> 
     SERVICE_NAMES.forEach((name, i) => (health[name] = base + 10 + i));
     return { gatewayPublic: base, authMesh: base + 1, authJwks: base + 2, imageStoreMesh: base + 3, taggingMesh: base + 4, health };
   }
-  const taken = new Set<number>();
-  const next = async (): Promise<number> => {
-    for (;;) {
-      const port = await freePort();
-      if (!taken.has(port)) {
-        taken.add(port);
-        return port;
-      }
-    }
-  };
+  const next = freePortSource();
   const health: Record<string, number> = {};
   for (const name of SERVICE_NAMES) health[name] = await next();
   return { gatewayPublic: await next(), authMesh: await next(), authJwks: await next(), imageStoreMesh: await next(), taggingMesh: await next(), health };
