@@ -7,9 +7,9 @@ import { decodeProtectedHeader } from 'jose';
 import pg from 'pg';
 import { workloadClient } from '../../scripts/local-mesh/clients.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
-import { eventually, logLines, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { eventually, logLines, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
 import { Load, printReport, sleep } from '../faults/load.ts';
-import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';
+import { PostgresServer, skipWithoutPostgres, startMeshOnPostgres } from './postgres-server.ts';
 
 const EMPTY_LIST = { owner: '', tag: '', page_size: 10, page_token: '' };
 
@@ -27,8 +27,7 @@ describe('signing-key rotation with two auth replicas on PostgreSQL, under load'
     this.timeout(120_000);
     skipWithoutPostgres(this);
     server = await PostgresServer.start();
-    database = await server.createDatabase('rotation');
-    t = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile } });
+    ({ database, mesh: t } = await startMeshOnPostgres(server, 'rotation'));
   });
   after(async () => {
     for (const close of closers) close();

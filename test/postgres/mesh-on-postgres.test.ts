@@ -9,8 +9,8 @@ import pg from 'pg';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
 import { workloadClient, type ServiceClientKind } from '../../scripts/local-mesh/clients.ts';
-import { eventually, expectStatus, logLines, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
-import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';
+import { eventually, expectStatus, logLines, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { PostgresServer, skipWithoutPostgres, startMeshOnPostgres } from './postgres-server.ts';
 import { tagWrites } from './tag-writes.ts';
 
 interface Image {
@@ -29,8 +29,7 @@ describe('example mesh on PostgreSQL, end to end', function () {
     this.timeout(120_000);
     skipWithoutPostgres(this);
     server = await PostgresServer.start();
-    database = await server.createDatabase('mesh');
-    t = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile } });
+    ({ database, mesh: t } = await startMeshOnPostgres(server, 'mesh'));
   });
   after(async () => {
     await t?.close();

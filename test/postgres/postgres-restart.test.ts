@@ -6,8 +6,8 @@ import { expect } from 'chai';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { checkHealth, LIVENESS_SERVICE } from '../../services/mesh-runtime/health.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
-import { STATUS_NAMES, eventually, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
-import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';
+import { STATUS_NAMES, eventually, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { PostgresServer, skipWithoutPostgres, startMeshOnPostgres } from './postgres-server.ts';
 
 interface Image {
   id: string;
@@ -37,8 +37,7 @@ describe('PostgreSQL restarted under the running mesh', function () {
     this.timeout(120_000);
     skipWithoutPostgres(this);
     server = await PostgresServer.start();
-    const database = await server.createDatabase('restart');
-    t = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile } });
+    ({ mesh: t } = await startMeshOnPostgres(server, 'restart'));
     t.mesh.onUnexpectedExit = (name, code, signal) => exits.push(`${name} exited (code ${code}, signal ${signal})`);
   });
   after(async () => {

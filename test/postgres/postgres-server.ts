@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '../../scripts/local-mesh/ports.ts';
+import { startTestMesh, type TestMesh } from '../e2e/mesh-harness.ts';
 
 const BIN_DIR = process.env['TWOKEY_PG_BIN'] ?? '/usr/lib/postgresql/15/bin';
 const SUPERUSER = 'twokey_test';
@@ -158,4 +159,11 @@ export class PostgresServer {
     await this.pause();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The example mesh with every service that keeps state on a fresh database `name` of `server` (the password from a file, as in production). */
+export async function startMeshOnPostgres(server: PostgresServer, name: string): Promise<{ database: string; mesh: TestMesh }> {
+  const database = await server.createDatabase(name);
+  const mesh = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile } });
+  return { database, mesh };
 }

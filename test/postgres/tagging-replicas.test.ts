@@ -5,8 +5,8 @@ import type { Client } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
-import { eventually, logLines, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
-import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';
+import { eventually, logLines, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { PostgresServer, skipWithoutPostgres, startMeshOnPostgres } from './postgres-server.ts';
 import { tagWrites } from './tag-writes.ts';
 
 interface Image {
@@ -28,8 +28,7 @@ describe('two tagging processes on one PostgreSQL cursor', function () {
     this.timeout(120_000);
     skipWithoutPostgres(this);
     server = await PostgresServer.start();
-    database = await server.createDatabase('tagging');
-    t = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile } });
+    ({ database, mesh: t } = await startMeshOnPostgres(server, 'tagging'));
   });
   after(async () => {
     await t?.close();
