@@ -123,3 +123,32 @@ export async function eventually<T>(what: string, timeoutMs: number, probe: () =
 export function removeState(stateDir: string): void {
   rmSync(stateDir, { recursive: true, force: true });
 }
+
+/**
+ * Polls `call` until it fails with `code` (failing the test after `boundMs`, default 10 s): prints
+ * how long that took from `since` (default: now; `from` names that moment) and returns the time and
+ * the refusal's details. The figure is printed, never asserted: the machine is shared.
+ */
+export async function timeUntilRefused(
+  what: string,
+  code: string,
+  call: () => Promise<unknown>,
+  opts: { since?: number; from?: string; boundMs?: number } = {},
+): Promise<{ ms: number; details: string }> {
+  const since = opts.since ?? Date.now();
+  const boundMs = opts.boundMs ?? 10_000;
+  for (;;) {
+    try {
+      await call();
+    } catch (err) {
+      const e = err as { code?: number; details?: string };
+      if (e.code !== undefined && STATUS_NAMES[e.code] === code) {
+        const ms = Date.now() - since;
+        console.log(`      ${what}: refused (${code}) ${ms} ms after ${opts.from ?? 'the first try'}`);
+        return { ms, details: e.details ?? '' };
+      }
+    }
+    if (Date.now() - since > boundMs) expect.fail(`${what}: still not refused with ${code} after ${boundMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

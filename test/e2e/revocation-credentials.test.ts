@@ -13,7 +13,7 @@ import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { DEFAULT_REGISTRY } from '../../scripts/local-mesh/local-mesh.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
-import { STATUS_NAMES, eventually, expectStatus, logLines, removeState, startTestMesh, withToken, type TestMesh } from './mesh-harness.ts';
+import { STATUS_NAMES, eventually, expectStatus, logLines, removeState, startTestMesh, timeUntilRefused, withToken, type TestMesh } from './mesh-harness.ts';
 
 const run = promisify(execFile);
 const EMPTY_LIST = { owner: '', tag: '', page_size: 0, page_token: '' };
@@ -23,23 +23,6 @@ const BOUND_MS = 15_000;
 interface Image {
   id: string;
   tags: string[];
-}
-
-/** Polls `call` until it fails with `code`; returns the details and prints how long that took. */
-async function timeUntilRefused(what: string, code: string, since: number, call: () => Promise<unknown>): Promise<string> {
-  for (;;) {
-    try {
-      await call();
-    } catch (err) {
-      const e = err as ServiceError;
-      if (STATUS_NAMES[e.code] === code) {
-        console.log(`      ${what}: refused (${code}) ${Date.now() - since} ms after the command was started`);
-        return e.details;
-      }
-    }
-    if (Date.now() - since > BOUND_MS) expect.fail(`${what}: still not refused with ${code} after ${BOUND_MS} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** A WatchImages stream's end: its status code name and details (OK when it ended cleanly). */
@@ -88,11 +71,11 @@ describe('revoked credentials on the running mesh', function () {
       return image.tags.includes('gps') ? image : undefined;
     });
 
-  it("refuses tagging's revoked certificate for new calls and ends its open WatchImages stream; its next certificate works", async () => {
-    const dir = join(t.mesh.layout.svidRoot, 'tagging');
-    await tagged((await upload('before.jpg', 48.1)).id, 20_000);
-    const revoked = new X509Certificate(readFileSync(join(dir, 'svid.pem')));
-    // Calls as tagging, with its certificate and its own service token, as the tagging process makes them.
+  /**
+   * Calls as tagging, with its certificate and its own service token, as the tagging process makes
+   * them: clients at auth and image-store, and an open WatchImages stream with the promise of its end.
+   */
+  async function watchAsTagging() {
     const asTaggingAtAuth = await t.workload('tagging', 'auth');
     const service = (await unary<{ access_token: string }>(asTaggingAtAuth, 'GetServiceToken', { audience: '' })).access_token;
     const asTagging = await t.workload('tagging', 'image-store');
@@ -100,7 +83,14 @@ describe('revoked credentials on the running mesh', function () {
       { after_sequence: '0' },
       withToken(service),
     );
-    const ended = streamEnd(watch);
+    return { asTaggingAtAuth, service, asTagging, ended: streamEnd(watch) };
+  }
+
+  it("refuses tagging's revoked certificate for new calls and ends its open WatchImages stream; its next certificate works", async () => {
+    const dir = join(t.mesh.layout.svidRoot, 'tagging');
+    await tagged((await upload('before.jpg', 48.1)).id, 20_000);
+    const revoked = new X509Certificate(readFileSync(join(dir, 'svid.pem')));
+    const { asTaggingAtAuth, service, asTagging, ended } = await watchAsTagging();
     const probe = await upload('probe.jpg', 48.2);
     await unary(asTagging, 'GetImage', { id: probe.id, without_content: true }, withToken(service));
     const retriesBefore = logLines(t.mesh, 'tagging').filter((l) => l['event'] === 'tagging.retry').length;
@@ -108,8 +98,11 @@ describe('revoked credentials on the running mesh', function () {
     const revokedAt = Date.now();
     await revoke('cert', '--serial', revoked.serialNumber);
     console.log(`      \`twokey revoke cert\` returned after ${Date.now() - revokedAt} ms`);
-    const details = await timeUntilRefused('a new call with the revoked certificate at image-store', 'UNAUTHENTICATED', revokedAt, () =>
-      unary(asTagging, 'GetImage', { id: probe.id, without_content: true }, withToken(service)),
+    const { details } = await timeUntilRefused(
+      'a new call with the revoked certificate at image-store',
+      'UNAUTHENTICATED',
+      () => unary(asTagging, 'GetImage', { id: probe.id, without_content: true }, withToken(service)),
+      { since: revokedAt, from: 'the command was started', boundMs: BOUND_MS },
     );
     expect(details).to.match(/^twokey: peer check failed: peer certificate [0-9A-Fa-f]+ is revoked \(decision [0-9a-f-]{36}\)$/);
     const atAuth = await expectStatus(unary(asTaggingAtAuth, 'GetServiceToken', { audience: '' }), 'UNAUTHENTICATED');
@@ -167,9 +160,10 @@ describe('revoked credentials on the running mesh', function () {
     console.log(`      \`twokey revoke key\` returned after ${Date.now() - startedAt} ms`);
     expect(stdout).to.contain(`withdrew signing key ${kid}`);
     const withdrawn = /^twokey: revocation check failed: token is signed with a withdrawn signing key \(decision [0-9a-f-]{36}\)$/;
-    expect(await timeUntilRefused('a token of the withdrawn kid at image-store', 'UNAUTHENTICATED', startedAt, () => unary(storeDirect, 'ListImages', EMPTY_LIST, withToken(token)))).to.match(withdrawn);
-    expect(await timeUntilRefused('a token of the withdrawn kid at tagging', 'UNAUTHENTICATED', startedAt, () => suggest(taggingDirect, token))).to.match(withdrawn);
-    const atGateway = await timeUntilRefused('a token of the withdrawn kid at the gateway', 'UNAUTHENTICATED', startedAt, () => unary(images, 'ListImages', EMPTY_LIST, withToken(token)));
+    const sinceCommand = { since: startedAt, from: 'the command was started', boundMs: BOUND_MS };
+    expect((await timeUntilRefused('a token of the withdrawn kid at image-store', 'UNAUTHENTICATED', () => unary(storeDirect, 'ListImages', EMPTY_LIST, withToken(token)), sinceCommand)).details).to.match(withdrawn);
+    expect((await timeUntilRefused('a token of the withdrawn kid at tagging', 'UNAUTHENTICATED', () => suggest(taggingDirect, token), sinceCommand)).details).to.match(withdrawn);
+    const atGateway = (await timeUntilRefused('a token of the withdrawn kid at the gateway', 'UNAUTHENTICATED', () => unary(images, 'ListImages', EMPTY_LIST, withToken(token)), sinceCommand)).details;
     expect(atGateway).to.match(/^twokey gateway: revocation check failed: token is signed with a withdrawn signing key \(request [0-9a-f-]{36}\)$/);
     await expectStatus(suggest(tagging, token), 'UNAUTHENTICATED');
 
@@ -217,14 +211,7 @@ describe('revoked credentials on the running mesh', function () {
     const issued = other.issue({ spiffeId: w.spiffeId, grants: w.grants, ttl: w.ttl, dns: w.dns, ip: w.ip });
     await reloaded(['tagging'], () => other.writeWorkload(dir, { ...issued, bundlePem: both }));
     try {
-      const asTaggingAtAuth = await t.workload('tagging', 'auth');
-      const service = (await unary<{ access_token: string }>(asTaggingAtAuth, 'GetServiceToken', { audience: '' })).access_token;
-      const asTagging = await t.workload('tagging', 'image-store');
-      const watch = (asTagging as unknown as { WatchImages(req: object, md: unknown): ClientReadableStream<unknown> }).WatchImages(
-        { after_sequence: '0' },
-        withToken(service),
-      );
-      const ended = streamEnd(watch);
+      const { asTaggingAtAuth, service, asTagging, ended } = await watchAsTagging();
       const probe = await upload('bundle.jpg', 48.6);
       await unary(asTagging, 'GetImage', { id: probe.id, without_content: true }, withToken(service));
 

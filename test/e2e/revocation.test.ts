@@ -1,38 +1,19 @@
 // Revocation on the running mesh: how long a disabling or a revoked token takes to be refused, and auth down.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { Client, ServiceError } from '@grpc/grpc-js';
+import type { Client } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { decodeJwt } from 'jose';
 import { unary } from '../../services/mesh-runtime/protos.ts';
 import { openDurableDatabase } from '../../services/mesh-runtime/durable-database.ts';
 import { SqliteRevocationStore } from '../../services/auth/revocation-store.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
-import { STATUS_NAMES, expectStatus, logLines, removeState, startTestMesh, withToken, type TestMesh } from './mesh-harness.ts';
+import { expectStatus, logLines, removeState, startTestMesh, timeUntilRefused, withToken, type TestMesh } from './mesh-harness.ts';
 
 const run = promisify(execFile);
 const EMPTY_LIST = { owner: '', tag: '', page_size: 0, page_token: '' };
 // Generous: the figure is printed, not asserted (the machine is shared).
 const BOUND_MS = 10_000;
-
-/** Polls `call` until it fails with `code`; returns how long that took. */
-async function timeUntilRefused(what: string, code: string, call: () => Promise<unknown>): Promise<{ ms: number; details: string }> {
-  const start = Date.now();
-  for (;;) {
-    try {
-      await call();
-    } catch (err) {
-      const e = err as ServiceError;
-      if (STATUS_NAMES[e.code] === code) {
-        const ms = Date.now() - start;
-        console.log(`      ${what}: refused (${code}) after ${ms} ms`);
-        return { ms, details: e.details };
-      }
-    }
-    if (Date.now() - start > BOUND_MS) expect.fail(`${what}: still not refused with ${code} after ${BOUND_MS} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('revocation on the running mesh', function () {
   this.timeout(60_000);
