@@ -2,7 +2,7 @@
 import type { PostgresConfig } from '../mesh-runtime/database-config.ts';
 import { PostgresDatabase, type Migration } from '../mesh-runtime/postgres-database.ts';
 import type { FailureRecords } from './login-throttle.ts';
-import type { KeyRecords, KeyRow, KeyState, NewKey } from './signing-keys.ts';
+import { keyRowOf, type KeyColumns, type KeyRecords, type KeyRow, type NewKey } from './signing-keys.ts';
 import type { UserRecords, UserRow } from './user-store.ts';
 
 const MIGRATIONS: readonly Migration[] = [
@@ -144,15 +144,6 @@ export class PostgresFailureRecords implements FailureRecords {
   }
 }
 
-interface PgKeyRow {
-  kid: string;
-  private_pkcs8: string;
-  public_jwk: string;
-  state: KeyState;
-  created_at_ms: number;
-  activated_at_ms: number | null;
-}
-
 export class PostgresKeyRecords implements KeyRecords {
   readonly #db: PostgresDatabase;
 
@@ -161,15 +152,8 @@ export class PostgresKeyRecords implements KeyRecords {
   }
 
   async all(): Promise<KeyRow[]> {
-    const rows = await this.#db.query<PgKeyRow>('auth_keys_all', 'SELECT * FROM signing_keys');
-    return rows.map((r) => ({
-      kid: r.kid,
-      privatePkcs8: r.private_pkcs8,
-      publicJwk: r.public_jwk,
-      state: r.state,
-      createdAtMs: r.created_at_ms,
-      activatedAtMs: r.activated_at_ms,
-    }));
+    const rows = await this.#db.query<KeyColumns>('auth_keys_all', 'SELECT * FROM signing_keys');
+    return rows.map(keyRowOf);
   }
 
   async rotate(expectedCurrent: string | undefined, fresh: NewKey, second: NewKey, nowMs: number): Promise<boolean> {

@@ -26,6 +26,20 @@ export interface KeyRow {
   activatedAtMs: number | null;
 }
 
+/** The signing_keys table's columns, as both engines return them. */
+export interface KeyColumns {
+  kid: string;
+  private_pkcs8: string;
+  public_jwk: string;
+  state: KeyState;
+  created_at_ms: number;
+  activated_at_ms: number | null;
+}
+
+export function keyRowOf(r: KeyColumns): KeyRow {
+  return { kid: r.kid, privatePkcs8: r.private_pkcs8, publicJwk: r.public_jwk, state: r.state, createdAtMs: r.created_at_ms, activatedAtMs: r.activated_at_ms };
+}
+
 export interface NewKey {
   kid: string;
   pkcs8: string;

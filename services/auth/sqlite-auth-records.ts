@@ -2,7 +2,7 @@
 import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import type { AuthDatabase } from './database.ts';
 import type { FailureRecords } from './login-throttle.ts';
-import type { KeyRecords, KeyRow, KeyState, NewKey } from './signing-keys.ts';
+import { keyRowOf, type KeyColumns, type KeyRecords, type KeyRow, type NewKey } from './signing-keys.ts';
 import type { UserRecords, UserRow } from './user-store.ts';
 
 interface SqliteUserRow {
@@ -101,15 +101,6 @@ export class SqliteFailureRecords implements FailureRecords {
   }
 }
 
-interface SqliteKeyRow {
-  kid: string;
-  private_pkcs8: string;
-  public_jwk: string;
-  state: KeyState;
-  created_at_ms: number;
-  activated_at_ms: number | null;
-}
-
 export class SqliteKeyRecords implements KeyRecords {
   readonly #db: AuthDatabase;
   readonly #all: Statement;
@@ -135,14 +126,7 @@ export class SqliteKeyRecords implements KeyRecords {
 
   /** The rows now, synchronously (offline tools reading a read-only file). */
   allNow(): KeyRow[] {
-    return (this.#all.all() as unknown as SqliteKeyRow[]).map((r) => ({
-      kid: r.kid,
-      privatePkcs8: r.private_pkcs8,
-      publicJwk: r.public_jwk,
-      state: r.state,
-      createdAtMs: r.created_at_ms,
-      activatedAtMs: r.activated_at_ms,
-    }));
+    return (this.#all.all() as unknown as KeyColumns[]).map(keyRowOf);
   }
 
   async all(): Promise<KeyRow[]> {
