@@ -1,9 +1,11 @@
 // The declarative registry (deploy/registry.yaml): every workload's identity, method grants and
 // token settings, parsed strictly so a typo fails loudly with its place in the file.
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { encodeOid } from '../services/authz/der.ts';
 import { TwokeyError } from '../services/authz/errors.ts';
+import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern, type BundleSource } from '../services/authz/federation.ts';
 import { GrantSet } from '../services/authz/grant.ts';
 import { SpiffeId } from '../services/authz/spiffe-id.ts';
 import { DEFAULT_GRANTS_OID } from '../services/authz/svid.ts';
@@ -65,6 +67,8 @@ export interface Registry {
   defaultTtl: number;
   auth: AuthSettings;
   workloads: RegistryWorkload[];
+  /** Partner trust domains and their ceilings; undefined when the registry federates with none. */
+  federation: FederationPolicy | undefined;
 }
 
 export const DEFAULT_AUTH_ISSUER = 'https://auth.twokey.local';
@@ -167,10 +171,11 @@ export function loadRegistry(path: string): Registry {
   } catch (err) {
     throw new TwokeyError('ERR_REGISTRY_INVALID', `cannot read registry ${path}: ${(err as Error).message}`, { cause: err });
   }
-  return parseRegistry(text, path);
+  return parseRegistry(text, path, dirname(resolve(path)));
 }
 
-export function parseRegistry(text: string, source = 'registry'): Registry {
+/** `baseDir`: where relative file names in the registry (partner bundle files) are resolved; default the working directory. */
+export function parseRegistry(text: string, source = 'registry', baseDir = process.cwd()): Registry {
   const lines = new LineCounter();
   // Aliases would let one entry silently stand for another; YAML 1.2 core schema, unique keys.
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, schema: 'core', prettyErrors: false });
@@ -186,7 +191,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
   } catch (err) {
     throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}: ${(err as Error).message} (aliases are not allowed)`, { cause: err });
   }
-  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'auth', 'workloads'], ['trustDomain', 'workloads']);
+  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'auth', 'workloads', 'federation'], ['trustDomain', 'workloads']);
   const trustDomain = c.wrap(['trustDomain'], () => SpiffeId.forTrustDomain(c.string(top.trustDomain, ['trustDomain'])).trustDomain);
   const defaultTtl = c.duration(top.defaultTtl ?? DEFAULTS.defaultTtl, ['defaultTtl']);
   const grantsOid = c.wrap(['grantsOid'], () => {
@@ -269,7 +274,90 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
       if (!ids.has(a.toString())) c.fail(['workloads', i, 'delegation', 'audiences', j], `audience ${a} is not a workload in this registry`);
     }),
   );
-  return { trustDomain, grantsOid, defaultTtl, auth, workloads };
+  const federation = top.federation === undefined ? undefined : federationOf(c, top.federation, trustDomain, ids, baseDir);
+  return { trustDomain, grantsOid, defaultTtl, auth, workloads, federation };
+}
+
+const PROFILES = ['https_web', 'https_spiffe'] as const;
+
+/**
+ * The federation section: a list of partners, each with its bundle source and its ceilings.
+ *
+ *   federation:
+ *     - trustDomain: partner.example
+ *       bundle: { endpoint: https://..., profile: https_spiffe, endpointSpiffeId: spiffe://partner.example/..., file: initial.json }
+ *       ceilings:
+ *         - workloads: spiffe://partner.example/ns/reports/sa/*
+ *           methods: [/twokey.images.v1.ImageStore/GetImage]
+ *           serviceScopes: [images:read:any]
+ *           delegation: { scopes: [images:read], audiences: [spiffe://<ours>/ns/twokey/sa/image-store] }
+ */
+function federationOf(c: Checker, value: unknown, trustDomain: string, ourIds: ReadonlySet<string>, baseDir: string): FederationPolicy {
+  const file = (s: string): string => (isAbsolute(s) ? s : resolve(baseDir, s));
+  const partners = c.list(value, ['federation']).map((item, i): PartnerPolicy => {
+    const p: (string | number)[] = ['federation', i];
+    const f = c.object(item, p, ['trustDomain', 'bundle', 'ceilings'], ['trustDomain', 'bundle', 'ceilings']);
+    const td = c.wrap([...p, 'trustDomain'], () => SpiffeId.forTrustDomain(c.string(f.trustDomain, [...p, 'trustDomain'])).trustDomain);
+    if (td === trustDomain) c.fail([...p, 'trustDomain'], `a partner cannot have our own trust domain ${trustDomain}`);
+    const b = c.object(f.bundle, [...p, 'bundle'], ['file', 'endpoint', 'profile', 'endpointSpiffeId', 'caFile'], []);
+    const bp = [...p, 'bundle'];
+    let bundle: BundleSource;
+    if (b.endpoint === undefined) {
+      if (b.file === undefined) c.fail(bp, 'needs "file" (a static SPIFFE bundle) or "endpoint" with "profile"');
+      for (const key of ['profile', 'endpointSpiffeId', 'caFile']) if (key in b) c.fail([...bp, key], 'only with "endpoint"');
+      bundle = { kind: 'file', path: file(c.string(b.file, [...bp, 'file'])) };
+    } else {
+      const url = c.string(b.endpoint, [...bp, 'endpoint']);
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(url);
+      } catch {
+        parsed = undefined;
+      }
+      if (parsed === undefined || parsed.protocol !== 'https:' || parsed.username !== '' || parsed.password !== '' || parsed.hash !== '') {
+        c.fail([...bp, 'endpoint'], `must be an https URL without credentials or fragment, got ${JSON.stringify(url)}`);
+      }
+      const profile = c.string(b.profile, [...bp, 'profile']);
+      if (!(PROFILES as readonly string[]).includes(profile)) c.fail([...bp, 'profile'], `must be one of ${PROFILES.join(', ')}, got ${JSON.stringify(profile)}`);
+      const initial = b.file === undefined ? undefined : file(c.string(b.file, [...bp, 'file']));
+      if (profile === 'https_spiffe') {
+        if (b.endpointSpiffeId === undefined) c.fail(bp, 'profile https_spiffe needs "endpointSpiffeId" (the SPIFFE ID the endpoint presents)');
+        if (initial === undefined) c.fail(bp, 'profile https_spiffe needs "file": the initial bundle, exchanged by hand, that authenticates the endpoint');
+        if ('caFile' in b) c.fail([...bp, 'caFile'], 'only with profile https_web');
+        const endpointSpiffeId = c.wrap([...bp, 'endpointSpiffeId'], () => SpiffeId.parse(c.string(b.endpointSpiffeId, [...bp, 'endpointSpiffeId'])));
+        if (!endpointSpiffeId.memberOf(td)) c.fail([...bp, 'endpointSpiffeId'], `must be in the partner's trust domain ${td}`);
+        bundle = { kind: 'https_spiffe', url, endpointSpiffeId, initialFile: initial! };
+      } else {
+        if ('endpointSpiffeId' in b) c.fail([...bp, 'endpointSpiffeId'], 'only with profile https_spiffe');
+        bundle = { kind: 'https_web', url, initialFile: initial, caFile: b.caFile === undefined ? undefined : file(c.string(b.caFile, [...bp, 'caFile'])) };
+      }
+    }
+    const ceilingList = c.list(f.ceilings, [...p, 'ceilings']);
+    if (ceilingList.length === 0) c.fail([...p, 'ceilings'], 'needs at least one ceiling (a partner without one is granted nothing: remove it instead)');
+    const ceilings = ceilingList.map((cItem, j): Ceiling => {
+      const q = [...p, 'ceilings', j];
+      const o = c.object(cItem, q, ['workloads', 'methods', 'serviceScopes', 'delegation'], ['workloads', 'methods']);
+      const workloads = c.wrap([...q, 'workloads'], () => SpiffeIdPattern.parse(c.string(o.workloads, [...q, 'workloads'])));
+      if (workloads.trustDomain !== td) c.fail([...q, 'workloads'], `${workloads} is outside the partner trust domain ${td}`);
+      const methodTexts = c.strings(o.methods, [...q, 'methods']);
+      const methods = GrantSet.parse(methodTexts.map((m, k) => c.wrap([...q, 'methods', k], () => GrantSet.parse([m]).grants[0]!.text)));
+      const d = c.object(o.delegation ?? {}, [...q, 'delegation'], ['scopes', 'audiences', 'withoutSubjectToken'], []);
+      const audiences = c.strings(d.audiences ?? [], [...q, 'delegation', 'audiences'], (a, r) => {
+        const id = c.wrap(r, () => SpiffeId.parse(a));
+        if (!id.memberOf(trustDomain) || !ourIds.has(id.toString())) c.fail(r, `audience ${a} is not a workload of this registry (delegated tokens are for our services only)`);
+      });
+      const delegationScopes = c.scopes(d.scopes ?? [], [...q, 'delegation', 'scopes']);
+      if (delegationScopes.length > 0 && audiences.length === 0) c.fail([...q, 'delegation'], 'delegation scopes need at least one audience');
+      return new Ceiling({
+        workloads,
+        methods,
+        serviceScopes: c.scopes(o.serviceScopes ?? [], [...q, 'serviceScopes']),
+        delegation: { scopes: delegationScopes, audiences, withoutSubjectToken: c.boolean(d.withoutSubjectToken ?? false, [...q, 'delegation', 'withoutSubjectToken']) },
+      });
+    });
+    return c.wrap([...p, 'ceilings'], () => new PartnerPolicy(td, bundle, ceilings));
+  });
+  return c.wrap(['federation'], () => new FederationPolicy(trustDomain, partners));
 }
 
 function roleScopesOf(c: Checker, value: unknown): Record<string, string[]> {

@@ -103,6 +103,8 @@ export async function serve(env: Env): Promise<RunningService> {
       );
     });
     await heldRevocations.accept((await revocations.latest()).jws);
+    // Partner trust domains' bundles (none without a federation section in the registry).
+    await runtime.partnerBundles();
     const mesh = runtime.meshServer(verifierKeys, heldRevocations);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {

@@ -1,6 +1,7 @@
 // The authorization decision for one call: a pure function of peer, token, method rule and time.
 import { status } from '@grpc/grpc-js';
 import { TwokeyError, grpcStatusOf, logDetail, type ErrorCode } from './errors.ts';
+import type { Ceiling, FederationPolicy } from './federation.ts';
 import type { GrantSet } from './grant.ts';
 import type { MethodRule } from './method-catalog.ts';
 import type { RevocationSet } from './revocation-set.ts';
@@ -17,6 +18,12 @@ export interface PeerIdentity {
   readonly notAfter: Date;
   /** base64url SHA-256 of the certificate DER (x5t#S256). */
   readonly thumbprint: string;
+  /**
+   * The trust domain whose own bundle the chain was verified against (TrustBundleSet.verify), set
+   * where the TLS stack held several trust domains' roots. With federation configured, decide()
+   * refuses a peer unless this is the trust domain its SPIFFE ID names.
+   */
+  readonly verifiedTrustDomain?: string | undefined;
 }
 
 export type TokenKind = 'user' | 'delegated' | 'service';
@@ -83,6 +90,14 @@ export interface DecisionInput {
   readonly trustDomain: string;
   /** Absent: this server does not enforce revocation. */
   readonly revocation?: RevocationView | undefined;
+  /** The partner trust domains this server federates with; absent, only our own is accepted. */
+  readonly federation?: FederationPolicy | undefined;
+}
+
+/** The ceiling a partner peer's decision applied, named in the decision log. */
+export interface AppliedCeiling {
+  readonly trustDomain: string;
+  readonly workloads: string;
 }
 
 export interface Decision {
@@ -94,8 +109,13 @@ export interface Decision {
   readonly code: status;
   readonly reason: string;
   readonly checks: readonly CheckResult[];
-  /** The verified token, when one was read and verified (for the handler and the log). */
+  /**
+   * The verified token, when one was read and verified (for the handler and the log). For a
+   * partner peer its scopes are already cut down to the ceiling's.
+   */
   readonly token: VerifiedToken | undefined;
+  /** Set when the peer is a federated partner's workload: its trust domain and the ceiling applied. */
+  readonly ceiling?: AppliedCeiling | undefined;
 }
 
 /**
@@ -133,12 +153,18 @@ function passDetail(check: CheckName, input: DecisionInput): string {
   const rule = input.rule!;
   const token = (input.token as { readonly token: VerifiedToken } | undefined)?.token as VerifiedToken;
   switch (check) {
-    case 'peer':
-      return `${peer.spiffeId} (serial ${peer.serialHex})`;
+    case 'peer': {
+      const td = peer.spiffeId.trustDomain;
+      return td === input.trustDomain
+        ? `${peer.spiffeId} (serial ${peer.serialHex})`
+        : `${peer.spiffeId} (serial ${peer.serialHex}) of partner trust domain "${td}", verified against its own bundle`;
+    }
     case 'rule':
       return 'certificateOnly' in rule ? 'certificate only' : `requires "${rule.permission}"`;
-    case 'grant':
-      return `granted ${input.method}`;
+    case 'grant': {
+      const ceiling = input.federation?.ceilingFor(peer.spiffeId);
+      return ceiling === undefined ? `granted ${input.method}` : `granted ${input.method}, within the ceiling ${ceiling.workloads} of partner trust domain "${ceiling.workloads.trustDomain}"`;
+    }
     case 'token':
       return `${token.kind} token ${token.jti} for ${token.subject}`;
     case 'revocation':
@@ -160,13 +186,15 @@ class Allowed implements Decision {
   readonly code = status.OK;
   readonly checks: readonly CheckResult[];
   readonly token: VerifiedToken | undefined;
+  readonly ceiling: AppliedCeiling | undefined;
   readonly #input: DecisionInput;
   #reason: string | undefined;
 
-  constructor(input: DecisionInput, checks: readonly CheckResult[], token: VerifiedToken | undefined) {
+  constructor(input: DecisionInput, checks: readonly CheckResult[], token: VerifiedToken | undefined, ceiling: AppliedCeiling | undefined) {
     this.#input = input;
     this.checks = checks;
     this.token = token;
+    this.ceiling = ceiling;
   }
 
   get reason(): string {
@@ -174,22 +202,25 @@ class Allowed implements Decision {
       const input = this.#input;
       const peer = (input.peer as { readonly identity: PeerIdentity }).identity;
       const rule = input.rule!;
+      const within = this.ceiling === undefined ? '' : ` within the ceiling ${this.ceiling.workloads}`;
       this.#reason =
         'certificateOnly' in rule
-          ? `allowed: certificate-only method granted to ${peer.spiffeId}`
-          : `allowed: ${peer.spiffeId} holds the grant and the token carries "${rule.permission}"`;
+          ? `allowed: certificate-only method granted to ${peer.spiffeId}${within}`
+          : `allowed: ${peer.spiffeId} holds the grant${within} and the token carries "${rule.permission}"`;
     }
     return this.#reason;
   }
 
   toJSON(): Decision {
-    const { allow, failedCheck, errorCode, code, reason, checks, token } = this;
-    return { allow, failedCheck, errorCode, code, reason, checks, token };
+    const { allow, failedCheck, errorCode, code, reason, checks, token, ceiling } = this;
+    return { allow, failedCheck, errorCode, code, reason, checks, token, ...(ceiling === undefined ? {} : { ceiling }) };
   }
 }
 
 class Checks {
   readonly results: CheckResult[] = [];
+  /** The ceiling in force once the peer is known to be a partner's workload. */
+  ceiling: Ceiling | undefined;
   readonly #input: DecisionInput;
   constructor(input: DecisionInput) {
     this.#input = input;
@@ -215,11 +246,16 @@ class Checks {
       reason: `${check} check failed: ${error.message}`,
       checks: this.results,
       token,
+      ...(this.ceiling === undefined ? {} : { ceiling: applied(this.ceiling) }),
     };
   }
   allow(token?: VerifiedToken): Decision {
-    return new Allowed(this.#input, this.results, token);
+    return new Allowed(this.#input, this.results, token, this.ceiling === undefined ? undefined : applied(this.ceiling));
   }
+}
+
+function applied(ceiling: Ceiling): AppliedCeiling {
+  return { trustDomain: ceiling.workloads.trustDomain, workloads: ceiling.workloads.toString() };
 }
 
 /**
@@ -274,6 +310,24 @@ export function decide(input: DecisionInput): Decision {
       token,
     );
   }
+  // A partner's workload holds no scope beyond its ceiling, whoever issued the token it presents;
+  // the handler sees the token with its scopes cut down too (an ':any' outside the ceiling is gone).
+  const ceiling = checks.ceiling;
+  if (ceiling !== undefined) {
+    const capped = cappedToken(token, ceiling);
+    if (!capped.scopes.has(permission) && !capped.scopes.has(`${permission}:any`)) {
+      return checks.deny(
+        'scope',
+        new TwokeyError(
+          'ERR_CEILING_EXCEEDED',
+          `the token's "${permission}" is outside the ceiling ${ceiling.workloads} of partner trust domain "${ceiling.workloads.trustDomain}"`,
+        ),
+        capped,
+      );
+    }
+    checks.pass('scope');
+    return checks.allow(capped);
+  }
   checks.pass('scope');
   return checks.allow(token);
 }
@@ -282,10 +336,27 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   // Step 1: a verified certificate naming a SPIFFE ID of our trust domain, valid now.
   if (!input.peer.ok) return checks.deny('peer', input.peer.error);
   const peer = input.peer.identity;
+  const federation = input.federation;
+  let ceiling: Ceiling | undefined;
   if (!peer.spiffeId.memberOf(input.trustDomain)) {
+    const partner = federation?.partner(peer.spiffeId.trustDomain);
+    if (partner === undefined) {
+      return checks.deny(
+        'peer',
+        new TwokeyError('ERR_PEER_TRUST_DOMAIN', `peer ${peer.spiffeId} is not in trust domain "${input.trustDomain}" nor in a federated one`),
+      );
+    }
+    ceiling = partner.ceilingFor(peer.spiffeId);
+  }
+  // With several trust domains' roots in the TLS stack, its verdict says nothing about which
+  // trust domain vouched: only a chain verified against the named trust domain's own bundle counts.
+  if (federation !== undefined && peer.verifiedTrustDomain !== peer.spiffeId.trustDomain) {
     return checks.deny(
       'peer',
-      new TwokeyError('ERR_PEER_TRUST_DOMAIN', `peer ${peer.spiffeId} is not in trust domain "${input.trustDomain}"`),
+      new TwokeyError(
+        'ERR_PEER_TRUST_DOMAIN',
+        `peer certificate of ${peer.spiffeId} was not verified against the own bundle of trust domain "${peer.spiffeId.trustDomain}"`,
+      ),
     );
   }
   // A long-lived HTTP/2 connection must not outlive the certificate it was opened with.
@@ -318,11 +389,31 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   }
   checks.pass('rule');
 
-  // Step 2: the method is in the certificate's grants.
+  // Step 2: the method is in the certificate's grants, and for a partner's workload in our
+  // ceiling for it as well: its effective grants are the intersection.
+  if (!peer.spiffeId.memberOf(input.trustDomain)) {
+    const partnerDomain = peer.spiffeId.trustDomain;
+    if (ceiling === undefined) {
+      return checks.deny(
+        'grant',
+        new TwokeyError('ERR_CEILING_EXCEEDED', `no ceiling of partner trust domain "${partnerDomain}" covers ${peer.spiffeId}: it is granted nothing here`),
+      );
+    }
+    checks.ceiling = ceiling;
+  }
   if (!peer.grants.allows(input.method)) {
     return checks.deny(
       'grant',
       new TwokeyError('ERR_METHOD_NOT_GRANTED', `certificate of ${peer.spiffeId} does not grant ${input.method}`),
+    );
+  }
+  if (ceiling !== undefined && !ceiling.methods.allows(input.method)) {
+    return checks.deny(
+      'grant',
+      new TwokeyError(
+        'ERR_CEILING_EXCEEDED',
+        `certificate of ${peer.spiffeId} grants ${input.method}, but the ceiling ${ceiling.workloads} of partner trust domain "${ceiling.workloads.trustDomain}" does not`,
+      ),
     );
   }
   checks.pass('grant');
@@ -413,4 +504,17 @@ function tokenRevocation(token: VerifiedToken, view: RevocationView | undefined)
     if (isDisabled(users, actor, token.issuedAtSeconds)) return new TwokeyError('ERR_TOKEN_REVOKED', `delegated token actor ${actor} is disabled`);
   }
   return null;
+}
+
+// A partner peer's token as the ceiling lets it count here, worked out once per token and ceiling.
+const cappedTokens = new WeakMap<VerifiedToken, WeakMap<Ceiling, VerifiedToken>>();
+function cappedToken(token: VerifiedToken, ceiling: Ceiling): VerifiedToken {
+  let byCeiling = cappedTokens.get(token);
+  if (byCeiling === undefined) cappedTokens.set(token, (byCeiling = new WeakMap()));
+  let capped = byCeiling.get(ceiling);
+  if (capped === undefined) {
+    capped = Object.freeze({ ...token, scopes: new Set([...token.scopes].filter((s) => ceiling.scopes.has(s))) });
+    byCeiling.set(ceiling, capped);
+  }
+  return capped;
 }

@@ -17,6 +17,10 @@ export const ERROR_CODES = [
   'ERR_GRANT_EXTENSION_INVALID',
   'ERR_METHOD_NOT_GRANTED',
   'ERR_PEER_CERT_REVOKED',
+  // A federated partner's workload asked for a method or scope beyond our ceiling for it.
+  'ERR_CEILING_EXCEEDED',
+  // A partner's SPIFFE bundle that is garbage, too large, holds private keys or goes backwards.
+  'ERR_BUNDLE_INVALID',
   // User identity (the token key).
   'ERR_TOKEN_MISSING',
   'ERR_TOKEN_MALFORMED',
@@ -102,6 +106,8 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_METHOD_NOT_GRANTED: status.PERMISSION_DENIED,
   // A revoked certificate no longer proves who the peer is: the same answer as an expired one.
   ERR_PEER_CERT_REVOKED: status.UNAUTHENTICATED,
+  ERR_CEILING_EXCEEDED: status.PERMISSION_DENIED,
+  ERR_BUNDLE_INVALID: status.INTERNAL,
   ERR_TOKEN_MISSING: status.UNAUTHENTICATED,
   ERR_TOKEN_MALFORMED: status.UNAUTHENTICATED,
   ERR_TOKEN_INVALID: status.UNAUTHENTICATED,

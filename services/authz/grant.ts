@@ -90,6 +90,26 @@ export class GrantSet {
     return this.#services.has(match[1]!);
   }
 
+  /**
+   * The grants both sets hold: a method is allowed by the result exactly when both allow it. An
+   * exact grant survives where the other set holds it or its whole service; a service wildcard
+   * survives only where both hold it.
+   */
+  intersect(other: GrantSet): GrantSet {
+    const kept = new Map<string, MethodGrant>();
+    for (const a of this.grants) {
+      for (const b of other.grants) {
+        if (a.service !== b.service) continue;
+        if (a.isWildcard) {
+          if (b.isWildcard || !kept.has(b.text)) kept.set(b.text, b);
+        } else if (b.isWildcard || a.method === b.method) {
+          kept.set(a.text, a);
+        }
+      }
+    }
+    return new GrantSet([...kept.values()]);
+  }
+
   get size(): number {
     return this.grants.length;
   }

@@ -12,6 +12,7 @@ import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call
 import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type RevocationView, type TokenResult } from './decision.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
+import type { FederationPolicy } from './federation.ts';
 import { endConnectionAfter } from './final-denial.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { OpenStreams } from './open-streams.ts';
@@ -38,6 +39,11 @@ export interface AuthzInterceptorOptions {
   dryRun?: boolean;
   /** The revocation set this server enforces; absent, revocation is not checked here. */
   revocation?: RevocationSource;
+  /**
+   * Partner trust domains whose workloads are accepted, capped by their ceilings. The peer cache
+   * must then hold every trust domain's bundle (PeerIdentityCache.setTrustBundles).
+   */
+  federation?: FederationPolicy;
 }
 
 /** Where the interceptor reads the held revocation set, and learns that it changed (a RevocationHolder fits). */
@@ -58,6 +64,7 @@ export function denialMessage(decision: Decision, decisionId: string): string {
 
 interface Settings {
   readonly trustDomain: string;
+  readonly federation: FederationPolicy | undefined;
   readonly rules: RuleSource;
   readonly tokens: TokenAuthenticator;
   readonly log: DecisionLog | undefined;
@@ -96,6 +103,7 @@ export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterc
   const revocation = options.revocation;
   const settings: Settings = {
     trustDomain: options.trustDomain,
+    federation: options.federation,
     rules: options.rules,
     tokens: options.tokens,
     log: options.log,
@@ -274,6 +282,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       rule: s.rules.ruleOf(path),
       now: s.clock(),
       trustDomain: s.trustDomain,
+      federation: s.federation,
       revocation: s.revocation?.view(),
     };
     this.#decided = input;

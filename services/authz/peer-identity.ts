@@ -6,6 +6,7 @@ import { TwokeyError, isTwokeyError } from './errors.ts';
 import { parseSvid } from './svid.ts';
 import type { PeerResult } from './decision.ts';
 import { chainsToBundle } from './rotation.ts';
+import type { TrustBundleSet } from './trust-bundle-set.ts';
 
 export interface PeerIdentityCacheOptions {
   grantsOid?: string;
@@ -31,6 +32,8 @@ export class PeerIdentityCache {
   readonly #grantsOid: string | undefined;
   readonly #bySocket = new WeakMap<TLSSocket, SocketEntry>();
   #bundle: readonly X509Certificate[] | undefined;
+  /** With federation: every trust domain's roots, kept apart; each chain is verified against its own. */
+  #bundles: TrustBundleSet | undefined;
   #generation = 0;
   readonly #byCertificate = new Map<string, PeerResult>();
   readonly #maxCertificates: number;
@@ -52,11 +55,40 @@ export class PeerIdentityCache {
       this.#bySocket.set(socket, entry);
     } else if (entry.generation !== this.#generation) {
       entry.generation = this.#generation;
-      if (entry.result.ok && this.#bundle !== undefined && !chainsToBundle(peerChain(socket), this.#bundle)) {
+      if (entry.result.ok && this.#bundles !== undefined) {
+        const error = this.#bundles.verify(peerChain(socket), entry.result.identity.spiffeId);
+        if (error !== null) entry.result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', `${error.message}: the trust bundle changed since the connection opened`) };
+      } else if (entry.result.ok && this.#bundle !== undefined && !chainsToBundle(peerChain(socket), this.#bundle)) {
         entry.result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate no longer chains to the trust bundle (its CA was removed)') };
       }
     }
     return entry.result;
+  }
+
+  /**
+   * With federation: every trust domain's roots, each kept apart. From now on every peer's chain
+   * is verified in code against the bundle of the trust domain its SPIFFE ID names (the TLS stack
+   * holds all the roots, so its verdict alone proves nothing about which trust domain vouched),
+   * and open connections are verified again at their next call.
+   */
+  setTrustBundles(bundles: TrustBundleSet): void {
+    this.#bundles = bundles;
+    this.#generation += 1;
+    this.#byCertificate.clear();
+  }
+
+  /** The peer of a certificate chain (leaf first) as a call would see it, verified against its trust domain's bundle when one is set. */
+  fromChain(chain: readonly X509Certificate[]): PeerResult {
+    const leaf = chain[0];
+    if (leaf === undefined) return missing();
+    return this.#verified(this.fromDer(Buffer.from(leaf.raw)), chain);
+  }
+
+  #verified(result: PeerResult, chain: readonly X509Certificate[]): PeerResult {
+    if (!result.ok || this.#bundles === undefined) return result;
+    const error = this.#bundles.verify(chain, result.identity.spiffeId);
+    if (error !== null) return { ok: false, error };
+    return { ok: true, identity: Object.freeze({ ...result.identity, verifiedTrustDomain: result.identity.spiffeId.trustDomain }) };
   }
 
   /** The trust bundle now in force; open connections are re-checked against it at their next call. */
@@ -90,7 +122,8 @@ export class PeerIdentityCache {
     }
     const cert = socket.getPeerX509Certificate();
     if (cert === undefined) return missing();
-    return this.fromDer(Buffer.from(cert.raw));
+    const result = this.fromDer(Buffer.from(cert.raw));
+    return this.#bundles === undefined ? result : this.#verified(result, peerChain(socket));
   }
 
   #fromAuthContext(call: ServerInterceptingCallInterface): PeerResult {
@@ -101,6 +134,12 @@ export class PeerIdentityCache {
     const cached = this.#byCertificate.get(key);
     if (cached !== undefined) return cached;
     let result = this.fromDer(raw);
+    if (this.#bundles !== undefined) {
+      result = this.#verified(result, [new X509Certificate(raw)]);
+      if (this.#byCertificate.size >= this.#maxCertificates) this.#byCertificate.delete(this.#byCertificate.keys().next().value as string);
+      this.#byCertificate.set(key, result);
+      return result;
+    }
     // TLS checked the chain against the bundle of the handshake, which may since have lost a CA.
     // Only the leaf is at hand here, so it must be issued by a bundle CA itself (as twokey's CA
     // issues them); a leaf needing intermediates is refused on this path rather than trusted.

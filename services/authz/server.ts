@@ -5,6 +5,9 @@ import type { Registry } from 'prom-client';
 import { DecisionLog } from './decision-log.ts';
 import { DecisionMetrics, registerTokenCacheMetrics } from './decision-metrics.ts';
 import { TwokeyError } from './errors.ts';
+import type { FederationPolicy } from './federation.ts';
+import type { PartnerBundles } from './partner-bundles.ts';
+import { TrustBundleSet } from './trust-bundle-set.ts';
 import { createAuthzHandle, type RevocationSource, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
@@ -40,6 +43,12 @@ export interface MeshServerOptions {
   metrics?: { registry: Registry; knownCallers: Iterable<string> };
   /** The held revocation set (a RevocationHolder fed by auth's WatchRevocations); absent, not enforced. */
   revocation?: RevocationSource;
+  /**
+   * Partner trust domains (the registry's federation section) and their watched bundles. The TLS
+   * context then trusts every partner's roots too; each peer's chain is verified again against its
+   * own trust domain's bundle, and its grants are capped by the partner's ceiling.
+   */
+  federation?: { policy: FederationPolicy; bundles: PartnerBundles };
 }
 
 export interface MeshServer {
@@ -59,8 +68,89 @@ export interface MeshServer {
  * createCertificateProviderServerCredentials declares (ca, identity) but hands them to a
  * constructor taking (identity, ca), so two distinct providers would be swapped.
  */
-export function meshServerCredentials(svid: SvidSource): ServerCredentials {
+export function meshServerCredentials(svid: SvidSource | FederatedTrust): ServerCredentials {
   return experimental.createCertificateProviderServerCredentials(svid, svid, true);
+}
+
+type CaListener = experimental.CaCertificateUpdateListener;
+
+/**
+ * The certificate provider of a federated server: this workload's identity from its SvidSource,
+ * and as CA list every trust domain's roots (ours and each partner's last good bundle), updated
+ * whenever either changes. It keeps the per-trust-domain TrustBundleSet that peers are verified
+ * against: the TLS stack cannot tell the roots apart, the peer cache can.
+ */
+export class FederatedTrust implements experimental.CertificateProvider {
+  readonly #svid: SvidSource;
+  readonly #bundles: PartnerBundles;
+  readonly #caListeners = new Set<CaListener>();
+  readonly #changeListeners = new Set<(set: TrustBundleSet) => void>();
+  #set: TrustBundleSet;
+  readonly #unsubscribe: () => void;
+  readonly #onOwn = (update: { caCertificate: Buffer } | null): void => {
+    if (update !== null) this.#rebuild();
+  };
+
+  constructor(svid: SvidSource, bundles: PartnerBundles) {
+    this.#svid = svid;
+    this.#bundles = bundles;
+    this.#set = this.#build();
+    this.#unsubscribe = bundles.onChange(() => this.#rebuild());
+    svid.addCaCertificateListener(this.#onOwn);
+  }
+
+  get trustBundles(): TrustBundleSet {
+    return this.#set;
+  }
+
+  /** Called with the new set whenever ours or a partner's roots change. */
+  onChange(listener: (set: TrustBundleSet) => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
+  }
+
+  close(): void {
+    this.#unsubscribe();
+    this.#svid.removeCaCertificateListener(this.#onOwn);
+  }
+
+  #build(): TrustBundleSet {
+    const own = this.#svid.svid.spiffeId.trustDomain;
+    let set = TrustBundleSet.of(own, certificatesIn(this.#svid.material.bundlePem, SVID_FILES.bundle));
+    for (const [td, roots] of this.#bundles.bundles()) set = set.withBundle(td, roots);
+    return set;
+  }
+
+  #rebuild(): void {
+    this.#set = this.#build();
+    for (const listener of this.#caListeners) this.#deliverCa(listener);
+    for (const listener of this.#changeListeners) listener(this.#set);
+  }
+
+  addCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.add(listener);
+    this.#deliverCa(listener);
+  }
+
+  removeCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.delete(listener);
+  }
+
+  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.#svid.addIdentityCertificateListener(listener);
+  }
+
+  removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.#svid.removeIdentityCertificateListener(listener);
+  }
+
+  #deliverCa(listener: CaListener): void {
+    const update = { caCertificate: Buffer.from(this.#set.allRootsPem()) };
+    // Asynchronously, as SvidSource does: grpc-js registers its watcher after adding the listener.
+    process.nextTick(() => {
+      if (this.#caListeners.has(listener)) listener(update);
+    });
+  }
 }
 
 /**
@@ -114,6 +204,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     clock,
     dryRun: options.dryRun === true,
     ...(options.revocation ? { revocation: options.revocation } : {}),
+    ...(options.federation ? { federation: options.federation.policy } : {}),
   });
   // The bundle TLS verifies new connections with also re-checks open ones when it changes: their
   // next calls, and their open streams at once (a CA removed from the bundle ends them now, with
@@ -123,12 +214,25 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     peers.setTrustBundle(certificatesIn(update.caCertificate, SVID_FILES.bundle));
     authz.recheckOpenStreams();
   };
-  options.svid.addCaCertificateListener(onBundle);
+  let trust: FederatedTrust | undefined;
+  if (options.federation === undefined) {
+    options.svid.addCaCertificateListener(onBundle);
+  } else {
+    // Every trust domain's roots, each kept apart: a partner's CA rotation reaches the TLS context
+    // and the peer cache without a restart, and open streams from certificates no longer trusted end.
+    const federated = new FederatedTrust(options.svid, options.federation.bundles);
+    trust = federated;
+    peers.setTrustBundles(federated.trustBundles);
+    federated.onChange((set) => {
+      peers.setTrustBundles(set);
+      authz.recheckOpenStreams();
+    });
+  }
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
   const server = refuseRepeatedAuthorization(
     new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz.interceptor, ...(options.interceptors ?? [])] }),
   );
-  const credentials = meshServerCredentials(options.svid);
+  const credentials = meshServerCredentials(trust ?? options.svid);
   return {
     server,
     tokens,
@@ -143,6 +247,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     close: (graceMs = 2000) =>
       new Promise<void>((resolve) => {
         options.svid.removeCaCertificateListener(onBundle);
+        trust?.close();
         const done = (): void => {
           authz.close();
           resolve();

@@ -1,6 +1,7 @@
-// Prometheus gauges of a workload's own state: its certificate's remaining life, its token keys' and revocation set's freshness.
+// Prometheus gauges of a workload's own state: its certificate's remaining life, its token keys', revocation set's and partner bundles' freshness.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { JwksKeySet } from './jwks.ts';
+import type { PartnerBundles } from './partner-bundles.ts';
 import { entryCount, type RevocationHolder } from './revocation-set.ts';
 import type { SvidSource } from './rotation.ts';
 
@@ -67,6 +68,42 @@ export function registerRevocationMetrics(registry: Registry, holder: Revocation
     collect() {
       const set = holder.current;
       this.set(set === null ? 0 : entryCount(set));
+    },
+  });
+}
+
+/**
+ * Per partner trust domain: seconds since its bundle was last refreshed (the staleness an
+ * unreachable endpoint makes grow), its sequence number and failed refreshes, read on scrape.
+ * The label's values are the registry's partners, so they stay bounded.
+ */
+export function registerPartnerBundleMetrics(registry: Registry, bundles: PartnerBundles, clock: () => number = Date.now): void {
+  new Gauge({
+    name: 'twokey_partner_bundle_age_seconds',
+    help: "Seconds since a partner trust domain's SPIFFE bundle was last refreshed (-1 before the first); the last good bundle stays in use.",
+    labelNames: ['trust_domain'],
+    registers: [registry],
+    collect() {
+      for (const s of bundles.status()) this.set({ trust_domain: s.trustDomain }, s.lastRefreshMs === 0 ? -1 : (clock() - s.lastRefreshMs) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'twokey_partner_bundle_sequence',
+    help: "spiffe_sequence of the partner bundle in use (-1: none yet, or the partner sets none).",
+    labelNames: ['trust_domain'],
+    registers: [registry],
+    collect() {
+      for (const s of bundles.status()) this.set({ trust_domain: s.trustDomain }, s.sequence ?? -1);
+    },
+  });
+  new Counter({
+    name: 'twokey_partner_bundle_refresh_failures_total',
+    help: "Refreshes of a partner's bundle that failed or were refused (unreachable, garbage, oversized, private keys, sequence going back).",
+    labelNames: ['trust_domain'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of bundles.status()) this.inc({ trust_domain: s.trustDomain }, s.failures);
     },
   });
 }

@@ -6,11 +6,12 @@ import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
+import { PartnerBundles } from '../authz/partner-bundles.ts';
 import { RevocationHolder } from '../authz/revocation-set.ts';
 import { SvidSource } from '../authz/rotation.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
-import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
+import { registerCertificateMetrics, registerJwksMetrics, registerPartnerBundleMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
 import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
@@ -44,6 +45,7 @@ export class MeshRuntime {
   readonly metrics: MetricsRegistry;
   readonly #closers: (() => Promise<void> | void)[] = [];
   #auth: Client | undefined;
+  #partnerBundles: PartnerBundles | undefined;
 
   private constructor(
     name: string,
@@ -201,9 +203,44 @@ export class MeshRuntime {
     });
   }
 
-  /** A mesh server: mTLS with client certificates required, and the decision on every call. */
+  /**
+   * The registry's partner trust domains' bundles, loaded once (files read, endpoints fetched) and
+   * then watched at each bundle's refresh hint; undefined when the registry federates with none.
+   */
+  async partnerBundles(): Promise<PartnerBundles | undefined> {
+    const policy = this.registry.federation;
+    if (policy === undefined) return undefined;
+    if (this.#partnerBundles !== undefined) return this.#partnerBundles;
+    const log = this.logger;
+    const bundles = new PartnerBundles({
+      policy,
+      minRefreshMs: envDurationMs(this.env, 'TWOKEY_PARTNER_BUNDLE_MIN_REFRESH', '1s'),
+      retryMs: envDurationMs(this.env, 'TWOKEY_PARTNER_BUNDLE_RETRY', '30s'),
+      onAccepted: (td, bundle, changed) => {
+        if (changed) log.info({ event: 'federation.bundle_updated', trust_domain: td, sequence: bundle.sequence, roots: bundle.x509Authorities.length }, 'partner trust bundle updated');
+      },
+      onRefused: (td, err) => log.warn({ event: 'federation.bundle_refused', trust_domain: td, err: err.message }, 'partner trust bundle not refreshed; keeping the last good one'),
+    });
+    this.#partnerBundles = bundles;
+    registerPartnerBundleMetrics(this.metrics, bundles);
+    this.onClose(() => bundles.close());
+    await bundles.start();
+    return bundles;
+  }
+
+  /**
+   * A mesh server: mTLS with client certificates required, and the decision on every call. With a
+   * federation section in the registry it also accepts partners' workloads within their ceilings
+   * (partnerBundles() must have been awaited first).
+   */
   meshServer(keys: VerificationKeys, revocation?: RevocationHolder): MeshServer {
+    const federation = this.registry.federation;
+    const partners = this.#partnerBundles;
+    if (federation !== undefined && partners === undefined) {
+      throw new TwokeyError('ERR_CONFIG_INVALID', 'the registry federates with partner trust domains: await partnerBundles() before meshServer()');
+    }
     const mesh = createMeshServer({
+      ...(federation === undefined || partners === undefined ? {} : { federation: { policy: federation, bundles: partners } }),
       svid: this.svid,
       keys,
       ...(revocation === undefined ? {} : { revocation }),

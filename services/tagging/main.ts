@@ -35,6 +35,8 @@ export async function serve(env: Env): Promise<RunningService> {
     const keys = await runtime.authKeys();
     const revocations = runtime.revocationHolder(keys);
     await runtime.watchRevocations(revocations);
+    // Partner trust domains' bundles (none without a federation section in the registry).
+    await runtime.partnerBundles();
     const mesh = runtime.meshServer(keys, revocations);
 
     mesh.server.addService(TaggingClient.service, {
