@@ -3,10 +3,11 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { isTwokeyError, TwokeyError } from '../services/authz/errors.ts';
+import { SpiffeBundle } from '../services/authz/spiffe-bundle.ts';
 import { parseSvid, type Svid } from '../services/authz/svid.ts';
 import { CertificateAuthority } from './certificate-authority.ts';
 import { DEFAULT_MAX_TTL_SECONDS } from './ca-config.ts';
-import { formatDuration } from './duration.ts';
+import { formatDuration, parseDuration } from './duration.ts';
 import { loadRegistry } from './registry.ts';
 
 export const usage = `Usage: twokey ca <subcommand> [options]
@@ -48,8 +49,10 @@ Subcommands:
            Show a certificate's SPIFFE ID, grants, serial, validity, issuer and fingerprints
            (FILE: PEM, first certificate is shown; or DER).
 
-  bundle   --dir DIR
-           Print the trust bundle (the CA certificate) to stdout.
+  bundle   --dir DIR [--format pem|spiffe] [--sequence N] [--refresh-hint DUR]
+           Print the trust bundle (the CA certificate) to stdout: PEM (default), or the SPIFFE
+           bundle (a JWK Set) to hand a partner trust domain; its spiffe_sequence defaults to
+           the current Unix time, so a later export always counts as newer.
 
 Durations: 90s, 15m, 24h, 30d, 1h30m.
 Exit status: 0 success, 1 refused or failed (the message names the problem), 2 bad usage.
@@ -70,7 +73,7 @@ const SPECS = {
   issue: { ...help, dir: one, 'spiffe-id': one, grant: many, ttl: one, dns: many, ip: many, 'proto-root': many, registry: one, out: one },
   sign: { ...help, dir: one, csr: one, 'spiffe-id': one, grant: many, ttl: one, dns: many, ip: many, 'proto-root': many, registry: one, workload: one, out: one },
   inspect: { ...help, json: flag, 'grants-oid': one },
-  bundle: { ...help, dir: one },
+  bundle: { ...help, dir: one, format: one, sequence: one, 'refresh-hint': one },
 } satisfies Record<string, ParseArgsConfig['options']>;
 
 type Subcommand = keyof typeof SPECS;
@@ -103,8 +106,7 @@ export async function run(args: string[]): Promise<number> {
       case 'inspect':
         return inspect(parsed.values, parsed.positionals);
       case 'bundle':
-        process.stdout.write(CertificateAuthority.open(required(parsed.values, 'dir')).bundlePem());
-        return 0;
+        return bundle(parsed.values);
     }
   } catch (err) {
     if (err instanceof UsageError) return usageFailure(`${sub}: ${err.message}`);
@@ -114,6 +116,29 @@ export async function run(args: string[]): Promise<number> {
     }
     throw err;
   }
+}
+
+function bundle(values: Options): number {
+  const ca = CertificateAuthority.open(required(values, 'dir'));
+  const format = optional(values, 'format') ?? 'pem';
+  if (format === 'pem') {
+    for (const name of ['sequence', 'refresh-hint']) if (values[name] !== undefined) throw new UsageError(`--${name} is only for --format spiffe`);
+    process.stdout.write(ca.bundlePem());
+    return 0;
+  }
+  if (format !== 'spiffe') throw new UsageError(`--format must be pem or spiffe, got ${JSON.stringify(format)}`);
+  const sequenceText = optional(values, 'sequence');
+  const sequence = sequenceText === undefined ? Math.floor(Date.now() / 1000) : Number(sequenceText);
+  if (!Number.isSafeInteger(sequence) || sequence < 0 || (sequenceText !== undefined && !/^[0-9]+$/.test(sequenceText))) {
+    throw new UsageError(`--sequence must be a non-negative integer, got ${JSON.stringify(sequenceText)}`);
+  }
+  const hint = optional(values, 'refresh-hint');
+  const spiffe = SpiffeBundle.fromCertificates(ca.trustDomain, [ca.certificate], {
+    sequence,
+    refreshHintSeconds: hint === undefined ? 300 : parseDuration(hint, '--refresh-hint'),
+  });
+  process.stdout.write(spiffe.toString());
+  return 0;
 }
 
 function usageFailure(message: string): number {

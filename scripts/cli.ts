@@ -15,6 +15,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   revoke: { summary: 'revoke tokens, workload certificates and signing keys mesh-wide', load: () => import('../services/auth/revoke-command.ts') },
   console: { summary: 'read-only web console: policy graph, certificates, live decisions', load: () => import('./console/console-command.ts') },
   authz: { summary: 'offline policy check: the decision for a certificate, token and method', load: () => import('./authz-command.ts') },
+  bundle: { summary: "serve our trust domain's SPIFFE bundle to partner trust domains", load: () => import('./bundle-command.ts') },
 };
 
 const USAGE = () => `twokey: two-key authorization for gRPC microservices

@@ -1,5 +1,6 @@
 // What the auth service needs from the registry, in one value: issuer, lifetimes, scopes, delegation.
 import type { Registry } from '../../certs-ca/registry.ts';
+import type { FederationPolicy } from '../authz/federation.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import type { DelegationRules } from './delegation-policy.ts';
 
@@ -21,6 +22,32 @@ export interface AuthPolicy {
   maxDelegationDepth: number;
   /** Keyed by SPIFFE ID. */
   workloads: ReadonlyMap<string, WorkloadPolicy>;
+  /** Partner trust domains: their workloads get what their ceiling allows, nothing more. */
+  federation?: FederationPolicy | undefined;
+}
+
+/**
+ * What auth may issue the workload with this SPIFFE ID: ours from the registry's workloads, a
+ * partner's from the one ceiling covering it (service scopes, and delegation only where the
+ * ceiling names it as an actor for those scopes); undefined for any other.
+ */
+export function workloadPolicy(policy: AuthPolicy, spiffeId: string): WorkloadPolicy | undefined {
+  const own = policy.workloads.get(spiffeId);
+  if (own !== undefined || policy.federation === undefined) return own;
+  let id: SpiffeId;
+  try {
+    id = SpiffeId.parse(spiffeId);
+  } catch {
+    return undefined;
+  }
+  if (id.trustDomain === policy.federation.ownTrustDomain) return undefined;
+  const ceiling = policy.federation.ceilingFor(id);
+  if (ceiling === undefined) return undefined;
+  return {
+    spiffeId,
+    serviceScopes: ceiling.serviceScopes.length > 0 ? ceiling.serviceScopes : undefined,
+    delegation: ceiling.delegation === undefined ? undefined : { ...ceiling.delegation },
+  };
 }
 
 /** The auth settings of a loaded registry. */
@@ -51,6 +78,7 @@ export function authPolicyFromRegistry(registry: Registry): AuthPolicy {
     serviceTokenTtlMs: registry.auth.serviceTokenTtl * 1000,
     maxDelegationDepth: registry.auth.maxDelegationDepth,
     workloads,
+    federation: registry.federation,
   };
 }
 

@@ -2,7 +2,7 @@
 // gRPC adapter passes the verified mTLS peer and the decoded request.
 import type { VerifiedToken } from '../authz/decision.ts';
 import { TwokeyError, isTwokeyError } from '../authz/errors.ts';
-import { userScopesFor, type AuthPolicy } from './auth-policy.ts';
+import { userScopesFor, workloadPolicy, type AuthPolicy } from './auth-policy.ts';
 import { decideExchange, decideServiceToken, splitScopes, type ExchangeSubject } from './delegation-policy.ts';
 import type { LoginThrottle } from './login-throttle.ts';
 import type { SigningKeys } from './signing-keys.ts';
@@ -97,7 +97,7 @@ export class AuthService {
     const subjectActive = (await users.active(subjectName)) !== undefined;
     const grant = decideExchange({
       actor: caller,
-      rules: policy.workloads.get(caller.spiffeId)?.delegation,
+      rules: workloadPolicy(policy, caller.spiffeId)?.delegation,
       subject,
       userActive: (name) => name === subjectName && subjectActive,
       requestedScopes: splitScopes(req.scope),
@@ -131,7 +131,7 @@ export class AuthService {
     const { policy, minter } = this.#d;
     const decided = decideServiceToken({
       workload: caller.spiffeId,
-      scopes: policy.workloads.get(caller.spiffeId)?.serviceScopes,
+      scopes: workloadPolicy(policy, caller.spiffeId)?.serviceScopes,
       requestedAudience: req.audience,
       trustDomainId: policy.trustDomainId,
       knownWorkloads: [...policy.workloads.keys()],

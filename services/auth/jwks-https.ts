@@ -1,6 +1,7 @@
 // The signing keys over standard HTTPS (RFC 7517 JWK Set plus discovery metadata), so ordinary
 // OIDC and JOSE tooling can verify twokey tokens without speaking gRPC.
 import { createServer, type Server } from 'node:https';
+import { serveBundle, type PublishedBundle } from './bundle-endpoint.ts';
 import type { JsonWebKeySet } from './signing-keys.ts';
 
 export interface JwksHttpsOptions {
@@ -8,6 +9,8 @@ export interface JwksHttpsOptions {
   /** May read a shared database: a failure answers 503, never a partial set. */
   jwks: () => JsonWebKeySet | Promise<JsonWebKeySet>;
   tls: { cert: string | Buffer; key: string | Buffer };
+  /** Our trust domain's SPIFFE bundle, served at /.well-known/spiffe-bundle (https_spiffe: this server presents auth's SVID). */
+  bundle?: PublishedBundle;
 }
 
 export function createJwksHttpsServer(opts: JwksHttpsOptions): Server {
@@ -19,6 +22,7 @@ export function createJwksHttpsServer(opts: JwksHttpsOptions): Server {
     grant_types_supported: ['urn:ietf:params:oauth:grant-type:token-exchange'],
   });
   return createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' }, (req, res) => {
+    if (opts.bundle !== undefined && serveBundle(req, res, opts.bundle)) return;
     const path = (req.url ?? '').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');

@@ -15,6 +15,8 @@ import { AuthMetrics } from './auth-metrics.ts';
 import { authPolicyFromRegistry } from './auth-policy.ts';
 import { AuthService, type CallerWorkload } from './auth-service.ts';
 import { openAuthStorage } from './auth-storage.ts';
+import { certificatesIn, SVID_FILES } from '../authz/rotation.ts';
+import { PublishedBundle } from './bundle-endpoint.ts';
 import { createJwksHttpsServer } from './jwks-https.ts';
 import { LoginThrottle } from './login-throttle.ts';
 import { revocationHandlers } from './revocation-handlers.ts';
@@ -144,10 +146,18 @@ export async function serve(env: Env): Promise<RunningService> {
 
     // The HTTPS JWKS endpoint presents auth's workload certificate, reloaded when it rotates.
     const material = runtime.svid.material;
-    const https = createJwksHttpsServer({ issuer: policy.issuer, jwks: () => keys.jwks(), tls: { cert: material.chainPem, key: material.keyPem } });
+    // It also serves our SPIFFE bundle to partners (https_spiffe: they check auth's SPIFFE ID),
+    // republished with a higher sequence whenever our CA bundle changes.
+    const ownBundle = new PublishedBundle(runtime.registry.trustDomain, certificatesIn(material.bundlePem, SVID_FILES.bundle), {
+      refreshHintSeconds: envDurationMs(env, 'TWOKEY_BUNDLE_REFRESH_HINT', '5m') / 1000,
+    });
+    const https = createJwksHttpsServer({ issuer: policy.issuer, jwks: () => keys.jwks(), tls: { cert: material.chainPem, key: material.keyPem }, bundle: ownBundle });
     runtime.svid.addIdentityCertificateListener(() => {
       const m = runtime.svid.material;
       https.setSecureContext({ cert: m.chainPem, key: m.keyPem });
+    });
+    runtime.svid.addCaCertificateListener((update) => {
+      if (update !== null) ownBundle.update(certificatesIn(update.caCertificate, SVID_FILES.bundle));
     });
     const jwksAddress = envAddress(env, 'TWOKEY_JWKS_HTTPS_LISTEN', '0.0.0.0:8444');
     const [host, jwksPort] = splitHostPort(jwksAddress);
