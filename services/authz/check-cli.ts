@@ -16,7 +16,10 @@ import { packagePath } from './package-root.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import { authorizeOwner } from './resource.ts';
 import { certificatesIn, chainsToBundle } from './rotation.ts';
+import type { FederationPolicy } from './federation.ts';
+import { SpiffeBundle } from './spiffe-bundle.ts';
 import { SpiffeId } from './spiffe-id.ts';
+import { TrustBundleSet } from './trust-bundle-set.ts';
 import { DEFAULT_GRANTS_OID } from './svid.ts';
 import { TokenAuthenticator } from './token-authenticator.ts';
 import { TokenVerifier, type VerificationKeys } from './token-verifier.ts';
@@ -44,10 +47,17 @@ result of every check in decision order and the reason, like a server's decision
   --registry FILE      for the trust domain and token issuer (default deploy/registry.yaml)
   --issuer URL         expected token issuer (default: the registry's)
   --bundle FILE        trust bundle to check the certificate chain against
+  --partner-bundle FILE  a federated partner's SPIFFE bundle (JSON) to check a partner
+                       certificate's chain against (default: the bundle file the registry's
+                       federation section names for that partner)
   --grants-oid OID     OID of the grants extension (default: the state's CA, else ${DEFAULT_GRANTS_OID})
   --proto-root DIR     further proto roots declaring methods (repeatable)
   --at TIME            evaluate at this ISO 8601 time instead of now
   --json               print the decision as JSON
+
+A certificate of a partner trust domain (the registry's federation section) is checked against
+that partner's own bundle and its grants are cut down to our ceiling for it: the output shows
+the certificate's grants, the ceiling and the intersection that decides.
 
 Exit status: 0 allowed, 1 denied, 2 bad usage or unreadable input.
 `;
@@ -69,6 +79,7 @@ const OPTIONS = {
   registry: { type: 'string' },
   issuer: { type: 'string' },
   bundle: { type: 'string' },
+  'partner-bundle': { type: 'string' },
   'grants-oid': { type: 'string' },
   'proto-root': { type: 'string', multiple: true },
   at: { type: 'string' },
@@ -131,6 +142,7 @@ interface Settings {
   grantsOid: string | undefined;
   bundle: X509Certificate[] | undefined;
   jwks: unknown;
+  federation: FederationPolicy | undefined;
 }
 
 function readInput(path: string, what: string): Buffer {
@@ -159,11 +171,11 @@ function fromState(dir: string, sources: CheckSources): { trustDomain: string; g
 function settingsFrom(values: Values, sources: CheckSources): Settings {
   if (values.jwks !== undefined && values.state !== undefined) throw new UsageError('give --jwks or --state, not both');
   const state = values.state !== undefined ? fromState(values.state, sources) : undefined;
-  let registry: { trustDomain: string; issuer: string } | undefined;
+  let registry: { trustDomain: string; issuer: string; federation: FederationPolicy | undefined } | undefined;
   const registryPath = values.registry ?? DEFAULT_REGISTRY;
   if (values.registry !== undefined || existsSync(registryPath)) {
     const loaded = loadRegistry(registryPath);
-    registry = { trustDomain: loaded.trustDomain, issuer: loaded.auth.issuer };
+    registry = { trustDomain: loaded.trustDomain, issuer: loaded.auth.issuer, federation: loaded.federation };
   }
   const trustDomain = values['trust-domain'] ?? state?.trustDomain ?? registry?.trustDomain;
   if (trustDomain === undefined || !SpiffeId.isValidTrustDomain(trustDomain)) throw new UsageError('no valid trust domain: pass --trust-domain, --state or --registry');
@@ -174,10 +186,36 @@ function settingsFrom(values: Values, sources: CheckSources): Settings {
     grantsOid: values['grants-oid'] ?? state?.grantsOid,
     bundle: bundleBytes === undefined ? undefined : certificatesIn(bundleBytes, 'bundle'),
     jwks: values.jwks !== undefined ? readInput(values.jwks, 'JWK Set').toString('utf8') : state?.jwks,
+    federation: registry?.federation,
   };
 }
 
-function peerFrom(certFile: string, settings: Settings): { peer: PeerResult; chainNote: string } {
+/**
+ * With a federation section: the chain is verified, as a server does, against the bundle of the
+ * trust domain the certificate names (ours from --bundle/--state, a partner's from its bundle file).
+ */
+function federatedPeerFrom(chain: X509Certificate[], peers: PeerIdentityCache, settings: Settings, partnerBundleFile: string | undefined): { peer: PeerResult; chainNote: string } {
+  const leaf = peers.fromDer(Buffer.from(chain[0]!.raw));
+  if (!leaf.ok) return { peer: leaf, chainNote: 'chain: not checked (the certificate is not a valid X.509-SVID)' };
+  const td = leaf.identity.spiffeId.trustDomain;
+  const partner = settings.federation!.partner(td);
+  if (td === settings.trustDomain) {
+    if (settings.bundle === undefined) {
+      return { peer: { ok: true, identity: { ...leaf.identity, verifiedTrustDomain: td } }, chainNote: 'chain: not checked (no --bundle or --state)' };
+    }
+    peers.setTrustBundles(TrustBundleSet.of(td, settings.bundle));
+    return { peer: peers.fromChain(chain), chainNote: `chain: verified against the bundle of our trust domain ${td}` };
+  }
+  if (partner === undefined) return { peer: leaf, chainNote: `chain: not checked (${td} is not a federated partner)` };
+  const file = partnerBundleFile ?? (partner.bundle.kind === 'file' ? partner.bundle.path : partner.bundle.initialFile);
+  if (file === undefined) throw new UsageError(`no bundle file for partner ${td} in the registry: pass --partner-bundle FILE (its SPIFFE bundle)`);
+  const roots = SpiffeBundle.parse(readInput(file, 'partner bundle'), td).x509Authorities;
+  // Our own roots go in too, kept apart: a partner certificate that names us is told apart from one our CA issued.
+  peers.setTrustBundles(TrustBundleSet.of(settings.trustDomain, settings.bundle ?? []).withBundle(td, roots));
+  return { peer: peers.fromChain(chain), chainNote: `chain: verified against partner ${td}'s own bundle (${file})` };
+}
+
+function peerFrom(certFile: string, settings: Settings, partnerBundleFile?: string): { peer: PeerResult; chainNote: string } {
   const bytes = readInput(certFile, 'certificate');
   let chain: X509Certificate[];
   try {
@@ -186,6 +224,7 @@ function peerFrom(certFile: string, settings: Settings): { peer: PeerResult; cha
     throw new UsageError(`${certFile} is not a certificate: ${(err as Error).message}`);
   }
   const peers = new PeerIdentityCache(settings.grantsOid === undefined ? {} : { grantsOid: settings.grantsOid });
+  if (settings.federation !== undefined) return federatedPeerFrom(chain, peers, settings, partnerBundleFile);
   if (settings.bundle !== undefined && !chainsToBundle(chain, settings.bundle)) {
     return { peer: { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'certificate does not chain to the trust bundle (TLS would refuse the connection)') }, chainNote: 'chain: does not chain to the bundle' };
   }
@@ -224,7 +263,7 @@ export async function check(values: Values, sources: CheckSources = {}): Promise
   const now = values.at !== undefined ? Date.parse(values.at) : Date.now();
   if (Number.isNaN(now)) throw new UsageError(`--at ${JSON.stringify(values.at)} is not an ISO 8601 time`);
   const catalog = MethodCatalog.load({ extraRoots: values['proto-root'] ?? [] });
-  const { peer, chainNote } = peerFrom(values.cert, settings);
+  const { peer, chainNote } = peerFrom(values.cert, settings, values['partner-bundle']);
 
   let raw: string | undefined = values.token ?? (values['token-file'] !== undefined ? readInput(values['token-file'], 'token').toString('utf8').trim() : undefined);
   let keys: VerificationKeys | undefined;
@@ -243,6 +282,7 @@ export async function check(values: Values, sources: CheckSources = {}): Promise
     rule: catalog.ruleOf(values.method),
     now,
     trustDomain: settings.trustDomain,
+    federation: settings.federation,
     token:
       raw === undefined || keys === undefined
         ? { ok: false, error: new TwokeyError('ERR_TOKEN_MISSING', 'no token given (--token, --token-file or --claims)') }
@@ -264,12 +304,47 @@ export async function check(values: Values, sources: CheckSources = {}): Promise
     }
   }
   const allow = decision.allow && resource?.outcome !== 'fail';
-  return render(decision, { allow, resource, chainNote, method: values.method, claimsMode: values.claims !== undefined });
+  const ceiling = peer.ok ? settings.federation?.ceilingFor(peer.identity.spiffeId) : undefined;
+  const partner = peer.ok && settings.federation?.partner(peer.identity.spiffeId.trustDomain) !== undefined ? peer.identity : undefined;
+  return render(decision, {
+    allow,
+    resource,
+    chainNote,
+    method: values.method,
+    claimsMode: values.claims !== undefined,
+    federation:
+      partner === undefined
+        ? undefined
+        : {
+            trustDomain: partner.spiffeId.trustDomain,
+            ceiling: ceiling?.workloads.toString() ?? null,
+            certificateGrants: partner.grants.toStrings(),
+            ceilingMethods: ceiling?.methods.toStrings() ?? [],
+            effectiveGrants: ceiling === undefined ? [] : ceiling.effectiveGrants(partner.grants).toStrings(),
+            ceilingScopes: ceiling === undefined ? [] : [...ceiling.scopes],
+          },
+  });
+}
+
+interface FederationView {
+  trustDomain: string;
+  ceiling: string | null;
+  certificateGrants: string[];
+  ceilingMethods: string[];
+  effectiveGrants: string[];
+  ceilingScopes: string[];
 }
 
 function render(
   decision: Decision,
-  extra: { allow: boolean; resource: { outcome: string; detail: string } | undefined; chainNote: string; method: string; claimsMode: boolean },
+  extra: {
+    allow: boolean;
+    resource: { outcome: string; detail: string } | undefined;
+    chainNote: string;
+    method: string;
+    claimsMode: boolean;
+    federation: FederationView | undefined;
+  },
 ): CheckOutput {
   const code = extra.allow ? status.OK : extra.resource?.outcome === 'fail' ? status.PERMISSION_DENIED : decision.code;
   const rows: Array<{ check: string; outcome: string; detail: string }> = decision.checks.map((c) => ({ check: c.check, outcome: c.outcome, detail: c.detail }));
@@ -281,9 +356,29 @@ function render(
     `reason: ${reason}`,
     `note: ${extra.chainNote}${extra.claimsMode ? '; token built from --claims (signature trust not checked)' : ''}`,
   ];
+  const f = extra.federation;
+  if (f !== undefined) {
+    const list = (items: string[]): string => (items.length === 0 ? '(none)' : items.join(' '));
+    lines.push(
+      `partner trust domain ${f.trustDomain}, ${f.ceiling === null ? 'no ceiling covers this workload: it is granted nothing' : `ceiling ${f.ceiling}`}`,
+      `  certificate grants: ${list(f.certificateGrants)}`,
+      `  ceiling methods:    ${list(f.ceilingMethods)}`,
+      `  effective grants:   ${list(f.effectiveGrants)}`,
+      `  ceiling scopes:     ${list(f.ceilingScopes)}`,
+    );
+  }
   return {
     allow: extra.allow,
     text: `${lines.join('\n')}\n`,
-    json: { method: extra.method, allow: extra.allow, code: status[code], checks: rows, reason, note: extra.chainNote, claimsMode: extra.claimsMode },
+    json: {
+      method: extra.method,
+      allow: extra.allow,
+      code: status[code],
+      checks: rows,
+      reason,
+      note: extra.chainNote,
+      claimsMode: extra.claimsMode,
+      ...(f === undefined ? {} : { federation: f }),
+    },
   };
 }
