@@ -33,3 +33,7 @@ export { refuseRepeatedAuthorization } from './repeated-headers.ts';
 export { SvidSource, validateSvidMaterial, SVID_FILES, type SvidMaterial, type SvidSourceOptions } from './rotation.ts';
 export { createMeshServer, meshServerCredentials, type MeshServer, type MeshServerOptions } from './server.ts';
 export { createMeshClient, meshChannelCredentials, spiffeServerCheck, type MeshClientOptions } from './client.ts';
+export { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern, type BundleSource, type CeilingDelegation } from './federation.ts';
+export { PartnerBundles, DEFAULT_REFRESH_MS, type PartnerBundlesOptions, type PartnerBundleStatus } from './partner-bundles.ts';
+export { SpiffeBundle, MAX_BUNDLE_BYTES } from './spiffe-bundle.ts';
+export { TrustBundleSet } from './trust-bundle-set.ts';

@@ -14,3 +14,8 @@ export type { RuleSource } from './interceptor.ts';
 export type { PeerIdentity, TokenKind, VerifiedToken } from './decision.ts';
 export type { VerificationKeys } from './token-verifier.ts';
 export type { Svid } from './svid.ts';
+// Federation: partner trust domains, their ceilings and their bundles (see docs/partners.md).
+export { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern, type BundleSource, type CeilingDelegation } from './federation.ts';
+export { PartnerBundles, DEFAULT_REFRESH_MS, type PartnerBundlesOptions, type PartnerBundleStatus } from './partner-bundles.ts';
+export { SpiffeBundle, MAX_BUNDLE_BYTES } from './spiffe-bundle.ts';
+export { TrustBundleSet } from './trust-bundle-set.ts';

@@ -256,8 +256,3 @@ function fetchBundle(
     req.end();
   });
 }
-
-/** The roots of one certificate chain's trust domain from a PEM list (used by `twokey authz check`). */
-export function rootsFromBundleFile(bytes: Buffer, trustDomain: string): readonly X509Certificate[] {
-  return SpiffeBundle.parse(bytes, trustDomain).x509Authorities;
-}
