@@ -9,6 +9,10 @@ import { expect } from 'chai';
 import { CertificateAuthority, type IssuedWorkload } from '../../certs-ca/certificate-authority.ts';
 import { DEFAULT_REGISTRY } from '../../scripts/local-mesh/local-mesh.ts';
 import { spiffeServerCheck } from '../../services/authz/client.ts';
+import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../../services/authz/federation.ts';
+import { GrantSet } from '../../services/authz/grant.ts';
+import { PartnerBundles } from '../../services/authz/partner-bundles.ts';
+import { SpiffeBundle } from '../../services/authz/spiffe-bundle.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { AuthClient, ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { decisionIdIn, decisionLine, eventually, expectStatus, logLines, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
@@ -126,6 +130,29 @@ describe('federation end to end: a partner trust domain against the real mesh', 
     expect(line?.['peer_spiffe_id']).to.equal(EXPORTER);
     expect(line?.['partner_trust_domain']).to.equal(PARTNER_TD);
     expect(line?.['ceiling']).to.equal(CEILING);
+  });
+
+  it("auth serves our trust domain's SPIFFE bundle (https_spiffe with auth's SVID) for the partner to watch", async () => {
+    const url = new URL('/.well-known/spiffe-bundle', mesh.mesh.endpoints.jwks.url).toString();
+    const initial = join(dir, 'ours-initial.json');
+    writeFileSync(initial, SpiffeBundle.fromCertificates(OUR_TD, [new X509Certificate(readFileSync(mesh.mesh.endpoints.trustBundle))], { sequence: 1 }).toString());
+    const watcher = new PartnerBundles({
+      policy: new FederationPolicy(PARTNER_TD, [
+        new PartnerPolicy(OUR_TD, { kind: 'https_spiffe', url, endpointSpiffeId: SpiffeId.parse(AUTH), initialFile: initial }, [
+          new Ceiling({ workloads: SpiffeIdPattern.parse(`spiffe://${OUR_TD}/ns/twokey/sa/*`), methods: GrantSet.parse([]) }),
+        ]),
+      ]),
+      minRefreshMs: 3_600_000,
+    });
+    try {
+      await watcher.start();
+      const s = watcher.status()[0]!;
+      expect(s.lastError).to.equal(undefined);
+      expect(s.sequence).to.be.greaterThan(1);
+      expect(watcher.bundles().get(OUR_TD)!.map((c) => c.fingerprint256)).to.deep.equal([new X509Certificate(readFileSync(mesh.mesh.endpoints.trustBundle)).fingerprint256]);
+    } finally {
+      watcher.close();
+    }
   });
 
   it('a method its own CA granted but our ceiling does not: PERMISSION_DENIED naming the ceiling', async () => {
