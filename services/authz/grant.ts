@@ -101,7 +101,7 @@ export class GrantSet {
       for (const b of other.grants) {
         if (a.service !== b.service) continue;
         if (a.isWildcard) {
-          if (b.isWildcard || !kept.has(b.text)) kept.set(b.text, b);
+          kept.set(b.text, b);
         } else if (b.isWildcard || a.method === b.method) {
           kept.set(a.text, a);
         }
