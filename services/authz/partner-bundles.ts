@@ -248,10 +248,14 @@ function fetchBundle(
         }
         chunks.push(chunk);
       });
-      res.on('end', () => resolve(Buffer.concat(chunks)));
+      res.on('end', () => (res.complete ? resolve(Buffer.concat(chunks)) : fail('the answer was cut off')));
       res.on('error', (err) => fail(err.message, err));
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
+    // The idle timeout alone would let an endpoint trickle a byte at a time: the whole exchange is bounded too.
+    const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    deadline.unref();
+    req.on('close', () => clearTimeout(deadline));
     req.on('error', (err) => fail(`unreachable: ${err.message}`, err));
     req.end();
   });
