@@ -208,6 +208,8 @@ describe('federation end to end: a partner trust domain against the real mesh', 
     const forged = impostorCa.issue({ spiffeId: `spiffe://${OUR_TD}/ns/twokey/sa/cleaner`, grants: [M.list], dns: ['localhost'], ip: ['127.0.0.1'] });
     const details = await expectStatus(unary(clientWith(forged, 'image-store'), 'ListImages', {}), 'UNAVAILABLE');
     expect(details).to.not.contain('decision');
+    // Refused by TLS itself: no decision was ever made for that certificate.
+    expect(logLines(mesh.mesh, 'image-store').filter((l) => l['peer_serial'] === forged.svid.serialHex)).to.deep.equal([]);
   });
 
   it('the partner rotates its CA (new root beside the old, then the old removed): calls continue; then old certificates are refused and their open streams end, without a restart', async () => {
