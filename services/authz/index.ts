@@ -4,20 +4,8 @@ export { SpiffeId } from './spiffe-id.ts';
 export { GrantSet, MethodGrant } from './grant.ts';
 export { parseSvid, type Svid } from './svid.ts';
 export { MethodCatalog, type MethodRule } from './method-catalog.ts';
-export {
-  decide,
-  decidePeer,
-  CHECKS,
-  type Decision,
-  type DecisionInput,
-  type CheckName,
-  type CheckResult,
-  type PeerIdentity,
-  type PeerResult,
-  type TokenKind,
-  type TokenResult,
-  type VerifiedToken,
-} from './decision.ts';
+export { decide, decidePeer } from './decision.ts';
+export { CHECKS, type Decision, type DecisionInput, type CheckName, type CheckResult, type PeerIdentity, type PeerResult, type TokenKind, type TokenResult, type VerifiedToken } from './types.ts';
 export { TokenVerifier, type TokenVerifierOptions, type VerificationKeys } from './token-verifier.ts';
 export { JwksKeySet, StaticKeys, importJwks, type JwksFetcher, type JwksKeySetOptions } from './jwks.ts';
 export { TokenCache } from './token-cache.ts';

@@ -11,6 +11,6 @@ export { MethodCatalog, type CatalogMethod, type LoadCatalogOptions, type Method
 export { ERROR_CODES, TwokeyError, grpcStatusOf, isTwokeyError, type ErrorCode } from './errors.ts';
 export { SpiffeId } from './spiffe-id.ts';
 export type { RuleSource } from './interceptor.ts';
-export type { PeerIdentity, TokenKind, VerifiedToken } from './decision.ts';
+export type { PeerIdentity, TokenKind, VerifiedToken } from './types.ts';
 export type { VerificationKeys } from './token-verifier.ts';
 export type { Svid } from './svid.ts';

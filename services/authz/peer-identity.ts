@@ -4,7 +4,7 @@ import { TLSSocket, type DetailedPeerCertificate } from 'node:tls';
 import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { parseSvid } from './svid.ts';
-import type { PeerResult } from './decision.ts';
+import type { PeerResult } from './types.ts';
 import { chainsToBundle } from './rotation.ts';
 
 export interface PeerIdentityCacheOptions {

@@ -1,6 +1,6 @@
 // The ImageStore handlers' logic: input checks, then the owner check (step 5), then storage.
 // Transport-free: each method takes the call's verified token and the decoded request.
-import type { VerifiedToken } from '../authz/decision.ts';
+import type { VerifiedToken } from '../authz/types.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { authorizeOwner, holdsAny } from '../authz/resource.ts';
 import {

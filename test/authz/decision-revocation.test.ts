@@ -1,9 +1,12 @@
 // decide() with a revocation set: every reason a held set refuses a call, and the stale-set rule.
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { decide, decidePeer, type DecisionInput, type PeerIdentity, type RevocationView, type VerifiedToken } from '../../services/authz/decision.ts';
+import { decide, decidePeer } from '../../services/authz/decision.ts';
+import type { DecisionInput, PeerIdentity, VerifiedToken } from '../../services/authz/types.ts';
+import type { RevocationView } from '../../services/authz/types.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
-import { buildRevocationSet, type RevocationEntries } from '../../services/authz/revocation-set.ts';
+import { buildRevocationSet } from '../../services/authz/revocation-set.ts';
+import type { RevocationEntries } from '../../services/authz/types.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 
 const TD = 'twokey.local';

@@ -1,7 +1,8 @@
 // The decision table: every combination of the two keys, the owner check and token binding, with exact codes.
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { decide, decidePeer, type DecisionInput, type PeerIdentity, type TokenKind, type VerifiedToken } from '../../services/authz/decision.ts';
+import { decide, decidePeer } from '../../services/authz/decision.ts';
+import type { DecisionInput, PeerIdentity, TokenKind, VerifiedToken } from '../../services/authz/types.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
 import { authorizeOwner } from '../../services/authz/resource.ts';
