@@ -10,7 +10,7 @@ import { dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/en
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { AuthClient } from '../mesh-runtime/protos.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { AuthMetrics } from './auth-metrics.ts';
 import { authPolicyFromRegistry } from './auth-policy.ts';
 import { AuthService, type CallerWorkload } from './auth-service.ts';

@@ -6,7 +6,7 @@ import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { statusFor, unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient } from '../mesh-runtime/protos.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { followEvents } from './event-feed.ts';
 import { openImageRepository } from './image-storage.ts';
 import { ImageService, toEventMessage } from './image-service.ts';

@@ -1,13 +1,6 @@
 // `twokey serve <service>`: runs one example service in this process until SIGINT or SIGTERM.
 import { isTwokeyError } from '../authz/errors.ts';
-
-/** What every service entry module (services/<name>/main.ts) exports. */
-export interface RunningService {
-  /** Stops accepting calls, finishes or cancels in-flight work, closes databases. */
-  close(): Promise<void>;
-}
-
-export type ServiceEntry = { serve(env: NodeJS.ProcessEnv): Promise<RunningService> };
+import type { RunningService, ServiceEntry } from './running-service.ts';
 
 const SERVICES: Record<string, () => Promise<ServiceEntry>> = {
   auth: () => import('../auth/main.ts'),

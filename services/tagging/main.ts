@@ -9,9 +9,9 @@ import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { locationTags, readLocation } from './exif-location.ts';
-import { openCursorStore } from './cursor-store.ts';
+import { openCursorStore } from './tagging-storage.ts';
 import { TaggingWorker, type ImageStorePort, type UploadEvent } from './tagging-worker.ts';
 
 interface ImageReply {
