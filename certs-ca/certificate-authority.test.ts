@@ -12,7 +12,7 @@ import { TwokeyError, type ErrorCode } from '../services/authz/errors.ts';
 import { parseSvid } from '../services/authz/svid.ts';
 import { SpiffeId } from '../services/authz/spiffe-id.ts';
 import * as builder from './certificate-builder.ts';
-import { CertificateAuthority, loadRegistry, MAX_CERTIFICATE_DER_BYTES, parseRegistry, type IssuedWorkload } from './package-api.ts';
+import { CertificateAuthority, loadRegistry, MAX_CERTIFICATE_DER_BYTES, parseRegistry, type IssuedWorkload } from './index.ts';
 import { caSubject, svidSpec } from './svid-profile.ts';
 
 const TD = 'twokey.local';

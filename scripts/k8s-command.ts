@@ -1,7 +1,7 @@
 // `twokey k8s ...`: certificates as Kubernetes Secrets, and offline checks of the manifests.
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { CertificateAuthority, loadRegistry } from '../certs-ca/package-api.ts';
+import { CertificateAuthority, loadRegistry } from '../certs-ca/index.ts';
 import { TwokeyError, isTwokeyError } from '../services/authz/errors.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { crossReferenceProblems } from '../deploy/tools/cross-reference.ts';

@@ -1,7 +1,7 @@
 // Issues every registry workload's certificate and writes them as Kubernetes Secrets, one per
 // workload, for `kubectl apply`. The CA key stays where the CA is; only workload keys leave.
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { CertificateAuthority, type Registry } from '../certs-ca/package-api.ts';
+import { CertificateAuthority, type Registry } from '../certs-ca/index.ts';
 import { TwokeyError } from '../services/authz/errors.ts';
 import { toYamlStream, type K8sObject } from '../deploy/tools/manifest.ts';
 import { GATEWAY_PUBLIC_TLS_SECRET, svidSecret, tlsSecret } from '../deploy/tools/workload-secrets.ts';

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { pino } from 'pino';
-import { CertificateAuthority } from '../certs-ca/package-api.ts';
+import { CertificateAuthority } from '../certs-ca/index.ts';
 import { X509Certificate } from 'node:crypto';
 import { DecisionLog } from '../services/authz/decision-log.ts';
 import { createAuthzInterceptor } from '../services/authz/interceptor.ts';

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { CertificateAuthority, loadRegistry, parseRegistry, type Registry } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority, loadRegistry, parseRegistry, type Registry } from '../../certs-ca/index.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';
 import { crossReferenceProblems, impliedCallees, type DeploymentFacts } from '../tools/cross-reference.ts';

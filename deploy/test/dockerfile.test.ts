@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { loadRegistry } from '../../certs-ca/package-api.ts';
+import { loadRegistry } from '../../certs-ca/index.ts';
 import { workloadsOf } from '../tools/cross-reference.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { JsonObject } from '../tools/manifest.ts';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { CertificateAuthority, loadRegistry, parseRegistry, type Registry } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority, loadRegistry, parseRegistry, type Registry } from '../../certs-ca/index.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';

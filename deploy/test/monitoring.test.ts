@@ -1,6 +1,6 @@
 // The monitoring overlay and the scrape checks: every workload scraped at /metrics on its health port, from the monitoring namespace only.
 import { expect } from 'chai';
-import { loadRegistry, type Registry } from '../../certs-ca/package-api.ts';
+import { loadRegistry, type Registry } from '../../certs-ca/index.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { crossReferenceProblems, scrapeProblems, type DeploymentFacts } from '../tools/cross-reference.ts';
 import { renderKustomization } from '../tools/kustomize.ts';

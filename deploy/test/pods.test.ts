@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { connect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { CertificateAuthority, loadRegistry } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority, loadRegistry } from '../../certs-ca/index.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { AuthClient, ImageStoreClient, bearer, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';

@@ -1,7 +1,7 @@
 // Checks that the rendered manifests, the registry and proto/ agree with each other: identities,
 // names, ports, mounts, network paths and pod hardening. Each check returns the problems it finds.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { WORKLOAD_FILES, type Registry, type RegistryWorkload } from '../../certs-ca/package-api.ts';
+import { WORKLOAD_FILES, type Registry, type RegistryWorkload } from '../../certs-ca/index.ts';
 import type { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { LIVENESS_SERVICE } from '../../services/mesh-runtime/liveness.ts';

@@ -1,5 +1,5 @@
 // The Kubernetes Secrets that carry certificates into pods: names, mount paths and contents.
-import { WORKLOAD_FILES, type IssuedWorkload, type RegistryWorkload } from '../../certs-ca/package-api.ts';
+import { WORKLOAD_FILES, type IssuedWorkload, type RegistryWorkload } from '../../certs-ca/index.ts';
 import type { K8sObject } from './manifest.ts';
 
 /** Where every service reads svid.pem, svid.key and bundle.pem (TWOKEY_SVID_DIR). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import * as builder from '../../certs-ca/certificate-builder.ts';
-import { CertificateAuthority } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { FIXTURE_SPIFFE_ID, makeHostileFixtures, type FixtureSet } from '../../certs-ca/hostile-fixtures.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { CertificateAuthority } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { authDatabasePath, openAuthDatabase } from '../../services/auth/database.ts';
 import { SigningKeys } from '../../services/auth/signing-keys.ts';
 import { SqliteKeyRecords } from '../../services/auth/sqlite-auth-records.ts';

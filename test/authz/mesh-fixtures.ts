@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
 import * as builder from '../../certs-ca/certificate-builder.ts';
-import { CertificateAuthority, type IssuedWorkload } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority, type IssuedWorkload } from '../../certs-ca/index.ts';
 import { caSubject } from '../../certs-ca/svid-profile.ts';
 import { callContext } from '../../services/authz/call-context.ts';
 import { createMeshClient } from '../../services/authz/client.ts';

@@ -9,7 +9,7 @@ import type { Client } from '@grpc/grpc-js';
 import { decodeProtectedHeader } from 'jose';
 import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
 import * as builder from '../../certs-ca/certificate-builder.ts';
-import { generateP256 } from '../../certs-ca/package-api.ts';
+import { generateP256 } from '../../certs-ca/index.ts';
 import { caSubject, svidSpec } from '../../certs-ca/svid-profile.ts';
 import type { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { loadRegistry } from '../../certs-ca/registry.ts';

@@ -57,7 +57,7 @@ describe('the installed package (packed, installed offline outside the repositor
     }
     expect(unresolved, 'imports of files not in the package').to.deep.equal([]);
     expect(checked, 'relative imports checked').to.be.above(100);
-    for (const entry of ['dist/services/authz/package-api.js', 'dist/certs-ca/package-api.js', 'dist/services/authz/testing/index.js', 'dist/scripts/twokey.js', 'proto/twokey/authz/v1/authz.proto']) {
+    for (const entry of ['dist/services/authz/index.js', 'dist/certs-ca/index.js', 'dist/services/authz/testing/index.js', 'dist/scripts/twokey.js', 'proto/twokey/authz/v1/authz.proto']) {
       expect(pkg.files.map((f) => f.path)).to.include(entry);
     }
   });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import fc from 'fast-check';
 import * as builder from '../../certs-ca/certificate-builder.ts';
-import { CertificateAuthority, generateP256 } from '../../certs-ca/package-api.ts';
+import { CertificateAuthority, generateP256 } from '../../certs-ca/index.ts';
 import { caSubject, svidSpec } from '../../certs-ca/svid-profile.ts';
 import { DerReader, decodeOid, encodeOid } from '../../services/authz/der.ts';
 import type { ErrorCode } from '../../services/authz/errors.ts';

@@ -1,6 +1,6 @@
 // The `twokey` package's entry point: the small surface other teams build mesh members with.
-// Everything here is covered by the API report (api-report.md); index.ts is the wider surface
-// the services inside this repository use.
+// Everything here is covered by the API report (api-report.md); the services inside this
+// repository import the modules they use directly.
 export { createMeshServer, type MeshServer, type MeshServerOptions } from './server.ts';
 export { createMeshClient, type MeshClientOptions } from './client.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
