@@ -8,7 +8,7 @@ import { TokenVerifier } from '../authz/token-verifier.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
 import { dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import { AuthClient } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { AuthMetrics } from './auth-metrics.ts';

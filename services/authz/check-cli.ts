@@ -16,7 +16,7 @@ import { MethodCatalog } from './method-catalog.ts';
 import { packagePath } from './package-root.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import { authorizeOwner } from './resource.ts';
-import { certificatesIn, chainsToBundle } from './rotation.ts';
+import { certificatesIn, chainsToBundle } from './svid-source.ts';
 import { SpiffeId } from './spiffe-id.ts';
 import { DEFAULT_GRANTS_OID } from './svid.ts';
 import { TokenAuthenticator } from './token-authenticator.ts';

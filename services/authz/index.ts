@@ -5,7 +5,7 @@ export { createMeshServer, type MeshServer, type MeshServerOptions } from './ser
 export { createMeshClient, type MeshClientOptions } from './client.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
 export { authorizeOwner, holdsAny } from './resource.ts';
-export { SvidSource, type SvidMaterial, type SvidSourceOptions } from './rotation.ts';
+export { SvidSource, type SvidMaterial, type SvidSourceOptions } from './svid-source.ts';
 export { JwksKeySet, StaticKeys, type JwksFetcher, type JwksKeySetOptions } from './jwks.ts';
 export { MethodCatalog, type CatalogMethod, type LoadCatalogOptions, type MethodRule } from './method-catalog.ts';
 export { ERROR_CODES, TwokeyError, grpcStatusOf, isTwokeyError, type ErrorCode } from './errors.ts';

@@ -5,7 +5,7 @@ import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { parseSvid } from './svid.ts';
 import type { PeerResult } from './types.ts';
-import { chainsToBundle } from './rotation.ts';
+import { chainsToBundle } from './svid-source.ts';
 
 export interface PeerIdentityCacheOptions {
   grantsOid?: string;

@@ -4,7 +4,7 @@ import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { statusFor, unaryHandler } from '../mesh-runtime/handlers.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import { ImageStoreClient } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { followEvents } from './event-feed.ts';

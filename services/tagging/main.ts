@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { locationTags, readLocation } from './exif-location.ts';

@@ -10,7 +10,7 @@ import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { FIXTURE_SPIFFE_ID, makeHostileFixtures, type FixtureSet } from '../../certs-ca/hostile-fixtures.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { createMeshServer, type MeshServer } from '../../services/authz/server.ts';
 import { ISSUER } from '../authz/token-fixtures.ts';
 import { unary, type Outcome } from './harness.ts';

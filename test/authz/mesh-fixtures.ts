@@ -13,7 +13,7 @@ import { caSubject } from '../../certs-ca/svid-profile.ts';
 import { callContext } from '../../services/authz/call-context.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { createMeshServer, type MeshServer, type MeshServerOptions } from '../../services/authz/server.ts';
 import type { VerificationKeys } from '../../services/authz/token-verifier.ts';
 import { ISSUER } from './token-fixtures.ts';
