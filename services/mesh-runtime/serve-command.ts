@@ -67,7 +67,16 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`twokey serve: ${load === undefined ? `unknown service ${JSON.stringify(name)}` : 'too many arguments'}\n\n${usage}`);
     return 2;
   }
-  const code = await runUntilSignalled(name, await load());
+  let entry: ServiceEntry;
+  try {
+    entry = await load();
+  } catch (err) {
+    // The installed package ships auth only; the example services run from the repository and its image.
+    if ((err as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND' || name === 'auth') throw err;
+    process.stderr.write(`twokey serve: ${name} is an example service of the twokey repository, not part of the installed package\n`);
+    return 2;
+  }
+  const code = await runUntilSignalled(name, entry);
   // Open handles (timers, sockets in TIME_WAIT) must not keep a stopped service alive.
   process.exit(code);
 }
