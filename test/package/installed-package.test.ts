@@ -55,7 +55,9 @@ describe('the installed package (packed, installed offline outside the repositor
       for (const m of text.matchAll(/(?:from |import\()(['"])(\.\.?\/[^'"]+)\1/g)) {
         const target = join(dirname(path), m[2]!);
         checked++;
-        if (!shipped.has(target)) unresolved.push(`${path} -> ${m[2]}`);
+        // `twokey serve` names the example services too; from the package it says they are not in it (tested below).
+        const example = path === 'dist/services/mesh-runtime/serve-command.js' && EXAMPLE_SERVICES.some((name) => m[2] === `../${name}/main.js`);
+        if (!shipped.has(target) && !example) unresolved.push(`${path} -> ${m[2]}`);
       }
     }
     expect(unresolved, 'imports of files not in the package').to.deep.equal([]);
