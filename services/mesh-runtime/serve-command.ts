@@ -72,7 +72,8 @@ export async function run(args: string[]): Promise<number> {
     entry = await load();
   } catch (err) {
     // The installed package ships auth only; the example services run from the repository and its image.
-    if ((err as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND' || name === 'auth') throw err;
+    const missing = (err as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND' && String((err as Error).message).includes(`/${name}/main.`);
+    if (!missing || name === 'auth') throw err;
     process.stderr.write(`twokey serve: ${name} is an example service of the twokey repository, not part of the installed package\n`);
     return 2;
   }
