@@ -8,14 +8,14 @@ interface Subcommand {
 
 // Subcommands register here as they are built; each lives beside the code it drives.
 const SUBCOMMANDS: Record<string, Subcommand> = {
-  ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/cli.ts') },
+  ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/ca-command.ts') },
   k8s: { summary: 'Kubernetes: certificates as Secrets, offline manifest checks', load: () => import('./k8s-command.ts') },
   serve: { summary: 'run one service of the example mesh', load: () => import('../services/mesh-runtime/serve-command.ts') },
   users: { summary: "manage the auth service's users", load: () => import('../services/auth/users-command.ts') },
   revoke: { summary: 'revoke tokens, workload certificates and signing keys mesh-wide', load: () => import('../services/auth/revoke-command.ts') },
   console: { summary: 'read-only web console: policy graph, certificates, live decisions', load: () => import('./console/console-command.ts') },
   authz: { summary: 'offline policy check: the decision for a certificate, token and method', load: () => import('./authz-command.ts') },
-  bundle: { summary: "serve our trust domain's SPIFFE bundle to partner trust domains", load: () => import('./bundle-command.ts') },
+  bundle: { summary: "serve our trust domain's SPIFFE bundle to partner trust domains", load: () => import('../services/auth/bundle-command.ts') },
 };
 
 const USAGE = () => `twokey: two-key authorization for gRPC microservices

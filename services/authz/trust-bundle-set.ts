@@ -1,7 +1,7 @@
 // The roots of each trust domain we accept, kept apart: a chain is verified only against the bundle its own SPIFFE ID names.
 import { X509Certificate } from 'node:crypto';
 import { TwokeyError } from './errors.ts';
-import { chainsToBundle } from './rotation.ts';
+import { chainsToBundle } from './svid-source.ts';
 import type { SpiffeId } from './spiffe-id.ts';
 
 /**

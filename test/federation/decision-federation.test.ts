@@ -1,6 +1,7 @@
 // decide() for a partner's peer: its own trust domain's bundle must have vouched, grants and scopes cut to the ceiling, the ceiling named.
 import { expect } from 'chai';
-import { decide, type DecisionInput, type PeerIdentity, type VerifiedToken } from '../../services/authz/decision.ts';
+import { decide } from '../../services/authz/decision.ts';
+import type { DecisionInput, PeerIdentity, VerifiedToken } from '../../services/authz/types.ts';
 import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../../services/authz/federation.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';

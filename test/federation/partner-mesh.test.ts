@@ -78,8 +78,8 @@ describe('federation end to end: a partner trust domain against the real mesh', 
     return (await unary<{ access_token: string }>(clientWith(cert, 'auth'), 'GetServiceToken', { audience: '' })).access_token;
   }
 
-  async function imageStoreMetric(name: string): Promise<number> {
-    const health = mesh.mesh.endpoints.services['image-store']!.health;
+  async function imageStoreMetric(name: string, service = 'image-store'): Promise<number> {
+    const health = mesh.mesh.endpoints.services[service]!.health;
     const [host, port] = [health.slice(0, health.lastIndexOf(':')), Number(health.slice(health.lastIndexOf(':') + 1))];
     const text = await new Promise<string>((resolve, reject) => {
       const req = request({ host, port, path: '/metrics' }, (res) => {
@@ -223,7 +223,10 @@ describe('federation end to end: a partner trust domain against the real mesh', 
 
     const next = partner.addCa();
     partner.answer = () => ({ status: 200, body: partner.bundleJson([0, next], 2, 1) });
-    await eventually('image-store to hold sequence 2', 15_000, async () => ((await imageStoreMetric('twokey_partner_bundle_sequence')) === 2 ? true : undefined));
+    // Each server watches on its own: auth (which issues the new certificate's token) and image-store.
+    for (const service of ['auth', 'image-store']) {
+      await eventually(`${service} to hold sequence 2`, 15_000, async () => ((await imageStoreMetric('twokey_partner_bundle_sequence', service)) === 2 ? true : undefined));
+    }
     const newCert = partner.issue(EXPORTER, PARTNER_GRANTS, next);
     const newToken = await serviceToken(newCert);
     await unary(clientWith(newCert, 'image-store'), 'ListImages', {}, withToken(newToken));

@@ -1,7 +1,8 @@
 // A partner workload's effective grants are exactly its certificate's grants intersected with our ceiling, whatever they are.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { decide, type PeerIdentity } from '../../services/authz/decision.ts';
+import { decide } from '../../services/authz/decision.ts';
+import type { PeerIdentity } from '../../services/authz/types.ts';
 import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../../services/authz/federation.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';

@@ -2,12 +2,12 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { parseDuration } from '../certs-ca/duration.ts';
-import { isTwokeyError } from '../services/authz/errors.ts';
-import { SVID_FILES, certificatesIn } from '../services/authz/rotation.ts';
-import { SpiffeId } from '../services/authz/spiffe-id.ts';
-import { parseSvid } from '../services/authz/svid.ts';
-import { createBundleServer, PublishedBundle } from '../services/auth/bundle-endpoint.ts';
+import { parseDuration } from '../../certs-ca/duration.ts';
+import { isTwokeyError } from '../authz/errors.ts';
+import { SVID_FILES, certificatesIn } from '../authz/svid-source.ts';
+import { SpiffeId } from '../authz/spiffe-id.ts';
+import { parseSvid } from '../authz/svid.ts';
+import { createBundleServer, PublishedBundle } from './bundle-endpoint.ts';
 
 export const usage = `Usage: twokey bundle serve --trust-domain TD --bundle FILE (--svid-dir DIR | --cert FILE --key FILE)
                            [--listen HOST:PORT] [--refresh-hint DUR]
