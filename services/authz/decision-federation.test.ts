@@ -1,10 +1,10 @@
 // decide() for a partner's peer: its own trust domain's bundle must have vouched, grants and scopes cut to the ceiling, the ceiling named.
 import { expect } from 'chai';
-import { decide } from '../../services/authz/decision.ts';
-import type { DecisionInput, PeerIdentity, VerifiedToken } from '../../services/authz/types.ts';
-import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../../services/authz/federation.ts';
-import { GrantSet } from '../../services/authz/grant.ts';
-import { SpiffeId } from '../../services/authz/spiffe-id.ts';
+import { decide } from './decision.ts';
+import type { DecisionInput, PeerIdentity, VerifiedToken } from './types.ts';
+import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from './federation.ts';
+import { GrantSet } from './grant.ts';
+import { SpiffeId } from './spiffe-id.ts';
 
 const OURS = 'twokey.local';
 const PARTNER = 'partner.example';
