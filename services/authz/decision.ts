@@ -233,7 +233,7 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
         new TwokeyError('ERR_PEER_TRUST_DOMAIN', `peer ${peer.spiffeId} is not in trust domain "${input.trustDomain}" nor in a federated one`),
       );
     }
-    ceiling = partner.ceilingFor(peer.spiffeId);
+    ceiling = federation!.ceilingFor(peer.spiffeId);
   }
   // With several trust domains' roots in the TLS stack, its verdict says nothing about which
   // trust domain vouched: only a chain verified against the named trust domain's own bundle counts.

@@ -133,6 +133,7 @@ export class PartnerPolicy {
 export class FederationPolicy {
   readonly ownTrustDomain: string;
   readonly #partners: ReadonlyMap<string, PartnerPolicy>;
+  readonly #ceilings = new WeakMap<SpiffeId, Ceiling | null>();
 
   constructor(ownTrustDomain: string, partners: readonly PartnerPolicy[]) {
     const byDomain = new Map<string, PartnerPolicy>();
@@ -155,6 +156,12 @@ export class FederationPolicy {
 
   /** The ceiling that applies to a partner workload; undefined for ours and for unknown ones. */
   ceilingFor(id: SpiffeId): Ceiling | undefined {
-    return this.#partners.get(id.trustDomain)?.ceilingFor(id);
+    // Asked on every call of a partner's connection, whose SpiffeId object lives as long as it does.
+    let found = this.#ceilings.get(id);
+    if (found === undefined) {
+      found = this.#partners.get(id.trustDomain)?.ceilingFor(id) ?? null;
+      this.#ceilings.set(id, found);
+    }
+    return found ?? undefined;
   }
 }
