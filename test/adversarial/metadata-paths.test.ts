@@ -151,7 +151,8 @@ describe('adversarial: metadata and method paths', function () {
           ['content-type', 'application/grpc'], ['te', 'trailers'],
           ['authorization', `Bearer ${token()}`], ['Authorization', `Bearer ${token()}`],
         ], grpcFrame(pingMessage('case')));
-        expect(out.answered).to.equal(true);
+        // The stream is reset as malformed (RFC 9113 section 8.2.1), not answered with a gRPC status.
+        expect(out.refusal).to.equal('RST_STREAM PROTOCOL_ERROR');
         expect(handlerRuns(mesh.probe)).to.equal(before);
       });
     });
@@ -163,7 +164,8 @@ describe('adversarial: metadata and method paths', function () {
         ['content-type', 'application/grpc'], ['te', 'trailers'],
         ['authorization', `Bearer ${token()}`], ['x-padding', 'p'.repeat(100_000)],
       ], grpcFrame(pingMessage('big')));
-      expect(out.answered).to.equal(true);
+      // nghttp2 refuses a header block over its limit as a connection error: GOAWAY, not a gRPC status.
+      expect(out.refusal).to.equal('GOAWAY COMPRESSION_ERROR');
       expect(handlerRuns(mesh.probe)).to.equal(before);
       const next = await unary(mesh.client, 'Unary', { text: 'after' }, bearer(token()));
       expect(next.code, next.details).to.equal(status.OK);
