@@ -78,6 +78,12 @@ describe('adversarial: metadata and method paths', function () {
           expect(out.error).to.match(/NGHTTP2_PROTOCOL_ERROR/);
         } else {
           expect(out.grpcStatus, `${out.grpcMessage} ${out.error ?? ''}`).to.equal(c.expect);
+          // UNIMPLEMENTED is grpc-js's own answer for a path no service registered (no decision is
+          // made for it); the one PERMISSION_DENIED is the decision's, for a method without a rule.
+          // (grpc-js sends the path unescaped in grpc-message, which the reader percent-decodes.)
+          const decoded = c.path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+          if (c.expect === status.UNIMPLEMENTED) expect(out.grpcMessage).to.equal(`The server does not implement the method ${decoded}`);
+          else expect(out.grpcMessage).to.match(/^twokey: rule check failed: /);
         }
         expect(handlerRuns(mesh.probe), 'a handler ran').to.equal(before);
       });
@@ -113,6 +119,7 @@ describe('adversarial: metadata and method paths', function () {
         'authorization-bin': Buffer.from(`Bearer ${token()}`).toString('base64'),
       });
       expect(out.grpcStatus, out.grpcMessage).to.equal(status.PERMISSION_DENIED);
+      expect(out.grpcMessage).to.match(/^twokey: scope check failed: /);
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 
@@ -175,6 +182,7 @@ describe('adversarial: metadata and method paths', function () {
       const before = handlerRuns(mesh.probe);
       const out = await raw.call(`${P}/Unary`, { authorization: `Bearer ${token({ scope: 'images:read' })}`, 'x-padding': 'p'.repeat(40_000) });
       expect(out.grpcStatus, out.grpcMessage).to.equal(status.PERMISSION_DENIED);
+      expect(out.grpcMessage).to.match(/^twokey: scope check failed: /);
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 
@@ -238,6 +246,7 @@ describe('adversarial: metadata and method paths', function () {
       const before = handlerRuns(mesh.probe);
       const out = await unary(mesh.client, 'Unary', { text: 'x' }, spoofed({ authorization: `Bearer ${token({ scope: 'images:read' })}` }));
       expect(out.code).to.equal(status.PERMISSION_DENIED);
+      expect(out.details).to.match(/^twokey: scope check failed: /);
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 
