@@ -29,7 +29,8 @@ const SUPERUSER = 'twokey_test';
 /** Why PostgreSQL tests cannot run here, or undefined when they can. */
 export function postgresUnavailableReason(): string | undefined {
   if (!existsSync(join(BIN_DIR, 'postgres')) || !existsSync(join(BIN_DIR, 'initdb'))) {
-    return `PostgreSQL is not installed (no ${BIN_DIR}/postgres, and no ${DEBIAN_ROOT}/<version>/bin/postgres; install Debian's postgresql package or set TWOKEY_PG_BIN)`;
+    const where = process.env['TWOKEY_PG_BIN'] !== undefined ? `no ${BIN_DIR}/postgres (TWOKEY_PG_BIN)` : `no ${DEBIAN_ROOT}/<version>/bin/postgres`;
+    return `PostgreSQL is not installed (${where}; install Debian's postgresql package or set TWOKEY_PG_BIN)`;
   }
   if (process.getuid?.() === 0) {
     try {
