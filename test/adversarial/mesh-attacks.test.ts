@@ -502,7 +502,7 @@ describe('adversarial: attacks on the running example mesh', function () {
       expect(details).to.include('neither the trust domain nor a registered workload');
     });
 
-    it('a login as a username that looks like a workload -> UNAUTHENTICATED, refused as "not a username" before any account lookup', async () => {
+    it('a login as a username that looks like a workload -> UNAUTHENTICATED, and auth logs the attempt as "(not a username)", not as the name', async () => {
       // No account can have such a name (usernames refuse SPIFFE shapes), so the password cannot make
       // it fail or succeed: the rule shows in auth's log, which names the attempt "(not a username)"
       // (a name that passed the rule would be logged as itself, as with "nosuchuser" below).
