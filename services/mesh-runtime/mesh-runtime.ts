@@ -13,6 +13,7 @@ import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics, registerJwksMetrics, registerPartnerBundleMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
+import { HandlerEntries } from './handler-entries.ts';
 import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
@@ -251,6 +252,7 @@ export class MeshRuntime {
       metrics: { registry: this.metrics, knownCallers: this.registry.workloads.map((w) => w.spiffeId.toString()) },
       serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
     });
+    new HandlerEntries(this.metrics, this.registry.workloads.map((w) => w.spiffeId.toString())).attach(mesh.server);
     this.onClose(() => mesh.close());
     return mesh;
   }
