@@ -4,7 +4,7 @@ import { TLSSocket, type DetailedPeerCertificate } from 'node:tls';
 import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { parseSvid } from './svid.ts';
-import type { PeerResult } from './types.ts';
+import type { PeerIdentity, PeerResult } from './types.ts';
 import { chainsToBundle } from './svid-source.ts';
 import type { TrustBundleSet } from './trust-bundle-set.ts';
 
@@ -36,6 +36,7 @@ export class PeerIdentityCache {
   #bundles: TrustBundleSet | undefined;
   #generation = 0;
   readonly #byCertificate = new Map<string, PeerResult>();
+  readonly #chainKeys = new WeakMap<readonly X509Certificate[], string>();
   readonly #maxCertificates: number;
   #parses = 0;
   #socketless = 0;
@@ -55,40 +56,13 @@ export class PeerIdentityCache {
       this.#bySocket.set(socket, entry);
     } else if (entry.generation !== this.#generation) {
       entry.generation = this.#generation;
-      if (entry.result.ok && this.#bundles !== undefined) {
-        const error = this.#bundles.verify(peerChain(socket), entry.result.identity.spiffeId);
-        if (error !== null) entry.result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', `${error.message}: the trust bundle changed since the connection opened`) };
-      } else if (entry.result.ok && this.#bundle !== undefined && !chainsToBundle(peerChain(socket), this.#bundle)) {
-        entry.result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate no longer chains to the trust bundle (its CA was removed)') };
+      if (entry.result.ok) {
+        const error = this.#untrusted(peerChain(socket), entry.result.identity, 'peer certificate no longer chains to the trust bundle (its CA was removed)');
+        // Always the code that closes the connection (final-denial.ts): it can never pass again.
+        if (error !== null) entry.result = { ok: false, error: error.code === 'ERR_PEER_CERT_INVALID' ? error : new TwokeyError('ERR_PEER_CERT_INVALID', error.message) };
       }
     }
     return entry.result;
-  }
-
-  /**
-   * With federation: every trust domain's roots, each kept apart. From now on every peer's chain
-   * is verified in code against the bundle of the trust domain its SPIFFE ID names (the TLS stack
-   * holds all the roots, so its verdict alone proves nothing about which trust domain vouched),
-   * and open connections are verified again at their next call.
-   */
-  setTrustBundles(bundles: TrustBundleSet): void {
-    this.#bundles = bundles;
-    this.#generation += 1;
-    this.#byCertificate.clear();
-  }
-
-  /** The peer of a certificate chain (leaf first) as a call would see it, verified against its trust domain's bundle when one is set. */
-  fromChain(chain: readonly X509Certificate[]): PeerResult {
-    const leaf = chain[0];
-    if (leaf === undefined) return missing();
-    return this.#verified(this.fromDer(Buffer.from(leaf.raw)), chain);
-  }
-
-  #verified(result: PeerResult, chain: readonly X509Certificate[]): PeerResult {
-    if (!result.ok || this.#bundles === undefined) return result;
-    const error = this.#bundles.verify(chain, result.identity.spiffeId);
-    if (error !== null) return { ok: false, error };
-    return { ok: true, identity: Object.freeze({ ...result.identity, verifiedTrustDomain: result.identity.spiffeId.trustDomain }) };
   }
 
   /** The trust bundle now in force; open connections are re-checked against it at their next call. */
@@ -99,9 +73,52 @@ export class PeerIdentityCache {
     this.#byCertificate.clear();
   }
 
+  /**
+   * With federation: every trust domain's roots, each kept apart. From then on every chain is
+   * verified in code against the bundle of the trust domain its leaf's SPIFFE ID names (the TLS
+   * stack holds all the roots, so its verdict alone proves nothing about which trust domain
+   * vouched), it takes precedence over setTrustBundle(), and open connections are verified again
+   * at their next call.
+   */
+  setTrustBundles(bundles: TrustBundleSet): void {
+    this.#bundles = bundles;
+    this.#generation += 1;
+    this.#byCertificate.clear();
+  }
+
   /** Certificates parsed so far, and calls that had to use getAuthContext() (for operators and tests). */
   get stats(): { parses: number; socketless: number } {
     return { parses: this.#parses, socketless: this.#socketless };
+  }
+
+  /**
+   * The peer named by a certificate chain someone else received (a proxy forwarding its client's
+   * certificate, leaf first, then any intermediates; or a file given to `twokey authz check`). The
+   * chain is verified here against the bundles this cache holds, as the TLS handshake would have
+   * (with federation: against the bundle of the trust domain the leaf names); then the leaf is
+   * parsed as a call's peer is. Refused while no bundle is held. Results are kept per chain
+   * (bounded) and dropped when the bundles change.
+   */
+  fromChain(chain: readonly X509Certificate[]): PeerResult {
+    const leaf = chain[0];
+    if (leaf === undefined) return missing();
+    // Hashing the chain costs more than the decision: its key is kept per chain object, which the
+    // caller keeps for as long as it sees the same certificate (per connection, per forwarded PEM).
+    let key = this.#chainKeys.get(chain);
+    if (key === undefined) {
+      key = createHash('sha256').update(chain.map((c) => c.fingerprint256).join(',')).digest('base64url');
+      this.#chainKeys.set(chain, key);
+    }
+    const cached = this.#byCertificate.get(key);
+    if (cached !== undefined) return cached;
+    let result: PeerResult;
+    if (this.#bundle === undefined && this.#bundles === undefined) {
+      result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'no trust bundle is held yet to verify the forwarded certificate against') };
+    } else {
+      result = this.#checked(this.fromDer(Buffer.from(leaf.raw)), chain, 'peer certificate does not chain to the trust bundle');
+    }
+    this.#remember(key, result);
+    return result;
   }
 
   /** Parses a DER certificate the way a call's peer is parsed (also used offline). */
@@ -123,7 +140,9 @@ export class PeerIdentityCache {
     const cert = socket.getPeerX509Certificate();
     if (cert === undefined) return missing();
     const result = this.fromDer(Buffer.from(cert.raw));
-    return this.#bundles === undefined ? result : this.#verified(result, peerChain(socket));
+    // TLS verified the chain against the bundle of the handshake; with federation that held every
+    // trust domain's roots, so the chain is verified again against the one its SPIFFE ID names.
+    return this.#bundles === undefined ? result : this.#checked(result, peerChain(socket), '');
   }
 
   #fromAuthContext(call: ServerInterceptingCallInterface): PeerResult {
@@ -133,22 +152,41 @@ export class PeerIdentityCache {
     const key = createHash('sha256').update(raw).digest('base64url');
     const cached = this.#byCertificate.get(key);
     if (cached !== undefined) return cached;
-    let result = this.fromDer(raw);
-    if (this.#bundles !== undefined) {
-      result = this.#verified(result, [new X509Certificate(raw)]);
-      if (this.#byCertificate.size >= this.#maxCertificates) this.#byCertificate.delete(this.#byCertificate.keys().next().value as string);
-      this.#byCertificate.set(key, result);
-      return result;
-    }
     // TLS checked the chain against the bundle of the handshake, which may since have lost a CA.
     // Only the leaf is at hand here, so it must be issued by a bundle CA itself (as twokey's CA
     // issues them); a leaf needing intermediates is refused on this path rather than trusted.
-    if (result.ok && this.#bundle !== undefined && !chainsToBundle([new X509Certificate(raw)], this.#bundle)) {
-      result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate does not chain to the current trust bundle (checked without its intermediates)') };
-    }
+    const result = this.#checked(this.fromDer(raw), [new X509Certificate(raw)], 'peer certificate does not chain to the current trust bundle (checked without its intermediates)');
+    this.#remember(key, result);
+    return result;
+  }
+
+  /**
+   * A parsed peer, kept only if the bundles held now vouch for its chain; with federation the
+   * identity then records the trust domain whose own bundle did (decide() requires it).
+   */
+  #checked(result: PeerResult, chain: readonly X509Certificate[], message: string): PeerResult {
+    if (!result.ok) return result;
+    const error = this.#untrusted(chain, result.identity, message);
+    if (error !== null) return { ok: false, error };
+    if (this.#bundles === undefined) return result;
+    return { ok: true, identity: Object.freeze({ ...result.identity, verifiedTrustDomain: result.identity.spiffeId.trustDomain }) };
+  }
+
+  /**
+   * Whether a chain (leaf first) is issued by the bundles held now, the one place every path (a
+   * connection opened or re-checked, a certificate without its socket, a forwarded certificate)
+   * decides trust in an issuer: with federation, the bundle of the trust domain the peer's SPIFFE
+   * ID names and no other; else the one trust bundle. Null when trusted (or no bundle is held).
+   */
+  #untrusted(chain: readonly X509Certificate[], peer: PeerIdentity, message: string): TwokeyError | null {
+    if (this.#bundles !== undefined) return this.#bundles.verify(chain, peer.spiffeId);
+    if (this.#bundle !== undefined && !chainsToBundle(chain, this.#bundle)) return new TwokeyError('ERR_PEER_CERT_INVALID', message);
+    return null;
+  }
+
+  #remember(key: string, result: PeerResult): void {
     if (this.#byCertificate.size >= this.#maxCertificates) this.#byCertificate.delete(this.#byCertificate.keys().next().value as string);
     this.#byCertificate.set(key, result);
-    return result;
   }
 }
 
