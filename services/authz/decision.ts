@@ -78,6 +78,11 @@ export interface DecisionInput {
   readonly token?: TokenResult | undefined;
   readonly method: string;
   readonly rule: MethodRule | undefined;
+  /**
+   * False when the server's method catalog does not define the method at all (its proto was not
+   * given to the server), as opposed to defining it without a rule; the denial is the same.
+   */
+  readonly methodKnown?: boolean | undefined;
   /** Epoch ms. */
   readonly now: number;
   readonly trustDomain: string;
@@ -314,7 +319,11 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   // The proto is the single source of truth: a method that declares nothing is denied.
   const rule = input.rule;
   if (rule === undefined) {
-    return checks.deny('rule', new TwokeyError('ERR_METHOD_UNDECLARED', `method ${input.method} declares no authorization rule`));
+    const why =
+      input.methodKnown === false
+        ? `method ${input.method} is not in this server's method catalog: pass its proto's rules (the registry's protoRoots, or createMeshServer's rules)`
+        : `method ${input.method} declares no authorization rule`;
+    return checks.deny('rule', new TwokeyError('ERR_METHOD_UNDECLARED', why));
   }
   checks.pass('rule');
 
