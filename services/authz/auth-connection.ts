@@ -120,7 +120,7 @@ export function authFailure(auth: AuthConnection, svid: SvidSource, method: stri
   const path = `/twokey.auth.v1.Auth/${method}`;
   const hint = svid.svid.grants.allows(path)
     ? ''
-    : `; this workload's certificate (${svid.svid.spiffeId}) does not grant ${path}: add it to the workload's registry entry and reissue the certificate`;
+    : `; every member's certificate must grant ${path}: add it to the grants of ${svid.svid.spiffeId}'s registry entry and reissue its certificate`;
   return new TwokeyError(isPermanent(err) ? 'ERR_CONFIG_INVALID' : transientCode, `cannot ${what} from ${auth.describe()}: ${code}${detail}${hint}`, { cause: err });
 }
 
