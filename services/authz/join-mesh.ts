@@ -1,14 +1,13 @@
 // One call for a service to join the mesh: its certificate, auth's token keys and revocation set,
 // the method rules of its protos, the decision log and metrics, wired as every member needs them.
 import { makeClientConstructor, type ChannelOptions, type Client, type ServerInterceptor, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
-import { HealthServer } from '../mesh-runtime/health.ts';
-import { createLogger, flushLogger } from '../mesh-runtime/logger.ts';
 import { AuthConnection, MEMBER_AUTH_GRANTS, MESH_RECONNECT_OPTIONS, createRevocationHolder, notReadyReason, openAuthKeys, watchReadiness, watchRevocations } from './auth-connection.ts';
 import { createMeshClient } from './client.ts';
 import { TwokeyError } from './errors.ts';
+import { HealthServer } from './health-server.ts';
 import type { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import type { RevocationHolder } from './revocation-set.ts';
@@ -108,9 +107,10 @@ export async function joinMesh(options: JoinMeshOptions): Promise<MeshMember> {
     const own = svid.svid.spiffeId;
     const workload = registry.workloads.find((w) => w.spiffeId.equals(own));
     if (workload === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `this workload's certificate names ${own}, which the registry ${options.registry} does not list`);
-    const logger = options.logger === false ? undefined : (options.logger ?? createLogger(workload.name));
+    // JSON lines on stdout, as every twokey service writes them.
+    const logger = options.logger === false ? undefined : (options.logger ?? pino({ base: { service: workload.name, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }));
     log = logger;
-    if (options.logger === undefined && logger !== undefined) closers.unshift(() => flushLogger(logger));
+    if (options.logger === undefined && logger !== undefined) closers.unshift(() => new Promise<void>((resolve) => logger.flush(() => resolve())));
     registerCertificateMetrics(metrics, svid);
     const authName = options.authWorkload ?? 'auth';
     const authEntry = registry.workloads.find((w) => w.name === authName);
