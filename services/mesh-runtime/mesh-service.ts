@@ -9,6 +9,7 @@ import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import type { RevocationHolder } from '../authz/revocation-set.ts';
 import { SvidSource } from '../authz/rotation.ts';
+import { MethodCatalog } from '../authz/method-catalog.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics } from '../authz/workload-metrics.ts';
@@ -169,6 +170,8 @@ export class MeshRuntime {
       keys,
       ...(revocation === undefined ? {} : { revocation }),
       issuer: this.registry.auth.issuer,
+      // The registry's protoRoots (a team's own services) besides twokey's protos, as joinMesh loads them.
+      ...(this.registry.protoRoots.length > 0 ? { rules: MethodCatalog.load({ extraRoots: this.registry.protoRoots }) } : {}),
       logger: this.logger,
       dryRun: this.config.dryRun,
       // Callers the registry names get a label each; any other certificate counts as "other".
