@@ -7,7 +7,7 @@ import { loadRegistry } from '../../certs-ca/registry.ts';
 import { parseDuration } from '../../certs-ca/duration.ts';
 import { AuthConnection } from '../authz/auth-connection.ts';
 import { TwokeyError, isTwokeyError } from '../authz/errors.ts';
-import { SvidSource } from '../authz/rotation.ts';
+import { SvidSource } from '../authz/svid-source.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { TestTokens } from '../authz/testing/test-tokens.ts';
 

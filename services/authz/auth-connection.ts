@@ -9,7 +9,7 @@ import { TwokeyError } from './errors.ts';
 import { JwksKeySet } from './jwks.ts';
 import { DEFAULT_PROTO_ROOT, PROTO_LOADER_OPTIONS } from './method-catalog.ts';
 import { RevocationHolder } from './revocation-set.ts';
-import type { SvidSource } from './rotation.ts';
+import type { SvidSource } from './svid-source.ts';
 import { SpiffeId } from './spiffe-id.ts';
 import type { VerificationKeys } from './token-verifier.ts';
 import { registerJwksMetrics, registerRevocationMetrics } from './workload-metrics.ts';

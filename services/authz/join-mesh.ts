@@ -11,7 +11,7 @@ import { HealthServer } from './health-server.ts';
 import type { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import type { RevocationHolder } from './revocation-set.ts';
-import { SvidSource } from './rotation.ts';
+import { SvidSource } from './svid-source.ts';
 import { createMeshServer, type MeshServer } from './server.ts';
 import { registerCertificateMetrics } from './workload-metrics.ts';
 

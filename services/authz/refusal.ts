@@ -17,11 +17,7 @@ import { authorizeOwner } from './resource.ts';
 export function refuse(err: unknown, logger?: Logger): StatusObject {
   const ctx = currentCall();
   const log = logger ?? (ctx instanceof ServedCall ? ctx.logger : undefined);
-  if (isTwokeyError(err)) {
-    const code = grpcStatusOf(err);
-    if (ctx !== undefined) logRefusal(ctx, log, err.code, code, err.message);
-    return { code, details: `${err.message}${suffix(ctx)}`, metadata: new Metadata() };
-  }
+  if (isTwokeyError(err)) return refusalStatus(err.code, grpcStatusOf(err), err.message, logger);
   // An upstream gRPC error passes through with its code and message (they are already public).
   const upstream = err as Partial<ServiceError> | null;
   if (upstream !== null && typeof upstream?.code === 'number' && typeof upstream.details === 'string') {
@@ -29,6 +25,17 @@ export function refuse(err: unknown, logger?: Logger): StatusObject {
   }
   log?.error({ err, decision_id: ctx?.decisionId }, 'handler failed');
   return { code: status.INTERNAL, details: `internal error${suffix(ctx)}`, metadata: new Metadata() };
+}
+
+/**
+ * refuse() for a refusal of the caller's own error codes (not twokey's): the status `grpcCode`
+ * with `message` and the decision id, logged and counted under `errorCode`.
+ */
+export function refusalStatus(errorCode: string, grpcCode: status, message: string, logger?: Logger): StatusObject {
+  const ctx = currentCall();
+  const log = logger ?? (ctx instanceof ServedCall ? ctx.logger : undefined);
+  if (ctx !== undefined) logRefusal(ctx, log, errorCode, grpcCode, message);
+  return { code: grpcCode, details: `${message}${suffix(ctx)}`, metadata: new Metadata() };
 }
 
 /**

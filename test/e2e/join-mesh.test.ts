@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { pino } from 'pino';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { joinMesh, type MeshMember } from '../../services/authz/join-mesh.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { ImageStoreClient } from '../../services/mesh-runtime/protos.ts';
 import { DEFAULT_REGISTRY } from '../../scripts/local-mesh/local-mesh.ts';
 import { eventually, removeState, startTestMesh, type TestMesh } from './mesh-harness.ts';

@@ -11,7 +11,7 @@ import { Metadata, makeClientConstructor, status, type ServiceError } from '@grp
 import { expect } from 'chai';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { PACKAGE_ROOT } from '../../services/authz/package-root.ts';
 import { ENV_VARIABLES } from '../../services/mesh-runtime/serve-command.ts';
 import { installedPackage, type InstalledPackage } from './installed-package.ts';

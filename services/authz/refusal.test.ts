@@ -3,12 +3,12 @@ import { Writable } from 'node:stream';
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { pino } from 'pino';
-import { ServedCall, runInCall } from '../../services/authz/call-context.ts';
-import type { PeerIdentity, VerifiedToken } from '../../services/authz/decision.ts';
-import { TwokeyError } from '../../services/authz/errors.ts';
-import { GrantSet } from '../../services/authz/grant.ts';
-import { checkOwner, refuse } from '../../services/authz/refusal.ts';
-import { SpiffeId } from '../../services/authz/spiffe-id.ts';
+import { ServedCall, runInCall } from './call-context.ts';
+import type { PeerIdentity, VerifiedToken } from './types.ts';
+import { TwokeyError } from './errors.ts';
+import { GrantSet } from './grant.ts';
+import { checkOwner, refuse } from './refusal.ts';
+import { SpiffeId } from './spiffe-id.ts';
 
 const DECISION = '0b1c8e64-0000-4000-8000-000000000001';
 const METHOD = '/acme.notes.v1.Notes/GetNote';

@@ -8,7 +8,7 @@ import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import type { RevocationHolder } from '../authz/revocation-set.ts';
-import { SvidSource } from '../authz/rotation.ts';
+import { SvidSource } from '../authz/svid-source.ts';
 import { MethodCatalog } from '../authz/method-catalog.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
