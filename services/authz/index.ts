@@ -6,7 +6,7 @@ export { createMeshServer, type MeshServer, type MeshServerOptions } from './ser
 export { createMeshClient, type MeshClientOptions } from './client.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
 export { authorizeOwner, holdsAny } from './resource.ts';
-export { checkOwner, refuse } from './refusal.ts';
+export { checkOwner, refusalStatus, refuse } from './refusal.ts';
 export {
   AuthConnection,
   AuthServiceClient,
