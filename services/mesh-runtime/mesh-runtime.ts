@@ -15,7 +15,7 @@ import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken } from './cached-token.ts';
 import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
-import { HealthServer } from './health.ts';
+import { HealthServer } from '../authz/health-server.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
 
 /** Room for the image store's 4 MiB content limit plus the rest of the message. */

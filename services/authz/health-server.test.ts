@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Counter, Registry } from 'prom-client';
-import { checkHealth, HealthServer, LIVENESS_SERVICE, MAX_HEALTH_WATCHERS } from './health.ts';
+import { checkHealth, HealthServer, LIVENESS_SERVICE, MAX_HEALTH_WATCHERS } from './health-server.ts';
 
 async function until(ok: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
