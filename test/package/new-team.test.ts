@@ -185,6 +185,10 @@ describe('a new team joins the mesh following docs/adopting.md (installed packag
     const total = own.reduce((a, b) => a + b, 0);
     console.log(`      own code: notes.js ${own[0]} + server.js ${own[1]} + client.js ${own[2]} = ${total} lines; proto ${pkg.example.get('proto/acme/notes/v1/notes.proto')!.trimEnd().split('\n').length}, registry ${readFileSync(PAGE, 'utf8').match(/```yaml\n# registry\.yaml\n[\s\S]*?```/)![0].split('\n').length - 2}`);
     expect(total).to.be.at.most(MAX_OWN_LINES);
+    // The page's table of what a team writes counts the lines of its own files.
+    for (const [path, text] of pkg.example) {
+      expect(readFileSync(PAGE, 'utf8'), `the line count of ${path}`).to.contain(`| \`${path}\` | ${text.trimEnd().split('\n').length} |`);
+    }
     // The commands this test runs are the page's.
     const page = readFileSync(PAGE, 'utf8');
     for (const command of [
