@@ -305,3 +305,45 @@ export function watchReadiness(health: DependencyWatcher, logger: Logger | undef
     },
   );
 }
+
+/** A member's link to auth: the token keys and the revocation set it enforces, kept fresh. */
+export interface AuthLink {
+  readonly auth: AuthConnection;
+  readonly keys: JwksKeySet;
+  readonly revocation: RevocationHolder;
+}
+
+export interface LinkToAuthOptions {
+  auth: AuthConnection;
+  svid: SvidSource;
+  logger?: Logger | undefined;
+  metrics?: MetricsRegistry | undefined;
+  /** Reports NOT_SERVING while no keys or no fresh set are held (watchReadiness). */
+  health?: DependencyWatcher | undefined;
+  /** How long auth may be unreachable at start (default 10 s). */
+  startTimeoutMs?: number;
+  /** Past startTimeoutMs without auth: reject (true, joinMesh) or start refusing UNAVAILABLE until auth answers (false). */
+  required: boolean;
+  /** Default 30 s. */
+  revocationMaxStalenessMs?: number;
+  /** Registers what stops the link (the refresh timer, the WatchRevocations stream). */
+  onClose: (fn: () => void) => void;
+}
+
+/**
+ * Everything a member takes from auth, wired the one way every member (joinMesh and the example
+ * services alike) takes it: the keys (openAuthKeys), the revocation holder fed by WatchRevocations
+ * (waiting for the first set), and readiness. Auth refusing either rejects, naming the grant.
+ */
+export async function linkToAuth(options: LinkToAuthOptions): Promise<AuthLink> {
+  const { auth, svid, logger, metrics } = options;
+  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const keys = await openAuthKeys(auth, svid, { logger, metrics, startTimeoutMs, required: options.required });
+  options.onClose(() => keys.close());
+  const revocation = createRevocationHolder(keys, { maxStalenessMs: options.revocationMaxStalenessMs ?? 30_000, metrics });
+  const feed = watchRevocations(auth, revocation, { logger, firstSetWaitMs: startTimeoutMs, required: options.required, svid });
+  options.onClose(() => feed.stop());
+  await feed.ready;
+  if (options.health !== undefined) watchReadiness(options.health, logger, keys, revocation);
+  return { auth, keys, revocation };
+}

@@ -4,7 +4,7 @@ import { makeClientConstructor, type ChannelOptions, type Client, type ServerInt
 import { pino, type Logger } from 'pino';
 import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
-import { AuthConnection, MEMBER_AUTH_GRANTS, MESH_RECONNECT_OPTIONS, createRevocationHolder, notReadyReason, openAuthKeys, watchReadiness, watchRevocations } from './auth-connection.ts';
+import { AuthConnection, MEMBER_AUTH_GRANTS, MESH_RECONNECT_OPTIONS, linkToAuth, notReadyReason } from './auth-connection.ts';
 import { createMeshClient } from './client.ts';
 import { TwokeyError } from './errors.ts';
 import { HealthServer } from './health-server.ts';
@@ -120,16 +120,19 @@ export async function joinMesh(options: JoinMeshOptions): Promise<MeshMember> {
     const catalog = MethodCatalog.load({ extraRoots: [...registry.protoRoots, ...(options.protoRoots ?? [])] });
     const auth = new AuthConnection({ svid, address: options.authAddress, authId: authEntry.spiffeId, channelOptions: MESH_RECONNECT_OPTIONS });
     closers.push(() => auth.close());
-    const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-    const keys = await openAuthKeys(auth, svid, { logger, metrics, startTimeoutMs, required: true });
-    closers.push(() => keys.close());
-    const revocation = createRevocationHolder(keys, { maxStalenessMs: options.revocationMaxStalenessMs ?? 30_000, metrics });
-    const feed = watchRevocations(auth, revocation, { logger, firstSetWaitMs: startTimeoutMs, required: true, svid });
-    closers.push(() => feed.stop());
-    await feed.ready;
     const health = new HealthServer([], { metrics });
     closers.push(() => health.close());
-    watchReadiness(health, logger, keys, revocation);
+    const { keys, revocation } = await linkToAuth({
+      auth,
+      svid,
+      logger,
+      metrics,
+      health,
+      required: true,
+      ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
+      ...(options.revocationMaxStalenessMs === undefined ? {} : { revocationMaxStalenessMs: options.revocationMaxStalenessMs }),
+      onClose: (fn) => closers.push(fn),
+    });
     const meshServer = createMeshServer({
       svid,
       keys,

@@ -3,10 +3,9 @@
 import type { Client, ChannelOptions } from '@grpc/grpc-js';
 import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
-import { AuthConnection, MESH_RECONNECT_OPTIONS, createRevocationHolder, openAuthKeys, watchReadiness, watchRevocations } from '../authz/auth-connection.ts';
+import { AuthConnection, MESH_RECONNECT_OPTIONS, createRevocationHolder, linkToAuth, type AuthLink } from '../authz/auth-connection.ts';
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
-import { JwksKeySet } from '../authz/jwks.ts';
 import type { RevocationHolder } from '../authz/revocation-set.ts';
 import { SvidSource } from '../authz/svid-source.ts';
 import { MethodCatalog } from '../authz/method-catalog.ts';
@@ -132,39 +131,39 @@ export class MeshRuntime {
   }
 
   /**
-   * The mesh's token keys from auth's GetJwks (openAuthKeys, as joinMesh wires them): auth
-   * refusing the fetch fails the start, naming why; auth unreachable for 5 s, the process starts
-   * and refuses tokens UNAVAILABLE until the keys arrive.
+   * Auth's keys and the revocation set this process enforces, wired as joinMesh wires them
+   * (linkToAuth): auth refusing GetJwks or WatchRevocations fails the start naming the grant; auth
+   * unreachable for 5 s, the process starts and refuses calls UNAVAILABLE until auth answers. The
+   * staleness bound comes from TWOKEY_REVOCATION_MAX_STALENESS (default 30s); health reports
+   * NOT_SERVING while no keys or no fresh set are held.
    */
-  async authKeys(): Promise<JwksKeySet> {
-    const keys = await openAuthKeys(this.authConnection(), this.svid, { logger: this.logger, metrics: this.metrics, startTimeoutMs: 5000, required: false });
-    this.onClose(() => keys.close());
-    return keys;
+  async linkToAuth(): Promise<AuthLink> {
+    return linkToAuth({
+      auth: this.authConnection(),
+      svid: this.svid,
+      logger: this.logger,
+      metrics: this.metrics,
+      health: this.health,
+      startTimeoutMs: 5000,
+      required: false,
+      revocationMaxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s'),
+      onClose: (fn) => this.onClose(fn),
+    });
   }
 
-  /**
-   * The revocation set this process enforces: an empty holder, its staleness bound from
-   * TWOKEY_REVOCATION_MAX_STALENESS (default 30s). Until a set arrives every call is refused UNAVAILABLE.
-   */
+  /** A mesh member serving calls: linkToAuth(), then the mesh server enforcing its set. */
+  async joinMesh(): Promise<AuthLink & { mesh: MeshServer }> {
+    const link = await this.linkToAuth();
+    return { ...link, mesh: this.meshServer(link.keys, link.revocation) };
+  }
+
+  /** A revocation holder for a set fed from elsewhere (auth holds its own), with this process's bound and metrics. */
   revocationHolder(keys: VerificationKeys): RevocationHolder {
     return createRevocationHolder(keys, { maxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s'), metrics: this.metrics });
   }
 
-  /**
-   * Keeps `holder` fed from auth's WatchRevocations (see watchRevocations in the library); resolves
-   * once the first set is held, or after `firstSetWaitMs` with auth unreachable (the process
-   * starts and says why it refuses); rejects when auth refuses the stream (a missing grant).
-   */
-  watchRevocations(holder: RevocationHolder, firstSetWaitMs = 10_000): Promise<void> {
-    const feed = watchRevocations(this.authConnection(), holder, { logger: this.logger, firstSetWaitMs, svid: this.svid });
-    this.onClose(() => feed.stop());
-    return feed.ready;
-  }
-
   /** A mesh server: mTLS with client certificates required, and the decision on every call. */
   meshServer(keys: VerificationKeys, revocation?: RevocationHolder): MeshServer {
-    // Not ready while it cannot decide: no keys, or no fresh revocation set (calls get UNAVAILABLE).
-    if (keys instanceof JwksKeySet && revocation !== undefined) watchReadiness(this.health, this.logger, keys, revocation);
     const mesh = createMeshServer({
       svid: this.svid,
       keys,
