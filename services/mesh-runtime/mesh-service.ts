@@ -12,7 +12,7 @@ import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
-import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
+import { readCommonConfig, envDurationMs, envTarget, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
 import { AuthClient, unary } from './protos.ts';
@@ -29,7 +29,7 @@ const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 2000,
 };
 
-type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: ChannelOptions) => C;
+type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: import('@grpc/grpc-js').ClientOptions) => C;
 
 export class MeshRuntime {
   readonly name: string;
@@ -100,9 +100,12 @@ export class MeshRuntime {
     return w.spiffeId.toString();
   }
 
-  /** An mTLS client for a peer service, dialled at the address in `addressEnv`. */
+  /**
+   * An mTLS client for a peer service, dialled at the target in `addressEnv` (see parseTarget):
+   * calls are spread over every replica it names or resolves to, and safe ones retried once.
+   */
   client<C extends Client>(ctor: ClientCtor<C>, peerName: string, addressEnv: string, defaultAddress: string, propagate = true): C {
-    const address = envAddress(this.env, addressEnv, defaultAddress);
+    const address = envTarget(this.env, addressEnv, defaultAddress);
     const client = createMeshClient(ctor, address, { svid: this.svid, serverId: this.workloadId(peerName), propagate, channelOptions: CHANNEL_OPTIONS });
     this.onClose(() => client.close());
     return client;
