@@ -45,6 +45,8 @@ export const ERROR_CODES = [
   'ERR_REQUEST_INVALID',
   'ERR_RESOURCE_TOO_LARGE',
   'ERR_RESOURCE_NOT_FOUND',
+  // An AIP-155 request id sent again with a different request.
+  'ERR_REQUEST_ID_REUSED',
   // A service's database (PostgreSQL when replicated) did not answer.
   'ERR_STORAGE_UNAVAILABLE',
 ] as const;
@@ -129,6 +131,7 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   // Only callers allowed to see every owner's resources get NOT_FOUND; others get
   // ERR_RESOURCE_FORBIDDEN for a missing resource too, so existence never leaks.
   ERR_RESOURCE_NOT_FOUND: status.NOT_FOUND,
+  ERR_REQUEST_ID_REUSED: status.ALREADY_EXISTS,
   // Retryable: another replica, or this one once the database is back, can serve the call.
   ERR_STORAGE_UNAVAILABLE: status.UNAVAILABLE,
 };
