@@ -132,7 +132,7 @@ async function main(): Promise<number> {
     );
 
     const photo = await step('alice uploads a photo taken at the Eiffel Tower (GPS in its EXIF)', 'allow', () =>
-      unary<Image>(images, 'CreateImage', { name: 'eiffel.jpg', content_type: 'image/jpeg', content: jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), tags: ['paris'] }, as(alice)),
+      unary<Image>(images, 'CreateImage', { name: 'eiffel.jpg', content_type: 'image/jpeg', content: jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), tags: ['paris'], request_id: randomUUID() }, as(alice)),
     );
     if (photo === undefined) return 1;
     note(`image ${photo.id}, owner ${photo.owner}`);
@@ -201,7 +201,7 @@ async function main(): Promise<number> {
     );
 
     const flagged = await step('alice uploads a second photo that moderation has flagged', 'allow', () =>
-      unary<Image>(images, 'CreateImage', { name: 'flagged.jpg', content_type: 'image/jpeg', content: jpegWithoutExif(), tags: ['flagged'] }, as(alice)),
+      unary<Image>(images, 'CreateImage', { name: 'flagged.jpg', content_type: 'image/jpeg', content: jpegWithoutExif(), tags: ['flagged'], request_id: randomUUID() }, as(alice)),
     );
     if (flagged !== undefined) {
       process.stdout.write(`\n• the cleaner's periodic job (its own service token, images:delete:any) deletes flagged images\n`);
