@@ -1,5 +1,5 @@
 // twokey installed as another team installs it: the packed tarball in an empty project outside
-// this repository, and the README's mesh-member example run against it over real mTLS.
+// this repository, and the mesh-member example of docs/adopting.md run against it over real mTLS.
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -10,7 +10,7 @@ import { installedPackage, type InstalledPackage } from './installed-package.ts'
 
 const MAX_TARBALL_BYTES = 1_000_000;
 // Installed only as the example's own tree: these are the paths the package may ship.
-const SHIPPED = [/^package\.json$/, /^README\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
+const SHIPPED = [/^package\.json$/, /^README\.md$/, /^docs\/[A-Za-z-]+\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
 
 function node(args: string[], cwd: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
@@ -31,7 +31,7 @@ describe('the installed package (packed, installed offline outside the repositor
     pkg = await installedPackage();
   });
 
-  it('is a tarball under 1 MB of compiled JavaScript, types and protos only', () => {
+  it('is a tarball under 1 MB of compiled JavaScript, types, protos and docs only', () => {
     expect(pkg.tarballBytes).to.be.below(MAX_TARBALL_BYTES);
     const strays = pkg.files.map((f) => f.path).filter((p) => !SHIPPED.some((re) => re.test(p)));
     expect(strays, 'files outside the shipped set').to.deep.equal([]);
@@ -80,7 +80,7 @@ describe('the installed package (packed, installed offline outside the repositor
     expect(existsSync(join(modules, 'kubernetes-models')), 'kubernetes-models is an optional peer, not installed').to.equal(false);
   });
 
-  it('takes the example files from the README section, written with package imports', () => {
+  it('takes the example files from docs/adopting.md, written with package imports', () => {
     expect([...pkg.example.keys()].sort()).to.deep.equal(['main.js', 'notes.js', 'notes.test.js', 'proto/acme/notes/v1/notes.proto']);
     for (const [path, text] of pkg.example) {
       if (!path.endsWith('.js')) continue;
@@ -91,13 +91,13 @@ describe('the installed package (packed, installed offline outside the repositor
     expect(pkg.example.get('notes.test.js')).to.contain("from 'twokey/testing'");
   });
 
-  it("runs the README's service and client over mTLS: allowed, no grant, bad token, not the owner", async () => {
+  it("runs the adopting page's service and client over mTLS: allowed, no grant, bad token, not the owner", async () => {
     const r = await node(['notes.test.js'], pkg.project);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.contain('allowed; no grant: PERMISSION_DENIED; bad token: UNAUTHENTICATED; not the owner: PERMISSION_DENIED');
   });
 
-  it("links the README's main.js against the package, which refuses to start without certificate files", async () => {
+  it("links the adopting page's main.js against the package, which refuses to start without certificate files", async () => {
     const r = await node(['main.js'], pkg.project, { SVID_DIR: join(pkg.project, 'no-such-svid') });
     expect(r.code).to.not.equal(0);
     expect(r.stderr).to.contain('workload certificate files rejected: cannot read');
