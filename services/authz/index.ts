@@ -33,3 +33,4 @@ export { refuseRepeatedAuthorization } from './repeated-headers.ts';
 export { SvidSource, validateSvidMaterial, SVID_FILES, type SvidMaterial, type SvidSourceOptions } from './rotation.ts';
 export { createMeshServer, meshServerCredentials, type MeshServer, type MeshServerOptions } from './server.ts';
 export { createMeshClient, meshChannelCredentials, spiffeServerCheck, type MeshClientOptions } from './client.ts';
+export { DEFAULT_RETRY_BUDGET, meshServiceConfig, type RetryBudget } from './retry-policy.ts';
