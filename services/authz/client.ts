@@ -6,7 +6,7 @@ import { isTwokeyError } from './errors.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { createPropagationInterceptor } from './propagation.ts';
 import { DEFAULT_RETRY_BUDGET, keyedCallRouting, meshServiceConfig, type RetryBudget } from './retry-policy.ts';
-import type { SvidSource } from './rotation.ts';
+import type { SvidSource } from './svid-source.ts';
 import { SpiffeId } from './spiffe-id.ts';
 import { parseSvid } from './svid.ts';
 

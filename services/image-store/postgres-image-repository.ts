@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import type { PostgresConfig } from '../mesh-runtime/database-config.ts';
 import { PostgresDatabase, type Migration, type PgClient } from '../mesh-runtime/postgres-database.ts';
-import { TwokeyError } from '../authz/errors.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
 import type { ImageEventRecord, ImageRepository, ListPage, ListQuery, RepositoryOptions, StoredImage } from './image-repository.ts';
 import { DEFAULT_REQUEST_KEY_TTL_MS, judgeRequestKey, type RememberedKey, type RequestKey } from './request-keys.ts';
 
@@ -202,7 +202,7 @@ export class PostgresImageRepository implements ImageRepository {
       return { result: id, event: { type: 'created', id, owner: input.owner, at: now } };
     });
     const stored = await this.get(id, true);
-    if (stored === undefined) throw new TwokeyError('ERR_RESOURCE_NOT_FOUND', `image ${id}, stored under request_id ${key?.requestId ?? '(none)'}, has since been deleted`);
+    if (stored === undefined) throw new ExampleError('ERR_RESOURCE_NOT_FOUND', `image ${id}, stored under request_id ${key?.requestId ?? '(none)'}, has since been deleted`);
     return stored;
   }
 

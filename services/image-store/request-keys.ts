@@ -2,6 +2,7 @@
 // "the same", and how long a write is remembered under its id.
 import { createHash } from 'node:crypto';
 import { TwokeyError } from '../authz/errors.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
 
 /**
  * A keyed write as the repositories remember it. Keys are per subject: the same id sent by
@@ -57,7 +58,7 @@ export interface RememberedKey {
 export function judgeRequestKey(key: RequestKey, remembered: RememberedKey | undefined, nowMs: number, ttlMs: number): { replayOf: string } | 'new' {
   if (remembered === undefined || remembered.createdAtMs <= nowMs - ttlMs) return 'new';
   if (remembered.method !== key.method || remembered.fingerprint !== key.fingerprint) {
-    throw new TwokeyError(
+    throw new ExampleError(
       'ERR_REQUEST_ID_REUSED',
       `request_id ${key.requestId} was already used for a different ${remembered.method === key.method ? `${key.method} request` : `method (${remembered.method})`}; send a new id for a new request`,
     );

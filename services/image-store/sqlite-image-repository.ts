@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import type { ImageDatabase } from './image-database.ts';
-import { TwokeyError } from '../authz/errors.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
 import type { ImageEventRecord, ImageRepository, ListPage, ListQuery, RepositoryOptions, StoredImage } from './image-repository.ts';
 import { DEFAULT_REQUEST_KEY_TTL_MS, judgeRequestKey, type RememberedKey, type RequestKey } from './request-keys.ts';
 
@@ -149,7 +149,7 @@ export class SqliteImageRepository implements ImageRepository {
     });
     if (!written.replayed) this.#notify();
     const stored = this.#get(written.id, true);
-    if (stored === undefined) throw new TwokeyError('ERR_RESOURCE_NOT_FOUND', `image ${written.id}, stored under request_id ${key?.requestId ?? '(none)'}, has since been deleted`);
+    if (stored === undefined) throw new ExampleError('ERR_RESOURCE_NOT_FOUND', `image ${written.id}, stored under request_id ${key?.requestId ?? '(none)'}, has since been deleted`);
     return stored;
   }
 

@@ -9,8 +9,11 @@ import { PACKAGE_ROOT } from '../../services/authz/package-root.ts';
 import { installedPackage, type InstalledPackage } from './installed-package.ts';
 
 const MAX_TARBALL_BYTES = 1_000_000;
-// Installed only as the example's own tree: these are the paths the package may ship.
-const SHIPPED = [/^package\.json$/, /^README\.md$/, /^docs\/[A-Za-z-]+\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
+// Installed only as the example's own tree: these are the paths the package may ship (the library,
+// the CA, the command and auth; never the example services).
+const EXAMPLE_SERVICES = ['gateway', 'image-store', 'tagging', 'cleaner'];
+const EXAMPLE_ONLY_DEPENDENCIES = ['exifr'];
+const SHIPPED = [/^package\.json$/, /^README\.md$/, /^docs\/[A-Za-z-]+\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services\/(authz|auth|mesh-runtime)|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
 
 function node(args: string[], cwd: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
@@ -52,12 +55,14 @@ describe('the installed package (packed, installed offline outside the repositor
       for (const m of text.matchAll(/(?:from |import\()(['"])(\.\.?\/[^'"]+)\1/g)) {
         const target = join(dirname(path), m[2]!);
         checked++;
-        if (!shipped.has(target)) unresolved.push(`${path} -> ${m[2]}`);
+        // `twokey serve` names the example services too; from the package it says they are not in it (tested below).
+        const example = path === 'dist/services/mesh-runtime/serve-command.js' && EXAMPLE_SERVICES.some((name) => m[2] === `../${name}/main.js`);
+        if (!shipped.has(target) && !example) unresolved.push(`${path} -> ${m[2]}`);
       }
     }
     expect(unresolved, 'imports of files not in the package').to.deep.equal([]);
     expect(checked, 'relative imports checked').to.be.above(100);
-    for (const entry of ['dist/services/authz/package-api.js', 'dist/certs-ca/package-api.js', 'dist/services/authz/testing/index.js', 'dist/scripts/twokey.js', 'proto/twokey/authz/v1/authz.proto']) {
+    for (const entry of ['dist/services/authz/index.js', 'dist/certs-ca/index.js', 'dist/services/authz/testing/index.js', 'dist/scripts/twokey.js', 'proto/twokey/authz/v1/authz.proto']) {
       expect(pkg.files.map((f) => f.path)).to.include(entry);
     }
   });
@@ -78,6 +83,26 @@ describe('the installed package (packed, installed offline outside the repositor
     expect(pkg.installLog).to.not.match(/node-gyp|prebuild-install|node-pre-gyp/);
     expect(existsSync(join(modules, 'typescript')), 'typescript is an optional peer, not installed').to.equal(false);
     expect(existsSync(join(modules, 'kubernetes-models')), 'kubernetes-models is an optional peer, not installed').to.equal(false);
+  });
+
+  it('holds no example service and none of their dependencies; auth still starts and an example names why it cannot', async () => {
+    const installed = walk(join(pkg.project, 'node_modules', 'twokey'));
+    expect(installed.length, 'files of the installed package').to.be.above(100);
+    expect(installed.filter((f) => f.startsWith('dist/services/auth/')).length, 'auth ships').to.be.above(5);
+    const examples = installed.filter((f) => EXAMPLE_SERVICES.some((name) => f.startsWith(`dist/services/${name}/`)));
+    expect(examples, 'example service files').to.deep.equal([]);
+    for (const dep of EXAMPLE_ONLY_DEPENDENCIES) expect(existsSync(join(pkg.project, 'node_modules', dep)), `${dep} installed`).to.equal(false);
+    const manifest = JSON.parse(readFileSync(join(pkg.project, 'node_modules', 'twokey', 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    for (const dep of EXAMPLE_ONLY_DEPENDENCIES) expect(manifest.dependencies, 'runtime dependencies').to.not.have.property(dep);
+    const bin = join(pkg.project, 'node_modules', '.bin', 'twokey');
+    // auth loads (no missing module) and refuses to start for want of its workload certificate.
+    const auth = await node([bin, 'serve', 'auth'], pkg.project, { TWOKEY_SVID_DIR: join(pkg.project, 'no-such-svid'), TWOKEY_REGISTRY: join(pkg.project, 'no-such-registry.yaml') });
+    expect(auth.code).to.equal(1);
+    expect(auth.stderr).to.contain('twokey serve auth: failed to start');
+    expect(auth.stderr).to.not.match(/ERR_MODULE_NOT_FOUND|Cannot find (module|package)/);
+    const gateway = await node([bin, 'serve', 'gateway'], pkg.project);
+    expect(gateway.code).to.equal(2);
+    expect(gateway.stderr).to.contain('gateway is an example service of the twokey repository, not part of the installed package');
   });
 
   it('takes the example files from docs/adopting.md, written with package imports', () => {
