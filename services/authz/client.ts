@@ -75,6 +75,8 @@ export function createMeshClient<C extends Client>(ctor: ClientConstructor<C>, a
   if (isIP(hostOf(address)) !== 0) channelOptions['grpc.ssl_target_name_override'] ??= serverId.trustDomain;
   // Every TLS connection, to each address the target resolves to, is checked for the SPIFFE ID.
   const credentials = meshChannelCredentials(options.svid, serverId);
+  // A caller's own service config decides retries alone: no second channel beside it.
+  if (options.channelOptions?.['grpc.service_config'] !== undefined) return new ctor(address, credentials, { ...channelOptions, interceptors });
   const routing = keyedCallRouting(catalog, budget, address, credentials, channelOptions);
   const client = new ctor(address, credentials, { ...channelOptions, interceptors, callInvocationTransformer: routing.transform });
   const close = client.close.bind(client);
