@@ -29,6 +29,9 @@ const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 2000,
 };
 
+/** How long a client connection to a mesh server lasts before the server asks it to reconnect (±10%). */
+const MAX_CONNECTION_AGE_MS = 5 * 60_000;
+
 type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: import('@grpc/grpc-js').ClientOptions) => C;
 
 export class MeshRuntime {
@@ -215,7 +218,13 @@ export class MeshRuntime {
       dryRun: this.config.dryRun,
       // Callers the registry names get a label each; any other certificate counts as "other".
       metrics: { registry: this.metrics, knownCallers: this.registry.workloads.map((w) => w.spiffeId.toString()) },
-      serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
+      serverOptions: {
+        'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+        // Each client connection is asked to move on (GOAWAY; calls in flight and open streams run
+        // to their end) after about 5 minutes, so clients ask DNS again and a replica added since,
+        // which no connection drop would reveal, gets its share of calls.
+        'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
+      },
     });
     this.onClose(() => mesh.close());
     return mesh;
