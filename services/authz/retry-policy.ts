@@ -8,7 +8,7 @@ import type { MethodCatalog } from './method-catalog.ts';
  * gRPC's retry throttling (gRFC A6), a budget per target shared by every channel of the process:
  * it starts full at `maxTokens`; each failed attempt takes one token, each success gives back
  * `tokenRatio`; retries stop while the budget is at or below half, so a service that is down for
- * everyone gets at most the first few retries, never twice its load.
+ * everyone gets the first few retries and then none.
  */
 export interface RetryBudget {
   maxTokens: number;
@@ -39,8 +39,8 @@ export function checkRetryBudget(budget: RetryBudget): RetryBudget {
  * The service config every mesh channel gets: round_robin over every address the target resolves
  * to (a Kubernetes headless Service's name resolves to each ready pod), and one retry for the
  * methods whose proto says repeating them is safe: `idempotency_level` NO_SIDE_EFFECTS or
- * IDEMPOTENT, or an AIP-155 `request_id` field (such calls without an id are sent on a channel
- * with retries off, see keyedCallRouting). grpc-js commits an attempt as soon as response headers
+ * IDEMPOTENT, or an AIP-155 `request_id` field (such calls without an id go over a channel that
+ * does not retry them, see keyedCallRouting). grpc-js commits an attempt as soon as response headers
  * or a message arrive, so nothing is repeated once the server has begun to answer.
  */
 export function meshServiceConfig(catalog: MethodCatalog, budget: RetryBudget = DEFAULT_RETRY_BUDGET, keyedWrites = true): string {
