@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Client } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import pg from 'pg';
-import { jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
+import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
 import { workloadClient } from '../../scripts/local-mesh/clients.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
 import { eventually, expectStatus, logLines, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
@@ -166,5 +166,24 @@ describe('replicated mesh on PostgreSQL: two auth and two image-store processes'
     } finally {
       await mesh.start('image-store-2');
     }
+  });
+
+  it("tagging's tag writes carry a request id, remembered under the image's owner", async () => {
+    const images: Client = t!.gateway('image-store');
+    const alice = await t!.login('alice');
+    const photo = await unary<Image>(
+      images,
+      'CreateImage',
+      { name: 'tagged.jpg', content_type: 'image/jpeg', content: jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), tags: [], request_id: randomUUID() },
+      withToken(alice),
+    );
+    const keys = await eventually('the tag write', 30_000, async () => {
+      const rows = await query<{ subject: string; method: string }>('SELECT subject, method FROM request_keys WHERE resource_id = $1 ORDER BY method', [photo.id]);
+      return rows.length === 2 ? rows : undefined;
+    });
+    expect(keys).to.deep.equal([
+      { subject: 'alice', method: 'CreateImage' },
+      { subject: 'alice', method: 'SetTags' },
+    ]);
   });
 });
