@@ -3,9 +3,10 @@
 // safe (a read, or a write with a request id), only on UNAVAILABLE, never once the answer began,
 // and within the retry budget.
 import { randomUUID } from 'node:crypto';
-import { Metadata, makeClientConstructor, status, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition } from '@grpc/grpc-js';
+import { Metadata, experimental, makeClientConstructor, status, type ChannelOptions, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { createMeshClient } from '../../services/authz/client.ts';
+import { createMeshServer, type MeshServer } from '../../services/authz/server.ts';
 import { DEFAULT_PROTO_ROOT, MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { carriesRequestId, meshServiceConfig, rawFieldLength } from '../../services/authz/retry-policy.ts';
 import { TestMesh, type TestClient, type TestServer } from '../../services/authz/testing/index.ts';
@@ -163,6 +164,104 @@ describe('mesh clients over two replicas', function () {
     // Each failed attempt takes a token and a retry needs more than half (5) left: the first two calls are retried, no later one.
     expect(attempts).to.be.within(21, 25);
     c.close();
+  });
+});
+
+/**
+ * A name whose addresses the test sets, standing in for DNS: a headless Service's name gains and
+ * loses pod addresses, and a client learns of them only when it asks again.
+ */
+const records = { ports: [] as number[], asked: 0 };
+class TestRecords implements experimental.Resolver {
+  readonly #listener: experimental.ResolverListener;
+  constructor(_target: unknown, listener: experimental.ResolverListener, _options: ChannelOptions) {
+    this.#listener = listener;
+  }
+  updateResolution(): void {
+    records.asked++;
+    const endpoints = records.ports.map((port) => ({ addresses: [{ host: '127.0.0.1', port }] }));
+    process.nextTick(() => this.#listener(experimental.statusOrFromValue(endpoints), {}, null, ''));
+  }
+  destroy(): void {}
+  static getDefaultAuthority(): string {
+    return 'image-store';
+  }
+}
+experimental.registerResolver('twokey-test-records', TestRecords);
+
+describe('mesh clients as pods come and go behind one name', function () {
+  this.timeout(30_000);
+  let mesh: TestMesh;
+  const servers: MeshServer[] = [];
+  afterEach(async () => {
+    for (const s of servers.splice(0)) await s.close(100);
+    await mesh.close();
+  });
+
+  it('a pod added to the name gets calls once its servers make clients reconnect (max connection age), and one removed gets none; no call fails', async () => {
+    mesh = await TestMesh.create({ protoRoots: [DEFAULT_PROTO_ROOT] });
+    const token = await mesh.tokens.userToken('alice', ['images:read']);
+    const served = [0, 0];
+    const start = async (i: number): Promise<number> => {
+      const server = createMeshServer({
+        svid: mesh.identity('image-store'),
+        keys: mesh.tokens.keys,
+        issuer: mesh.issuer,
+        rules: mesh.catalog,
+        // What every example service's server does (every 5 minutes there), here every 300 ms.
+        serverOptions: { 'grpc.max_connection_age_ms': 300 },
+      });
+      server.server.addService(mesh.catalog.definition[SERVICE] as ServiceDefinition, {
+        GetImage: (_call: unknown, callback: sendUnaryData<unknown>) => {
+          served[i]!++;
+          callback(null, image);
+        },
+      });
+      servers.push(server);
+      return server.listen('127.0.0.1:0');
+    };
+    const [a, b] = [await start(0), await start(1)];
+    records.ports = [a];
+    const ctor = makeClientConstructor(mesh.catalog.definition[SERVICE] as ServiceDefinition, SERVICE);
+    const c = createMeshClient(ctor, 'twokey-test-records:///image-store', {
+      svid: mesh.identity(CALLER.as, CALLER.grants),
+      serverId: mesh.spiffeId('image-store'),
+      retry: { catalog: mesh.catalog },
+    }) as TestClient;
+    let failed = 0;
+    const read = (): Promise<void> =>
+      new Promise((resolve) => {
+        const md = new Metadata();
+        md.set('authorization', `Bearer ${token}`);
+        c['GetImage']!({ id: 'img_0' }, md, { deadline: Date.now() + 5000 }, (err: unknown) => {
+          if (err !== null) failed++;
+          resolve();
+        });
+      });
+    try {
+      for (let i = 0; i < 10; i++) await read();
+      expect(served).to.deep.equal([10, 0]);
+
+      // The second pod joins the name: no connection fails, so only the max connection age makes the client ask again.
+      records.ports = [a, b];
+      const joined = Date.now();
+      for (let i = 0; i < 400 && served[1] === 0; i++) {
+        await read();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      console.log(`      a pod added behind the name got its first call ${Date.now() - joined} ms later (max connection age 300 ms); the name was resolved ${records.asked} times`);
+      expect(served[1], 'calls at the added pod').to.be.above(0);
+
+      // The first pod leaves the name and stops: calls go on at the other.
+      records.ports = [b];
+      await servers[0]!.close(100);
+      const before = served[1]!;
+      for (let i = 0; i < 20; i++) await read();
+      expect(served[1]! - before).to.equal(20);
+      expect(failed, 'failed calls').to.equal(0);
+    } finally {
+      c.close();
+    }
   });
 });
 
