@@ -12,6 +12,7 @@ import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
+import { HandlerEntries } from './handler-entries.ts';
 import { readCommonConfig, envDurationMs, envTarget, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
@@ -226,6 +227,7 @@ export class MeshRuntime {
         'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
       },
     });
+    new HandlerEntries(this.metrics, this.registry.workloads.map((w) => w.spiffeId.toString())).attach(mesh.server);
     this.onClose(() => mesh.close());
     return mesh;
   }
