@@ -4,6 +4,7 @@
 export { joinMesh, type JoinMeshOptions, type MeshMember, type MeshServiceClient } from './join-mesh.ts';
 export { createMeshServer, type MeshServer, type MeshServerOptions } from './server.ts';
 export { createMeshClient, type MeshClientOptions } from './client.ts';
+export { DEFAULT_RETRY_BUDGET, type RetryBudget } from './retry-policy.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
 export { authorizeOwner, holdsAny } from './resource.ts';
 export { checkOwner, refusalStatus, refuse } from './refusal.ts';
