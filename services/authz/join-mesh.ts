@@ -142,7 +142,9 @@ export async function joinMesh(options: JoinMeshOptions): Promise<MeshMember> {
       metrics: { registry: metrics, knownCallers: registry.workloads.map((w) => w.spiffeId.toString()) },
       ...(logger === undefined ? {} : { logger }),
       ...(options.interceptors ? { interceptors: options.interceptors } : {}),
-      ...(options.serverOptions ? { serverOptions: options.serverOptions } : {}),
+      // Clients are asked to reconnect about every 5 minutes (as the example services do), so a
+      // replica added behind a name gets its share of calls; serverOptions may change it.
+      serverOptions: { 'grpc.max_connection_age_ms': 5 * 60_000, ...options.serverOptions },
       dryRun: options.dryRun === true,
     });
     closers.push(() => meshServer.close());
@@ -177,7 +179,8 @@ export async function joinMesh(options: JoinMeshOptions): Promise<MeshMember> {
         const entry = registry.workloads.find((w) => w.name === peer);
         if (entry === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `the registry names no workload ${JSON.stringify(peer)}`);
         const Ctor = makeClientConstructor(service(name), name);
-        const client = createMeshClient(Ctor, address, { svid, serverId: entry.spiffeId, channelOptions: { ...MESH_RECONNECT_OPTIONS, ...channelOptions } }) as MeshServiceClient;
+        // The catalog of the team's protos says which of its methods are safe to retry.
+        const client = createMeshClient(Ctor, address, { svid, serverId: entry.spiffeId, channelOptions: { ...MESH_RECONNECT_OPTIONS, ...channelOptions }, retry: { catalog } }) as MeshServiceClient;
         closers.push(() => client.close());
         return client;
       },
