@@ -69,9 +69,20 @@ export interface Registry {
   workloads: RegistryWorkload[];
   /** Partner trust domains and their ceilings; undefined when the registry federates with none. */
   federation: FederationPolicy | undefined;
+  /**
+   * The team's proto roots (`protoRoots:`, paths relative to the registry file), absolute: the CA
+   * checks grants against them and servers load their method rules from them, on top of twokey's
+   * own proto/.
+   */
+  protoRoots: string[];
 }
 
 export const DEFAULT_AUTH_ISSUER = 'https://auth.twokey.local';
+
+/** The issuer when the registry sets no `auth.issuer`: auth's name in the trust domain. */
+export function defaultIssuerFor(trustDomain: string): string {
+  return `https://auth.${trustDomain}`;
+}
 const DEFAULTS = { defaultTtl: '24h', userTokenTtl: '15m', delegatedTokenTtl: '5m', serviceTokenTtl: '10m', maxDelegationDepth: 2 };
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -174,7 +185,7 @@ export function loadRegistry(path: string): Registry {
   return parseRegistry(text, path, dirname(resolve(path)));
 }
 
-/** `baseDir`: where relative file names in the registry (partner bundle files) are resolved; default the working directory. */
+/** `baseDir` resolves relative file names in the registry (`protoRoots`, partner bundle files): the registry file's folder; the working directory by default. */
 export function parseRegistry(text: string, source = 'registry', baseDir = process.cwd()): Registry {
   const lines = new LineCounter();
   // Aliases would let one entry silently stand for another; YAML 1.2 core schema, unique keys.
@@ -191,7 +202,7 @@ export function parseRegistry(text: string, source = 'registry', baseDir = proce
   } catch (err) {
     throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}: ${(err as Error).message} (aliases are not allowed)`, { cause: err });
   }
-  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'auth', 'workloads', 'federation'], ['trustDomain', 'workloads']);
+  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'protoRoots', 'auth', 'workloads', 'federation'], ['trustDomain', 'workloads']);
   const trustDomain = c.wrap(['trustDomain'], () => SpiffeId.forTrustDomain(c.string(top.trustDomain, ['trustDomain'])).trustDomain);
   const defaultTtl = c.duration(top.defaultTtl ?? DEFAULTS.defaultTtl, ['defaultTtl']);
   const grantsOid = c.wrap(['grantsOid'], () => {
@@ -205,7 +216,7 @@ export function parseRegistry(text: string, source = 'registry', baseDir = proce
   if (typeof depth !== 'number' || !Number.isInteger(depth) || depth < 0 || depth > 10) {
     return c.fail(['auth', 'maxDelegationDepth'], `must be an integer from 0 to 10, got ${describe(depth)}`);
   }
-  const issuer = c.string(authRaw.issuer ?? DEFAULT_AUTH_ISSUER, ['auth', 'issuer']);
+  const issuer = c.string(authRaw.issuer ?? defaultIssuerFor(trustDomain), ['auth', 'issuer']);
   if (!/^https:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(issuer)) c.fail(['auth', 'issuer'], `must be an https URL without query or fragment, got ${JSON.stringify(issuer)}`);
   const auth: AuthSettings = {
     userScopes: c.scopes(authRaw.userScopes ?? [], ['auth', 'userScopes']),
@@ -274,8 +285,11 @@ export function parseRegistry(text: string, source = 'registry', baseDir = proce
       if (!ids.has(a.toString())) c.fail(['workloads', i, 'delegation', 'audiences', j], `audience ${a} is not a workload in this registry`);
     }),
   );
+  const protoRoots = c.strings(top.protoRoots ?? [], ['protoRoots'], (s, q) => {
+    if (s === '') c.fail(q, 'must be a directory path');
+  }).map((r) => (isAbsolute(r) ? r : resolve(baseDir, r)));
   const federation = top.federation === undefined ? undefined : federationOf(c, top.federation, trustDomain, ids, baseDir);
-  return { trustDomain, grantsOid, defaultTtl, auth, workloads, federation };
+  return { trustDomain, grantsOid, defaultTtl, auth, workloads, protoRoots, federation };
 }
 
 const PROFILES = ['https_web', 'https_spiffe'] as const;

@@ -13,8 +13,43 @@ export function parseAddress(text: string, what: string): string {
   return text;
 }
 
+/**
+ * A listener's default: the host of TWOKEY_LISTEN (so a loopback mesh listener keeps every other
+ * listener on loopback too) with the listener's own port.
+ */
+export function besideMeshListener(env: Env, port: number): string {
+  const listen = envAddress(env, 'TWOKEY_LISTEN', DEFAULT_LISTEN);
+  return `${listen.slice(0, listen.lastIndexOf(':'))}:${port}`;
+}
+
+export const DEFAULT_LISTEN = '0.0.0.0:8443';
+
 export function envAddress(env: Env, name: string, fallback: string): string {
   return parseAddress(env[name] ?? fallback, name);
+}
+
+/**
+ * Where a client dials a peer service: host:port (resolved by DNS; a Kubernetes headless Service
+ * name resolves to every ready pod), `dns:///host:port`, or a fixed list of replicas in gRPC's
+ * name syntax, `ipv4:127.0.0.1:8443,127.0.0.1:8444` (or `ipv6:[::1]:8443,...`).
+ */
+export function parseTarget(text: string, what: string): string {
+  const list = /^(ipv4|ipv6):(.+)$/.exec(text);
+  if (list !== null) {
+    const addresses = list[2]!.split(',');
+    for (const a of addresses) {
+      parseAddress(a, what);
+      if ((list[1] === 'ipv6') !== a.startsWith('[')) throw new TwokeyError('ERR_CONFIG_INVALID', `${what}: ${JSON.stringify(a)} is not an ${list[1]} address`);
+    }
+    return text;
+  }
+  const dns = /^dns:(?:\/\/\/)?(.+)$/.exec(text);
+  parseAddress(dns === null ? text : dns[1]!, what);
+  return text;
+}
+
+export function envTarget(env: Env, name: string, fallback: string): string {
+  return parseTarget(env[name] ?? fallback, name);
 }
 
 export function envString(env: Env, name: string, fallback: string): string {
@@ -49,8 +84,8 @@ export interface CommonConfig {
 
 export function readCommonConfig(env: Env): CommonConfig {
   return {
-    listen: envAddress(env, 'TWOKEY_LISTEN', '0.0.0.0:8443'),
-    healthListen: envAddress(env, 'TWOKEY_HEALTH_LISTEN', '0.0.0.0:8081'),
+    listen: envAddress(env, 'TWOKEY_LISTEN', DEFAULT_LISTEN),
+    healthListen: envAddress(env, 'TWOKEY_HEALTH_LISTEN', besideMeshListener(env, 8081)),
     svidDir: envString(env, 'TWOKEY_SVID_DIR', '/var/run/twokey/svid'),
     registryPath: envString(env, 'TWOKEY_REGISTRY', '/etc/twokey/registry.yaml'),
     logLevel: envString(env, 'TWOKEY_LOG_LEVEL', 'info'),

@@ -32,12 +32,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const auth = runtime.authClient();
     // Inside SuggestTags this client forwards the caller's user token (propagation).
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443');
-    const keys = await runtime.authKeys();
-    const revocations = runtime.revocationHolder(keys);
-    await runtime.watchRevocations(revocations);
-    // Partner trust domains' bundles (none without a federation section in the registry).
-    await runtime.partnerBundles();
-    const mesh = runtime.meshServer(keys, revocations);
+    const { mesh } = await runtime.joinMesh();
 
     mesh.server.addService(TaggingClient.service, {
       SuggestTags: unaryHandler(log, async (req: { image_id: string }) => {
@@ -73,8 +68,9 @@ export async function serve(env: Env): Promise<RunningService> {
       watch: (afterSequence, token, signal) => watchEvents(store, afterSequence, token, signal, refused(token, () => [serviceToken])),
       getImage: (id, token) =>
         unary<ImageReply>(store, 'GetImage', { id, without_content: false }, bearer(token)).catch(refused(token, () => [serviceToken])),
+      // Keyed (AIP-155): the client may repeat it on another image-store replica, and a repeat writes nothing.
       setTags: async (id, tags, token) => {
-        await unary(store, 'SetTags', { id, tags }, bearer(token)).catch(refused(token, () => delegated.values()));
+        await unary(store, 'SetTags', { id, tags, request_id: randomUUID() }, bearer(token)).catch(refused(token, () => delegated.values()));
       },
     };
     const cursor = await openCursorStore(env, dataDir(env));
