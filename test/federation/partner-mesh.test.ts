@@ -13,6 +13,7 @@ import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../..
 import { GrantSet } from '../../services/authz/grant.ts';
 import { PartnerBundles } from '../../services/authz/partner-bundles.ts';
 import { SpiffeBundle } from '../../services/authz/spiffe-bundle.ts';
+import { joinMesh } from '../../services/authz/join-mesh.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { AuthClient, ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { decisionIdIn, decisionLine, eventually, expectStatus, logLines, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
@@ -59,11 +60,12 @@ describe('federation end to end: a partner trust domain against the real mesh', 
   let dir: string;
   let partner: PartnerDomain;
   let mesh: TestMesh;
+  let registry: string;
   const closers: (() => void)[] = [];
 
   /** A client presenting any certificate and key (the partner's, or forged ones); the server is checked by SPIFFE ID. */
-  function clientWith(cert: { chainPem: string; keyPem: string }, service: 'auth' | 'image-store'): grpc.Client {
-    const endpoint = mesh.mesh.endpoints.services[service]!;
+  function clientWith(cert: { chainPem: string; keyPem: string }, service: 'auth' | 'image-store', address?: string): grpc.Client {
+    const endpoint = { address: address ?? mesh.mesh.endpoints.services[service]!.address };
     const credentials = grpc.credentials.createSsl(readFileSync(mesh.mesh.endpoints.trustBundle), Buffer.from(cert.keyPem), Buffer.from(cert.chainPem), {
       checkServerIdentity: spiffeServerCheck(SpiffeId.parse(service === 'auth' ? AUTH : IMAGE_STORE)),
     });
@@ -102,7 +104,7 @@ describe('federation end to end: a partner trust domain against the real mesh', 
     const url = await partner.start(0);
     const initial = join(dir, 'partner-initial.json');
     writeFileSync(initial, partner.bundleJson([0], 1, 1));
-    const registry = join(dir, 'registry.yaml');
+    registry = join(dir, 'registry.yaml');
     writeFileSync(registry, readFileSync(DEFAULT_REGISTRY, 'utf8') + federationYaml(initial, url));
     mesh = await startTestMesh({ registryPath: registry, env: { TWOKEY_PARTNER_BUNDLE_RETRY: '1s' } });
   });
@@ -152,6 +154,29 @@ describe('federation end to end: a partner trust domain against the real mesh', 
       expect(watcher.bundles().get(OUR_TD)!.map((c) => c.fingerprint256)).to.deep.equal([new X509Certificate(readFileSync(mesh.mesh.endpoints.trustBundle)).fingerprint256]);
     } finally {
       watcher.close();
+    }
+  });
+
+  it("a member built with the library's joinMesh() federates from the same registry: inside the ceiling served, outside PERMISSION_DENIED naming it", async () => {
+    const member = await joinMesh({
+      registry,
+      svidDir: join(mesh.mesh.endpoints.svidRoot, 'image-store'),
+      authAddress: mesh.mesh.endpoints.services['auth']!.address!,
+      logger: false,
+    });
+    try {
+      member.addService('twokey.images.v1.ImageStore', {
+        ListImages: (_call: unknown, cb: (e: null, r: object) => void) => cb(null, { images: [], next_page_token: '' }),
+        DeleteImage: (_call: unknown, cb: (e: null, r: object) => void) => cb(null, {}),
+      });
+      const address = `127.0.0.1:${await member.listen('127.0.0.1:0')}`;
+      const exporter = partner.issue(EXPORTER, PARTNER_GRANTS);
+      const token = await serviceToken(exporter);
+      expect(await unary(clientWith(exporter, 'image-store', address), 'ListImages', {}, withToken(token))).to.deep.equal({ images: [], next_page_token: '' });
+      const details = await expectStatus(unary(clientWith(exporter, 'image-store', address), 'DeleteImage', { id: 'x' }, withToken(token)), 'PERMISSION_DENIED');
+      expect(details).to.contain(`but the ceiling ${CEILING} of partner trust domain "${PARTNER_TD}" does not`);
+    } finally {
+      await member.close();
     }
   });
 
