@@ -3,6 +3,8 @@
 import type { Client, ChannelOptions } from '@grpc/grpc-js';
 import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
+import { envLimit } from '../authz/admission.ts';
+import { CALL_LIMIT_DEFAULTS, type CallLimits } from '../authz/call-limits.ts';
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
@@ -201,6 +203,21 @@ export class MeshRuntime {
     });
   }
 
+  /**
+   * The mesh server's load limits from the environment (each a positive integer; CALL_LIMIT_DEFAULTS
+   * otherwise): TWOKEY_MAX_CONCURRENT_STREAMS, TWOKEY_MAX_IN_FLIGHT_PER_PEER,
+   * TWOKEY_MAX_IN_FLIGHT_PER_USER, TWOKEY_MAX_IN_FLIGHT. Anything else fails the start.
+   */
+  callLimits(): CallLimits {
+    const env = this.env;
+    return {
+      maxConcurrentStreams: envLimit(env, 'TWOKEY_MAX_CONCURRENT_STREAMS', CALL_LIMIT_DEFAULTS.maxConcurrentStreams),
+      maxInFlightPerPeer: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_PEER', CALL_LIMIT_DEFAULTS.maxInFlightPerPeer),
+      maxInFlightPerUser: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_USER', CALL_LIMIT_DEFAULTS.maxInFlightPerUser),
+      maxInFlight: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT', CALL_LIMIT_DEFAULTS.maxInFlight),
+    };
+  }
+
   /** A mesh server: mTLS with client certificates required, and the decision on every call. */
   meshServer(keys: VerificationKeys, revocation?: RevocationHolder): MeshServer {
     const mesh = createMeshServer({
@@ -213,6 +230,7 @@ export class MeshRuntime {
       // Callers the registry names get a label each; any other certificate counts as "other".
       metrics: { registry: this.metrics, knownCallers: this.registry.workloads.map((w) => w.spiffeId.toString()) },
       serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
+      limits: this.callLimits(),
     });
     this.onClose(() => mesh.close());
     return mesh;
