@@ -115,7 +115,10 @@ export class RateLimiter {
   readonly #now: () => number;
 
   constructor(options: { perSecond: number; burst: number; maxKeys?: number; now?: () => number }) {
-    this.#perSecond = positiveLimit('rate per second', options.perSecond);
+    if (!(options.perSecond > 0) || !Number.isFinite(options.perSecond)) {
+      throw new TwokeyError('ERR_CONFIG_INVALID', `a rate must be a positive number per second, not ${options.perSecond}`);
+    }
+    this.#perSecond = options.perSecond;
     this.#burst = positiveLimit('burst', options.burst);
     this.#maxKeys = options.maxKeys ?? 10_000;
     this.#now = options.now ?? Date.now;

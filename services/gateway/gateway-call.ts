@@ -26,6 +26,17 @@ export function clientAddress(peer: string): string {
   return match?.[1] ?? 'unknown';
 }
 
+/** The HTTP/2 stream under grpc-js's call, when this grpc-js exposes it (a field it does not type). */
+interface DataSource {
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  off(event: 'data', listener: (chunk: Buffer) => void): unknown;
+}
+
+function dataSourceOf(call: ServerInterceptingCallInterface): DataSource | undefined {
+  const stream = (call as unknown as { stream?: Partial<DataSource> }).stream;
+  return typeof stream?.on === 'function' && typeof stream.off === 'function' ? (stream as DataSource) : undefined;
+}
+
 /** What the handler forwards with: known only for an admitted call. */
 export class AdmittedCall {
   readonly route: PublicRoute;
@@ -94,11 +105,15 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
   #timer: NodeJS.Timeout | undefined;
   #admitted: AdmittedCall | undefined;
   #ended = false;
+  /** Where request bytes are counted as they arrive; without it, each message once complete. */
+  readonly #data: DataSource | undefined;
+  #onData: ((chunk: Buffer) => void) | undefined;
 
   constructor(settings: GatewayCallSettings, method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) {
     this.#s = settings;
     this.#next = call;
     this.#route = settings.routes.get(method.path);
+    this.#data = dataSourceOf(call);
   }
 
   start(listener: CallListener): void {
@@ -177,13 +192,20 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
 
   onReceiveMessage(message: unknown): void {
     if (this.#ended) return;
-    const size = Buffer.isBuffer(message) ? message.length : 0;
-    const claims = this.#s.admission.byteClaims(this.#connection, this.#admitted?.subject);
-    const shed = this.#s.admission.claim(claims, size);
-    if (shed !== undefined) return this.#shed(shed);
-    this.#byteClaims = claims;
-    this.#bytes += size;
+    if (this.#onData === undefined && !this.#claimBytes(Buffer.isBuffer(message) ? message.length : 0)) return;
     this.#listener!.onReceiveMessage(message);
+  }
+
+  /** Counts `size` more request bytes held for this call; false (and the call shed) when a limit refuses them. */
+  #claimBytes(size: number): boolean {
+    const claims = (this.#byteClaims ??= this.#s.admission.byteClaims(this.#connection, this.#admitted?.subject));
+    const shed = this.#s.admission.claim(claims, size);
+    if (shed !== undefined) {
+      this.#shed(shed, this.#admitted?.subject);
+      return false;
+    }
+    this.#bytes += size;
+    return true;
   }
 
   onReceiveHalfClose(): void {
@@ -256,6 +278,14 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
   #admit(subject: string | undefined, jti: string | undefined, outgoing: Metadata): void {
     const admitted = new AdmittedCall(this.#route!, this.#client, this.#requestId, this.#startedMs, subject, jti, outgoing);
     this.#admitted = admitted;
+    // Bytes count from the first chunk grpc-js reads (it reads only once the handler asks), so a
+    // request still arriving is held to the byte limits too, not only a complete one.
+    if (this.#data !== undefined) {
+      this.#onData = (chunk) => {
+        if (!this.#ended) this.#claimBytes(chunk.length);
+      };
+      this.#data.on('data', this.#onData);
+    }
     // The handler sees an empty metadata object: it reads nothing the client sent, only the admission.
     const handed = new Metadata();
     this.#s.admitted.set(handed, admitted);
@@ -308,6 +338,7 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     if (this.#ended) return;
     this.#ended = true;
     this.#clearTimer();
+    if (this.#onData !== undefined) this.#data!.off('data', this.#onData);
     const admission = this.#s.admission;
     if (this.#claims !== undefined) admission.release(this.#claims);
     if (this.#byteClaims !== undefined) admission.release(this.#byteClaims, this.#bytes);

@@ -22,9 +22,9 @@ export interface GatewayLimits {
 }
 
 /**
- * Defaults: one user's share (32 calls, 32 MiB) is a sixteenth of the whole (512 calls, 256 MiB),
- * so one user's flood leaves the rest for everyone else; the gateway's total stays under one peer's
- * share at the services behind it (CALL_LIMIT_DEFAULTS.maxInFlightPerPeer, 1000).
+ * Defaults: one user's share (32 calls, 16 MiB: four 4 MiB uploads at once) is a small part of the
+ * whole (512 calls, 128 MiB), so one user's flood leaves the rest for everyone else; the gateway's
+ * total stays under one peer's share at the services behind it (CALL_LIMIT_DEFAULTS.maxInFlightPerPeer, 1000).
  */
 export const GATEWAY_LIMIT_DEFAULTS: GatewayLimits = {
   maxConcurrentStreams: 100,
@@ -32,11 +32,23 @@ export const GATEWAY_LIMIT_DEFAULTS: GatewayLimits = {
   maxInFlightPerUser: 32,
   maxInFlight: 512,
   maxBufferedBytesPerConnection: 32 * 1024 * 1024,
-  maxBufferedBytesPerUser: 32 * 1024 * 1024,
-  maxBufferedBytes: 256 * 1024 * 1024,
+  maxBufferedBytesPerUser: 16 * 1024 * 1024,
+  maxBufferedBytes: 128 * 1024 * 1024,
   maxLoginsInFlightPerSource: 4,
   loginsPerMinutePerSource: 30,
   requestTimeoutMs: 10_000,
+};
+
+/**
+ * Process settings for the gateway, so that its memory returns after a flood: a fixed malloc mmap
+ * threshold (glibc otherwise raises it after the first large free, and the request buffers of a
+ * flood of uploads then stay in the heap, fragmented, long after they are freed), and a small V8
+ * young generation (it otherwise grows to its maximum under a flood of short calls and stays).
+ * Set by the local mesh and the manifests; values already in the environment win.
+ */
+export const GATEWAY_PROCESS_ENV: Readonly<Record<string, string>> = {
+  MALLOC_MMAP_THRESHOLD_: '131072',
+  NODE_OPTIONS: '--max-semi-space-size=4',
 };
 
 /** Each limit's environment variable. */
