@@ -13,7 +13,7 @@ import type { FoldingPolicy } from './log-folding.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import { refuseRepeatedAuthorization } from './repeated-headers.ts';
-import { SVID_FILES, certificatesIn, type SvidSource } from './rotation.ts';
+import { SVID_FILES, certificatesIn, type SvidSource } from './svid-source.ts';
 import { TokenAuthenticator } from './token-authenticator.ts';
 import { TokenCache } from './token-cache.ts';
 import { TokenVerifier, type VerificationKeys } from './token-verifier.ts';

@@ -10,7 +10,8 @@ import {
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Claim } from '../authz/admission.ts';
-import { revocationFailure, type RevocationView, type TokenResult } from '../authz/decision.ts';
+import { revocationFailure } from '../authz/decision.ts';
+import type { RevocationView, TokenResult } from '../authz/types.ts';
 import { grpcStatusOf, isTwokeyError, logDetail, TwokeyError } from '../authz/errors.ts';
 import type { LineFolder } from '../authz/log-folding.ts';
 import type { TokenAuthenticator } from '../authz/token-authenticator.ts';
