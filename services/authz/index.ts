@@ -2,6 +2,8 @@
 // Everything here is covered by the API report (api-report.md); the services inside this
 // repository import the modules they use directly.
 export { createMeshServer, type MeshServer, type MeshServerOptions } from './server.ts';
+export { CALL_LIMIT_DEFAULTS, type CallLimits } from './call-limits.ts';
+export { DEFAULT_FOLDING, type FoldingPolicy } from './log-folding.ts';
 export { createMeshClient, type MeshClientOptions } from './client.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
 export { authorizeOwner, holdsAny } from './resource.ts';
