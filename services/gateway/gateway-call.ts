@@ -31,12 +31,21 @@ export function clientAddress(peer: string): string {
 interface DataSource {
   on(event: 'data', listener: (chunk: Buffer) => void): unknown;
   off(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  once(event: 'finish', listener: () => void): unknown;
+  close(code: number): void;
+  readonly closed: boolean;
+  readonly writableFinished: boolean;
 }
 
 function dataSourceOf(call: ServerInterceptingCallInterface): DataSource | undefined {
   const stream = (call as unknown as { stream?: Partial<DataSource> }).stream;
-  return typeof stream?.on === 'function' && typeof stream.off === 'function' ? (stream as DataSource) : undefined;
+  return typeof stream?.on === 'function' && typeof stream.off === 'function' && typeof stream.once === 'function' && typeof stream.close === 'function'
+    ? (stream as DataSource)
+    : undefined;
 }
+
+/** RST_STREAM's NO_ERROR: "the response is complete; stop sending" (RFC 9113 8.1). */
+const NO_ERROR = 0;
 
 /** What the handler forwards with: known only for an admitted call. */
 export class AdmittedCall {
@@ -304,6 +313,7 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     const path = this.#route!.path;
     s.metrics.denied(path, errorCode);
     this.sendStatus({ code, details: this.#details(reason) });
+    this.#releaseStream();
     const client = this.#client;
     if (s.folder.admit(`${client}|${errorCode}`, () => ({ event: 'gateway.deny', client, error_code: errorCode, grpc_code: code, reason }))) {
       s.log.warn({ event: 'gateway.deny', method: path, client, request_id: this.#requestId, grpc_code: code, error_code: errorCode, reason: logged }, 'gateway deny');
@@ -317,10 +327,26 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     const errorCode = shed.limit === 'request_timeout' ? 'ERR_REQUEST_TIMEOUT' : 'ERR_OVERLOADED';
     s.metrics.denied(path, errorCode);
     this.sendStatus({ code, details: this.#details(shed.reason) });
+    this.#releaseStream();
     const client = this.#client;
     if (s.folder.admit(`${client}|${shed.limit}`, () => ({ event: 'gateway.shed', client, limit: shed.limit, grpc_code: code, reason: shed.reason }))) {
       s.log.warn({ event: 'gateway.shed', method: path, client, request_id: this.#requestId, subject, limit: shed.limit, grpc_code: code, error_code: errorCode, reason: shed.reason }, 'gateway shed');
     }
+  }
+
+  /**
+   * After refusing a call whose client may still be sending (or may never send) its body, the
+   * stream is reset with NO_ERROR once the status is written, as grpc-go does: grpc-js would leave
+   * it half-open, holding one of the connection's streams until the client ends it.
+   */
+  #releaseStream(): void {
+    const stream = this.#data;
+    if (stream === undefined || stream.closed) return;
+    const reset = (): void => {
+      if (!stream.closed) stream.close(NO_ERROR);
+    };
+    if (stream.writableFinished) reset();
+    else stream.once('finish', reset);
   }
 
   #timedOut(): void {

@@ -1,5 +1,5 @@
 // The gateway's load limits: what one connection, one user, one source address and all clients together may hold.
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { HeldCounter, RateLimiter, envLimit, positiveLimit, type Claim, claimAll, releaseAll } from '../authz/admission.ts';
 import { ShedMetrics } from '../authz/shed-metrics.ts';
 import { envDurationMs, type Env } from '../mesh-runtime/env.ts';
@@ -137,6 +137,19 @@ export class GatewayAdmission {
     this.#loginsPerSource = new HeldCounter('logins_in_flight_per_source', limits.maxLoginsInFlightPerSource);
     this.#loginRate = new RateLimiter({ perSecond: limits.loginsPerMinutePerSource / 60, burst: limits.loginsPerMinutePerSource, now });
     this.#metrics = new ShedMetrics(registry, GATEWAY_SHED_NAMES);
+    // Read on scrape from the counters themselves: nothing more per call.
+    const calls = this.#calls;
+    const bytes = this.#bytes;
+    new Gauge({
+      name: 'twokey_gateway_in_flight',
+      help: 'What the gateway holds now: calls admitted and not yet ended, and their request bytes.',
+      labelNames: ['what'] as const,
+      registers: [registry],
+      collect() {
+        this.set({ what: 'calls' }, calls.held(''));
+        this.set({ what: 'request_bytes' }, bytes.held(''));
+      },
+    });
   }
 
   /** The claims of a call on `connection` (the total and the connection's share). */

@@ -33,6 +33,20 @@ const CHANNEL_OPTIONS: ChannelOptions = {
 
 type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: ChannelOptions) => C;
 
+/**
+ * A mesh server's load limits from the environment (each a positive integer; CALL_LIMIT_DEFAULTS
+ * otherwise): TWOKEY_MAX_CONCURRENT_STREAMS, TWOKEY_MAX_IN_FLIGHT_PER_PEER,
+ * TWOKEY_MAX_IN_FLIGHT_PER_USER, TWOKEY_MAX_IN_FLIGHT. Anything else is ERR_CONFIG_INVALID.
+ */
+export function meshCallLimits(env: Env): CallLimits {
+  return {
+    maxConcurrentStreams: envLimit(env, 'TWOKEY_MAX_CONCURRENT_STREAMS', CALL_LIMIT_DEFAULTS.maxConcurrentStreams),
+    maxInFlightPerPeer: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_PEER', CALL_LIMIT_DEFAULTS.maxInFlightPerPeer),
+    maxInFlightPerUser: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_USER', CALL_LIMIT_DEFAULTS.maxInFlightPerUser),
+    maxInFlight: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT', CALL_LIMIT_DEFAULTS.maxInFlight),
+  };
+}
+
 export class MeshRuntime {
   readonly name: string;
   readonly env: Env;
@@ -71,6 +85,8 @@ export class MeshRuntime {
   /** Fails with a message naming the problem when the config, registry or certificate is unusable. */
   static async start(name: string, env: Env, healthServices: readonly string[]): Promise<MeshRuntime> {
     const config = readCommonConfig(env);
+    // A bad limit fails the start before anything is opened.
+    meshCallLimits(env);
     const logger = createLogger(name, { level: config.logLevel, sync: config.logSync });
     const registry = loadRegistry(config.registryPath);
     const svid = await SvidSource.open(config.svidDir, {
@@ -203,21 +219,6 @@ export class MeshRuntime {
     });
   }
 
-  /**
-   * The mesh server's load limits from the environment (each a positive integer; CALL_LIMIT_DEFAULTS
-   * otherwise): TWOKEY_MAX_CONCURRENT_STREAMS, TWOKEY_MAX_IN_FLIGHT_PER_PEER,
-   * TWOKEY_MAX_IN_FLIGHT_PER_USER, TWOKEY_MAX_IN_FLIGHT. Anything else fails the start.
-   */
-  callLimits(): CallLimits {
-    const env = this.env;
-    return {
-      maxConcurrentStreams: envLimit(env, 'TWOKEY_MAX_CONCURRENT_STREAMS', CALL_LIMIT_DEFAULTS.maxConcurrentStreams),
-      maxInFlightPerPeer: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_PEER', CALL_LIMIT_DEFAULTS.maxInFlightPerPeer),
-      maxInFlightPerUser: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_USER', CALL_LIMIT_DEFAULTS.maxInFlightPerUser),
-      maxInFlight: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT', CALL_LIMIT_DEFAULTS.maxInFlight),
-    };
-  }
-
   /** A mesh server: mTLS with client certificates required, and the decision on every call. */
   meshServer(keys: VerificationKeys, revocation?: RevocationHolder): MeshServer {
     const mesh = createMeshServer({
@@ -230,7 +231,7 @@ export class MeshRuntime {
       // Callers the registry names get a label each; any other certificate counts as "other".
       metrics: { registry: this.metrics, knownCallers: this.registry.workloads.map((w) => w.spiffeId.toString()) },
       serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
-      limits: this.callLimits(),
+      limits: meshCallLimits(this.env),
     });
     this.onClose(() => mesh.close());
     return mesh;
