@@ -131,15 +131,6 @@ export async function serve(env: Env): Promise<RunningService> {
         }),
     );
     runtime.serving({ public_port: port });
-    if (process.env['TWOKEY_DEBUG_MEM']) {
-      const t = setInterval(() => {
-        const before = process.memoryUsage();
-        if (process.env['TWOKEY_DEBUG_MEM'] === 'gc') (globalThis as any).gc?.();
-        const m = process.memoryUsage();
-        log.info({ event: 'debug.mem', rss_before: Math.round(before.rss / 1048576), rss: Math.round(m.rss / 1048576), heap: Math.round(m.heapTotal / 1048576), used: Math.round(m.heapUsed / 1048576), ext: Math.round(m.external / 1048576), ab: Math.round(m.arrayBuffers / 1048576) }, 'mem');
-      }, 1000);
-      t.unref();
-    }
     return runtime;
   } catch (err) {
     await runtime.close();

@@ -57,19 +57,21 @@ function counter(text: string, name: string, ...labels: string[]): number {
 }
 
 /** A legitimate user's calls, one after another, until stopped: how many and how many succeeded. */
-function legitimateClient(client: grpc.Client, token: string): { stop(): Promise<{ total: number; ok: number; codes: Record<string, number>; p99Ms: number }> } {
+function legitimateClient(client: grpc.Client, token: string): { stop(): Promise<{ total: number; ok: number; codes: Record<string, number>; details: string[]; p99Ms: number }> } {
   let running = true;
   const codes: Record<string, number> = {};
   const latencies: number[] = [];
+  const details = new Set<string>();
   let total = 0;
   let ok = 0;
   const loop = (async () => {
     while (running) {
       const started = Date.now();
       const code = await new Promise<grpc.status>((resolve) =>
-        (client as unknown as Record<string, Function>)['ListImages']!({ owner: '', tag: '', page_size: 1, page_token: '' }, withToken(token), { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null) =>
-          resolve(err?.code ?? grpc.status.OK),
-        ),
+        (client as unknown as Record<string, Function>)['ListImages']!({ owner: '', tag: '', page_size: 1, page_token: '' }, withToken(token), { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null) => {
+          if (err) details.add(`${grpc.status[err.code]}: ${err.details}`.slice(0, 200));
+          resolve(err?.code ?? grpc.status.OK);
+        }),
       );
       latencies.push(Date.now() - started);
       total++;
@@ -82,7 +84,7 @@ function legitimateClient(client: grpc.Client, token: string): { stop(): Promise
       running = false;
       await loop;
       latencies.sort((a, b) => a - b);
-      return { total, ok, codes, p99Ms: latencies[Math.floor(latencies.length * 0.99)] ?? 0 };
+      return { total, ok, codes, details: [...details], p99Ms: latencies[Math.floor(latencies.length * 0.99)] ?? 0 };
     },
   };
 }
@@ -115,7 +117,7 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
 
   before(async function () {
     this.timeout(120_000);
-    t = await startTestMesh({ cleanerInterval: '1h', ...(process.env['FLOOD_ENV'] ? { env: JSON.parse(process.env['FLOOD_ENV']) } : {}) });
+    t = await startTestMesh({ cleanerInterval: '1h' });
     alice = await t.login('alice');
     bob = await t.login('bob');
     gatewayPid = t.mesh.pid('gateway')!;
@@ -127,26 +129,30 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
   after(async function () {
     this.timeout(30_000);
     if (t !== undefined) {
-      if (process.env['FLOOD_DEBUG']) for (const l of logLines(t.mesh, 'gateway').filter((x) => x['event'] === 'debug.mem')) console.log(JSON.stringify(l).slice(0, 220));
       await t.close();
       removeState(t.stateDir);
     }
   });
 
   it('complete ListImages calls cancelled at once (RST_STREAM) on 8 connections: legitimate calls served, nothing started upstream after a cancel, memory back', async () => {
+    const floodArgs = { port, caFile: t.mesh.endpoints.gateway.caFile, token: alice, connections: 8, durationMs: FLOOD_MS };
+    // A first flood grows a fresh gateway's heap and allocator to the working set the limits allow;
+    // the baseline is taken after it, so what is measured is whether a flood leaves memory behind
+    // (the reported failure grew RSS again with each repetition).
+    const fresh = rssMiB(gatewayPid);
+    await runChild(join(import.meta.dirname, 'rapid-cancel-process.ts'), { ...floodArgs, idPrefix: 'warm-' });
+    const warmBob = ownConnection(t);
+    // Two seconds of ordinary calls after it: the garbage of the first flood is collected as they run.
+    const traffic = legitimateClient(warmBob, bob);
+    await new Promise((r) => setTimeout(r, 2000));
+    await traffic.stop();
+    warmBob.close();
     const before = rssMiB(gatewayPid);
     const metricsBefore = await scrape(gatewayHealth);
     const bobClient = ownConnection(t);
     const legit = legitimateClient(bobClient, bob);
-    const flood = await runChild(join(import.meta.dirname, 'rapid-cancel-process.ts'), {
-      port,
-      caFile: t.mesh.endpoints.gateway.caFile,
-      token: alice,
-      connections: 8,
-      durationMs: FLOOD_MS,
-      idPrefix: 'rst-',
-    });
-    const sent = (JSON.parse(flood) as { sent: number }).sent;
+    const flood = await runChild(join(import.meta.dirname, 'rapid-cancel-process.ts'), { ...floodArgs, idPrefix: 'rst-' });
+    const { sent, reconnects } = JSON.parse(flood) as { sent: number; reconnects: number };
     const seen = await legit.stop();
     // The gateway's counts settle once the last cancellations are processed.
     const metricsAfter = await eventually('the cancellations counted', 10_000, async () => {
@@ -165,10 +171,10 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
     const after = await settledRss(gatewayPid, bobClient, bob, before, 50, 20_000);
     bobClient.close();
     console.log(
-      `      rapid cancel: ${sent} calls sent and reset in ${FLOOD_MS} ms on 8 connections; gateway: ${cancelledBeforeForward} cancelled before forwarding, ` +
+      `      rapid cancel: ${sent} calls sent and reset in ${FLOOD_MS} ms on 8 connections (${reconnects} reconnects after the gateway closed one); gateway: ${cancelledBeforeForward} cancelled before forwarding, ` +
         `${cancelledUpstream} cancelled upstream; image-store saw ${atStore.length}, ${startedAfterCancel.length} started after their cancel; ` +
-        `legitimate: ${seen.ok}/${seen.total} OK (${((100 * seen.ok) / Math.max(seen.total, 1)).toFixed(1)}%, p99 ${seen.p99Ms} ms, ${JSON.stringify(seen.codes)}); ` +
-        `gateway RSS ${before.toFixed(0)} -> ${after.toFixed(0)} MiB`,
+        `legitimate: ${seen.ok}/${seen.total} OK (${((100 * seen.ok) / Math.max(seen.total, 1)).toFixed(1)}%, p99 ${seen.p99Ms} ms, ${JSON.stringify(seen.codes)} ${seen.details.join('; ')}); ` +
+        `gateway RSS ${fresh.toFixed(0)} MiB fresh, ${before.toFixed(0)} after a first flood, ${after.toFixed(0)} after this one`,
     );
     expect(sent).to.be.greaterThan(100);
     expect(cancelledBeforeForward + cancelledUpstream).to.be.greaterThan(0);
@@ -219,7 +225,7 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
     bobClient.close();
     console.log(
       `      4 MiB creates: 100 in ${floodMs} ms: ${JSON.stringify(codes)}; shed ${JSON.stringify(Object.fromEntries(['in_flight_per_user', 'buffered_bytes_per_user', 'in_flight_per_connection', 'buffered_bytes_per_connection', 'request_timeout'].map((l) => [l, shed(l)])))}; ` +
-        `legitimate: ${seen.ok}/${seen.total} OK (${((100 * seen.ok) / Math.max(seen.total, 1)).toFixed(1)}%, p99 ${seen.p99Ms} ms, ${JSON.stringify(seen.codes)}); ` +
+        `legitimate: ${seen.ok}/${seen.total} OK (${((100 * seen.ok) / Math.max(seen.total, 1)).toFixed(1)}%, p99 ${seen.p99Ms} ms, ${JSON.stringify(seen.codes)} ${seen.details.join('; ')}); ` +
         `gateway RSS ${before.toFixed(0)} -> ${after.toFixed(0)} MiB`,
     );
     // Success, RESOURCE_EXHAUSTED at once, or the gateway's request timeout for a body that did not
