@@ -16,12 +16,13 @@ export interface CallLimits {
 
 /**
  * Defaults sized for the example's gateway, which carries every end user's calls as one peer: its
- * own total (512) fits under one peer's share here, and one user's share (64) is a small part of it.
+ * own total (512) fits under one peer's share here. A user's share (256) leaves room for a service
+ * working with its own token (tagging, the cleaner) while one user cannot take a peer's whole share.
  */
 export const CALL_LIMIT_DEFAULTS: CallLimits = {
   maxConcurrentStreams: 1000,
   maxInFlightPerPeer: 1000,
-  maxInFlightPerUser: 64,
+  maxInFlightPerUser: 256,
   maxInFlight: 2000,
 };
 
