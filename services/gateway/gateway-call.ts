@@ -231,6 +231,9 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
       // The client is gone: the call it started upstream is cancelled too, not left to run.
       admitted.cancelUpstream?.();
       this.#s.metrics.cancelled(admitted.route.path, admitted.cancelUpstream !== undefined);
+    } else if (this.#claims !== undefined && !this.#ended) {
+      // Cancelled while its token was being verified: nothing was or will be forwarded.
+      this.#s.metrics.cancelled(this.#route!.path, false);
     }
     this.#end();
     this.#listener?.onCancel();
