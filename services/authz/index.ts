@@ -5,6 +5,7 @@ export { createMeshServer, type MeshServer, type MeshServerOptions } from './ser
 export { CALL_LIMIT_DEFAULTS, type CallLimits } from './call-limits.ts';
 export { DEFAULT_FOLDING, type FoldingPolicy } from './log-folding.ts';
 export { createMeshClient, type MeshClientOptions } from './client.ts';
+export { DEFAULT_RETRY_BUDGET, type RetryBudget } from './retry-policy.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
 export { authorizeOwner, holdsAny } from './resource.ts';
 export { SvidSource, type SvidMaterial, type SvidSourceOptions } from './svid-source.ts';
