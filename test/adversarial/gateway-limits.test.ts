@@ -153,10 +153,9 @@ describe('adversarial: the gateway\'s load limits, one by one', function () {
     const [a, b] = [await raw(), await raw()];
     const held = [a.call(tokens['alice']!, { stall: true }), a.call(tokens['alice']!, { stall: true }), b.call(tokens['alice']!, { stall: true }), b.call(tokens['alice']!, { stall: true })];
     const c = await raw();
-    const shed = await eventually('alice shed', 5000, async () => {
-      const out = await c.call(tokens['alice']!).ended;
-      return out.grpcStatus === grpc.status.RESOURCE_EXHAUSTED ? out : undefined;
-    });
+    await eventually('four calls held', 5000, async () => ((await scrape(health)).includes('twokey_gateway_in_flight{what="calls"} 4') ? true : undefined));
+    const shed = await c.call(tokens['alice']!).ended;
+    expect(shed.grpcStatus).to.equal(grpc.status.RESOURCE_EXHAUSTED);
     expect(shed.grpcMessage).to.include('too many calls in flight for this user (limit 4, in_flight_per_user)');
     expect((await c.call(tokens['bob']!).ended).grpcStatus).to.equal(grpc.status.OK);
     expect(shedCount(await scrape(health), 'in_flight_per_user')).to.be.at.least(before + 1);
@@ -172,10 +171,10 @@ describe('adversarial: the gateway\'s load limits, one by one', function () {
       ...[0, 1, 2].map(() => conns[0]!.call(tokens['alice']!, { stall: true })),
       ...[0, 1, 2].map(() => conns[1]!.call(tokens['bob']!, { stall: true })),
     ];
-    const shed = await eventually('a call shed for the total', 5000, async () => {
-      const out = await conns[2]!.call(tokens['admin']!).ended;
-      return out.grpcStatus === grpc.status.RESOURCE_EXHAUSTED ? out : undefined;
-    });
+    // Only once all six are held: a probe sent earlier could take a slot one of them needs.
+    await eventually('six calls held', 5000, async () => ((await scrape(health)).includes('twokey_gateway_in_flight{what="calls"} 6') ? true : undefined));
+    const shed = await conns[2]!.call(tokens['admin']!).ended;
+    expect(shed.grpcStatus).to.equal(grpc.status.RESOURCE_EXHAUSTED);
     expect(shed.grpcMessage).to.include('too many calls in flight at the gateway (limit 6, in_flight_total)');
     expect(shedCount(await scrape(health), 'in_flight_total')).to.be.at.least(before + 1);
     for (const h of held) h.cancel();
