@@ -11,7 +11,7 @@ import {
 import type { Logger } from 'pino';
 import type { Claim } from '../authz/admission.ts';
 import { revocationFailure } from '../authz/decision.ts';
-import type { RevocationView, TokenResult } from '../authz/types.ts';
+import type { RevocationView, TokenResult, VerifiedToken } from '../authz/types.ts';
 import { grpcStatusOf, isTwokeyError, logDetail, TwokeyError } from '../authz/errors.ts';
 import type { LineFolder } from '../authz/log-folding.ts';
 import type { TokenAuthenticator } from '../authz/token-authenticator.ts';
@@ -83,6 +83,11 @@ export interface GatewayCallSettings {
   readonly folder: LineFolder;
   /** The admitted call of each metadata object handed to a handler. */
   readonly admitted: WeakMap<Metadata, AdmittedCall>;
+  /**
+   * The upstream metadata of each verified token (the token cache hands out one object per token),
+   * built once: setting an 800-byte token value validates it character by character on every call.
+   */
+  readonly forwardedToken: WeakMap<VerifiedToken, { readonly raw: string; readonly metadata: Metadata }>;
   readonly now: () => number;
 }
 
@@ -270,8 +275,15 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     const shed = s.admission.claim([claim]);
     if (shed !== undefined) return this.#shed(shed, token.subject);
     this.#claims!.push(claim);
-    const outgoing = this.#outgoing();
-    outgoing.set('authorization', `Bearer ${result.raw}`);
+    let base = s.forwardedToken.get(token);
+    if (base === undefined || base.raw !== result.raw) {
+      const metadata = new Metadata();
+      metadata.set('authorization', `Bearer ${result.raw}`);
+      s.forwardedToken.set(token, (base = { raw: result.raw, metadata }));
+    }
+    // A copy per call (no value is validated again), with this call's request id.
+    const outgoing = base.metadata.clone();
+    outgoing.set('x-request-id', this.#requestId);
     this.#admit(token.subject, token.jti, outgoing);
   }
 
@@ -291,6 +303,7 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
   #admit(subject: string | undefined, jti: string | undefined, outgoing: Metadata): void {
     const admitted = new AdmittedCall(this.#route!, this.#client, this.#requestId, this.#startedMs, subject, jti, outgoing);
     this.#admitted = admitted;
+
     // Bytes count from the first chunk grpc-js reads (it reads only once the handler asks), so a
     // request still arriving is held to the byte limits too, not only a complete one.
     if (this.#data !== undefined) {

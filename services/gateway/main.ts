@@ -85,6 +85,7 @@ export async function serve(env: Env): Promise<RunningService> {
             log,
             folder,
             admitted,
+            forwardedToken: new WeakMap(),
             now: Date.now,
           }),
         ],
