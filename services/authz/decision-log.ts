@@ -135,6 +135,8 @@ export interface DecisionLogOptions {
  */
 export class DecisionLog {
   readonly #logger: Logger;
+  /** Where the decision lines go; refusals inside handlers are written there too. */
+  readonly logger: Logger;
   /** Allowed decisions' lines, written without pino's object walk when the logger allows it. */
   readonly #allowed: PinoLineWriter | undefined;
   readonly #allowedLine = new AllowedLine();
@@ -142,6 +144,7 @@ export class DecisionLog {
 
   constructor(logger: Logger, options: DecisionLogOptions = {}) {
     this.#logger = logger;
+    this.logger = logger;
     this.#allowed = PinoLineWriter.of(logger, 'info', 'authz allow', FIELD_KEYS);
     this.#folder = new LineFolder((s) => this.#summary(s), {
       ...(options.folding === undefined ? {} : { policy: options.folding }),
