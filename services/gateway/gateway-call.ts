@@ -34,6 +34,7 @@ interface DataSource {
   once(event: 'finish', listener: () => void): unknown;
   close(code: number): void;
   readonly closed: boolean;
+  readonly destroyed: boolean;
   readonly writableFinished: boolean;
 }
 
@@ -58,6 +59,11 @@ export class AdmittedCall {
   /** The metadata sent upstream: the request id, and the token or the client's address. */
   readonly outgoing: Metadata;
   cancelled = false;
+  /**
+   * Whether the client's stream is already gone (reset or closed) though grpc-js has not reported
+   * the cancel yet: a request and its RST_STREAM read in one go reach the handler first.
+   */
+  streamGone: () => boolean = () => false;
   /** Cancels the upstream call once one was started. */
   cancelUpstream: (() => void) | undefined;
 
@@ -304,6 +310,8 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     const admitted = new AdmittedCall(this.#route!, this.#client, this.#requestId, this.#startedMs, subject, jti, outgoing);
     this.#admitted = admitted;
 
+    const data = this.#data;
+    if (data !== undefined) admitted.streamGone = () => data.closed || data.destroyed;
     // Bytes count from the first chunk grpc-js reads (it reads only once the handler asks), so a
     // request still arriving is held to the byte limits too, not only a complete one.
     if (this.#data !== undefined) {

@@ -98,6 +98,11 @@ export async function serve(env: Env): Promise<RunningService> {
         if (a === undefined) return callback({ code: grpc.status.INTERNAL, details: 'twokey gateway: call not admitted' });
         // A client that is already gone gets nothing started for it.
         if (a.cancelled) return;
+        if (a.streamGone()) {
+          a.cancelled = true;
+          metrics.cancelled(route.path, false);
+          return;
+        }
         const callDeadline = call.getDeadline();
         const deadline = Math.min(Date.now() + UPSTREAM_TIMEOUT_MS, callDeadline instanceof Date ? callDeadline.getTime() : Number(callDeadline) || Infinity);
         const forwarded = upstream.makeUnaryRequest(route.path, passthrough, passthrough, call.request, a.outgoing, { deadline }, (err, res) => {
