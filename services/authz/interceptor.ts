@@ -1,8 +1,8 @@
 // The grpc-js server interceptor: a thin adapter that feeds decide() and lets only allowed calls through.
 import { randomUUID } from 'node:crypto';
 import {
+  Metadata,
   status,
-  type Metadata,
   type ServerInterceptingCall,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -417,8 +417,13 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #endLapsed(again: Decision): void {
     this.#stopExpiry();
     this.#settings.openStreams.delete(this);
-    // End the stream first: a log that throws must not keep a lapsed stream open.
-    this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
+    // End the stream first: a log that throws must not keep a lapsed stream open. The client is
+    // told not to repeat the call (gRFC A6 server pushback): the stream was served, and a client
+    // retry policy would otherwise re-send a stream that had not yet answered as a new call, so
+    // its caller would see that call's refusal instead of why its open stream ended.
+    const trailers = new Metadata();
+    trailers.set('grpc-retry-pushback-ms', '-1');
+    this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it`, metadata: trailers });
     endConnectionAfter(again, this.#next);
     try {
       this.#log(again, true);
