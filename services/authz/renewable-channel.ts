@@ -1,12 +1,14 @@
 // A client channel replaced by a fresh one when the certificate it connected with is no longer the one to present.
-import { connectivityState as ConnectivityState, status, type ChannelInterface, type StatusObject } from '@grpc/grpc-js';
+import { connectivityState as ConnectivityState, status, type ChannelInterface, type Metadata, type StatusObject } from '@grpc/grpc-js';
 import { CONNECTION_ENDING_TRAILER } from './final-denial.ts';
 
 type Call = ReturnType<ChannelInterface['createCall']>;
 type Listener = Parameters<Call['start']>[1];
+type CreateCall = Parameters<ChannelInterface['createCall']>;
+type MessageContext = Parameters<Call['sendMessageWithContext']>[0];
 
 /** One underlying channel and the calls started on it that have not ended yet. */
-interface Generation {
+export interface Generation {
   readonly channel: ChannelInterface;
   /** The credentials' version it was opened with. */
   readonly version: unknown;
@@ -61,31 +63,20 @@ export class RenewableChannel implements ChannelInterface {
     return this.#draining.size + (this.#current === undefined || this.#closed ? 0 : 1);
   }
 
-  createCall(...args: Parameters<ChannelInterface['createCall']>): Call {
+  createCall(method: CreateCall[0], deadline: CreateCall[1], host: CreateCall[2], parentCall: CreateCall[3], propagateFlags: CreateCall[4]): Call {
     let gen = this.#current;
     if (gen !== undefined && gen.version !== this.#version()) this.renew();
     gen = this.#current ?? this.#generation();
-    const call = gen.channel.createCall(...args);
-    const start = call.start;
-    call.start = (metadata, listener) => {
-      gen.active += 1;
-      start.call(call, metadata, this.#counting(gen, listener));
-    };
-    return call;
+    return new CountedCall(gen.channel.createCall(method, deadline, host, parentCall, propagateFlags), gen, this);
   }
 
-  #counting(gen: Generation, listener: Listener): Listener {
-    return {
-      onReceiveMetadata: (metadata) => listener.onReceiveMetadata(metadata),
-      onReceiveMessage: (message) => listener.onReceiveMessage(message),
-      onReceiveStatus: (callStatus) => {
-        this.#ended(gen, callStatus);
-        listener.onReceiveStatus(callStatus);
-      },
-    };
+  /** A call on `gen` started (CountedCall). */
+  started(gen: Generation): void {
+    gen.active += 1;
   }
 
-  #ended(gen: Generation, callStatus: StatusObject): void {
+  /** A call on `gen` ended with `callStatus` (CountedCall). */
+  ended(gen: Generation, callStatus: StatusObject): void {
     gen.active -= 1;
     if (gen === this.#current && callStatus.code === status.UNAUTHENTICATED && callStatus.metadata.get(CONNECTION_ENDING_TRAILER).length > 0) {
       this.#onFinalDenial();
@@ -129,5 +120,73 @@ export class RenewableChannel implements ChannelInterface {
 
   getChannelzRef(): ReturnType<ChannelInterface['getChannelzRef']> {
     return (this.#current ?? this.#generation()).channel.getChannelzRef();
+  }
+}
+
+/**
+ * A call on one generation, counted from start to status, and otherwise grpc-js's own: one object
+ * per call, which is also the listener it passes down (no property is added to grpc-js's call).
+ */
+class CountedCall implements Call, Listener {
+  readonly #call: Call;
+  readonly #gen: Generation;
+  readonly #owner: RenewableChannel;
+  #listener: Listener | undefined;
+
+  constructor(call: Call, gen: Generation, owner: RenewableChannel) {
+    this.#call = call;
+    this.#gen = gen;
+    this.#owner = owner;
+  }
+
+  start(metadata: Metadata, listener: Listener): void {
+    this.#listener = listener;
+    this.#owner.started(this.#gen);
+    this.#call.start(metadata, this);
+  }
+
+  onReceiveMetadata(metadata: Metadata): void {
+    this.#listener!.onReceiveMetadata(metadata);
+  }
+
+  onReceiveMessage(message: unknown): void {
+    this.#listener!.onReceiveMessage(message);
+  }
+
+  onReceiveStatus(callStatus: StatusObject): void {
+    this.#owner.ended(this.#gen, callStatus);
+    this.#listener!.onReceiveStatus(callStatus);
+  }
+
+  cancelWithStatus(code: status, details: string): void {
+    this.#call.cancelWithStatus(code, details);
+  }
+
+  getPeer(): string {
+    return this.#call.getPeer();
+  }
+
+  sendMessageWithContext(context: MessageContext, message: Buffer): void {
+    this.#call.sendMessageWithContext(context, message);
+  }
+
+  startRead(): void {
+    this.#call.startRead();
+  }
+
+  halfClose(): void {
+    this.#call.halfClose();
+  }
+
+  getCallNumber(): number {
+    return this.#call.getCallNumber();
+  }
+
+  setCredentials(credentials: Parameters<Call['setCredentials']>[0]): void {
+    this.#call.setCredentials(credentials);
+  }
+
+  getAuthContext(): ReturnType<Call['getAuthContext']> {
+    return this.#call.getAuthContext();
   }
 }
