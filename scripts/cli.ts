@@ -14,7 +14,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   users: { summary: "manage the auth service's users", load: () => import('../services/auth/users-command.ts') },
   revoke: { summary: 'revoke tokens, workload certificates and signing keys mesh-wide', load: () => import('../services/auth/revoke-command.ts') },
   console: { summary: 'read-only web console: policy graph, certificates, live decisions', load: () => import('./console/console-command.ts') },
-  authz: { summary: 'offline policy check: the decision for a certificate, token and method', load: () => import('./authz-command.ts') },
+  authz: { summary: 'offline policy check; the external authorizer for Envoy and nginx, and their configs', load: () => import('./authz-command.ts') },
 };
 
 const USAGE = () => `twokey: two-key authorization for gRPC microservices

@@ -32,6 +32,7 @@ export function decisionFields(event: DecisionEvent): Record<string, unknown> {
     grpc_code: decision.code,
     peer_spiffe_id: peer?.spiffeId.toString(),
     peer_serial: peer?.serialHex,
+    grants_from: peer?.grantsFrom,
     subject: token?.subject,
     token_kind: token?.kind,
     actor_chain: token?.actorChain.length ? token.actorChain : undefined,
@@ -47,7 +48,7 @@ export function decisionFields(event: DecisionEvent): Record<string, unknown> {
 /** The keys decisionFields() can write, which a logger's serializers must leave alone for the fast path. */
 const FIELD_KEYS = [
   'event', 'decision_id', 'request_id', 'method', 'allow', 'would_deny', 'dry_run', 'failed_check', 'error_code', 'grpc_code',
-  'peer_spiffe_id', 'peer_serial', 'subject', 'token_kind', 'actor_chain', 'jti', 'checks', 'check_details', 'reason', 'latency_us',
+  'peer_spiffe_id', 'peer_serial', 'grants_from', 'subject', 'token_kind', 'actor_chain', 'jti', 'checks', 'check_details', 'reason', 'latency_us',
 ] as const;
 
 const str = JSON.stringify;
@@ -98,6 +99,7 @@ class AllowedLine {
     const { decision, peer } = event;
     let json = ',"method":' + str(event.method) + ',"allow":true,"failed_check":null,"error_code":null,"grpc_code":' + decision.code;
     if (peer !== undefined) json += ',"peer_spiffe_id":' + str(peer.spiffeId.toString()) + ',"peer_serial":' + str(peer.serialHex);
+    if (peer?.grantsFrom !== undefined) json += ',"grants_from":' + str(peer.grantsFrom);
     return json;
   }
 }

@@ -17,6 +17,12 @@ export interface PeerIdentity {
   readonly notAfter: Date;
   /** base64url SHA-256 of the certificate DER (x5t#S256). */
   readonly thumbprint: string;
+  /**
+   * Where the grants came from: the certificate (always, for a peer read from TLS or a forwarded
+   * certificate), or the registry entry of a SPIFFE ID a proxy vouched for without a certificate
+   * (an authorizer behind Istio). Such a peer has no thumbprint: tokens bind to it by SPIFFE ID only.
+   */
+  readonly grantsFrom?: 'certificate' | 'registry' | undefined;
 }
 
 export type TokenKind = 'user' | 'delegated' | 'service';
@@ -134,7 +140,7 @@ function passDetail(check: CheckName, input: DecisionInput): string {
   const token = (input.token as { readonly token: VerifiedToken } | undefined)?.token as VerifiedToken;
   switch (check) {
     case 'peer':
-      return `${peer.spiffeId} (serial ${peer.serialHex})`;
+      return peer.grantsFrom === 'registry' ? `${peer.spiffeId} (named by the proxy; grants from the registry)` : `${peer.spiffeId} (serial ${peer.serialHex})`;
     case 'rule':
       return 'certificateOnly' in rule ? 'certificate only' : `requires "${rule.permission}"`;
     case 'grant':
@@ -144,7 +150,8 @@ function passDetail(check: CheckName, input: DecisionInput): string {
     case 'revocation':
       return input.revocation === undefined ? 'not enforced here' : `not revoked (set ${input.revocation.set!.seq})`;
     case 'binding':
-      return token.kind === 'user' ? 'user token: any granted workload may present it' : `bound to ${peer.spiffeId}`;
+      if (token.kind === 'user') return 'user token: any granted workload may present it';
+      return peer.grantsFrom === 'registry' ? `bound to ${peer.spiffeId} by SPIFFE ID (no certificate to compare)` : `bound to ${peer.spiffeId}`;
     case 'scope': {
       const permission = (rule as { readonly permission: string }).permission;
       return token.scopes.has(permission) ? `has "${permission}"` : `has "${permission}:any"`;
@@ -344,7 +351,8 @@ function bindingFailure(token: VerifiedToken, peer: PeerIdentity): TwokeyError |
   if (presenter !== peer.spiffeId.toString()) {
     return new TwokeyError('ERR_TOKEN_NOT_BOUND', `${token.kind} token ${role} ${presenter ?? '(none)'} is not the peer ${peer.spiffeId}`);
   }
-  if (token.boundThumbprint !== peer.thumbprint) {
+  // A peer known only by the SPIFFE ID a proxy vouched for has no certificate to compare with.
+  if (peer.grantsFrom !== 'registry' && token.boundThumbprint !== peer.thumbprint) {
     return new TwokeyError(
       'ERR_TOKEN_NOT_BOUND',
       `${token.kind} token is bound (cnf.x5t#S256) to another certificate than the peer's (serial ${peer.serialHex})`,

@@ -52,7 +52,7 @@ export class PeerIdentityCache {
       this.#bySocket.set(socket, entry);
     } else if (entry.generation !== this.#generation) {
       entry.generation = this.#generation;
-      if (entry.result.ok && this.#bundle !== undefined && !chainsToBundle(peerChain(socket), this.#bundle)) {
+      if (entry.result.ok && this.#bundle !== undefined && !this.#trusted(peerChain(socket))) {
         entry.result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate no longer chains to the trust bundle (its CA was removed)') };
       }
     }
@@ -70,6 +70,31 @@ export class PeerIdentityCache {
   /** Certificates parsed so far, and calls that had to use getAuthContext() (for operators and tests). */
   get stats(): { parses: number; socketless: number } {
     return { parses: this.#parses, socketless: this.#socketless };
+  }
+
+  /**
+   * The peer named by a certificate chain someone else received: a proxy in front of a server in
+   * another language forwards its client's certificate (leaf first, then any intermediates). The
+   * chain is verified here against the trust bundle this cache holds, as the TLS handshake would
+   * have; then the leaf is parsed as a call's peer is. Refused while no bundle is held. Results are
+   * kept per chain (bounded) and dropped when the bundle changes.
+   */
+  fromChain(chain: readonly X509Certificate[]): PeerResult {
+    const leaf = chain[0];
+    if (leaf === undefined) return missing();
+    const key = createHash('sha256').update(chain.map((c) => c.fingerprint256).join(',')).digest('base64url');
+    const cached = this.#byCertificate.get(key);
+    if (cached !== undefined) return cached;
+    let result: PeerResult;
+    if (this.#bundle === undefined) {
+      result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'no trust bundle is held yet to verify the forwarded certificate against') };
+    } else if (!this.#trusted(chain)) {
+      result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate does not chain to the trust bundle') };
+    } else {
+      result = this.fromDer(Buffer.from(leaf.raw));
+    }
+    this.#remember(key, result);
+    return result;
   }
 
   /** Parses a DER certificate the way a call's peer is parsed (also used offline). */
@@ -104,12 +129,25 @@ export class PeerIdentityCache {
     // TLS checked the chain against the bundle of the handshake, which may since have lost a CA.
     // Only the leaf is at hand here, so it must be issued by a bundle CA itself (as twokey's CA
     // issues them); a leaf needing intermediates is refused on this path rather than trusted.
-    if (result.ok && this.#bundle !== undefined && !chainsToBundle([new X509Certificate(raw)], this.#bundle)) {
+    if (result.ok && this.#bundle !== undefined && !this.#trusted([new X509Certificate(raw)])) {
       result = { ok: false, error: new TwokeyError('ERR_PEER_CERT_INVALID', 'peer certificate does not chain to the current trust bundle (checked without its intermediates)') };
     }
+    this.#remember(key, result);
+    return result;
+  }
+
+  /**
+   * Whether a chain (leaf first) is issued by the trust bundle held now: the one place every path
+   * (an open connection re-checked, a certificate without its socket, a forwarded certificate)
+   * decides trust in an issuer.
+   */
+  #trusted(chain: readonly X509Certificate[]): boolean {
+    return this.#bundle !== undefined && chainsToBundle(chain, this.#bundle);
+  }
+
+  #remember(key: string, result: PeerResult): void {
     if (this.#byCertificate.size >= this.#maxCertificates) this.#byCertificate.delete(this.#byCertificate.keys().next().value as string);
     this.#byCertificate.set(key, result);
-    return result;
   }
 }
 

@@ -15,6 +15,7 @@ const SERVICES: Record<string, () => Promise<ServiceEntry>> = {
   'image-store': () => import('../image-store/main.ts'),
   tagging: () => import('../tagging/main.ts'),
   cleaner: () => import('../cleaner/main.ts'),
+  authorizer: () => import('../authorizer/main.ts'),
 };
 
 export const usage = `Usage: twokey serve <${Object.keys(SERVICES).join('|')}>
