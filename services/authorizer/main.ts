@@ -1,27 +1,13 @@
 // The authorizer process: the library's decision for servers in any language, behind Envoy (ext_authz) or nginx (auth_request).
 import { delimiter } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { DecisionLog } from '../authz/decision-log.ts';
-import { DecisionMetrics, registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
 import { TwokeyError } from '../authz/errors.ts';
-import { JwksKeySet } from '../authz/jwks.ts';
 import { MethodCatalog } from '../authz/method-catalog.ts';
-import { PeerIdentityCache } from '../authz/peer-identity.ts';
-import { SVID_FILES, certificatesIn } from '../authz/rotation.ts';
-import { MESH_SERVER_DEFAULTS, createMeshServer } from '../authz/server.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
-import { TokenAuthenticator } from '../authz/token-authenticator.ts';
-import { TokenCache } from '../authz/token-cache.ts';
-import { TokenVerifier } from '../authz/token-verifier.ts';
 import { envFlag, type Env } from '../mesh-runtime/env.ts';
-import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
 import type { RunningService } from '../mesh-runtime/serve-command.ts';
-import { authorizationService, checkHandler } from './envoy-check.ts';
-import { ForwardedDecisions } from './forwarded-decision.ts';
+import { createAuthorizer } from './authorizer.ts';
 import { listenAddress } from './listen-address.ts';
-import { NginxEndpoint } from './nginx-endpoint.ts';
-import { ADMISSION_RULES, CHECK_METHOD } from './proxy-admission.ts';
-import { RegistryPeers } from './registry-peers.ts';
 
 export const AUTHORIZER_HEALTH_SERVICE = 'envoy.service.auth.v3.Authorization';
 
@@ -88,90 +74,23 @@ export async function serve(env: Env): Promise<RunningService> {
     const keys = await runtime.authKeys();
     const revocation = runtime.revocationHolder(keys);
     await runtime.watchRevocations(revocation);
-
-    // Tokens for the fronted service, verified as its own mesh server would verify them.
-    const cache = new TokenCache({ maxEntries: 10_000 });
-    if (keys instanceof JwksKeySet) keys.addChangeListener(() => cache.clear());
-    registerTokenCacheMetrics(runtime.metrics, cache);
-    const verifier = new TokenVerifier({
+    const authorizer = createAuthorizer({
+      svid: runtime.svid,
       keys,
       issuer: runtime.registry.auth.issuer,
-      audiences: [config.service.trustDomainId.toString(), config.service.toString()],
-      delegatedAudience: config.service.toString(),
-    });
-    const tokens = new TokenAuthenticator({ verifier, cache });
-
-    // Forwarded certificates are verified against the bundle this workload's own TLS uses.
-    const svid = runtime.svid;
-    const grantsOid = runtime.registry.grantsOid;
-    const forwardedPeers = new PeerIdentityCache({ grantsOid });
-    const proxyPeers = new PeerIdentityCache({ grantsOid });
-    const setBundle = (pem: Buffer): void => {
-      const bundle = certificatesIn(pem, SVID_FILES.bundle);
-      forwardedPeers.setTrustBundle(bundle);
-      proxyPeers.setTrustBundle(bundle);
-    };
-    setBundle(svid.material.bundlePem);
-    const onBundle = (update: { caCertificate: Buffer } | null): void => {
-      if (update !== null) setBundle(update.caCertificate);
-    };
-    svid.addCaCertificateListener(onBundle);
-    runtime.onClose(() => svid.removeCaCertificateListener(onBundle));
-
-    const log = new DecisionLog(runtime.logger);
-    const decisions = new ForwardedDecisions({
-      trustDomain,
+      service: config.service,
       rules: catalog,
-      tokens,
-      peers: forwardedPeers,
-      log,
-      metrics: new DecisionMetrics({
-        registry: runtime.metrics,
-        knownCallers: runtime.registry.workloads.map((w) => w.spiffeId.toString()),
-        knownMethods: [...catalog.methods().map((m) => m.path), CHECK_METHOD],
-      }),
+      logger: runtime.logger,
+      metrics: { registry: runtime.metrics, knownCallers: runtime.registry.workloads.map((w) => w.spiffeId.toString()) },
       revocation,
-      registryPeers: config.istio ? new RegistryPeers(runtime.registry.workloads) : undefined,
+      istioWorkloads: config.istio ? runtime.registry.workloads : undefined,
     });
-
-    const bound: Record<string, string | number> = {};
-    const envoyService = authorizationService();
-    const handlers = { Check: checkHandler(decisions) };
-    if (config.grpcListen !== undefined) {
-      // Built as every mesh server is (the same bounds apply); the proxy's certificate must grant Check.
-      const mesh = createMeshServer({
-        svid,
-        keys,
-        revocation,
-        issuer: runtime.registry.auth.issuer,
-        rules: ADMISSION_RULES,
-        logger: runtime.logger,
-        serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
-      });
-      mesh.server.addService(envoyService, handlers);
-      bound['grpc'] = await mesh.listen(config.grpcListen);
-      runtime.onClose(() => mesh.close());
-    }
-    if (config.localGrpcListen !== undefined) {
-      // Reachable from this machine (or pod) only: the sidecar beside the authorizer is the proxy.
-      const local = new grpc.Server({ ...MESH_SERVER_DEFAULTS, 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
-      local.addService(envoyService, handlers);
-      const address = config.localGrpcListen;
-      bound['local_grpc'] = await new Promise<number>((resolve, reject) =>
-        local.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(new TwokeyError('ERR_CONFIG_INVALID', `cannot listen on ${address}: ${err.message}`)) : resolve(port))),
-      );
-      runtime.onClose(() => new Promise<void>((resolve) => local.tryShutdown(() => resolve())));
-    }
-    if (config.httpListen !== undefined) {
-      const endpoint = new NginxEndpoint({ decisions, tls: { svid, peers: proxyPeers, trustDomain, revocation, log } });
-      bound['http'] = await endpoint.listen(config.httpListen);
-      runtime.onClose(() => endpoint.close());
-    }
-    if (config.localHttpListen !== undefined) {
-      const endpoint = new NginxEndpoint({ decisions });
-      bound['local_http'] = await endpoint.listen(config.localHttpListen);
-      runtime.onClose(() => endpoint.close());
-    }
+    runtime.onClose(() => authorizer.close());
+    const bound: Record<string, number> = {};
+    if (config.grpcListen !== undefined) bound['grpc'] = await authorizer.listenGrpc(config.grpcListen);
+    if (config.localGrpcListen !== undefined) bound['local_grpc'] = await authorizer.listenLocalGrpc(config.localGrpcListen);
+    if (config.httpListen !== undefined) bound['http'] = await authorizer.listenHttp(config.httpListen);
+    if (config.localHttpListen !== undefined) bound['local_http'] = await authorizer.listenLocalHttp(config.localHttpListen);
     runtime.serving({ service: config.service.toString(), istio: config.istio, ports: bound, proto_roots: config.protoRoots });
     return { close: () => runtime.close() };
   } catch (err) {

@@ -1,0 +1,170 @@
+// The authorizer, wired: forwarded-call decisions with the mesh's keys, bundle and revocation set, and the listeners proxies ask on.
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { Registry as MetricsRegistry } from 'prom-client';
+import type { RegistryWorkload } from '../../certs-ca/registry.ts';
+import { DecisionLog } from '../authz/decision-log.ts';
+import { DecisionMetrics, registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
+import { TwokeyError } from '../authz/errors.ts';
+import type { RevocationSource } from '../authz/interceptor.ts';
+import { JwksKeySet } from '../authz/jwks.ts';
+import type { MethodCatalog } from '../authz/method-catalog.ts';
+import { PeerIdentityCache } from '../authz/peer-identity.ts';
+import { SVID_FILES, certificatesIn, type SvidSource } from '../authz/rotation.ts';
+import { MESH_SERVER_DEFAULTS, createMeshServer } from '../authz/server.ts';
+import type { SpiffeId } from '../authz/spiffe-id.ts';
+import { TokenAuthenticator } from '../authz/token-authenticator.ts';
+import { TokenCache } from '../authz/token-cache.ts';
+import { TokenVerifier, type VerificationKeys } from '../authz/token-verifier.ts';
+import { authorizationService, checkHandler } from './envoy-check.ts';
+import { ForwardedDecisions } from './forwarded-decision.ts';
+import { listenAddress } from './listen-address.ts';
+import { NginxEndpoint } from './nginx-endpoint.ts';
+import { ADMISSION_RULES, CHECK_METHOD } from './proxy-admission.ts';
+import { RegistryPeers } from './registry-peers.ts';
+
+// Room for a CheckRequest carrying a certificate chain and a full header list.
+const MAX_CHECK_BYTES = 1024 * 1024;
+
+export interface AuthorizerOptions {
+  /** The authorizer's own workload credentials; their bundle also verifies forwarded certificates. */
+  svid: SvidSource;
+  /** Token verification keys (a JwksKeySet fed from auth). */
+  keys: VerificationKeys;
+  issuer: string;
+  /** The SPIFFE ID the proxy presents to callers: the fronted service, the audience of tokens for it. */
+  service: SpiffeId;
+  /** Method rules: twokey's protos and the backend's. */
+  rules: MethodCatalog;
+  logger?: Logger | undefined;
+  /** Where decision and token-cache metrics go; knownCallers get a caller label each. */
+  metrics?: { registry: MetricsRegistry; knownCallers: Iterable<string> } | undefined;
+  revocation?: RevocationSource | undefined;
+  /** Istio mode: the registry's workloads, whose grants apply to a principal forwarded without a certificate. */
+  istioWorkloads?: readonly RegistryWorkload[] | undefined;
+  clock?: () => number;
+}
+
+export interface Authorizer {
+  readonly decisions: ForwardedDecisions;
+  /** Envoy's Check over mTLS, on a server built as every mesh server is; the proxy's certificate must grant Check. */
+  listenGrpc(address: string): Promise<number>;
+  /** Envoy's Check in plaintext, loopback or unix socket only. */
+  listenLocalGrpc(address: string): Promise<number>;
+  /** nginx's GET /check over mTLS. */
+  listenHttp(address: string): Promise<number>;
+  /** nginx's GET /check in plaintext, loopback or unix socket only. */
+  listenLocalHttp(address: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function createAuthorizer(options: AuthorizerOptions): Authorizer {
+  const { svid, service } = options;
+  const trustDomain = svid.svid.spiffeId.trustDomain;
+  if (!service.memberOf(trustDomain)) throw new TwokeyError('ERR_CONFIG_INVALID', `the fronted service ${service} is not in the trust domain ${trustDomain}`);
+  const clock = options.clock ?? Date.now;
+  const closers: (() => Promise<void> | void)[] = [];
+
+  // Tokens for the fronted service, verified as its own mesh server would verify them.
+  const cache = new TokenCache({ maxEntries: 10_000 });
+  if (options.keys instanceof JwksKeySet) options.keys.addChangeListener(() => cache.clear());
+  const verifier = new TokenVerifier({
+    keys: options.keys,
+    issuer: options.issuer,
+    audiences: [service.trustDomainId.toString(), service.toString()],
+    delegatedAudience: service.toString(),
+    clock,
+  });
+  const tokens = new TokenAuthenticator({ verifier, cache, clock });
+
+  // Forwarded certificates and proxies' own are verified against the bundle this workload's TLS uses.
+  const grantsOid = svid.grantsOid;
+  const forwardedPeers = new PeerIdentityCache(grantsOid === undefined ? {} : { grantsOid });
+  const proxyPeers = new PeerIdentityCache(grantsOid === undefined ? {} : { grantsOid });
+  const setBundle = (pem: Buffer): void => {
+    const bundle = certificatesIn(pem, SVID_FILES.bundle);
+    forwardedPeers.setTrustBundle(bundle);
+    proxyPeers.setTrustBundle(bundle);
+  };
+  setBundle(svid.material.bundlePem);
+  const onBundle = (update: { caCertificate: Buffer } | null): void => {
+    if (update !== null) setBundle(update.caCertificate);
+  };
+  svid.addCaCertificateListener(onBundle);
+  closers.push(() => svid.removeCaCertificateListener(onBundle));
+
+  const log = options.logger === undefined ? undefined : new DecisionLog(options.logger);
+  let metrics: DecisionMetrics | undefined;
+  if (options.metrics !== undefined) {
+    metrics = new DecisionMetrics({
+      registry: options.metrics.registry,
+      knownCallers: options.metrics.knownCallers,
+      knownMethods: [...options.rules.methods().map((m) => m.path), CHECK_METHOD],
+    });
+    registerTokenCacheMetrics(options.metrics.registry, cache);
+  }
+  const decisions = new ForwardedDecisions({
+    trustDomain,
+    rules: options.rules,
+    tokens,
+    peers: forwardedPeers,
+    log,
+    metrics,
+    revocation: options.revocation,
+    registryPeers: options.istioWorkloads === undefined ? undefined : new RegistryPeers(options.istioWorkloads),
+    clock,
+  });
+  const envoyService = authorizationService();
+  const handlers = { Check: checkHandler(decisions) };
+  const local = (address: string): void => {
+    if (!listenAddress(address).local) throw new TwokeyError('ERR_CONFIG_INVALID', `${address} is not loopback or a unix socket: a plaintext listener anyone else can reach would accept any forwarded certificate (use mTLS)`);
+  };
+
+  return {
+    decisions,
+    async listenGrpc(address) {
+      // The decision log records each proxy's admission too (the Check call, certificate-only);
+      // its metrics stay with the forwarded decisions, one DecisionMetrics per registry.
+      const mesh = createMeshServer({
+        svid,
+        keys: options.keys,
+        ...(options.revocation === undefined ? {} : { revocation: options.revocation }),
+        issuer: options.issuer,
+        rules: ADMISSION_RULES,
+        ...(options.logger === undefined ? {} : { logger: options.logger }),
+        clock,
+        serverOptions: { 'grpc.max_receive_message_length': MAX_CHECK_BYTES },
+      });
+      mesh.server.addService(envoyService, handlers);
+      const port = await mesh.listen(address);
+      closers.push(() => mesh.close());
+      return port;
+    },
+    async listenLocalGrpc(address) {
+      local(address);
+      const server = new grpc.Server({ ...MESH_SERVER_DEFAULTS, 'grpc.max_receive_message_length': MAX_CHECK_BYTES });
+      server.addService(envoyService, handlers);
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new TwokeyError('ERR_CONFIG_INVALID', `cannot listen on ${address}: ${err.message}`)) : resolve(p))),
+      );
+      closers.push(() => new Promise<void>((resolve) => server.tryShutdown(() => resolve())));
+      return port;
+    },
+    async listenHttp(address) {
+      const endpoint = new NginxEndpoint({ decisions, tls: { svid, peers: proxyPeers, trustDomain, revocation: options.revocation, log, clock } });
+      const port = await endpoint.listen(address);
+      closers.push(() => endpoint.close());
+      return port;
+    },
+    async listenLocalHttp(address) {
+      local(address);
+      const endpoint = new NginxEndpoint({ decisions });
+      const port = await endpoint.listen(address);
+      closers.push(() => endpoint.close());
+      return port;
+    },
+    async close() {
+      for (const close of closers.splice(0).reverse()) await close();
+    },
+  };
+}
