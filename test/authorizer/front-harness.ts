@@ -25,6 +25,8 @@ export const TD = 'twokey.local';
 export const NOTES_ROOT = fileURLToPath(new URL('./fixtures/proto', import.meta.url));
 export const NOTES_SERVER = fileURLToPath(new URL('./fixtures/notes_server.py', import.meta.url));
 export const PYTHON = '/usr/bin/python3';
+/** Debian's nginx; /usr/sbin is not on every user's PATH. */
+export const NGINX = existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
 export const NOTES_ID = `spiffe://${TD}/ns/notes/sa/notes`;
 export const CALLER_ID = `spiffe://${TD}/ns/apps/sa/caller`;
 export const OTHER_ID = `spiffe://${TD}/ns/apps/sa/other`;
@@ -124,7 +126,7 @@ async function until(what: string, timeoutMs: number, probe: () => Promise<boole
 
 /** nginx -t on a configuration; returns its exit status and output. */
 export function nginxTest(confFile: string, runtimeDir: string): { status: number | null; output: string } {
-  const r = spawnSync('nginx', ['-t', '-c', confFile, '-p', runtimeDir, '-e', join(runtimeDir, 'error.log'), '-g', 'daemon off; master_process off;'], { encoding: 'utf8' });
+  const r = spawnSync(NGINX, ['-t', '-c', confFile, '-p', runtimeDir, '-e', join(runtimeDir, 'error.log'), '-g', 'daemon off; master_process off;'], { encoding: 'utf8' });
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 
@@ -233,7 +235,7 @@ export async function startFront(): Promise<Front> {
     const tested = nginxTest(nginxConf, runtimeDir);
     if (tested.status !== 0) throw new Error(`nginx -t refused the generated configuration:\n${tested.output}`);
     // One process, no privilege drop: the test owns every file it reads.
-    children.push(startChild('nginx', ['-c', nginxConf, '-p', runtimeDir, '-e', join(runtimeDir, 'error.log'), '-g', 'daemon off; master_process off;'], {}, join(root, 'nginx.log')));
+    children.push(startChild(NGINX, ['-c', nginxConf, '-p', runtimeDir, '-e', join(runtimeDir, 'error.log'), '-g', 'daemon off; master_process off;'], {}, join(root, 'nginx.log')));
     await until('nginx to listen', 15_000, async () => existsSync(join(runtimeDir, 'nginx.pid')));
 
     const svids: SvidSource[] = [];
