@@ -329,7 +329,7 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   if (!peer.grants.allows(input.method)) {
     return checks.deny(
       'grant',
-      new TwokeyError('ERR_METHOD_NOT_GRANTED', `certificate of ${peer.spiffeId} does not grant ${input.method}`),
+      new TwokeyError('ERR_METHOD_NOT_GRANTED', `${peer.grantsFrom === 'registry' ? 'the registry entry' : 'certificate'} of ${peer.spiffeId} does not grant ${input.method}`),
     );
   }
   checks.pass('grant');
