@@ -28,6 +28,9 @@ export interface ForwardedDecisionOptions {
   newDecisionId?: () => string;
 }
 
+// The peer of a call whose reading threw (the decision is then an internal denial).
+const NOT_READ: PeerResult = { ok: false, error: new TwokeyError('ERR_PEER_CERT_MISSING', 'the peer could not be read') };
+
 /** A decision with what the proxy needs to act on it. */
 export interface ForwardedDecision {
   readonly decisionId: string;
@@ -61,7 +64,7 @@ export class ForwardedDecisions {
     const decisionId = this.#newId();
     const metadata = call.metadata;
     const requestId = metadata instanceof TwokeyError ? decisionId : requestIdFrom(metadata, decisionId);
-    let peer: PeerResult = { ok: false, error: new TwokeyError('ERR_PEER_CERT_MISSING', 'not read') };
+    let peer: PeerResult = NOT_READ;
     let decision: Decision;
     let headers: Record<IdentityHeader, string> | undefined;
     try {

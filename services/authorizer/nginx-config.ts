@@ -77,11 +77,13 @@ export function renderNginxConfig(options: NginxConfigOptions): string {
     server ${authz.server};
     # One connection reused for many checks (without it each check opens a new one, about 3x slower).
     keepalive 16;
+    keepalive_requests 10000;
   }
 
   upstream twokey_backend {
     server ${backend.server};
     keepalive 16;
+    keepalive_requests 10000;
   }
 
   server {
@@ -101,6 +103,12 @@ export function renderNginxConfig(options: NginxConfigOptions): string {
 
     # gRPC requests count as bodies: 1m (the default) would refuse larger messages with 413.
     client_max_body_size ${body};
+    # A gRPC client keeps one connection for all its calls; at the default (1000) nginx ends it
+    # after every thousandth call and the client reconnects.
+    keepalive_requests 100000;
+    # Streams in flight per connection, as twokey's mesh servers allow (nginx's default is 128;
+    # beyond it streams are refused, which clients see as UNAVAILABLE).
+    http2_max_concurrent_streams 1000;
 
     # ONLY the certificate codes at server level. A 5xx error_page here would be inherited by the
     # internal authorizer location and turn an authorizer that is down or slow into a 2xx, which

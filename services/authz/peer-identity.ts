@@ -33,6 +33,7 @@ export class PeerIdentityCache {
   #bundle: readonly X509Certificate[] | undefined;
   #generation = 0;
   readonly #byCertificate = new Map<string, PeerResult>();
+  readonly #chainKeys = new WeakMap<readonly X509Certificate[], string>();
   readonly #maxCertificates: number;
   #parses = 0;
   #socketless = 0;
@@ -82,7 +83,13 @@ export class PeerIdentityCache {
   fromChain(chain: readonly X509Certificate[]): PeerResult {
     const leaf = chain[0];
     if (leaf === undefined) return missing();
-    const key = createHash('sha256').update(chain.map((c) => c.fingerprint256).join(',')).digest('base64url');
+    // Hashing the chain costs more than the decision: its key is kept per chain object, which the
+    // caller keeps for as long as it sees the same certificate (per connection, per forwarded PEM).
+    let key = this.#chainKeys.get(chain);
+    if (key === undefined) {
+      key = createHash('sha256').update(chain.map((c) => c.fingerprint256).join(',')).digest('base64url');
+      this.#chainKeys.set(chain, key);
+    }
     const cached = this.#byCertificate.get(key);
     if (cached !== undefined) return cached;
     let result: PeerResult;
