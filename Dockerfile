@@ -19,9 +19,13 @@ COPY certs-ca ./certs-ca
 COPY scripts ./scripts
 COPY deploy/tools ./deploy/tools
 # Tests, the CA directory and the manifests never enter the build context (.dockerignore). The
-# image keeps the compiled dist/, the protos it loads at run time and the production dependencies.
+# image keeps the compiled dist/, the protos it loads at run time and the production dependencies,
+# plus the example services' own dependencies: devDependencies of the package (adopters do not
+# install them), kept here from the lock-file-verified install rather than fetched again.
 RUN npm run build \
+ && mkdir /tmp/example-deps && mv node_modules/exifr /tmp/example-deps/ \
  && npm prune --omit=dev --no-audit --no-fund \
+ && mv /tmp/example-deps/* node_modules/ && rmdir /tmp/example-deps \
  && npm cache clean --force \
  && find services certs-ca scripts deploy -name '*.ts' -delete \
  && rm -f tsconfig.json tsconfig.build.json

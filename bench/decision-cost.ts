@@ -4,7 +4,8 @@
 // disturbed by other load on the machine than the end-to-end scenarios.
 import fs from 'node:fs';
 import path from 'node:path';
-import { decide, type VerifiedToken } from '../services/authz/decision.ts';
+import { decide } from '../services/authz/decision.ts';
+import type { VerifiedToken } from '../services/authz/types.ts';
 import { parseSvid } from '../services/authz/svid.ts';
 import { ECHO_METHOD } from './echo-service.ts';
 

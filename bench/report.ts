@@ -1,4 +1,4 @@
-// Renders benchmark results: the stdout/README table, and a hand-written SVG chart.
+// Renders benchmark results: the stdout and bench/latest.md table, and a hand-written SVG chart.
 import type { LatencySummary } from './latency.ts';
 
 /** One scenario's result: medians across rounds, and the per-round figures they came from. */
@@ -35,7 +35,7 @@ export interface TargetResult {
 
 const fmt = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
 
-/** A GitHub-flavoured Markdown table: readable on a terminal and pasteable into the README. */
+/** A GitHub-flavoured Markdown table: readable on a terminal and pasteable into bench/latest.md. */
 export function renderTable(rows: readonly ScenarioSummary[], rate: number): string {
   const header = [
     'scenario',

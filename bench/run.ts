@@ -77,7 +77,7 @@ if (argv.help) {
   --only IDS         run only these scenarios (comma-separated ids; A always runs)
   --profile IDS      run these scenarios' servers under node --cpu-prof; profiles and their
                      summaries go to bench/results/profiles/
-  --publish          also write bench/latest.md and bench/latest.svg (the README's copy)
+  --publish          also write bench/latest.md and bench/latest.svg (the published copy, linked from docs/performance.md)
 Writes bench/results/latest.json and bench/results/latest.svg.
 `);
   process.exit(0);

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import './stats-probe.ts';
 import { createMeshServer } from '../services/authz/server.ts';
-import { SvidSource } from '../services/authz/rotation.ts';
+import { SvidSource } from '../services/authz/svid-source.ts';
 import { StaticKeys } from '../services/authz/jwks.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { RevocationHolder, buildRevocationSet } from '../services/authz/revocation-set.ts';

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { TwokeyError, type ErrorCode } from '../services/authz/errors.ts';
 import { parseSvid } from '../services/authz/svid.ts';
 import { SpiffeId } from '../services/authz/spiffe-id.ts';
-import { builder, CertificateAuthority, loadRegistry, MAX_CERTIFICATE_DER_BYTES, parseRegistry, type IssuedWorkload } from './index.ts';
+import * as builder from './certificate-builder.ts';
+import { CertificateAuthority, loadRegistry, MAX_CERTIFICATE_DER_BYTES, parseRegistry, type IssuedWorkload } from './index.ts';
 import { caSubject, svidSpec } from './svid-profile.ts';
 
 const TD = 'twokey.local';

@@ -7,8 +7,8 @@ import { PACKAGE_ROOT } from '../services/authz/package-root.ts';
 
 /** The package's entry points (package.json "exports") and the sources they are compiled from. */
 export const ENTRY_POINTS: ReadonlyArray<{ specifier: string; source: string }> = [
-  { specifier: 'twokey', source: 'services/authz/package-api.ts' },
-  { specifier: 'twokey/ca', source: 'certs-ca/package-api.ts' },
+  { specifier: 'twokey', source: 'services/authz/index.ts' },
+  { specifier: 'twokey/ca', source: 'certs-ca/index.ts' },
   { specifier: 'twokey/testing', source: 'services/authz/testing/index.ts' },
 ];
 

@@ -8,7 +8,7 @@ interface Subcommand {
 
 // Subcommands register here as they are built; each lives beside the code it drives.
 const SUBCOMMANDS: Record<string, Subcommand> = {
-  ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/cli.ts') },
+  ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/ca-command.ts') },
   k8s: { summary: 'Kubernetes: certificates as Secrets, offline manifest checks', load: () => import('./k8s-command.ts') },
   serve: { summary: 'run one service of the example mesh', load: () => import('../services/mesh-runtime/serve-command.ts') },
   users: { summary: "manage the auth service's users", load: () => import('../services/auth/users-command.ts') },

@@ -165,7 +165,7 @@ async function check(args: string[]): Promise<number> {
   const externalSecrets = new Set([
     ...(values.secrets === undefined ? registry.workloads.filter((w) => w.deployed).map((w) => `${w.namespace}/${svidSecretName(w.name)}`) : []),
     ...(gateway === undefined || has(gateway.namespace, GATEWAY_PUBLIC_TLS_SECRET) ? [] : [`${gateway.namespace}/${GATEWAY_PUBLIC_TLS_SECRET}`]),
-    // The database Secret is the operator's (README, Kubernetes): never in the rendered set.
+    // The database Secret is the operator's (docs/kubernetes.md): never in the rendered set.
     ...[...new Set(registry.workloads.map((w) => w.namespace))].map((ns) => `${ns}/${DATABASE_SECRET}`),
   ]);
   const grantsOid = values['grants-oid'];

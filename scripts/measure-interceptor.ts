@@ -23,7 +23,7 @@ import { PeerIdentityCache } from '../services/authz/peer-identity.ts';
 import { TokenAuthenticator } from '../services/authz/token-authenticator.ts';
 import { TokenVerifier } from '../services/authz/token-verifier.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
-import { SvidSource } from '../services/authz/rotation.ts';
+import { SvidSource } from '../services/authz/svid-source.ts';
 import { createMeshServer } from '../services/authz/server.ts';
 
 const VARIANTS = {

@@ -1,5 +1,5 @@
 // Tests that the Dockerfile agrees with the manifests: user, ports, entry point, build context.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { loadRegistry } from '../../certs-ca/index.ts';
@@ -63,6 +63,27 @@ describe('deploy: the container image', () => {
     // Same base image in every stage: what is built is what runs.
     expect(new Set(all.map((s) => s[0]!.args.split(' ')[0]))).to.deep.equal(new Set(['${NODE_IMAGE}']));
     expect(dockerfile).to.match(/^ARG NODE_IMAGE=node:24-/m);
+  });
+
+  it("keeps the example services' own dependencies, which the package lists only as devDependencies", () => {
+    const manifest = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
+    const imported = new Set<string>();
+    for (const service of ['gateway', 'image-store', 'tagging', 'cleaner']) {
+      const dir = join(SERVICES_DIR, service);
+      for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))) {
+        for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/from '([^.'][^']*)'/g)) imported.add(m[1]!.split('/')[0]!);
+      }
+    }
+    const devOnly = [...imported].filter((name) => name in manifest.devDependencies);
+    expect(devOnly, 'example-only dependencies').to.deep.equal(['exifr']);
+    const build = all.slice(0, -1).flat().filter((i) => i.op === 'RUN').map((i) => i.args).join(' && ');
+    for (const dep of devOnly) {
+      // Moved aside before the prune and back after it.
+      const aside = build.indexOf(`mv node_modules/${dep} `);
+      const prune = build.indexOf('npm prune --omit=dev');
+      expect(aside, `${dep} kept aside`).to.be.within(0, prune);
+      expect(build.slice(prune)).to.match(/mv \/tmp\/example-deps\/\* node_modules\//);
+    }
   });
 
   it('runs as the non-root uid and gid every pod declares', () => {

@@ -9,7 +9,7 @@ export const REGISTRY_FILE = fileURLToPath(new URL('../registry.yaml', import.me
 /** The copy the kustomize base generates the registry ConfigMap from. */
 export const REGISTRY_COPY_FILE = fileURLToPath(new URL('../base/registry.yaml', import.meta.url));
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
-export const README_FILE = fileURLToPath(new URL('../../README.md', import.meta.url));
+export const KUBERNETES_DOC = fileURLToPath(new URL('../../docs/kubernetes.md', import.meta.url));
 export const SERVICES_DIR = fileURLToPath(new URL('../../services', import.meta.url));
 
 /** Every kustomization users apply. */

@@ -1,4 +1,4 @@
-// Tests that run the local overlay's pods as processes and use them the way the README does.
+// Tests that run the local overlay's pods as processes and use them the way docs/kubernetes.md does.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -119,7 +119,7 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
     }
   });
 
-  it('a user added as the README says logs in through the gateway, uploads, and tagging tags the upload', async () => {
+  it('a user added as docs/kubernetes.md says logs in through the gateway, uploads, and tagging tags the upload', async () => {
     // `kubectl exec auth-0 -- node dist/scripts/twokey.js users add alice`, with auth's environment.
     const password = 'correct horse battery staple';
     await new Promise<void>((resolve, reject) => {

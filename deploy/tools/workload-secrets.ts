@@ -10,7 +10,7 @@ export const GATEWAY_PUBLIC_TLS_SECRET = 'gateway-public-tls';
 /**
  * The Secret the operator creates for the replicated shape (deploy/overlays/postgres): `url`, the
  * PostgreSQL URL with its password, for TWOKEY_DATABASE_URL; `password`, the same password, for
- * the trial PostgreSQL. Not made by `twokey k8s secrets`: the README's Kubernetes section shows the
+ * the trial PostgreSQL. Not made by `twokey k8s secrets`: docs/kubernetes.md shows the
  * command.
  */
 export const DATABASE_SECRET = 'twokey-database';

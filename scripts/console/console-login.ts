@@ -2,7 +2,7 @@
 // returned token verified against auth's published keys and required to hold console:read.
 import { request } from 'node:https';
 import * as grpc from '@grpc/grpc-js';
-import type { VerifiedToken } from '../../services/authz/decision.ts';
+import type { VerifiedToken } from '../../services/authz/types.ts';
 import { JwksKeySet } from '../../services/authz/jwks.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { TokenVerifier } from '../../services/authz/token-verifier.ts';

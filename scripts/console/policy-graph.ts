@@ -5,7 +5,7 @@ import { WORKLOAD_FILES } from '../../certs-ca/certificate-authority.ts';
 import type { Registry } from '../../certs-ca/registry.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import type { MethodCatalog } from '../../services/authz/method-catalog.ts';
-import { certificatesIn } from '../../services/authz/rotation.ts';
+import { certificatesIn } from '../../services/authz/svid-source.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 
 export interface GraphNode {

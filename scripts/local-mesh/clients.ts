@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient } from '../../services/authz/client.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
-import { MAX_MESSAGE_BYTES } from '../../services/mesh-runtime/mesh-service.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
+import { MAX_MESSAGE_BYTES } from '../../services/mesh-runtime/mesh-runtime.ts';
 import { AuthClient, ImageStoreClient, TaggingClient } from '../../services/mesh-runtime/protos.ts';
 import type { Endpoints } from './local-mesh.ts';
 

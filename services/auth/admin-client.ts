@@ -5,7 +5,7 @@ import { status as Status, type Client, type ServiceError } from '@grpc/grpc-js'
 import { loadRegistry, type Registry } from '../../certs-ca/registry.ts';
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
-import { SvidSource } from '../authz/rotation.ts';
+import { SvidSource } from '../authz/svid-source.ts';
 import { AuthClient, bearer, unary } from '../mesh-runtime/protos.ts';
 import type { IssuedToken } from '../mesh-runtime/cached-token.ts';
 import type { RevocationEntry, RevocationKind } from './revocation-store.ts';

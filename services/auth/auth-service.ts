@@ -1,6 +1,6 @@
 // The Auth service's logic: login, JWKS, token exchange and service tokens. Transport-free: the
 // gRPC adapter passes the verified mTLS peer and the decoded request.
-import type { VerifiedToken } from '../authz/decision.ts';
+import type { VerifiedToken } from '../authz/types.ts';
 import { TwokeyError, isTwokeyError } from '../authz/errors.ts';
 import { userScopesFor, type AuthPolicy } from './auth-policy.ts';
 import { decideExchange, decideServiceToken, splitScopes, type ExchangeSubject } from './delegation-policy.ts';

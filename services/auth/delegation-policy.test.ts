@@ -1,6 +1,6 @@
 // Token-exchange rules: down-scoping, audiences, subject users and delegation depth.
 import { expect } from 'chai';
-import type { VerifiedToken } from '../authz/decision.ts';
+import type { VerifiedToken } from '../authz/types.ts';
 import { decideExchange, decideServiceToken, type ExchangeInput } from './delegation-policy.ts';
 
 const TAGGING = 'spiffe://twokey.local/ns/twokey/sa/tagging';

@@ -1,6 +1,6 @@
 // Pure rules for token exchange (RFC 8693) and service tokens: who may get which token, with
 // which scopes, for which audience. Every path that is not explicitly allowed is refused.
-import type { VerifiedToken } from '../authz/decision.ts';
+import type { VerifiedToken } from '../authz/types.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import type { Actor } from './token-minter.ts';
 

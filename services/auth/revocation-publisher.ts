@@ -1,5 +1,6 @@
 // auth's side of revocation: records revocations, signs the set, and pushes it (and heartbeats) to watchers.
-import { signRevocationSet, type RevocationSet } from '../authz/revocation-set.ts';
+import { signRevocationSet } from '../authz/revocation-set.ts';
+import type { RevocationSet } from '../authz/types.ts';
 import type { RevocationEntry, RevocationStore } from './revocation-store.ts';
 import { disabledSubjectEntry, jtiEntry, serialEntry, withdrawnKidEntry } from './revocation-entries.ts';
 

@@ -1,6 +1,7 @@
 // auth's revocation entries and their sequence number: an async interface, for SQLite and PostgreSQL.
 import { TwokeyError } from '../authz/errors.ts';
-import { MAX_REVOCATION_ENTRIES, buildRevocationSet, type RevocationSet } from '../authz/revocation-set.ts';
+import { MAX_REVOCATION_ENTRIES, buildRevocationSet } from '../authz/revocation-set.ts';
+import type { RevocationSet } from '../authz/types.ts';
 import { inTransaction, type SqliteDatabase } from '../mesh-runtime/durable-database.ts';
 import type { PostgresDatabase } from '../mesh-runtime/postgres-database.ts';
 

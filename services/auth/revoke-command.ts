@@ -28,7 +28,7 @@ export const usage = `Usage: twokey revoke <token|cert|key|user|list> [options]
 
 Each is a call to the running auth over mTLS, as the registry's admin identity: its certificate
 and its own service token (scope revocations:admin) must both allow it, and auth logs who asked.
-auth pushes the new set to every mesh server at once; see README "Revoking access".
+auth pushes the new set to every mesh server at once; see docs/revocation.md.
 
 Options:
   --state-dir DIR    the local mesh's state (default $TWOKEY_STATE_DIR or .twokey): auth's

@@ -10,7 +10,7 @@ import type { RevocationSource } from '../authz/interceptor.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import type { MethodCatalog } from '../authz/method-catalog.ts';
 import { PeerIdentityCache } from '../authz/peer-identity.ts';
-import { SVID_FILES, certificatesIn, type SvidSource } from '../authz/rotation.ts';
+import { SVID_FILES, certificatesIn, type SvidSource } from '../authz/svid-source.ts';
 import { MESH_SERVER_DEFAULTS, createMeshServer } from '../authz/server.ts';
 import type { SpiffeId } from '../authz/spiffe-id.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';

@@ -1,5 +1,5 @@
 // The identity headers the authorizer hands a backend on allow, and the one it returns a denial's reason in.
-import type { PeerIdentity, VerifiedToken } from '../authz/decision.ts';
+import type { PeerIdentity, VerifiedToken } from '../authz/types.ts';
 import { TwokeyError } from '../authz/errors.ts';
 
 /**

@@ -1,7 +1,7 @@
 // `twokey authz envoy-config`: an Envoy (v3 API) bootstrap that puts the authorizer in front of a gRPC backend, fail-closed.
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
-import { SVID_FILES } from '../authz/rotation.ts';
+import { SVID_FILES } from '../authz/svid-source.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { listenAddress } from './listen-address.ts';
 

@@ -2,7 +2,7 @@
 import { X509Certificate } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
 import { TwokeyError } from '../authz/errors.ts';
-import { certificatesIn } from '../authz/rotation.ts';
+import { certificatesIn } from '../authz/svid-source.ts';
 
 /** The request headers the library reads from a call: the bearer token and the correlation ids. */
 const READ_HEADERS = ['authorization', 'x-request-id', 'traceparent', 'tracestate'] as const;

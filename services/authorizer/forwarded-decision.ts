@@ -2,7 +2,8 @@
 import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { requestIdFrom } from '../authz/call-context.ts';
-import { decide, decidePeer, type Decision, type DecisionInput, type PeerIdentity, type PeerResult, type TokenResult } from '../authz/decision.ts';
+import { decide, decidePeer } from '../authz/decision.ts';
+import type { Decision, DecisionInput, PeerIdentity, PeerResult, TokenResult } from '../authz/types.ts';
 import type { DecisionEvent, DecisionLog } from '../authz/decision-log.ts';
 import type { DecisionMetrics } from '../authz/decision-metrics.ts';
 import { TwokeyError } from '../authz/errors.ts';

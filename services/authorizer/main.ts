@@ -4,8 +4,8 @@ import { TwokeyError } from '../authz/errors.ts';
 import { MethodCatalog } from '../authz/method-catalog.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envFlag, type Env } from '../mesh-runtime/env.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { createAuthorizer } from './authorizer.ts';
 import { listenAddress } from './listen-address.ts';
 

@@ -1,6 +1,6 @@
 // `twokey authz nginx-config`: an nginx 1.22 configuration that puts the authorizer in front of a gRPC backend, fail-closed.
 import { join, resolve } from 'node:path';
-import { SVID_FILES } from '../authz/rotation.ts';
+import { SVID_FILES } from '../authz/svid-source.ts';
 import { IDENTITY_HEADER_NAMES, REASON_HEADER } from './backend-headers.ts';
 import { CHECK_PATH, NGINX_REQUEST_HEADERS } from './nginx-endpoint.ts';
 import { listenAddress } from './listen-address.ts';

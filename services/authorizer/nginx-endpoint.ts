@@ -7,7 +7,7 @@ import type { DecisionLog } from '../authz/decision-log.ts';
 import type { RevocationSource } from '../authz/interceptor.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import type { PeerIdentityCache } from '../authz/peer-identity.ts';
-import type { SvidSource } from '../authz/rotation.ts';
+import type { SvidSource } from '../authz/svid-source.ts';
 import { REASON_HEADER } from './backend-headers.ts';
 import { certificatesFromEscapedPem, metadataFrom, type ForwardedCall } from './forwarded-call.ts';
 import type { ForwardedDecisions } from './forwarded-decision.ts';

@@ -1,5 +1,6 @@
 // Which proxies may forward calls to the authorizer: a certificate granting Envoy's Check, decided like any call.
-import { decidePeer, type Decision, type PeerResult, type RevocationView } from '../authz/decision.ts';
+import { decidePeer } from '../authz/decision.ts';
+import type { Decision, PeerResult, RevocationView } from '../authz/types.ts';
 import type { RuleSource } from '../authz/interceptor.ts';
 import type { MethodRule } from '../authz/method-catalog.ts';
 import { packagePath } from '../authz/package-root.ts';

@@ -1,6 +1,6 @@
 // Istio mode: a peer known only by the SPIFFE ID its proxy vouches for, with the grants its registry entry lists.
 import type { RegistryWorkload } from '../../certs-ca/registry.ts';
-import type { PeerIdentity, PeerResult } from '../authz/decision.ts';
+import type { PeerIdentity, PeerResult } from '../authz/types.ts';
 import { TwokeyError, isTwokeyError } from '../authz/errors.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 

@@ -3,7 +3,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomFillSync } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
 import { TwokeyError } from './errors.ts';
-import type { PeerIdentity, VerifiedToken } from './decision.ts';
+import type { PeerIdentity, VerifiedToken } from './types.ts';
 
 /** W3C Trace Context (traceparent, version 00). */
 export interface TraceContext {

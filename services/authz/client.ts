@@ -4,7 +4,7 @@ import type { PeerCertificate } from 'node:tls';
 import { experimental, type ChannelCredentials, type ChannelOptions, type Client, type Interceptor } from '@grpc/grpc-js';
 import { isTwokeyError } from './errors.ts';
 import { createPropagationInterceptor } from './propagation.ts';
-import type { SvidSource } from './rotation.ts';
+import type { SvidSource } from './svid-source.ts';
 import { SpiffeId } from './spiffe-id.ts';
 import { parseSvid } from './svid.ts';
 

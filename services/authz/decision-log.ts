@@ -1,6 +1,6 @@
 // One structured log line per authorization decision; tokens, keys and passwords never appear.
 import type { Logger } from 'pino';
-import type { CheckName, CheckOutcome, Decision, PeerIdentity, VerifiedToken } from './decision.ts';
+import type { CheckName, CheckOutcome, Decision, PeerIdentity, VerifiedToken } from './types.ts';
 import { PinoLineWriter } from './pino-line.ts';
 
 export interface DecisionEvent {

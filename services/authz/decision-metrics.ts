@@ -1,6 +1,6 @@
 // Prometheus metrics of a mesh server, fed by the same decision events the decision log writes.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { PeerIdentity } from './decision.ts';
+import type { PeerIdentity } from './types.ts';
 import type { DecisionEvent } from './decision-log.ts';
 import type { TokenCache } from './token-cache.ts';
 

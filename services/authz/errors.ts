@@ -38,13 +38,12 @@ export const ERROR_CODES = [
   'ERR_REGISTRY_INVALID',
   'ERR_CSR_INVALID',
   'ERR_CA_POLICY',
-  // The example services (auth, image store, gateway).
+  // The auth service, and requests any service refuses as malformed. (The example services'
+  // own codes are in services/mesh-runtime/example-errors.ts, outside the package's API.)
   'ERR_LOGIN_FAILED',
   'ERR_LOGIN_THROTTLED',
   'ERR_DELEGATION_DENIED',
   'ERR_REQUEST_INVALID',
-  'ERR_RESOURCE_TOO_LARGE',
-  'ERR_RESOURCE_NOT_FOUND',
   // A service's database (PostgreSQL when replicated) did not answer.
   'ERR_STORAGE_UNAVAILABLE',
 ] as const;
@@ -125,10 +124,6 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_LOGIN_THROTTLED: status.RESOURCE_EXHAUSTED,
   ERR_DELEGATION_DENIED: status.PERMISSION_DENIED,
   ERR_REQUEST_INVALID: status.INVALID_ARGUMENT,
-  ERR_RESOURCE_TOO_LARGE: status.RESOURCE_EXHAUSTED,
-  // Only callers allowed to see every owner's resources get NOT_FOUND; others get
-  // ERR_RESOURCE_FORBIDDEN for a missing resource too, so existence never leaks.
-  ERR_RESOURCE_NOT_FOUND: status.NOT_FOUND,
   // Retryable: another replica, or this one once the database is back, can serve the call.
   ERR_STORAGE_UNAVAILABLE: status.UNAVAILABLE,
 };

@@ -1,6 +1,6 @@
 // Peer denials no later call on the same connection can pass, and closing that connection after one.
 import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
-import type { Decision } from './decision.ts';
+import type { Decision } from './types.ts';
 import type { ErrorCode } from './errors.ts';
 
 /**

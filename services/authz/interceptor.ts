@@ -9,7 +9,10 @@ import {
   type ServerMethodDefinition,
 } from '@grpc/grpc-js';
 import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call-context.ts';
-import { decide, decidePeer, type Decision, type DecisionInput, type MethodRule, type PeerResult, type RevocationView, type TokenResult } from './decision.ts';
+import { decide, decidePeer } from './decision.ts';
+import type { Decision, DecisionInput, PeerResult, TokenResult } from './types.ts';
+import type { MethodRule } from './method-catalog.ts';
+import type { RevocationView } from './types.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
 import { endConnectionAfter } from './final-denial.ts';

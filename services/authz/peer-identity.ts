@@ -4,8 +4,8 @@ import { TLSSocket, type DetailedPeerCertificate } from 'node:tls';
 import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { parseSvid } from './svid.ts';
-import type { PeerResult } from './decision.ts';
-import { chainsToBundle } from './rotation.ts';
+import type { PeerResult } from './types.ts';
+import { chainsToBundle } from './svid-source.ts';
 
 export interface PeerIdentityCacheOptions {
   grantsOid?: string;

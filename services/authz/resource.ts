@@ -1,6 +1,6 @@
 // Step 5 of the decision, run in handlers: the caller's user owns the resource, or holds the ':any' scope.
 import { TwokeyError } from './errors.ts';
-import type { VerifiedToken } from './decision.ts';
+import type { VerifiedToken } from './types.ts';
 
 /** Whether the token reaches every owner's resources for this permission (scope `<permission>:any`). */
 export function holdsAny(token: VerifiedToken | undefined, permission: string): boolean {

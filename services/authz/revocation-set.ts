@@ -3,7 +3,7 @@ import { createHash, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { asKeyObject, jwsSignatureVerifies } from './jws-signature.ts';
 import type { VerificationKeys } from './token-verifier.ts';
-import type { RevocationView } from './decision.ts';
+import type { RevocationEntries, RevocationSet, RevocationView } from './types.ts';
 
 /**
  * The JWS `typ` of a revocation set. Distinct from an access token's `at+jwt`: the access-token
@@ -26,36 +26,6 @@ const JTI_SHAPE = /^[A-Za-z0-9_-]{16,128}$/;
 const SERIAL_SHAPE = /^[0-9A-F]{1,64}$/;
 // Usernames and SPIFFE IDs (a delegated token's actors, a service token's subject).
 const SUBJECT_SHAPE = /^[\x21-\x7e]{1,2048}$/;
-
-/** What the set revokes. Times are epoch seconds. */
-export interface RevocationEntries {
-  /** Subject (username or SPIFFE ID) -> disabled since: tokens issued at or before it are refused. */
-  readonly disabledSubjects: ReadonlyMap<string, number>;
-  /** Token id -> the token's exp, after which the entry is dropped. */
-  readonly jtis: ReadonlyMap<string, number>;
-  /** Upper-case hex certificate serial (no leading zeros) -> the certificate's notAfter. */
-  readonly serials: ReadonlyMap<string, number>;
-  /** Withdrawn signing key ids: every token they signed is refused. */
-  readonly kids: ReadonlySet<string>;
-}
-
-/** A verified (or freshly built) revocation set. */
-export interface RevocationSet extends RevocationEntries {
-  /** Increases with every change of entries; a heartbeat re-signs the same seq with a later issuedAt. */
-  readonly seq: number;
-  /** Epoch ms at which auth signed it: how fresh the holder's knowledge is. */
-  readonly issuedAtMs: number;
-  /** SHA-256 of the entries' canonical form: equal seq must mean equal content. */
-  readonly digest: string;
-  /** The kid that signed it, once verified. */
-  readonly signedBy?: string | undefined;
-  /**
-   * The kids auth published in its JWK Set when it signed this set (not part of the entries or
-   * their digest: a rotation changes them without a new seq). A holder that misses one refetches
-   * the JWK Set at once, so a rotated-in key is held before tokens signed with it arrive.
-   */
-  readonly publishedKids?: readonly string[] | undefined;
-}
 
 /** Most published kids a set may name (auth publishes three: current, next, previous). */
 const MAX_PUBLISHED_KIDS = 16;

@@ -10,7 +10,7 @@ import { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import { refuseRepeatedAuthorization } from './repeated-headers.ts';
-import { SVID_FILES, certificatesIn, type SvidSource } from './rotation.ts';
+import { SVID_FILES, certificatesIn, type SvidSource } from './svid-source.ts';
 import { TokenAuthenticator } from './token-authenticator.ts';
 import { TokenCache } from './token-cache.ts';
 import { TokenVerifier, type VerificationKeys } from './token-verifier.ts';

@@ -1,7 +1,7 @@
 // Reads the one bearer token of a call and verifies it, through the verified-token cache.
 import type { Metadata } from '@grpc/grpc-js';
 import { TwokeyError, isTwokeyError } from './errors.ts';
-import type { TokenResult } from './decision.ts';
+import type { TokenResult } from './types.ts';
 import { TokenCache } from './token-cache.ts';
 import { isSignatureFailure, type TokenVerifier } from './token-verifier.ts';
 

@@ -1,6 +1,6 @@
 // A bounded LRU of verified tokens, so a token is verified once, yet expiry still holds on every use.
 import { hash } from 'node:crypto';
-import type { VerifiedToken } from './decision.ts';
+import type { VerifiedToken } from './types.ts';
 import type { TwokeyError } from './errors.ts';
 
 export interface TokenCacheOptions {

@@ -3,7 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { TwokeyError, isTwokeyError } from './errors.ts';
 import { asKeyObject, jwsSignatureVerifies } from './jws-signature.ts';
 import { SpiffeId } from './spiffe-id.ts';
-import type { TokenKind, VerifiedToken } from './decision.ts';
+import type { TokenKind, VerifiedToken } from './types.ts';
 
 export const ALLOWED_ALGORITHMS = ['ES256', 'EdDSA'] as const;
 export const TOKEN_TYPE = 'at+jwt';

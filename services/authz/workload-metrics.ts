@@ -2,7 +2,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { JwksKeySet } from './jwks.ts';
 import { entryCount, type RevocationHolder } from './revocation-set.ts';
-import type { SvidSource } from './rotation.ts';
+import type { SvidSource } from './svid-source.ts';
 
 /** Seconds until this workload's current certificate expires (negative once it has), read on scrape. */
 export function registerCertificateMetrics(registry: Registry, svid: SvidSource, clock: () => number = Date.now): void {

@@ -3,9 +3,9 @@
 import { status } from '@grpc/grpc-js';
 import { TwokeyError } from '../authz/errors.ts';
 import { envDurationMs, type Env } from '../mesh-runtime/env.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import { ImageStoreClient, bearer, unary } from '../mesh-runtime/protos.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { CleanerJob, type CleanerImagesPort } from './cleaner-job.ts';
 
 const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -13,8 +13,8 @@ import { revocationFailure } from '../authz/decision.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
-import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-service.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { GatewayMetrics } from './gateway-metrics.ts';
 import { PUBLIC_ROUTES, rawDefinition, type PublicRoute } from './public-routes.ts';
 

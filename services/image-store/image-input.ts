@@ -1,5 +1,6 @@
 // Validation of what clients send the image store: names, content types, tags, sizes, paging.
 import { TwokeyError } from '../authz/errors.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
 
 export const LIMITS = {
   maxContentBytes: 4 * 1024 * 1024,
@@ -33,7 +34,7 @@ export function checkContentType(type: string): string {
 export function checkContent(content: Buffer): Buffer {
   if (content.length === 0) throw bad('image content is empty');
   if (content.length > LIMITS.maxContentBytes) {
-    throw new TwokeyError('ERR_RESOURCE_TOO_LARGE', `image content is ${content.length} bytes; the limit is ${LIMITS.maxContentBytes} bytes`);
+    throw new ExampleError('ERR_RESOURCE_TOO_LARGE', `image content is ${content.length} bytes; the limit is ${LIMITS.maxContentBytes} bytes`);
   }
   return content;
 }

@@ -1,7 +1,7 @@
 // ImageStore handler logic over a real repository, the same suite on SQLite and on PostgreSQL:
 // ownership, ':any' scopes, limits, events, and (PostgreSQL) two replicas sharing one log.
 import { expect } from 'chai';
-import type { VerifiedToken } from '../authz/decision.ts';
+import type { VerifiedToken } from '../authz/types.ts';
 import { forEachEngine, type EngineFixture } from '../../test/postgres/engines.ts';
 import { followEvents } from './event-feed.ts';
 import { imageDatabasePath, openImageDatabase } from './image-database.ts';

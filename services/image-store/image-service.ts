@@ -1,7 +1,8 @@
 // The ImageStore handlers' logic: input checks, then the owner check (step 5), then storage.
 // Transport-free: each method takes the call's verified token and the decoded request.
-import type { VerifiedToken } from '../authz/decision.ts';
+import type { VerifiedToken } from '../authz/types.ts';
 import { TwokeyError } from '../authz/errors.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
 import { authorizeOwner, holdsAny } from '../authz/resource.ts';
 import {
   checkContent,
@@ -46,8 +47,8 @@ export function toEventMessage(event: ImageEventRecord): Record<string, unknown>
   return { sequence: String(event.sequence), type: event.type, image_id: event.imageId, owner: event.owner, at_ms: String(event.atMs) };
 }
 
-function notFound(id: string): TwokeyError {
-  return new TwokeyError('ERR_RESOURCE_NOT_FOUND', `image ${id} does not exist`);
+function notFound(id: string): ExampleError {
+  return new ExampleError('ERR_RESOURCE_NOT_FOUND', `image ${id} does not exist`);
 }
 
 export class ImageService {

@@ -3,11 +3,12 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { countRefusal, currentCall } from '../authz/call-context.ts';
 import { grpcStatusOf, isTwokeyError } from '../authz/errors.ts';
+import { isExampleError } from './example-errors.ts';
 
-/** The status for an error thrown by a handler: TwokeyErrors keep their message; others are hidden. */
+/** The status for an error thrown by a handler: TwokeyErrors (and the examples' own) keep their message; others are hidden. */
 export function statusFor(err: unknown, logger: Logger): grpc.StatusObject {
-  if (isTwokeyError(err)) {
-    const code = grpcStatusOf(err);
+  if (isTwokeyError(err) || isExampleError(err)) {
+    const code = isExampleError(err) ? err.grpcStatus : grpcStatusOf(err);
     logRefusal(logger, err.code, code, err.message);
     return { code, details: `${err.message}${suffix()}`, metadata: new grpc.Metadata() };
   }

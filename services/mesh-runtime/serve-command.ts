@@ -1,13 +1,6 @@
 // `twokey serve <service>`: runs one example service in this process until SIGINT or SIGTERM.
 import { isTwokeyError } from '../authz/errors.ts';
-
-/** What every service entry module (services/<name>/main.ts) exports. */
-export interface RunningService {
-  /** Stops accepting calls, finishes or cancels in-flight work, closes databases. */
-  close(): Promise<void>;
-}
-
-export type ServiceEntry = { serve(env: NodeJS.ProcessEnv): Promise<RunningService> };
+import type { RunningService, ServiceEntry } from './running-service.ts';
 
 const SERVICES: Record<string, () => Promise<ServiceEntry>> = {
   auth: () => import('../auth/main.ts'),
@@ -75,7 +68,17 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`twokey serve: ${load === undefined ? `unknown service ${JSON.stringify(name)}` : 'too many arguments'}\n\n${usage}`);
     return 2;
   }
-  const code = await runUntilSignalled(name, await load());
+  let entry: ServiceEntry;
+  try {
+    entry = await load();
+  } catch (err) {
+    // The installed package ships auth only; the example services run from the repository and its image.
+    const missing = (err as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND' && String((err as Error).message).includes(`/${name}/main.`);
+    if (!missing || name === 'auth') throw err;
+    process.stderr.write(`twokey serve: ${name} is an example service of the twokey repository, not part of the installed package\n`);
+    return 2;
+  }
+  const code = await runUntilSignalled(name, entry);
   // Open handles (timers, sockets in TIME_WAIT) must not keep a stopped service alive.
   process.exit(code);
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { forEachEngine, type EngineFixture } from '../../test/postgres/engines.ts';
 import type { CursorStore } from './cursor-store.ts';
 import { PostgresCursorStore } from './postgres-cursor-store.ts';
-import { SqliteCursorStore } from './tagging-database.ts';
+import { SqliteCursorStore } from './sqlite-cursor-store.ts';
 
 const TTL = 10_000;
 

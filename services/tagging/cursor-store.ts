@@ -1,9 +1,5 @@
 // The tagging worker's durable cursor and its lease: which replica follows the upload log, and how far it got.
 import { TwokeyError } from '../authz/errors.ts';
-import { postgresConfig } from '../mesh-runtime/database-config.ts';
-import type { Env } from '../mesh-runtime/env.ts';
-import { PostgresCursorStore } from './postgres-cursor-store.ts';
-import { SqliteCursorStore, taggingDatabasePath } from './tagging-database.ts';
 
 /**
  * Where the worker records the last event it finished. Only the lease holder may advance a cursor,
@@ -27,11 +23,4 @@ export interface CursorStore {
 /** The error `advance` throws when another replica holds the lease now; the worker stops and re-acquires. */
 export function leaseLost(name: string): TwokeyError {
   return new TwokeyError('ERR_STORAGE_UNAVAILABLE', `the lease on cursor ${name} passed to another replica`);
-}
-
-/** PostgreSQL when TWOKEY_DATABASE_URL is set (replicas share it), else SQLite in the data directory. */
-export async function openCursorStore(env: Env, dataDir: string): Promise<CursorStore> {
-  const pg = postgresConfig(env);
-  if (pg !== undefined) return PostgresCursorStore.open(pg);
-  return SqliteCursorStore.open(taggingDatabasePath(dataDir));
 }

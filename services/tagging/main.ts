@@ -7,11 +7,11 @@ import { randomUUID } from 'node:crypto';
 import { dataDir, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-service.ts';
+import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import { ImageStoreClient, TaggingClient, bearer, unary } from '../mesh-runtime/protos.ts';
-import type { RunningService } from '../mesh-runtime/serve-command.ts';
+import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { locationTags, readLocation } from './exif-location.ts';
-import { openCursorStore } from './cursor-store.ts';
+import { openCursorStore } from './tagging-storage.ts';
 import { TaggingWorker, type ImageStorePort, type UploadEvent } from './tagging-worker.ts';
 
 interface ImageReply {

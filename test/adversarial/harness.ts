@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { JWK } from 'jose';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { JwksKeySet } from '../../services/authz/jwks.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import type { Svid } from '../../services/authz/svid.ts';
 import { CALLER_ID, P, SERVER_ID, TD, TestPki, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from '../authz/mesh-fixtures.ts';
 

@@ -2,7 +2,8 @@
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { builder, generateP256 } from '../../certs-ca/index.ts';
+import * as builder from '../../certs-ca/certificate-builder.ts';
+import { generateP256 } from '../../certs-ca/index.ts';
 import type { CertificateSpec, Extension } from '../../certs-ca/certificate-builder.ts';
 import { FIXTURE_GRANTS, FIXTURE_SPIFFE_ID, FIXTURE_TRUST_DOMAIN } from '../../certs-ca/hostile-fixtures.ts';
 import { caSubject, svidSpec } from '../../certs-ca/svid-profile.ts';

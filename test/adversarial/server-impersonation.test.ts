@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { builder } from '../../certs-ca/index.ts';
+import * as builder from '../../certs-ca/certificate-builder.ts';
 import { makeHostileFixtures, type FixtureSet } from '../../certs-ca/hostile-fixtures.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { bearer, unary } from './harness.ts';
 import { HostileMint, replaceExtension, withSan } from './hostile-certificates.ts';
 

@@ -1,7 +1,7 @@
 // The hostile token table, first against the verifier and decision directly, then over real mTLS.
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { builder } from '../../certs-ca/index.ts';
+import * as builder from '../../certs-ca/certificate-builder.ts';
 import { rootSpec } from '../../certs-ca/svid-profile.ts';
 import { decide } from '../../services/authz/decision.ts';
 import { TokenAuthenticator } from '../../services/authz/token-authenticator.ts';

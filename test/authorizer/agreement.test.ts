@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { StaticKeys } from '../../services/authz/jwks.ts';
 import { buildRevocationSet, normalizeSerial, RevocationHolder } from '../../services/authz/revocation-set.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { createAuthorizer, type Authorizer } from '../../services/authorizer/authorizer.ts';
 import { AUTHORIZER_PROTO_ROOT, CHECK_METHOD } from '../../services/authorizer/proxy-admission.ts';

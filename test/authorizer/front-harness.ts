@@ -13,7 +13,7 @@ import { UserStore } from '../../services/auth/user-store.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { PROTO_LOADER_OPTIONS } from '../../services/authz/method-catalog.ts';
 import { DEFAULT_PROTO_ROOT } from '../../services/authz/method-catalog.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { renderNginxConfig } from '../../services/authorizer/nginx-config.ts';
 import { AUTHORIZER_PROTO_ROOT, CHECK_METHOD } from '../../services/authorizer/proxy-admission.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';

@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { loadRegistry } from '../../certs-ca/registry.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { createAuthorizer, type Authorizer } from '../../services/authorizer/authorizer.ts';
 import { CALLER_ID, P, SERVER_ID, TD, TestPki, capturingLogger, probeCatalog } from '../authz/mesh-fixtures.ts';

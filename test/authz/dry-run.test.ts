@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { TestIssuer } from './token-fixtures.ts';
 import { CALLER_ID, P, SERVER_ID, TD, TestPki, capturingLogger, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from './mesh-fixtures.ts';
 

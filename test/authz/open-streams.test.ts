@@ -3,8 +3,9 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
-import { RevocationHolder, buildRevocationSet, normalizeSerial, type RevocationEntries } from '../../services/authz/revocation-set.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { RevocationHolder, buildRevocationSet, normalizeSerial } from '../../services/authz/revocation-set.ts';
+import type { RevocationEntries } from '../../services/authz/types.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { TestIssuer } from './token-fixtures.ts';
 import { CALLER_ID, P, SERVER_ID, TD, TestPki, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from './mesh-fixtures.ts';
 

@@ -10,8 +10,8 @@ import {
   normalizeSerial,
   signRevocationSet,
   verifyRevocationSet,
-  type RevocationEntries,
 } from '../../services/authz/revocation-set.ts';
+import type { RevocationEntries } from '../../services/authz/types.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { ISSUER, MESH_AUDIENCE, TestIssuer } from './token-fixtures.ts';
 

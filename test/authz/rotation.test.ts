@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient, spiffeServerCheck } from '../../services/authz/client.ts';
 import { StaticKeys } from '../../services/authz/jwks.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { TestIssuer } from './token-fixtures.ts';

@@ -5,7 +5,7 @@ import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { CertificateAuthority } from '../../certs-ca/certificate-authority.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { TestMesh, TestTokens, startTestServer, type TestClient } from '../../services/authz/testing/index.ts';
 import { PROBE_ROOT } from './mesh-fixtures.ts';
 

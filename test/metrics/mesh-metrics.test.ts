@@ -7,7 +7,7 @@ import { Registry } from 'prom-client';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { DecisionMetrics, NO_CALLER, OTHER_CALLER, UNKNOWN_METHOD } from '../../services/authz/decision-metrics.ts';
 import { JwksKeySet } from '../../services/authz/jwks.ts';
-import { SvidSource } from '../../services/authz/rotation.ts';
+import { SvidSource } from '../../services/authz/svid-source.ts';
 import { registerCertificateMetrics, registerJwksMetrics } from '../../services/authz/workload-metrics.ts';
 import { checkHealth, HealthServer } from '../../services/mesh-runtime/health.ts';
 import { CALLER_ID, P, SERVER_ID, TD, TestPki, capturingLogger, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from '../authz/mesh-fixtures.ts';

@@ -1,5 +1,5 @@
 // twokey installed as another team installs it: the packed tarball in an empty project outside
-// this repository, and the README's mesh-member example run against it over real mTLS.
+// this repository, and the mesh-member example of docs/adopting.md run against it over real mTLS.
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,8 +9,11 @@ import { PACKAGE_ROOT } from '../../services/authz/package-root.ts';
 import { installedPackage, type InstalledPackage } from './installed-package.ts';
 
 const MAX_TARBALL_BYTES = 1_000_000;
-// Installed only as the example's own tree: these are the paths the package may ship.
-const SHIPPED = [/^package\.json$/, /^README\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
+// Installed only as the example's own tree: these are the paths the package may ship (the library,
+// the CA, the command and auth; never the example services).
+const EXAMPLE_SERVICES = ['gateway', 'image-store', 'tagging', 'cleaner'];
+const EXAMPLE_ONLY_DEPENDENCIES = ['exifr'];
+const SHIPPED = [/^package\.json$/, /^README\.md$/, /^docs\/[A-Za-z-]+\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services\/(authz|auth|mesh-runtime)|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
 
 function node(args: string[], cwd: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
@@ -31,7 +34,7 @@ describe('the installed package (packed, installed offline outside the repositor
     pkg = await installedPackage();
   });
 
-  it('is a tarball under 1 MB of compiled JavaScript, types and protos only', () => {
+  it('is a tarball under 1 MB of compiled JavaScript, types, protos and docs only', () => {
     expect(pkg.tarballBytes).to.be.below(MAX_TARBALL_BYTES);
     const strays = pkg.files.map((f) => f.path).filter((p) => !SHIPPED.some((re) => re.test(p)));
     expect(strays, 'files outside the shipped set').to.deep.equal([]);
@@ -52,12 +55,14 @@ describe('the installed package (packed, installed offline outside the repositor
       for (const m of text.matchAll(/(?:from |import\()(['"])(\.\.?\/[^'"]+)\1/g)) {
         const target = join(dirname(path), m[2]!);
         checked++;
-        if (!shipped.has(target)) unresolved.push(`${path} -> ${m[2]}`);
+        // `twokey serve` names the example services too; from the package it says they are not in it (tested below).
+        const example = path === 'dist/services/mesh-runtime/serve-command.js' && EXAMPLE_SERVICES.some((name) => m[2] === `../${name}/main.js`);
+        if (!shipped.has(target) && !example) unresolved.push(`${path} -> ${m[2]}`);
       }
     }
     expect(unresolved, 'imports of files not in the package').to.deep.equal([]);
     expect(checked, 'relative imports checked').to.be.above(100);
-    for (const entry of ['dist/services/authz/package-api.js', 'dist/certs-ca/package-api.js', 'dist/services/authz/testing/index.js', 'dist/scripts/twokey.js', 'proto/twokey/authz/v1/authz.proto']) {
+    for (const entry of ['dist/services/authz/index.js', 'dist/certs-ca/index.js', 'dist/services/authz/testing/index.js', 'dist/scripts/twokey.js', 'proto/twokey/authz/v1/authz.proto']) {
       expect(pkg.files.map((f) => f.path)).to.include(entry);
     }
   });
@@ -80,7 +85,27 @@ describe('the installed package (packed, installed offline outside the repositor
     expect(existsSync(join(modules, 'kubernetes-models')), 'kubernetes-models is an optional peer, not installed').to.equal(false);
   });
 
-  it('takes the example files from the README section, written with package imports', () => {
+  it('holds no example service and none of their dependencies; auth still starts and an example names why it cannot', async () => {
+    const installed = walk(join(pkg.project, 'node_modules', 'twokey'));
+    expect(installed.length, 'files of the installed package').to.be.above(100);
+    expect(installed.filter((f) => f.startsWith('dist/services/auth/')).length, 'auth ships').to.be.above(5);
+    const examples = installed.filter((f) => EXAMPLE_SERVICES.some((name) => f.startsWith(`dist/services/${name}/`)));
+    expect(examples, 'example service files').to.deep.equal([]);
+    for (const dep of EXAMPLE_ONLY_DEPENDENCIES) expect(existsSync(join(pkg.project, 'node_modules', dep)), `${dep} installed`).to.equal(false);
+    const manifest = JSON.parse(readFileSync(join(pkg.project, 'node_modules', 'twokey', 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    for (const dep of EXAMPLE_ONLY_DEPENDENCIES) expect(manifest.dependencies, 'runtime dependencies').to.not.have.property(dep);
+    const bin = join(pkg.project, 'node_modules', '.bin', 'twokey');
+    // auth loads (no missing module) and refuses to start for want of its workload certificate.
+    const auth = await node([bin, 'serve', 'auth'], pkg.project, { TWOKEY_SVID_DIR: join(pkg.project, 'no-such-svid'), TWOKEY_REGISTRY: join(pkg.project, 'no-such-registry.yaml') });
+    expect(auth.code).to.equal(1);
+    expect(auth.stderr).to.contain('twokey serve auth: failed to start');
+    expect(auth.stderr).to.not.match(/ERR_MODULE_NOT_FOUND|Cannot find (module|package)/);
+    const gateway = await node([bin, 'serve', 'gateway'], pkg.project);
+    expect(gateway.code).to.equal(2);
+    expect(gateway.stderr).to.contain('gateway is an example service of the twokey repository, not part of the installed package');
+  });
+
+  it('takes the example files from docs/adopting.md, written with package imports', () => {
     expect([...pkg.example.keys()].sort()).to.deep.equal(['main.js', 'notes.js', 'notes.test.js', 'proto/acme/notes/v1/notes.proto']);
     for (const [path, text] of pkg.example) {
       if (!path.endsWith('.js')) continue;
@@ -91,13 +116,13 @@ describe('the installed package (packed, installed offline outside the repositor
     expect(pkg.example.get('notes.test.js')).to.contain("from 'twokey/testing'");
   });
 
-  it("runs the README's service and client over mTLS: allowed, no grant, bad token, not the owner", async () => {
+  it("runs the adopting page's service and client over mTLS: allowed, no grant, bad token, not the owner", async () => {
     const r = await node(['notes.test.js'], pkg.project);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.contain('allowed; no grant: PERMISSION_DENIED; bad token: UNAUTHENTICATED; not the owner: PERMISSION_DENIED');
   });
 
-  it("links the README's main.js against the package, which refuses to start without certificate files", async () => {
+  it("links the adopting page's main.js against the package, which refuses to start without certificate files", async () => {
     const r = await node(['main.js'], pkg.project, { SVID_DIR: join(pkg.project, 'no-such-svid') });
     expect(r.code).to.not.equal(0);
     expect(r.stderr).to.contain('workload certificate files rejected: cannot read');

@@ -1,5 +1,5 @@
 // The package as another team gets it: packed from this repository, installed offline into an
-// empty project outside it, with the README's mesh-member example written into that project.
+// empty project outside it, with docs/adopting.md's mesh-member example written into that project.
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,14 +15,14 @@ export interface PackedFile {
 }
 
 export interface InstalledPackage {
-  /** The consumer project: package.json, node_modules/twokey, and the README's files. */
+  /** The consumer project: package.json, node_modules/twokey, and the files of docs/adopting.md. */
   project: string;
   tarball: string;
   tarballBytes: number;
   files: PackedFile[];
   /** What `npm ci` printed, scripts included. */
   installLog: string;
-  /** The README files written into the project, by path. */
+  /** The docs/adopting.md files written into the project, by path. */
   example: Map<string, string>;
 }
 
@@ -32,16 +32,12 @@ export async function npm(args: string[], cwd: string, timeout = 180_000): Promi
 }
 
 /**
- * The code blocks of a README section that open with a `// <path>` line, by that path: the
- * example files of "Making a service a mesh member", so the test runs exactly what the README shows.
+ * The code blocks of a docs page that open with a `// <path>` line, by that path: the example
+ * files of docs/adopting.md, so the test runs exactly what the page shows.
  */
-export function readmeFiles(readme: string, heading: string): Map<string, string> {
-  const start = readme.indexOf(`\n${heading}\n`);
-  if (start < 0) throw new Error(`README has no section ${JSON.stringify(heading)}`);
-  const end = readme.indexOf('\n## ', start + heading.length + 2);
-  const section = readme.slice(start, end < 0 ? undefined : end);
+export function docFiles(page: string): Map<string, string> {
   const files = new Map<string, string>();
-  for (const match of section.matchAll(/```(?:js|proto)\n(\/\/ ([^\s]+)[^\n]*\n[\s\S]*?)```/g)) files.set(match[2]!, match[1]!);
+  for (const match of page.matchAll(/```(?:js|proto)\n(\/\/ ([^\s]+)[^\n]*\n[\s\S]*?)```/g)) files.set(match[2]!, match[1]!);
   return files;
 }
 
@@ -108,7 +104,7 @@ async function install(): Promise<InstalledPackage> {
     const e = err as { stdout?: string; stderr?: string };
     throw new Error(`offline install of the tarball failed (run 'npm ci' in the repository first, which fills the npm cache):\n${e.stdout ?? ''}${e.stderr ?? ''}`);
   }
-  const example = readmeFiles(readFileSync(join(PACKAGE_ROOT, 'README.md'), 'utf8'), '## Making a service a mesh member');
+  const example = docFiles(readFileSync(join(PACKAGE_ROOT, 'docs', 'adopting.md'), 'utf8'));
   for (const [path, text] of example) {
     mkdirSync(dirname(join(project, path)), { recursive: true });
     writeFileSync(join(project, path), text);

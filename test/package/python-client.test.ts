@@ -1,5 +1,5 @@
 // A second language: a Python grpcio client with a twokey certificate and token calls the
-// README's service built from the installed package, and is denied exactly where it should be.
+// docs/adopting.md's service built from the installed package, and is denied exactly where it should be.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

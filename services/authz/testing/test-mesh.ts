@@ -6,7 +6,7 @@ import { CertificateAuthority, type IssuedWorkload } from '../../../certs-ca/cer
 import { createMeshClient } from '../client.ts';
 import { TwokeyError } from '../errors.ts';
 import { MethodCatalog } from '../method-catalog.ts';
-import { SvidSource } from '../rotation.ts';
+import { SvidSource } from '../svid-source.ts';
 import { createMeshServer, type MeshServer } from '../server.ts';
 import { SpiffeId } from '../spiffe-id.ts';
 import { TestTokens } from './test-tokens.ts';

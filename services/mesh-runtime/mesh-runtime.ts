@@ -7,7 +7,7 @@ import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import { RevocationHolder } from '../authz/revocation-set.ts';
-import { SvidSource } from '../authz/rotation.ts';
+import { SvidSource } from '../authz/svid-source.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';

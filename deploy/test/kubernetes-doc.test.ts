@@ -1,4 +1,4 @@
-// Tests that the README's Kubernetes section names Services, ports, pods and labels that exist.
+// Tests that the Kubernetes page (docs/kubernetes.md) names Services, ports, pods and labels that exist.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -6,15 +6,13 @@ import { renderKustomization } from '../tools/kustomize.ts';
 import type { JsonObject, K8sObject } from '../tools/manifest.ts';
 import { podTemplateOf } from '../tools/pod-spec.ts';
 import { GATEWAY_PUBLIC_TLS_SECRET } from '../tools/workload-secrets.ts';
-import { LOCAL_OVERLAY_DIR, README_FILE, REPO } from './paths.ts';
+import { KUBERNETES_DOC, LOCAL_OVERLAY_DIR, REPO } from './paths.ts';
 
-// The README's Kubernetes section names objects, ports and labels; they must be the rendered ones.
-function section(): string {
-  const text = readFileSync(README_FILE, 'utf8');
-  const start = text.indexOf('## Deploy to Kubernetes');
-  expect(start, 'README has a "Deploy to Kubernetes" section').to.be.greaterThan(-1);
-  const end = text.indexOf('\n## ', start + 1);
-  return text.slice(start, end === -1 ? undefined : end);
+// The Kubernetes page names objects, ports and labels; they must be the rendered ones.
+function page(): string {
+  const text = readFileSync(KUBERNETES_DOC, 'utf8');
+  expect(text, 'docs/kubernetes.md is the "Deploy to Kubernetes" page').to.match(/^# Deploy to Kubernetes\n/);
+  return text;
 }
 
 function servicePorts(objs: readonly K8sObject[], name: string): number[] {
@@ -23,8 +21,8 @@ function servicePorts(objs: readonly K8sObject[], name: string): number[] {
   return ((svc!['spec'] as JsonObject)['ports'] as JsonObject[]).map((p) => p['port'] as number);
 }
 
-describe('deploy: the README section matches the manifests', () => {
-  const text = section();
+describe('deploy: the Kubernetes page matches the manifests', () => {
+  const text = page();
   const objs = renderKustomization(LOCAL_OVERLAY_DIR);
 
   it('port-forwards to Services and ports that exist', () => {

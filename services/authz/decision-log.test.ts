@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { expect } from 'chai';
 import { pino, type Logger, type LoggerOptions } from 'pino';
-import { DecisionLog, decisionFields, type DecisionEvent } from '../../services/authz/decision-log.ts';
-import { decide, decidePeer, type Decision, type DecisionInput, type PeerIdentity, type TokenKind, type VerifiedToken } from '../../services/authz/decision.ts';
-import { GrantSet } from '../../services/authz/grant.ts';
-import { SpiffeId } from '../../services/authz/spiffe-id.ts';
-import { createLogger } from '../../services/mesh-runtime/logger.ts';
+import { DecisionLog, decisionFields, type DecisionEvent } from './decision-log.ts';
+import { decide, decidePeer } from './decision.ts';
+import type { Decision, DecisionInput, PeerIdentity, TokenKind, VerifiedToken } from './types.ts';
+import { GrantSet } from './grant.ts';
+import { SpiffeId } from './spiffe-id.ts';
+import { createLogger } from '../mesh-runtime/logger.ts';
 
 const TD = 'twokey.local';
 const NOW = Date.parse('2026-01-01T12:00:00Z');

@@ -1,11 +1,12 @@
 // The decision table: every combination of the two keys, the owner check and token binding, with exact codes.
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { decide, decidePeer, type DecisionInput, type PeerIdentity, type TokenKind, type VerifiedToken } from '../../services/authz/decision.ts';
-import { TwokeyError } from '../../services/authz/errors.ts';
-import { GrantSet } from '../../services/authz/grant.ts';
-import { authorizeOwner } from '../../services/authz/resource.ts';
-import { SpiffeId } from '../../services/authz/spiffe-id.ts';
+import { decide, decidePeer } from './decision.ts';
+import type { DecisionInput, PeerIdentity, TokenKind, VerifiedToken } from './types.ts';
+import { TwokeyError } from './errors.ts';
+import { GrantSet } from './grant.ts';
+import { authorizeOwner } from './resource.ts';
+import { SpiffeId } from './spiffe-id.ts';
 
 const TD = 'twokey.local';
 const NOW = Date.parse('2026-01-01T12:00:00Z');

@@ -1,10 +1,13 @@
 // decide() with a revocation set: every reason a held set refuses a call, and the stale-set rule.
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { decide, decidePeer, type DecisionInput, type PeerIdentity, type RevocationView, type VerifiedToken } from '../../services/authz/decision.ts';
-import { GrantSet } from '../../services/authz/grant.ts';
-import { buildRevocationSet, type RevocationEntries } from '../../services/authz/revocation-set.ts';
-import { SpiffeId } from '../../services/authz/spiffe-id.ts';
+import { decide, decidePeer } from './decision.ts';
+import type { DecisionInput, PeerIdentity, VerifiedToken } from './types.ts';
+import type { RevocationView } from './types.ts';
+import { GrantSet } from './grant.ts';
+import { buildRevocationSet } from './revocation-set.ts';
+import type { RevocationEntries } from './types.ts';
+import { SpiffeId } from './spiffe-id.ts';
 
 const TD = 'twokey.local';
 const NOW = Date.parse('2026-01-01T12:00:00Z');
