@@ -14,9 +14,12 @@ import { SpiffeId } from '../services/authz/spiffe-id.ts';
 import * as builder from './certificate-builder.ts';
 import { CertificateAuthority, loadRegistry, MAX_CERTIFICATE_DER_BYTES, parseRegistry, type IssuedWorkload } from './index.ts';
 import { caSubject, svidSpec } from './svid-profile.ts';
+import { requireSystem } from '../test/support/requires.ts';
 
 const TD = 'twokey.local';
 const ID = `spiffe://${TD}/ns/demo/sa/web`;
+// Debian's python3 (python3-cryptography); the python3 first on PATH may be another without it.
+const PYTHON = '/usr/bin/python3';
 const GRANTS = ['/twokey.images.v1.ImageStore/GetImage', '/twokey.auth.v1.Auth/*'];
 
 function refusal(fn: () => unknown, code: ErrorCode, why: RegExp): void {
@@ -210,8 +213,9 @@ describe('CertificateAuthority', function () {
     });
 
     it("Python's cryptography loads the certificate and reads the SAN and the grants extension", function () {
-      const probe = spawnSync('python3', ['-c', 'import cryptography'], { stdio: 'ignore' });
-      if (probe.status !== 0) this.skip();
+      // Debian's python3 (python3-cryptography), as the grpcio test: the python3 first on PATH may be another.
+      const probe = spawnSync(PYTHON, ['-c', 'import cryptography'], { encoding: 'utf8', timeout: 20_000 });
+      requireSystem(this, 'python3-cryptography', probe.status === 0 ? undefined : `${PYTHON} cannot import cryptography (${(probe.stderr ?? probe.error?.message ?? '').trim().split('\n').pop()}); install Debian's python3-cryptography`);
       const script = [
         'import sys',
         'from cryptography import x509',
@@ -220,7 +224,7 @@ describe('CertificateAuthority', function () {
         'e = c.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.32473.7.1"))',
         'print(e.critical, e.value.value.hex())',
       ].join('\n');
-      const result = execFileSync('python3', ['-c', script, join(out, 'svid.pem')], { encoding: 'utf8' }).trim().split('\n');
+      const result = execFileSync(PYTHON, ['-c', script, join(out, 'svid.pem')], { encoding: 'utf8' }).trim().split('\n');
       expect(result[0]).to.equal(ID);
       const [critical, hex] = result[1]!.split(' ');
       expect(critical).to.equal('False');

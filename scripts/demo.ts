@@ -1,6 +1,6 @@
 // `npm run demo`: walks through the picture-sharing scenario against the mesh `npm start` runs,
 // printing each call with ALLOW or DENY and the reason the mesh gave.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
@@ -20,23 +20,31 @@ function as(token?: string): Metadata {
   return md;
 }
 
-/** Log lines of one service that match `filter`. */
-function logLines(service: string, filter: (line: Record<string, unknown>) => boolean): Record<string, unknown>[] {
-  const path = join(stateDir, 'logs', `${service}.log`);
-  if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((raw) => raw.startsWith('{'))
-    .map((raw) => JSON.parse(raw) as Record<string, unknown>)
-    .filter(filter);
+/** The log files of a service's processes: `<service>.log`, and `<service>-2.log` and on when it runs replicated. */
+function processLogs(service: string): { process: string; path: string }[] {
+  const dir = join(stateDir, 'logs');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f === `${service}.log` || new RegExp(`^${service}-\\d+\\.log$`).test(f))
+    .sort()
+    .map((f) => ({ process: f.slice(0, -'.log'.length), path: join(dir, f) }));
 }
 
-/** The decision lines the services wrote for the current step, in time order. */
+/** Log lines of one service (every process of it) that match `filter`. */
+function logLines(service: string, filter: (line: Record<string, unknown>) => boolean): Record<string, unknown>[] {
+  return processLogs(service).flatMap(({ path }) =>
+    readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((raw) => raw.startsWith('{'))
+      .map((raw) => JSON.parse(raw) as Record<string, unknown>)
+      .filter(filter),
+  ).sort((a, b) => String(a['time']).localeCompare(String(b['time'])));
+}
+
+/** The decision lines the services wrote for the current step, in time order, each named by the process that wrote it. */
 function trail(): string[] {
   const lines: { time: string; text: string }[] = [];
-  for (const service of ['gateway', 'auth', 'image-store', 'tagging']) {
-    const path = join(stateDir, 'logs', `${service}.log`);
-    if (!existsSync(path)) continue;
+  for (const { process: service, path } of ['gateway', 'auth', 'image-store', 'tagging'].flatMap(processLogs)) {
     for (const raw of readFileSync(path, 'utf8').split('\n')) {
       if (!raw.includes(requestId)) continue;
       const line = JSON.parse(raw) as Record<string, unknown>;
@@ -132,7 +140,7 @@ async function main(): Promise<number> {
     );
 
     const photo = await step('alice uploads a photo taken at the Eiffel Tower (GPS in its EXIF)', 'allow', () =>
-      unary<Image>(images, 'CreateImage', { name: 'eiffel.jpg', content_type: 'image/jpeg', content: jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), tags: ['paris'] }, as(alice)),
+      unary<Image>(images, 'CreateImage', { name: 'eiffel.jpg', content_type: 'image/jpeg', content: jpegWithGps({ latitude: 48.8584, longitude: 2.2945 }), tags: ['paris'], request_id: randomUUID() }, as(alice)),
     );
     if (photo === undefined) return 1;
     note(`image ${photo.id}, owner ${photo.owner}`);
@@ -201,7 +209,7 @@ async function main(): Promise<number> {
     );
 
     const flagged = await step('alice uploads a second photo that moderation has flagged', 'allow', () =>
-      unary<Image>(images, 'CreateImage', { name: 'flagged.jpg', content_type: 'image/jpeg', content: jpegWithoutExif(), tags: ['flagged'] }, as(alice)),
+      unary<Image>(images, 'CreateImage', { name: 'flagged.jpg', content_type: 'image/jpeg', content: jpegWithoutExif(), tags: ['flagged'], request_id: randomUUID() }, as(alice)),
     );
     if (flagged !== undefined) {
       process.stdout.write(`\n• the cleaner's periodic job (its own service token, images:delete:any) deletes flagged images\n`);

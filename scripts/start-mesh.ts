@@ -1,17 +1,37 @@
 // The example mesh on loopback from one state directory, until Ctrl-C (what `npm start` runs).
-import { isTwokeyError } from '../services/authz/errors.ts';
-import { startLocalMesh, type LocalMesh } from './local-mesh/local-mesh.ts';
+// `npm start -- --replicas 2` (or TWOKEY_REPLICAS=2) runs two auth and two image-store processes on
+// PostgreSQL: TWOKEY_DATABASE_URL's, or one from the system's binaries in the state directory.
+import { isTwokeyError, TwokeyError } from '../services/authz/errors.ts';
+import { MAX_REPLICAS, startLocalMesh, type LocalMesh } from './local-mesh/local-mesh.ts';
 import { parsePortBase } from './local-mesh/ports.ts';
 import { startConsole, type RunningConsole } from './console/console-command.ts';
 
+/** `--replicas N` from the arguments, else TWOKEY_REPLICAS, else 1. */
+export function replicasFrom(argv: readonly string[], env: NodeJS.ProcessEnv): number {
+  const at = argv.findIndex((a) => a === '--replicas' || a.startsWith('--replicas='));
+  const unknown = argv.find((_, i) => i !== at && !(at >= 0 && i === at + 1 && !argv[at]!.includes('=')));
+  if (unknown !== undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `unknown argument ${JSON.stringify(unknown)} (npm start [-- --replicas N])`);
+  const text = at < 0 ? env['TWOKEY_REPLICAS'] : argv[at]!.includes('=') ? argv[at]!.slice('--replicas='.length) : argv[at + 1];
+  if (text === undefined || text === '') {
+    if (at >= 0) throw new TwokeyError('ERR_CONFIG_INVALID', '--replicas needs a number');
+    return 1;
+  }
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > MAX_REPLICAS) {
+    throw new TwokeyError('ERR_CONFIG_INVALID', `replicas must be a whole number from 1 to ${MAX_REPLICAS}, not ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
 function table(mesh: LocalMesh, consoleUrl: string): string {
-  const rows = Object.values(mesh.endpoints.services).map((s) => [
-    s.name,
-    s.name === 'gateway' ? `${mesh.endpoints.gateway.address} (public TLS)` : (s.address ?? '(no listener)'),
-    s.health,
-    s.spiffeId,
-    s.grants.length === 0 ? '(none)' : s.grants.map((g) => g.replace(/^\/twokey\./, '')).join(', '),
-  ]);
+  const rows = Object.values(mesh.endpoints.services).flatMap((s) =>
+    (s.replicas ?? [{ name: s.name, address: s.address, health: s.health }]).map((p) => [
+      p.name,
+      s.name === 'gateway' ? `${mesh.endpoints.gateway.address} (public TLS)` : (p.address ?? '(no listener)'),
+      p.health,
+      s.spiffeId,
+      s.grants.length === 0 ? '(none)' : s.grants.map((g) => g.replace(/^\/twokey\./, '')).join(', '),
+    ]),
+  );
   rows.push(['console', consoleUrl, '-', '(none: reads logs and certificates)', '(none)']);
   const head = ['service', 'address', 'health', 'SPIFFE ID', 'grants'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.slice().map((r) => (i === 4 ? 0 : r[i]!.length))));
@@ -19,13 +39,19 @@ function table(mesh: LocalMesh, consoleUrl: string): string {
   return [line(head), ...rows.map(line)].join('\n');
 }
 
-export async function startMesh(): Promise<number> {
+export async function startMesh(argv: readonly string[] = []): Promise<number> {
   const stateDir = process.env['TWOKEY_STATE_DIR'] ?? '.twokey';
-  process.stdout.write(`twokey: starting the example mesh from ${stateDir}\n`);
   let mesh: LocalMesh;
   try {
+    const replicas = replicasFrom(argv, process.env);
+    process.stdout.write(`twokey: starting the example mesh from ${stateDir}${replicas > 1 ? ` with ${replicas} auth and ${replicas} image-store replicas on PostgreSQL` : ''}\n`);
+    const database: Record<string, string> = {};
+    for (const name of ['TWOKEY_DATABASE_URL', 'TWOKEY_DATABASE_PASSWORD_FILE']) if (process.env[name]) database[name] = process.env[name]!;
     mesh = await startLocalMesh({
       stateDir,
+      replicas,
+      localPostgres: replicas > 1,
+      env: database,
       portBase: parsePortBase(process.env['TWOKEY_PORT_BASE']),
       ...(process.env['TWOKEY_CLEANER_INTERVAL'] ? { cleanerInterval: process.env['TWOKEY_CLEANER_INTERVAL'] } : {}),
       ...(process.env['TWOKEY_LOG_LEVEL'] ? { logLevel: process.env['TWOKEY_LOG_LEVEL'] } : {}),
@@ -53,14 +79,25 @@ export async function startMesh(): Promise<number> {
       `JWKS         ${endpoints.jwks.url}  (trust ${endpoints.jwks.caFile})\n` +
       `endpoints    ${layout.endpointsFile}\n` +
       `logs         ${layout.root}/logs/<service>.log (one JSON decision line per call)\n` +
-      `revoke       npm run twokey -- revoke list${stateDir === '.twokey' ? '' : ` --state-dir ${stateDir}`}  (as the admin identity, ${layout.svidRoot}/admin)\n\n` +
-      `Try 'npm run demo' in another terminal. Ctrl-C stops everything.\n`,
+      `revoke       npm run twokey -- revoke list${stateDir === '.twokey' ? '' : ` --state-dir ${stateDir}`}  (as the admin identity, ${layout.svidRoot}/admin)\n` +
+      (mesh.databaseUrl === undefined ? '' : `database     ${mesh.databaseUrl}\n`) +
+      `\nTry 'npm run demo' in another terminal. Ctrl-C stops everything.\n` +
+      (endpoints.services['image-store']!.replicas === undefined
+        ? ''
+        : `Kill one replica (kill -9 <pid>, pids: ${replicaPids(mesh)}) and the demo keeps working on the other.\n`),
   );
 
   return new Promise<number>((resolve) => {
     let stopping = false;
     mesh.onUnexpectedExit = (name, code, signal) => {
       if (stopping) return;
+      // A replica going away is what the replicated mesh is for: the others carry on.
+      const service = Object.values(endpoints.services).find((s) => s.replicas?.some((r) => r.name === name));
+      const others = service === undefined ? [] : mesh.processesOf(service.name as 'auth').filter((n) => n !== name && mesh.pid(n) !== undefined);
+      if (others.length > 0) {
+        process.stderr.write(`twokey: ${name} exited (${signal ?? `code ${code}`}); ${others.join(', ')} carr${others.length === 1 ? 'ies' : 'y'} on. See ${layout.logFile(name)}.\n`);
+        return;
+      }
       process.stderr.write(`twokey: ${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${layout.logFile(name)}. Stopping.\n`);
       void stop(1);
     };
@@ -78,3 +115,6 @@ export async function startMesh(): Promise<number> {
   });
 }
 
+function replicaPids(mesh: LocalMesh): string {
+  return (['auth', 'image-store'] as const).flatMap((s) => mesh.processesOf(s).map((n) => `${n} ${mesh.pid(n)}`)).join(', ');
+}

@@ -3,4 +3,4 @@ import { requireSupportedNode } from './node-version.ts';
 
 requireSupportedNode('npm start');
 const { startMesh } = await import('./start-mesh.ts');
-process.exitCode = await startMesh();
+process.exitCode = await startMesh(process.argv.slice(2));

@@ -3,9 +3,9 @@
 // them), each container port a free loopback port, each Service address the port of the pod it
 // selects, and, when this runs as root, the process runs as the pod's uid and gid. Nothing is
 // rewritten by hand: a wrong env name, port, path, address or permission shows up as a failing pod.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { freePortSource } from '../../scripts/local-mesh/ports.ts';
 import { containerPorts, podLabels, selects, stringMap, targetContainerPort } from '../tools/cross-reference.ts';
 import { isObject, type JsonObject, type K8sObject } from '../tools/manifest.ts';
@@ -176,6 +176,46 @@ export function podProcessEnv(pod: LocalPod): Record<string, string> {
   return { PATH: process.env['PATH'] ?? '/usr/bin:/bin', NODE_ENV: 'production', HOME: tmp, TMPDIR: tmp, ...pod.env };
 }
 
+/**
+ * The first directory on the way to `path` that `uid`/`gid` may not search (by its mode bits), or
+ * undefined. Only a hint for the message: whether the pod can reach the file is asked of the kernel.
+ */
+function firstUnsearchable(path: string, uid: number, gid: number): string | undefined {
+  const chain: string[] = [];
+  for (let dir = dirname(resolve(path)); ; dir = dirname(dir)) {
+    chain.unshift(dir);
+    if (dir === dirname(dir)) break;
+  }
+  for (const dir of chain) {
+    const st = statSync(dir);
+    const bit = st.uid === uid ? 0o100 : st.gid === gid ? 0o010 : 0o001;
+    if ((st.mode & bit) === 0) return `${dir} (mode ${(st.mode & 0o777).toString(8)}, owner ${st.uid}:${st.gid})`;
+  }
+  return undefined;
+}
+
+/**
+ * Why a process running as the pod's uid and gid could not start `node <TWOKEY_BIN>`, or undefined
+ * when it can (always undefined unless this runs as root, when pods run as their own uid). Asked
+ * of the kernel by starting node as that uid; run as root in a directory others cannot search (a
+ * 0700 mktemp parent), a pod would otherwise fail with a misleading "Cannot find module", or,
+ * when node itself is out of reach, with a spawn EACCES and no exit at all.
+ */
+export function podCannotRun(pod: Pick<LocalPod, 'name' | 'user'>, files: { node: string; bin: string } = { node: process.execPath, bin: TWOKEY_BIN }): string | undefined {
+  if (!asRoot()) return undefined;
+  const { uid, gid } = pod.user;
+  const probe = spawnSync(files.node, ['-e', 'require("node:fs").accessSync(process.argv[1], require("node:fs").constants.R_OK)', files.bin], { uid, gid, stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 });
+  if (probe.error !== undefined) {
+    const hint = firstUnsearchable(files.node, uid, gid);
+    return `${pod.name} runs as uid ${uid} gid ${gid}, which cannot start node at ${files.node} (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message})${hint === undefined ? '' : `: ${hint} is not searchable by it`}`;
+  }
+  if (probe.status !== 0) {
+    const hint = firstUnsearchable(files.bin, uid, gid);
+    return `${pod.name} runs as uid ${uid} gid ${gid}, which cannot read ${files.bin}${hint === undefined ? '' : `: ${hint} is not searchable by it`} (${probe.stderr.toString().trim().split('\n')[0]})`;
+  }
+  return undefined;
+}
+
 /** Who a pod's processes run as here: its own uid and gid when this runs as root. */
 export function podIdentity(pod: LocalPod): { uid?: number; gid?: number } {
   return asRoot() ? { uid: pod.user.uid, gid: pod.user.gid } : {};
@@ -203,12 +243,18 @@ export class RunningPods {
       this.#children.set(pod.name, child);
       this.#exits.set(
         pod.name,
-        new Promise((resolve) =>
-          child.once('exit', (code, signal) => {
-            if (!this.#stopping) this.unexpectedExits.push(`${pod.name} exited (${code ?? signal}); see ${logFile}`);
+        new Promise((resolve) => {
+          let ended = false;
+          const end = (why: string): void => {
+            if (ended) return;
+            ended = true;
+            if (!this.#stopping) this.unexpectedExits.push(`${pod.name} ${why}; see ${logFile}`);
             resolve();
-          }),
-        ),
+          };
+          child.once('exit', (code, signal) => end(`exited (${code ?? signal})`));
+          // A child that could not be started (EACCES, ENOENT) emits only 'error', never 'exit': it counts as an exit.
+          child.once('error', (err: NodeJS.ErrnoException) => end(`could not start (${err.code ?? err.message})`));
+        }),
       );
     }
   }

@@ -16,7 +16,7 @@ import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 import { renderKustomization } from '../tools/kustomize.ts';
 import type { JsonObject, K8sObject } from '../tools/manifest.ts';
 import { containersOf, podSpecOf } from '../tools/pod-spec.ts';
-import { RunningPods, podIdentity, podProcessEnv, preparePods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
+import { RunningPods, podCannotRun, podIdentity, podProcessEnv, preparePods, writeAtomicVolume, type LocalPod } from './local-pods.ts';
 import { LOCAL_OVERLAY_DIR, REGISTRY_FILE, REPO } from './paths.ts';
 
 
@@ -72,6 +72,9 @@ describe('deploy: the pods the manifests describe run and talk to each other', f
     const secrets = workloadSecrets(ca, registry, { namespace: 'twokey', gatewayTlsDir: join(tmp, 'gateway-tls') });
     objs = [...renderKustomization(LOCAL_OVERLAY_DIR), ...secrets];
     pods = await preparePods(objs, join(tmp, 'pods'));
+    // Fail with the reason, not with a pod's "Cannot find module" or a 90 s wait for a pod that never started.
+    const unreachable = pods.map((p) => podCannotRun(p)).filter((r) => r !== undefined);
+    if (unreachable.length > 0) throw new Error(`the pods cannot run from this checkout: ${unreachable.join('; ')}`);
     running = new RunningPods(pods, REPO, tmp);
     const exits = running.unexpectedExits;
     for (const p of pods) {

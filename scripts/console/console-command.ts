@@ -56,7 +56,9 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
   const graph = buildPolicyGraph(registry, MethodCatalog.default(), servedBy);
   // Its own key and certificate from the local public CA the gateway's comes from: one CA to trust.
   const tls = ensurePublicTls(join(root, 'gateway-tls'), new Date(), 'console');
-  const feed = new DecisionFeed({ logs: endpoints.logs, nameOf: (id) => findWorkload(registry, id)?.name });
+  // A replicated service's processes (image-store-2) each have a log; their calls count as the service's.
+  const serviceOf = (process: string): string => Object.values(endpoints.services).find((s) => s.replicas?.some((r) => r.name === process))?.name ?? process;
+  const feed = new DecisionFeed({ logs: endpoints.logs, serviceOf, nameOf: (id) => findWorkload(registry, id)?.name });
   const login = new ConsoleLogin({
     gatewayAddress: endpoints.gateway.address,
     gatewayCa: readFileSync(endpoints.gateway.caFile),

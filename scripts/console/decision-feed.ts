@@ -85,8 +85,10 @@ export interface EdgeCount {
 }
 
 export interface DecisionFeedOptions {
-  /** Log file per receiving service. */
+  /** Log file per receiving service, or per process of one (`image-store-2`; see `serviceOf`). */
   logs: Readonly<Record<string, string>>;
+  /** The service a `logs` key's process belongs to, for a replicated one; default: the key itself. */
+  serviceOf?: (process: string) => string;
   nameOf: (spiffeId: string) => string | undefined;
   /** Decisions kept for a page that connects later. */
   recent?: number;
@@ -118,7 +120,8 @@ export class DecisionFeed {
     this.#windowMs = opts.windowMs ?? 5 * 60_000;
     this.#clock = opts.clock ?? Date.now;
     this.#nameOf = opts.nameOf;
-    this.#tails = Object.entries(opts.logs).map(([service, path]) => new LogTail(path, (line) => this.#line(service, line), opts.tail));
+    const serviceOf = opts.serviceOf ?? ((p: string) => p);
+    this.#tails = Object.entries(opts.logs).map(([process, path]) => new LogTail(path, (line) => this.#line(serviceOf(process), line), opts.tail));
   }
 
   #line(service: string, line: string): void {

@@ -13,6 +13,7 @@ import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
 import { checkHealth } from '../../services/mesh-runtime/health.ts';
 import { assignPorts, freePortSource, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
+import { findPostgresBin, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
 import { lockStateDir } from './state-lock.ts';
 import { REPO_ROOT, Supervisor } from './supervisor.ts';
 
@@ -31,6 +32,29 @@ export interface LocalMeshOptions {
   /** Extra environment for every service. */
   env?: Record<string, string>;
   healthTimeoutMs?: number;
+  /**
+   * Processes of each of auth and image-store (default 1). Above 1 they must share PostgreSQL
+   * (TWOKEY_DATABASE_URL in `env`, or `localPostgres`), and every caller dials all of them (see replicaTarget).
+   */
+  replicas?: number;
+  /**
+   * Without TWOKEY_DATABASE_URL in `env`, run PostgreSQL from the system's binaries in
+   * `<stateDir>/postgres` for the mesh (stopped with it). Fails when none is installed.
+   */
+  localPostgres?: boolean;
+}
+
+/** The services `replicas` multiplies: the ones whose state is all in the shared database. */
+export const REPLICATED_SERVICES = ['auth', 'image-store'] as const;
+export type ReplicatedService = (typeof REPLICATED_SERVICES)[number];
+export const MAX_REPLICAS = 4;
+
+/** One process of a replicated service. */
+export interface ReplicaEndpoint {
+  /** The process name: the service's own for the first, `<service>-2` and on for the others. */
+  name: string;
+  address: string;
+  health: string;
 }
 
 export interface ServiceEndpoint {
@@ -39,9 +63,14 @@ export interface ServiceEndpoint {
   grants: string[];
   /** The gRPC services it serves on the mesh. */
   serves: string[];
-  /** The mesh (mTLS) address; absent for services that only call out. */
+  /**
+   * The mesh (mTLS) address; absent for services that only call out. With several replicas, a
+   * gRPC target naming all of them (`ipv4:127.0.0.1:p1,127.0.0.1:p2`), so clients spread over them.
+   */
   address?: string;
   health: string;
+  /** Each process, when the service runs replicated. */
+  replicas?: ReplicaEndpoint[];
 }
 
 export interface Endpoints {
@@ -88,13 +117,14 @@ function writePrivateJson(path: string, value: unknown): void {
 
 /**
  * Creates alice, bob and the admin with generated passwords on first start; later starts reuse
- * users.json (adding the admin to a state directory made before the console existed).
+ * users.json (adding the admin to a state directory made before the console existed). A database
+ * that lacks users users.json lists (the first start on PostgreSQL after ones on SQLite) gets them
+ * with the passwords written there.
  */
 export async function ensureDevUsers(layout: StateLayout, env: Record<string, string> = {}): Promise<Record<string, string>> {
   const known = existsSync(layout.usersFile) ? (JSON.parse(readFileSync(layout.usersFile, 'utf8')) as Record<string, string>) : undefined;
   if (known !== undefined) chmodSync(layout.usersFile, 0o600);
   const wanted = [...(known === undefined ? DEV_USERS : []), ...(known?.[DEV_ADMIN] === undefined ? [DEV_ADMIN] : [])];
-  if (known !== undefined && wanted.length === 0) return known;
   // With TWOKEY_DATABASE_URL the services share PostgreSQL: the users go there.
   const pg = postgresConfig(env);
   const storage = await openAuthStorage(pg === undefined ? { dataDir: layout.dataDir('auth') } : { postgres: pg });
@@ -108,6 +138,12 @@ export async function ensureDevUsers(layout: StateLayout, env: Record<string, st
         `${layout.usersFile} does not list ${existing.join(', ')}, who already exist; reset a password with 'twokey users' or remove ${layout.root}`,
       );
     }
+    for (const [user, password] of Object.entries(known ?? {})) {
+      if ((await store.find(user)) !== undefined) continue;
+      await store.add(user, password);
+      if (user === DEV_ADMIN) await store.addRole(user, 'admin');
+    }
+    if (wanted.length === 0) return known!;
     const passwords: Record<string, string> = { ...known };
     for (const user of wanted) {
       passwords[user] = generatePassword();
@@ -131,12 +167,31 @@ export function issueCertificates(layout: StateLayout, registry: Registry): Cert
   return ca;
 }
 
+/** Ports of the second and later processes of a replicated service. */
+interface ReplicaPorts {
+  mesh: number;
+  health: number;
+  jwks: number;
+}
+
+/**
+ * A gRPC target naming every process of a service: one loopback address is host:port, several are
+ * gRPC's static list `ipv4:a:p,b:q`. Loopback has no name resolving to several addresses (that
+ * is what a Kubernetes headless Service gives), so the list stands in for it; it is fixed, where
+ * DNS would be asked again as pods come and go.
+ */
+export function replicaTarget(ports: readonly number[]): string {
+  const addresses = ports.map((p) => `127.0.0.1:${p}`);
+  return addresses.length === 1 ? addresses[0]! : `ipv4:${addresses.join(',')}`;
+}
+
 function serviceEnv(
   name: ServiceName,
   layout: StateLayout,
   ports: MeshPorts,
   registryPath: string,
   opts: LocalMeshOptions,
+  extra: Readonly<Record<ReplicatedService, readonly ReplicaPorts[]>> = { auth: [], 'image-store': [] },
 ): Record<string, string> {
   const local = (port: number): string => `127.0.0.1:${port}`;
   const env: Record<string, string> = {
@@ -144,8 +199,8 @@ function serviceEnv(
     TWOKEY_REGISTRY: registryPath,
     TWOKEY_HEALTH_LISTEN: local(ports.health[name]!),
     TWOKEY_LOG_LEVEL: opts.logLevel ?? 'info',
-    TWOKEY_AUTH_ADDR: local(ports.authMesh),
-    TWOKEY_IMAGE_STORE_ADDR: local(ports.imageStoreMesh),
+    TWOKEY_AUTH_ADDR: replicaTarget([ports.authMesh, ...extra.auth.map((r) => r.mesh)]),
+    TWOKEY_IMAGE_STORE_ADDR: replicaTarget([ports.imageStoreMesh, ...extra['image-store'].map((r) => r.mesh)]),
     TWOKEY_TAGGING_ADDR: local(ports.taggingMesh),
     // Locally, each decision line reaches its log file before the call is answered, so the demo
     // and the end-to-end tests can read the line of a call as soon as the call returns.
@@ -180,6 +235,8 @@ export class LocalMesh {
   readonly #healthTimeoutMs: number;
   readonly #unlock: () => void;
   readonly #envOf: (name: ServiceName) => Record<string, string>;
+  /** The health address of every process, by process name (services and replicas). */
+  readonly #health = new Map<string, string>();
   #replicas = 0;
 
   constructor(
@@ -192,6 +249,10 @@ export class LocalMesh {
     envOf: (name: ServiceName) => Record<string, string>,
   ) {
     this.#envOf = envOf;
+    for (const s of Object.values(endpoints.services)) {
+      this.#health.set(s.name, s.health);
+      for (const r of s.replicas ?? []) this.#health.set(r.name, r.health);
+    }
     this.layout = layout;
     this.endpoints = endpoints;
     this.users = users;
@@ -209,9 +270,16 @@ export class LocalMesh {
     return this.#supervisor.pid(name);
   }
 
-  /** Waits until the service's health endpoint reports SERVING; throws after the timeout. */
-  async waitHealthy(name: ServiceName): Promise<void> {
-    const address = this.endpoints.services[name]!.health;
+  /** The processes of `service`, by name: its own, and `<service>-2` and on when replicated. */
+  processesOf(service: ServiceName): string[] {
+    const s = this.endpoints.services[service]!;
+    return s.replicas === undefined ? [s.name] : s.replicas.map((r) => r.name);
+  }
+
+  /** Waits until the process's health endpoint reports SERVING; throws after the timeout. */
+  async waitHealthy(name: string): Promise<void> {
+    const address = this.#health.get(name);
+    if (address === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `no process ${name} in this mesh`);
     const deadline = Date.now() + this.#healthTimeoutMs;
     let last = 'no answer';
     while (Date.now() < deadline) {
@@ -229,13 +297,14 @@ export class LocalMesh {
     throw new TwokeyError('ERR_CONFIG_INVALID', `${name} not healthy after ${this.#healthTimeoutMs} ms (${last}); see ${this.layout.logFile(name)}`);
   }
 
-  async start(name: ServiceName): Promise<void> {
+  /** Starts a service, or one process of a replicated one, and waits until it is healthy. */
+  async start(name: string): Promise<void> {
     this.#supervisor.start(name);
     await this.waitHealthy(name);
   }
 
   /** SIGKILL, as a crash would: nothing is flushed or closed. */
-  async kill(name: ServiceName): Promise<void> {
+  async kill(name: string): Promise<void> {
     await this.#supervisor.kill(name);
   }
 
@@ -271,9 +340,22 @@ export class LocalMesh {
     await this.#supervisor.kill(id);
   }
 
+  readonly #afterStop: (() => Promise<void>)[] = [];
+
+  /** Runs `fn` once every service has stopped (the local PostgreSQL stops after its clients). */
+  onStopped(fn: () => Promise<void>): void {
+    this.#afterStop.push(fn);
+  }
+
+  /** The database URL the services share, when they share one (no password in it). */
+  get databaseUrl(): string | undefined {
+    return this.#envOf('auth')['TWOKEY_DATABASE_URL'];
+  }
+
   /** Stops every service and releases the state directory. */
   async stop(): Promise<void> {
     await this.#supervisor.stopAll();
+    for (const fn of this.#afterStop.splice(0)) await fn();
     this.#unlock();
   }
 }
@@ -292,13 +374,63 @@ export async function startLocalMesh(opts: LocalMeshOptions): Promise<LocalMesh>
   }
 }
 
-async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: () => void): Promise<LocalMesh> {
+/** Ports for the second and later processes of each replicated service (base+20 and up with a port base). */
+async function replicaPorts(base: number | undefined, replicas: number, next: () => Promise<number>): Promise<Record<ReplicatedService, ReplicaPorts[]>> {
+  const out: Record<ReplicatedService, ReplicaPorts[]> = { auth: [], 'image-store': [] };
+  for (let r = 2; r <= replicas; r++) {
+    for (const [i, service] of REPLICATED_SERVICES.entries()) {
+      if (base !== undefined) {
+        const first = base + 20 + (r - 2) * 10 + i * 5;
+        if (first + 2 > 65535) throw new TwokeyError('ERR_CONFIG_INVALID', `TWOKEY_PORT_BASE ${base} leaves no room for ${replicas} replicas`);
+        out[service].push({ mesh: first, health: first + 1, jwks: first + 2 });
+      } else {
+        out[service].push({ mesh: await next(), health: await next(), jwks: await next() });
+      }
+    }
+  }
+  return out;
+}
+
+export function checkReplicas(replicas: number, env: Record<string, string> = {}): number {
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) {
+    throw new TwokeyError('ERR_CONFIG_INVALID', `replicas must be a whole number from 1 to ${MAX_REPLICAS}, not ${replicas}`);
+  }
+  if (replicas > 1 && postgresConfig(env) === undefined) {
+    throw new TwokeyError('ERR_CONFIG_INVALID', `${replicas} replicas of auth and image-store must share one database: set TWOKEY_DATABASE_URL (PostgreSQL)`);
+  }
+  return replicas;
+}
+
+async function startLocked(layout: StateLayout, given: LocalMeshOptions, unlock: () => void): Promise<LocalMesh> {
+  const nextPort = freePortSource();
+  let opts = given;
+  let database: LocalPostgres | undefined;
+  if (opts.localPostgres === true && postgresConfig(opts.env ?? {}) === undefined) {
+    const bin = findPostgresBin();
+    if (bin === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', 'no PostgreSQL binaries in /usr/lib/postgresql/*/bin (or TWOKEY_PG_BIN): install PostgreSQL or set TWOKEY_DATABASE_URL');
+    database = await startLocalPostgres(layout.root, opts.portBase === undefined ? await nextPort() : opts.portBase + 6, bin);
+    opts = { ...opts, env: { ...opts.env, TWOKEY_DATABASE_URL: database.url, TWOKEY_DATABASE_PASSWORD_FILE: database.passwordFile } };
+  }
+  try {
+    const mesh = await startServices(layout, opts, unlock, nextPort);
+    if (database !== undefined) mesh.onStopped(() => database.stop());
+    return mesh;
+  } catch (err) {
+    await database?.stop();
+    throw err;
+  }
+}
+
+async function startServices(layout: StateLayout, opts: LocalMeshOptions, unlock: () => void, nextPort: () => Promise<number>): Promise<LocalMesh> {
   const registryPath = resolve(opts.registryPath ?? DEFAULT_REGISTRY);
+  const replicas = checkReplicas(opts.replicas ?? 1, opts.env);
   const registry = loadRegistry(registryPath);
   const ca = issueCertificates(layout, registry);
   const gatewayTls = ensurePublicTls(layout.gatewayTlsDir);
   const users = await ensureDevUsers(layout, opts.env);
-  const ports = await assignPorts(opts.portBase);
+  const ports = await assignPorts(opts.portBase, nextPort);
+  const extra = await replicaPorts(opts.portBase, replicas, nextPort);
+  const local = (port: number): string => `127.0.0.1:${port}`;
 
   const meshAddress: Partial<Record<ServiceName, number>> = { auth: ports.authMesh, 'image-store': ports.imageStoreMesh, tagging: ports.taggingMesh };
   const services: Record<string, ServiceEndpoint> = {};
@@ -306,13 +438,22 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
     const workload = registry.workloads.find((w) => w.name === name);
     if (workload === undefined) throw new TwokeyError('ERR_CONFIG_INVALID', `the registry ${registryPath} has no workload named ${name}`);
     const port = meshAddress[name];
+    const more = (extra as Partial<Record<ServiceName, ReplicaPorts[]>>)[name] ?? [];
     services[name] = {
       name,
       spiffeId: workload.spiffeId.toString(),
       grants: workload.grants.toStrings(),
       serves: [...SERVED_SERVICES[name]],
-      ...(port === undefined ? {} : { address: `127.0.0.1:${port}` }),
-      health: `127.0.0.1:${ports.health[name]}`,
+      ...(port === undefined ? {} : { address: replicaTarget([port, ...more.map((r) => r.mesh)]) }),
+      health: local(ports.health[name]!),
+      ...(more.length === 0 || port === undefined
+        ? {}
+        : {
+            replicas: [
+              { name, address: local(port), health: local(ports.health[name]!) },
+              ...more.map((r, i) => ({ name: `${name}-${i + 2}`, address: local(r.mesh), health: local(r.health) })),
+            ],
+          }),
     };
   }
   const endpoints: Endpoints = {
@@ -322,16 +463,25 @@ async function startLocked(layout: StateLayout, opts: LocalMeshOptions, unlock: 
     services,
     gateway: { address: `localhost:${ports.gatewayPublic}`, caFile: gatewayTls.caFile },
     jwks: { url: `https://127.0.0.1:${ports.authJwks}/.well-known/jwks.json`, caFile: join(ca.dir, 'ca.pem') },
-    logs: Object.fromEntries(SERVICE_NAMES.map((n) => [n, layout.logFile(n)])),
+    logs: Object.fromEntries(Object.values(services).flatMap((s) => (s.replicas ?? [s]).map((p) => [p.name, layout.logFile(p.name)]))),
   };
 
+  const envOf = (name: ServiceName): Record<string, string> => serviceEnv(name, layout, ports, registryPath, opts, extra);
   const supervisor = new Supervisor();
-  for (const name of SERVICE_NAMES) supervisor.add({ name, env: serviceEnv(name, layout, ports, registryPath, opts), logFile: layout.logFile(name) });
-  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock, (name) => serviceEnv(name, layout, ports, registryPath, opts));
+  for (const name of SERVICE_NAMES) supervisor.add({ name, env: envOf(name), logFile: layout.logFile(name) });
+  for (const service of REPLICATED_SERVICES) {
+    extra[service].forEach((r, i) => {
+      const name = `${service}-${i + 2}`;
+      const env: Record<string, string> = { ...envOf(service), TWOKEY_LISTEN: local(r.mesh), TWOKEY_HEALTH_LISTEN: local(r.health) };
+      if (service === 'auth') env['TWOKEY_JWKS_HTTPS_LISTEN'] = local(r.jwks);
+      supervisor.add({ name, service, env, logFile: layout.logFile(name) });
+    });
+  }
+  const mesh = new LocalMesh(layout, endpoints, users, supervisor, opts.healthTimeoutMs ?? 30_000, unlock, envOf);
   try {
     // In dependency order: everyone fetches keys from auth; tagging and cleaner work on the store.
-    await mesh.start('auth');
-    await mesh.start('image-store');
+    await Promise.all(mesh.processesOf('auth').map((n) => mesh.start(n)));
+    await Promise.all(mesh.processesOf('image-store').map((n) => mesh.start(n)));
     await Promise.all((['tagging', 'gateway', 'cleaner'] as const).map((n) => mesh.start(n)));
   } catch (err) {
     await mesh.stop();

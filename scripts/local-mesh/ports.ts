@@ -52,7 +52,8 @@ export function freePortSource(): () => Promise<number> {
   };
 }
 
-export async function assignPorts(base: number | undefined): Promise<MeshPorts> {
+/** `next`: where free ports come from, shared with any other ports picked before services bind them. */
+export async function assignPorts(base: number | undefined, next: () => Promise<number> = freePortSource()): Promise<MeshPorts> {
   if (base !== undefined) {
     if (!Number.isInteger(base) || base < 1024 || base > 65535 - 20) {
       throw new TwokeyError('ERR_CONFIG_INVALID', `TWOKEY_PORT_BASE must be an integer from 1024 to ${65535 - 20}, not ${base}`);
@@ -61,7 +62,6 @@ export async function assignPorts(base: number | undefined): Promise<MeshPorts> 
     SERVICE_NAMES.forEach((name, i) => (health[name] = base + 10 + i));
     return { gatewayPublic: base, authMesh: base + 1, authJwks: base + 2, imageStoreMesh: base + 3, taggingMesh: base + 4, health };
   }
-  const next = freePortSource();
   const health: Record<string, number> = {};
   for (const name of SERVICE_NAMES) health[name] = await next();
   return { gatewayPublic: await next(), authMesh: await next(), authJwks: await next(), imageStoreMesh: await next(), taggingMesh: await next(), health };

@@ -1,14 +1,16 @@
 // One call to reach a mesh service over mTLS, checking the server's SPIFFE ID instead of a hostname.
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
-import { experimental, type ChannelCredentials, type ChannelOptions, type Client, type Interceptor } from '@grpc/grpc-js';
+import { experimental, type ChannelCredentials, type ChannelOptions, type Client, type ClientOptions, type Interceptor } from '@grpc/grpc-js';
 import { isTwokeyError } from './errors.ts';
+import { MethodCatalog } from './method-catalog.ts';
 import { createPropagationInterceptor } from './propagation.ts';
+import { DEFAULT_RETRY_BUDGET, keyedCallRouting, meshServiceConfig, type RetryBudget } from './retry-policy.ts';
 import type { SvidSource } from './svid-source.ts';
 import { SpiffeId } from './spiffe-id.ts';
 import { parseSvid } from './svid.ts';
 
-type ClientConstructor<C extends Client> = new (address: string, credentials: ChannelCredentials, options?: ChannelOptions & { interceptors?: Interceptor[] }) => C;
+type ClientConstructor<C extends Client> = new (address: string, credentials: ChannelCredentials, options?: ClientOptions) => C;
 
 export interface MeshClientOptions {
   /** This workload's credentials (its certificate is the client certificate; its bundle the trust roots). */
@@ -19,6 +21,13 @@ export interface MeshClientOptions {
   propagate?: boolean;
   interceptors?: Interceptor[];
   channelOptions?: ChannelOptions;
+  /**
+   * Balancing and retries (see retry-policy.ts): calls go round-robin over every address the target
+   * resolves to, and a call the protos mark safe to repeat is retried once on UNAVAILABLE within
+   * the budget. `catalog` says which methods are safe (default: twokey's proto/). A
+   * `grpc.service_config` in channelOptions replaces all of it.
+   */
+  retry?: { catalog?: MethodCatalog; budget?: RetryBudget };
 }
 
 /**
@@ -47,16 +56,40 @@ export function meshChannelCredentials(svid: SvidSource, serverId: SpiffeId): Ch
 export function createMeshClient<C extends Client>(ctor: ClientConstructor<C>, address: string, options: MeshClientOptions): C {
   const serverId = typeof options.serverId === 'string' ? SpiffeId.parse(options.serverId) : options.serverId;
   const interceptors = [...(options.propagate === false ? [] : [createPropagationInterceptor()]), ...(options.interceptors ?? [])];
-  // channelz tracks every call and socket even when nobody serves it (see MESH_SERVER_DEFAULTS).
-  const channelOptions: ChannelOptions = { 'grpc.enable_channelz': 0, ...options.channelOptions };
+  const catalog = options.retry?.catalog ?? MethodCatalog.default();
+  const budget = options.retry?.budget ?? DEFAULT_RETRY_BUDGET;
+  const channelOptions: ChannelOptions = {
+    // channelz tracks every call and socket even when nobody serves it (see MESH_SERVER_DEFAULTS).
+    'grpc.enable_channelz': 0,
+    'grpc.service_config': meshServiceConfig(catalog, budget),
+    // The balancing and retry settings are this client's, never a DNS TXT record's.
+    'grpc.service_config_disable_resolution': 1,
+    // A replica that went away makes the balancer ask DNS again; 30 s (the default) is long for a rollout.
+    'grpc.dns_min_time_between_resolutions_ms': 5000,
+    // A retried call's request is kept until the answer begins; a larger one is never retried.
+    'grpc.per_rpc_retry_buffer_size': options.channelOptions?.['grpc.max_send_message_length'] ?? 4 * 1024 * 1024,
+    ...options.channelOptions,
+  };
   // TLS SNI may not carry an IP address (RFC 6066); the server is checked by SPIFFE ID anyway,
   // so a dialled IP sends the trust domain as the server name instead.
   if (isIP(hostOf(address)) !== 0) channelOptions['grpc.ssl_target_name_override'] ??= serverId.trustDomain;
-  return new ctor(address, meshChannelCredentials(options.svid, serverId), { ...channelOptions, interceptors });
+  // Every TLS connection, to each address the target resolves to, is checked for the SPIFFE ID.
+  const credentials = meshChannelCredentials(options.svid, serverId);
+  // A caller's own service config decides retries alone: no second channel beside it.
+  if (options.channelOptions?.['grpc.service_config'] !== undefined) return new ctor(address, credentials, { ...channelOptions, interceptors });
+  const routing = keyedCallRouting(catalog, budget, address, credentials, channelOptions);
+  const client = new ctor(address, credentials, { ...channelOptions, interceptors, callInvocationTransformer: routing.transform });
+  const close = client.close.bind(client);
+  client.close = () => {
+    routing.close();
+    close();
+  };
+  return client;
 }
 
+/** The host of a target, or of the first address of a list (`ipv4:127.0.0.1:1,127.0.0.1:2`). */
 function hostOf(address: string): string {
-  const target = address.replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, '');
+  const target = address.replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, '').split(',')[0]!;
   const bracketed = /^\[([^\]]+)\]/.exec(target);
   if (bracketed) return bracketed[1]!;
   const colons = target.split(':').length - 1;

@@ -3,6 +3,7 @@
 // repository import the modules they use directly.
 export { createMeshServer, type MeshServer, type MeshServerOptions } from './server.ts';
 export { createMeshClient, type MeshClientOptions } from './client.ts';
+export { DEFAULT_RETRY_BUDGET, type RetryBudget } from './retry-policy.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';
 export { authorizeOwner, holdsAny } from './resource.ts';
 export { SvidSource, type SvidMaterial, type SvidSourceOptions } from './svid-source.ts';

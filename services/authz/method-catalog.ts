@@ -19,7 +19,17 @@ export interface CatalogMethod {
   rule: MethodRule | undefined;
   requestStream: boolean;
   responseStream: boolean;
+  /** protobuf's standard `idempotency_level` method option: may a client repeat the call? */
+  idempotency: Idempotency;
+  /**
+   * The field number of the request's AIP-155 `string request_id`, when it has one: a call that
+   * sets it may be repeated (the server answers a repeat with the first result).
+   */
+  requestIdField: number | undefined;
 }
+
+/** protobuf's MethodOptions.IdempotencyLevel, as the proto declares it. */
+export type Idempotency = 'NO_SIDE_EFFECTS' | 'IDEMPOTENT' | 'IDEMPOTENCY_UNKNOWN';
 
 /** The loader options the contract fixes, so every part decodes messages the same way. */
 export const PROTO_LOADER_OPTIONS = {
@@ -64,6 +74,8 @@ export class MethodCatalog {
           rule: ruleOf(def),
           requestStream: def.requestStream,
           responseStream: def.responseStream,
+          idempotency: idempotencyOf(def),
+          requestIdField: requestIdFieldOf(def),
         });
       }
     }
@@ -147,6 +159,18 @@ function ruleOf(def: MethodDefinition<object, object>): MethodRule | undefined {
     throw new TwokeyError('ERR_CONFIG_INVALID', `method ${def.path}: ${RULE_OPTION} must set exactly one of permission or certificate_only`);
   }
   return hasPermission ? { permission: raw.permission as string } : { certificateOnly: true };
+}
+
+function idempotencyOf(def: MethodDefinition<object, object>): Idempotency {
+  const level = (def as { options?: Record<string, unknown> }).options?.['idempotency_level'];
+  return level === 'NO_SIDE_EFFECTS' || level === 'IDEMPOTENT' ? level : 'IDEMPOTENCY_UNKNOWN';
+}
+
+function requestIdFieldOf(def: MethodDefinition<object, object>): number | undefined {
+  const type = (def.requestType as { type?: { field?: { name?: string; number?: number; type?: string; label?: string }[] } } | undefined)?.type;
+  const field = type?.field?.find((f) => f.name === 'request_id');
+  // AIP-155's field is a singular string; anything else named so is not a request id.
+  return field?.type === 'TYPE_STRING' && field.label !== 'LABEL_REPEATED' && typeof field.number === 'number' ? field.number : undefined;
 }
 
 function protoFiles(dir: string): string[] {

@@ -1,5 +1,6 @@
-// The image store's embedded database: images and a durable event log, written in one transaction
-// so every acknowledged upload and its event survive a crash (WAL, synchronous=FULL).
+// The image store's embedded database: images, a durable event log and the request ids of keyed
+// writes, written in one transaction so every acknowledged upload and its event survive a crash
+// (WAL, synchronous=FULL).
 import { openDurableDatabase, type SqliteDatabase } from '../mesh-runtime/durable-database.ts';
 
 export type ImageDatabase = SqliteDatabase;
@@ -24,6 +25,16 @@ CREATE TABLE IF NOT EXISTS image_events (
   owner         TEXT NOT NULL,
   at_ms         INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS request_keys (
+  subject       TEXT NOT NULL,
+  request_id    TEXT NOT NULL,
+  method        TEXT NOT NULL,
+  fingerprint   TEXT NOT NULL,
+  resource_id   TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (subject, request_id)
+) STRICT;
+CREATE INDEX IF NOT EXISTS request_keys_created ON request_keys (created_at_ms);
 `;
 
 export function imageDatabasePath(dataDir: string): string {

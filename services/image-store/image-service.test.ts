@@ -33,7 +33,7 @@ async function codeOf(fn: () => Promise<unknown>): Promise<string> {
   return 'none';
 }
 
-type Options = { now?: () => number };
+type Options = { now?: () => number; requestKeyTtlMs?: number };
 
 function opener(fx: EngineFixture): (opts?: Options) => Promise<ImageRepository> {
   if (fx.engine === 'sqlite') return async (opts = {}) => new SqliteImageRepository(openImageDatabase(imageDatabasePath(fx.sqlitePath(''))), opts);
@@ -141,6 +141,89 @@ forEachEngine('image store service logic', (fx) => {
     expect(events.map((e) => [e.sequence, e.type, e.owner])).to.deep.equal([[1, 'created', 'alice'], [2, 'updated', 'alice'], [3, 'deleted', 'alice']]);
   });
 
+  describe('request ids (AIP-155)', () => {
+    const id1 = '6f1c2a4e-3b7d-4c1a-9e2f-0a1b2c3d4e5f';
+    const id2 = '0e7a7c9a-58a4-4b8e-8f39-5d2f0c0d4a11';
+    const count = async (r: ImageRepository) => (await r.list({ owner: undefined, tag: undefined, afterSeq: 0, limit: 200 })).images.length;
+
+    it('a repeat from the same subject returns the first image and stores nothing new', async () => {
+      const first = await service.create(alice, { ...upload, request_id: id1 });
+      const again = await service.create(alice, { ...upload, request_id: id1.toUpperCase() });
+      expect(again.id).to.equal(first.id);
+      expect(await count(repo)).to.equal(1);
+      expect((await repo.eventsAfter(0, 10)).map((e) => e.type)).to.deep.equal(['created']);
+      // Without an id, nothing is remembered: each call stores.
+      await service.create(alice, upload);
+      await service.create(alice, upload);
+      expect(await count(repo)).to.equal(3);
+    });
+
+    it("another subject's same id is a different request: never the first subject's image", async () => {
+      const mine = await service.create(alice, { ...upload, request_id: id1 });
+      const theirs = await service.create(bob, { ...upload, request_id: id1 });
+      expect(theirs.id).to.not.equal(mine.id);
+      expect(theirs.owner).to.equal('bob');
+      expect(await count(repo)).to.equal(2);
+    });
+
+    it('refuses the same id with a different request or method (ERR_REQUEST_ID_REUSED), and an id that is not a UUID', async () => {
+      const first = await service.create(alice, { ...upload, request_id: id1 });
+      const reused = await service.create(alice, { ...upload, name: 'other.jpg', request_id: id1 }).catch((e: unknown) => e as { code: string; message: string });
+      expect(reused).to.include({ code: 'ERR_REQUEST_ID_REUSED' });
+      expect((reused as { message: string }).message).to.match(/request_id .* was already used for a different CreateImage request/);
+      const content = await service.create(alice, { ...upload, content: Buffer.from([0xff, 0xd8, 2]), request_id: id1 }).catch((e: unknown) => e as { code: string });
+      expect(content).to.include({ code: 'ERR_REQUEST_ID_REUSED' });
+      expect(await codeOf(() => service.setTags(alice, { id: first.id, tags: ['x'], request_id: id1 }))).to.equal('ERR_REQUEST_ID_REUSED');
+      expect(await codeOf(() => service.create(alice, { ...upload, request_id: 'not-a-uuid' }))).to.equal('ERR_REQUEST_INVALID');
+      expect(await count(repo)).to.equal(1);
+    });
+
+    it('a keyed SetTags repeated writes once, even after the tags changed since', async () => {
+      const image = await service.create(alice, upload);
+      await service.setTags(alice, { id: image.id, tags: ['a'], request_id: id2 });
+      await service.setTags(alice, { id: image.id, tags: ['b'] });
+      const replay = await service.setTags(alice, { id: image.id, tags: ['a'], request_id: id2 });
+      expect(replay.tags).to.deep.equal(['b']);
+      expect((await repo.eventsAfter(0, 10)).map((e) => e.type)).to.deep.equal(['created', 'updated', 'updated']);
+    });
+
+    it('a repeat of a create whose image was deleted since is NOT_FOUND, not a new image', async () => {
+      const first = await service.create(alice, { ...upload, request_id: id1 });
+      await service.delete(alice, { id: first.id });
+      expect(await codeOf(() => service.create(alice, { ...upload, request_id: id1 }))).to.equal('ERR_RESOURCE_NOT_FOUND');
+      expect(await count(repo)).to.equal(0);
+    });
+
+    it('forgets a key after its lifetime: a repeat then stores again, and pruning removes it', async () => {
+      let now = 1_000_000;
+      const r = await open({ now: () => now, requestKeyTtlMs: 60_000 });
+      const s = new ImageService(r);
+      const first = await s.create(alice, { ...upload, request_id: id1 });
+      await s.create(bob, { ...upload, request_id: id2 });
+      now += 59_999;
+      expect((await s.create(alice, { ...upload, request_id: id1 })).id).to.equal(first.id);
+      now += 1;
+      const later = await s.create(alice, { ...upload, request_id: id1 });
+      expect(later.id).to.not.equal(first.id);
+      // That keyed write pruned both expired keys on its way (at most once a minute); the new one stays for its lifetime.
+      expect(await r.pruneRequestKeys()).to.equal(0);
+      now += 60_000;
+      expect(await r.pruneRequestKeys()).to.equal(1);
+      expect(await r.pruneRequestKeys()).to.equal(0);
+      expect(await count(r)).to.equal(3);
+    });
+
+    if (fx.engine === 'postgres') {
+      it('two replicas sent the same keyed upload at once store it once', async () => {
+        const replicas = [new ImageService(await open()), new ImageService(await open())];
+        const ids = Array.from({ length: 10 }, (_, i) => `6f1c2a4e-3b7d-4c1a-9e2f-0a1b2c3d4e${(10 + i).toString(16).padStart(2, '0')}`);
+        const results = await Promise.all(ids.flatMap((id) => replicas.map((s) => s.create(alice, { ...upload, request_id: id }))));
+        for (let i = 0; i < ids.length; i++) expect(results[2 * i]!.id).to.equal(results[2 * i + 1]!.id);
+        expect(await count(repo)).to.equal(ids.length);
+      });
+    }
+  });
+
   it('a watcher on one repository delivers every event written through another, in sequence, and resumes from a cursor', async function () {
     this.timeout(30_000);
     const writerA = await open();
@@ -199,6 +282,11 @@ describe('image store on SQLite: statements', () => {
       for (const owner of [undefined, 'alice']) for (const tag of [undefined, 'x']) await own.list({ owner, tag, afterSeq: 0, limit: 10 });
       await own.update(a1.id, { name: 'b' });
       await own.setTags(a1.id, ['y']);
+      const key = { subject: 'alice', requestId: '6f1c2a4e-3b7d-4c1a-9e2f-0a1b2c3d4e5f', method: 'CreateImage', fingerprint: 'f' };
+      await own.create({ owner: 'alice', name: 'k', contentType: 'image/png', content: Buffer.from('k'), tags: [] }, key);
+      await own.create({ owner: 'alice', name: 'k', contentType: 'image/png', content: Buffer.from('k'), tags: [] }, key);
+      await own.setTags(a1.id, ['z'], { ...key, requestId: '0e7a7c9a-58a4-4b8e-8f39-5d2f0c0d4a11', method: 'SetTags' });
+      await own.pruneRequestKeys();
       await own.delete(a1.id);
       await own.eventsAfter(0, 10);
       expect(madeWith).to.be.above(0);

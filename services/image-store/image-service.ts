@@ -15,6 +15,7 @@ import {
   encodePageToken,
 } from './image-input.ts';
 import type { ImageEventRecord, ImageRepository, StoredImage } from './image-repository.ts';
+import { checkRequestId, requestFingerprint, type RequestKey } from './request-keys.ts';
 
 /** The wire shape of twokey.images.v1.Image (int64 as decimal strings, as proto-loader decodes them). */
 export interface ImageMessage {
@@ -47,6 +48,13 @@ export function toEventMessage(event: ImageEventRecord): Record<string, unknown>
   return { sequence: String(event.sequence), type: event.type, image_id: event.imageId, owner: event.owner, at_ms: String(event.atMs) };
 }
 
+/** The write's AIP-155 key, when the request carries an id: per subject, over the request as validated. */
+function requestKey(token: VerifiedToken, rawId: string | undefined, method: string, parts: readonly (string | Buffer)[]): RequestKey | undefined {
+  const requestId = checkRequestId(rawId ?? '');
+  if (requestId === undefined) return undefined;
+  return { subject: token.subject, requestId, method, fingerprint: requestFingerprint(method, parts) };
+}
+
 function notFound(id: string): ExampleError {
   return new ExampleError('ERR_RESOURCE_NOT_FOUND', `image ${id} does not exist`);
 }
@@ -70,19 +78,21 @@ export class ImageService {
     return image;
   }
 
-  async create(token: VerifiedToken, req: { name: string; content_type: string; content: Buffer; tags: string[] }): Promise<ImageMessage> {
+  /** With a request_id, a repeat returns the image the first call stored (see ImageRepository). */
+  async create(token: VerifiedToken, req: { name: string; content_type: string; content: Buffer; tags: string[]; request_id?: string }): Promise<ImageMessage> {
     // Images belong to people: a workload's own pseudo-user never owns one.
     if (token.kind === 'service') {
       throw new TwokeyError('ERR_RESOURCE_FORBIDDEN', 'resource check failed: a service token cannot own images');
     }
-    const image = await this.#repo.create({
+    const input = {
       owner: token.subject,
       name: checkName(req.name),
       contentType: checkContentType(req.content_type),
       content: checkContent(req.content),
       tags: checkTags(req.tags),
-    });
-    return toImageMessage(image);
+    };
+    const key = requestKey(token, req.request_id, 'CreateImage', [input.name, input.contentType, input.content, ...input.tags]);
+    return toImageMessage(await this.#repo.create(input, key));
   }
 
   async get(token: VerifiedToken, req: { id: string; without_content: boolean }): Promise<ImageMessage> {
@@ -124,9 +134,11 @@ export class ImageService {
     return toImageMessage(updated);
   }
 
-  async setTags(token: VerifiedToken, req: { id: string; tags: string[] }): Promise<ImageMessage> {
+  async setTags(token: VerifiedToken, req: { id: string; tags: string[]; request_id?: string }): Promise<ImageMessage> {
     const image = await this.#authorized(token, 'images:tag', req.id, false);
-    const updated = await this.#repo.setTags(image.id, checkTags(req.tags));
+    const tags = checkTags(req.tags);
+    const key = requestKey(token, req.request_id, 'SetTags', [image.id, ...tags]);
+    const updated = await this.#repo.setTags(image.id, tags, key);
     if (updated === undefined) throw notFound(image.id);
     return toImageMessage(updated);
   }

@@ -2,7 +2,9 @@
 import { randomBytes } from 'node:crypto';
 import type { PostgresConfig } from '../mesh-runtime/database-config.ts';
 import { PostgresDatabase, type Migration, type PgClient } from '../mesh-runtime/postgres-database.ts';
-import type { ImageEventRecord, ImageRepository, ListPage, ListQuery, StoredImage } from './image-repository.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
+import type { ImageEventRecord, ImageRepository, ListPage, ListQuery, RepositoryOptions, StoredImage } from './image-repository.ts';
+import { DEFAULT_REQUEST_KEY_TTL_MS, judgeRequestKey, type RememberedKey, type RequestKey } from './request-keys.ts';
 
 const MIGRATIONS: readonly Migration[] = [
   {
@@ -28,7 +30,24 @@ CREATE TABLE image_events (
   at_ms         bigint NOT NULL
 );`,
   },
+  {
+    version: 2,
+    sql: `
+CREATE TABLE request_keys (
+  subject       text NOT NULL,
+  request_id    text NOT NULL,
+  method        text NOT NULL,
+  fingerprint   text NOT NULL,
+  resource_id   text NOT NULL,
+  created_at_ms bigint NOT NULL,
+  PRIMARY KEY (subject, request_id)
+);
+CREATE INDEX request_keys_created ON request_keys (created_at_ms);`,
+  },
 ];
+
+/** Keyed writes prune expired keys at most this often per process. */
+const PRUNE_EVERY_MS = 60_000;
 
 /** Replicas wake each other's watchers through this channel; the table stays the truth. */
 const CHANNEL = 'twokey_image_events';
@@ -82,16 +101,19 @@ export class PostgresImageRepository implements ImageRepository {
   readonly #db: PostgresDatabase;
   readonly #now: () => number;
   readonly #random: (n: number) => Buffer;
+  readonly #ttlMs: number;
   readonly #listeners = new Set<() => void>();
+  #prunedAtMs = Number.NEGATIVE_INFINITY;
 
-  private constructor(db: PostgresDatabase, opts: { now?: () => number; random?: (n: number) => Buffer }) {
+  private constructor(db: PostgresDatabase, opts: RepositoryOptions) {
     this.#db = db;
     this.#now = opts.now ?? Date.now;
     this.#random = opts.random ?? randomBytes;
+    this.#ttlMs = opts.requestKeyTtlMs ?? DEFAULT_REQUEST_KEY_TTL_MS;
     db.listen(CHANNEL, () => this.#notify());
   }
 
-  static async open(config: PostgresConfig, opts: { now?: () => number; random?: (n: number) => Buffer } = {}): Promise<PostgresImageRepository> {
+  static async open(config: PostgresConfig, opts: RepositoryOptions = {}): Promise<PostgresImageRepository> {
     return new PostgresImageRepository(await PostgresDatabase.open(config, 'image-store', MIGRATIONS), opts);
   }
 
@@ -126,19 +148,61 @@ export class PostgresImageRepository implements ImageRepository {
     return rows[0]?.owner;
   }
 
-  async create(input: { owner: string; name: string; contentType: string; content: Buffer; tags: string[] }): Promise<StoredImage> {
-    const id = `img_${this.#random(16).toString('hex')}`;
+  /**
+   * Inside a write (the lock held, so no other replica is between its check and its insert):
+   * the first result's id when `key` was seen with this request, undefined to go ahead.
+   */
+  async #replayOf(c: PgClient, key: RequestKey | undefined, now: number): Promise<string | undefined> {
+    if (key === undefined) return undefined;
+    if (now - this.#prunedAtMs >= PRUNE_EVERY_MS) {
+      await c.query({ name: 'request_keys_prune', text: 'DELETE FROM request_keys WHERE created_at_ms <= $1', values: [now - this.#ttlMs] });
+      this.#prunedAtMs = now;
+    }
+    const rows = (
+      await c.query({
+        name: 'request_keys_get',
+        text: 'SELECT method, fingerprint, resource_id AS "resourceId", created_at_ms AS "createdAtMs" FROM request_keys WHERE subject = $1 AND request_id = $2',
+        values: [key.subject, key.requestId],
+      })
+    ).rows as RememberedKey[];
+    const verdict = judgeRequestKey(key, rows[0], now, this.#ttlMs);
+    if (verdict !== 'new') return verdict.replayOf;
+    if (rows[0] !== undefined) await c.query({ name: 'request_keys_forget', text: 'DELETE FROM request_keys WHERE subject = $1 AND request_id = $2', values: [key.subject, key.requestId] });
+    return undefined;
+  }
+
+  async #remember(c: PgClient, key: RequestKey | undefined, resourceId: string, now: number): Promise<void> {
+    if (key === undefined) return;
+    await c.query({
+      name: 'request_keys_insert',
+      text: 'INSERT INTO request_keys (subject, request_id, method, fingerprint, resource_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)',
+      values: [key.subject, key.requestId, key.method, key.fingerprint, resourceId, now],
+    });
+  }
+
+  async pruneRequestKeys(): Promise<number> {
     const now = this.#now();
-    await this.#write(async (c) => {
+    const rows = await this.#db.query<{ n: number }>('request_keys_prune_count', 'WITH gone AS (DELETE FROM request_keys WHERE created_at_ms <= $1 RETURNING 1) SELECT count(*)::int AS n FROM gone', [now - this.#ttlMs]);
+    this.#prunedAtMs = now;
+    return rows[0]?.n ?? 0;
+  }
+
+  async create(input: { owner: string; name: string; contentType: string; content: Buffer; tags: string[] }, key?: RequestKey): Promise<StoredImage> {
+    const now = this.#now();
+    const id = await this.#write(async (c) => {
+      const replayOf = await this.#replayOf(c, key, now);
+      if (replayOf !== undefined) return { result: replayOf };
+      const id = `img_${this.#random(16).toString('hex')}`;
       await c.query({
         name: 'images_insert',
         text: 'INSERT INTO images (id, owner, name, content_type, content, tags, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)',
         values: [id, input.owner, input.name, input.contentType, input.content, JSON.stringify(input.tags), now, now],
       });
-      return { result: undefined, event: { type: 'created', id, owner: input.owner, at: now } };
+      await this.#remember(c, key, id, now);
+      return { result: id, event: { type: 'created', id, owner: input.owner, at: now } };
     });
     const stored = await this.get(id, true);
-    if (stored === undefined) throw new Error(`image ${id} vanished right after it was stored`);
+    if (stored === undefined) throw new ExampleError('ERR_RESOURCE_NOT_FOUND', `image ${id}, stored under request_id ${key?.requestId ?? '(none)'}, has since been deleted`);
     return stored;
   }
 
@@ -176,12 +240,14 @@ export class PostgresImageRepository implements ImageRepository {
     return done ? this.get(id, false) : undefined;
   }
 
-  async setTags(id: string, tags: string[]): Promise<StoredImage | undefined> {
+  async setTags(id: string, tags: string[], key?: RequestKey): Promise<StoredImage | undefined> {
     const now = this.#now();
     const done = await this.#write(async (c) => {
+      if ((await this.#replayOf(c, key, now)) !== undefined) return { result: true };
       const owner = await this.#owner(c, id);
       if (owner === undefined) return { result: false };
       await c.query({ name: 'images_set_tags', text: 'UPDATE images SET tags = $1::jsonb, updated_at_ms = $2 WHERE id = $3', values: [JSON.stringify(tags), now, id] });
+      await this.#remember(c, key, id, now);
       return { result: true, event: { type: 'updated', id, owner, at: now } };
     });
     return done ? this.get(id, false) : undefined;

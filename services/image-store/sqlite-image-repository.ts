@@ -2,7 +2,9 @@
 import { randomBytes } from 'node:crypto';
 import { inTransaction, type SqliteStatement as Statement } from '../mesh-runtime/durable-database.ts';
 import type { ImageDatabase } from './image-database.ts';
-import type { ImageEventRecord, ImageRepository, ListPage, ListQuery, StoredImage } from './image-repository.ts';
+import { ExampleError } from '../mesh-runtime/example-errors.ts';
+import type { ImageEventRecord, ImageRepository, ListPage, ListQuery, RepositoryOptions, StoredImage } from './image-repository.ts';
+import { DEFAULT_REQUEST_KEY_TTL_MS, judgeRequestKey, type RememberedKey, type RequestKey } from './request-keys.ts';
 
 interface ImageRow {
   seq: number;
@@ -18,6 +20,9 @@ interface ImageRow {
 }
 
 const META_COLUMNS = 'seq, id, owner, name, content_type, length(content) AS size_bytes, tags, created_at_ms, updated_at_ms';
+
+/** Keyed writes prune expired keys at most this often. */
+const PRUNE_EVERY_MS = 60_000;
 
 function toImage(row: ImageRow): StoredImage {
   return {
@@ -46,7 +51,9 @@ export class SqliteImageRepository implements ImageRepository {
   readonly #db: ImageDatabase;
   readonly #now: () => number;
   readonly #random: (n: number) => Buffer;
+  readonly #ttlMs: number;
   readonly #listeners = new Set<() => void>();
+  #prunedAtMs = Number.NEGATIVE_INFINITY;
   // Prepared once: compiling the SQL on every call was 11% of the service's CPU in the end-to-end benchmark.
   readonly #statements: {
     insertEvent: Statement;
@@ -59,12 +66,17 @@ export class SqliteImageRepository implements ImageRepository {
     setTags: Statement;
     delete: Statement;
     eventsAfter: Statement;
+    getKey: Statement;
+    insertKey: Statement;
+    forgetKey: Statement;
+    pruneKeys: Statement;
   };
 
-  constructor(db: ImageDatabase, opts: { now?: () => number; random?: (n: number) => Buffer } = {}) {
+  constructor(db: ImageDatabase, opts: RepositoryOptions = {}) {
     this.#db = db;
     this.#now = opts.now ?? Date.now;
     this.#random = opts.random ?? randomBytes;
+    this.#ttlMs = opts.requestKeyTtlMs ?? DEFAULT_REQUEST_KEY_TTL_MS;
     this.#statements = {
       insertEvent: db.prepare('INSERT INTO image_events (type, image_id, owner, at_ms) VALUES (?, ?, ?, ?)'),
       insertImage: db.prepare(
@@ -79,7 +91,35 @@ export class SqliteImageRepository implements ImageRepository {
       setTags: db.prepare('UPDATE images SET tags = ?, updated_at_ms = ? WHERE id = ?'),
       delete: db.prepare('DELETE FROM images WHERE id = ?'),
       eventsAfter: db.prepare('SELECT sequence, type, image_id, owner, at_ms FROM image_events WHERE sequence > ? ORDER BY sequence LIMIT ?'),
+      getKey: db.prepare('SELECT method, fingerprint, resource_id AS resourceId, created_at_ms AS createdAtMs FROM request_keys WHERE subject = ? AND request_id = ?'),
+      insertKey: db.prepare('INSERT INTO request_keys (subject, request_id, method, fingerprint, resource_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)'),
+      forgetKey: db.prepare('DELETE FROM request_keys WHERE subject = ? AND request_id = ?'),
+      pruneKeys: db.prepare('DELETE FROM request_keys WHERE created_at_ms <= ?'),
     };
+  }
+
+  /** Inside a write's transaction: the first result's id when `key` was seen with this request, undefined to go ahead. */
+  #replayOf(key: RequestKey | undefined, now: number): string | undefined {
+    if (key === undefined) return undefined;
+    if (now - this.#prunedAtMs >= PRUNE_EVERY_MS) {
+      this.#statements.pruneKeys.run(now - this.#ttlMs);
+      this.#prunedAtMs = now;
+    }
+    const remembered = this.#statements.getKey.get(key.subject, key.requestId) as unknown as RememberedKey | undefined;
+    const verdict = judgeRequestKey(key, remembered === undefined ? undefined : { ...remembered }, now, this.#ttlMs);
+    if (verdict !== 'new') return verdict.replayOf;
+    if (remembered !== undefined) this.#statements.forgetKey.run(key.subject, key.requestId);
+    return undefined;
+  }
+
+  #remember(key: RequestKey | undefined, resourceId: string, now: number): void {
+    if (key !== undefined) this.#statements.insertKey.run(key.subject, key.requestId, key.method, key.fingerprint, resourceId, now);
+  }
+
+  async pruneRequestKeys(): Promise<number> {
+    const now = this.#now();
+    this.#prunedAtMs = now;
+    return Number(this.#statements.pruneKeys.run(now - this.#ttlMs).changes);
   }
 
   /** Called after any event is committed (watchers then read the log). */
@@ -96,15 +136,21 @@ export class SqliteImageRepository implements ImageRepository {
     for (const listener of this.#listeners) listener();
   }
 
-  async create(input: { owner: string; name: string; contentType: string; content: Buffer; tags: string[] }): Promise<StoredImage> {
-    const id = `img_${this.#random(16).toString('hex')}`;
+  async create(input: { owner: string; name: string; contentType: string; content: Buffer; tags: string[] }, key?: RequestKey): Promise<StoredImage> {
     const now = this.#now();
-    inTransaction(this.#db, () => {
+    const written = inTransaction(this.#db, () => {
+      const replayOf = this.#replayOf(key, now);
+      if (replayOf !== undefined) return { id: replayOf, replayed: true };
+      const id = `img_${this.#random(16).toString('hex')}`;
       this.#statements.insertImage.run(id, input.owner, input.name, input.contentType, input.content, JSON.stringify(input.tags), now, now);
       this.#event('created', id, input.owner, now);
+      this.#remember(key, id, now);
+      return { id, replayed: false };
     });
-    this.#notify();
-    return this.#get(id, true)!;
+    if (!written.replayed) this.#notify();
+    const stored = this.#get(written.id, true);
+    if (stored === undefined) throw new ExampleError('ERR_RESOURCE_NOT_FOUND', `image ${written.id}, stored under request_id ${key?.requestId ?? '(none)'}, has since been deleted`);
+    return stored;
   }
 
   async get(id: string, withContent: boolean): Promise<StoredImage | undefined> {
@@ -142,17 +188,19 @@ export class SqliteImageRepository implements ImageRepository {
     return this.#get(id, false);
   }
 
-  async setTags(id: string, tags: string[]): Promise<StoredImage | undefined> {
+  async setTags(id: string, tags: string[], key?: RequestKey): Promise<StoredImage | undefined> {
     const now = this.#now();
-    const done = inTransaction(this.#db, () => {
+    const done = inTransaction(this.#db, (): boolean | 'replayed' => {
+      if (this.#replayOf(key, now) !== undefined) return 'replayed';
       const current = this.#get(id, false);
       if (current === undefined) return false;
       this.#statements.setTags.run(JSON.stringify(tags), now, id);
       this.#event('updated', id, current.owner, now);
+      this.#remember(key, id, now);
       return true;
     });
-    if (!done) return undefined;
-    this.#notify();
+    if (done === false) return undefined;
+    if (done === true) this.#notify();
     return this.#get(id, false);
   }
 

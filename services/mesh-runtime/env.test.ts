@@ -1,6 +1,6 @@
 // Service configuration from the environment: defaults, and errors that name the variable.
 import { expect } from 'chai';
-import { envDurationMs, parseAddress, readCommonConfig } from './env.ts';
+import { envDurationMs, envTarget, parseAddress, readCommonConfig } from './env.ts';
 
 describe('service environment', () => {
   it('uses the container defaults of the deployment contract', () => {
@@ -22,6 +22,16 @@ describe('service environment', () => {
     expect(() => readCommonConfig({ TWOKEY_LISTEN: '8443' })).to.throw(/TWOKEY_LISTEN: "8443" is not host:port/);
     expect(() => readCommonConfig({ TWOKEY_HEALTH_LISTEN: 'h:70000' })).to.throw(/TWOKEY_HEALTH_LISTEN/);
     expect(() => readCommonConfig({ TWOKEY_DRY_RUN: 'yes' })).to.throw(/TWOKEY_DRY_RUN must be 0 or 1/);
+  });
+
+  it('takes a peer as host:port, dns:///host:port or a fixed list of replicas, and refuses the rest naming the variable', () => {
+    expect(envTarget({}, 'TWOKEY_AUTH_ADDR', 'auth:8443')).to.equal('auth:8443');
+    expect(envTarget({ A: 'dns:///auth.twokey.svc:8443' }, 'A', 'x:1')).to.equal('dns:///auth.twokey.svc:8443');
+    expect(envTarget({ A: 'ipv4:127.0.0.1:8443,127.0.0.1:8444' }, 'A', 'x:1')).to.equal('ipv4:127.0.0.1:8443,127.0.0.1:8444');
+    expect(envTarget({ A: 'ipv6:[::1]:8443,[::1]:8444' }, 'A', 'x:1')).to.equal('ipv6:[::1]:8443,[::1]:8444');
+    expect(() => envTarget({ A: 'ipv4:127.0.0.1:8443,127.0.0.1' }, 'A', 'x:1')).to.throw(/A: "127.0.0.1" is not host:port/);
+    expect(() => envTarget({ A: 'ipv4:[::1]:8443' }, 'A', 'x:1')).to.throw(/A: "\[::1\]:8443" is not an ipv4 address/);
+    expect(() => envTarget({ A: 'unix:/tmp/s' }, 'A', 'x:1')).to.throw(/A: "unix:\/tmp\/s" is not host:port/);
   });
 
   it('reads durations in milliseconds', () => {

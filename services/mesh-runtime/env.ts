@@ -17,6 +17,30 @@ export function envAddress(env: Env, name: string, fallback: string): string {
   return parseAddress(env[name] ?? fallback, name);
 }
 
+/**
+ * Where a client dials a peer service: host:port (resolved by DNS; a Kubernetes headless Service
+ * name resolves to every ready pod), `dns:///host:port`, or a fixed list of replicas in gRPC's
+ * name syntax, `ipv4:127.0.0.1:8443,127.0.0.1:8444` (or `ipv6:[::1]:8443,...`).
+ */
+export function parseTarget(text: string, what: string): string {
+  const list = /^(ipv4|ipv6):(.+)$/.exec(text);
+  if (list !== null) {
+    const addresses = list[2]!.split(',');
+    for (const a of addresses) {
+      parseAddress(a, what);
+      if ((list[1] === 'ipv6') !== a.startsWith('[')) throw new TwokeyError('ERR_CONFIG_INVALID', `${what}: ${JSON.stringify(a)} is not an ${list[1]} address`);
+    }
+    return text;
+  }
+  const dns = /^dns:(?:\/\/\/)?(.+)$/.exec(text);
+  parseAddress(dns === null ? text : dns[1]!, what);
+  return text;
+}
+
+export function envTarget(env: Env, name: string, fallback: string): string {
+  return parseTarget(env[name] ?? fallback, name);
+}
+
 export function envString(env: Env, name: string, fallback: string): string {
   const value = env[name] ?? fallback;
   if (value === '') throw new TwokeyError('ERR_CONFIG_INVALID', `${name} is set but empty`);

@@ -6,6 +6,8 @@ import { status } from '@grpc/grpc-js';
 const STATUS_BY_EXAMPLE_CODE = {
   ERR_RESOURCE_TOO_LARGE: status.RESOURCE_EXHAUSTED,
   ERR_RESOURCE_NOT_FOUND: status.NOT_FOUND,
+  // An AIP-155 request id sent again with a different request.
+  ERR_REQUEST_ID_REUSED: status.ALREADY_EXISTS,
 } as const;
 
 export type ExampleErrorCode = keyof typeof STATUS_BY_EXAMPLE_CODE;

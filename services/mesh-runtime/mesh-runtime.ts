@@ -12,7 +12,8 @@ import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
 import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
 import { CachedToken, type IssuedToken } from './cached-token.ts';
-import { readCommonConfig, envAddress, envDurationMs, type CommonConfig, type Env } from './env.ts';
+import { HandlerEntries } from './handler-entries.ts';
+import { readCommonConfig, envDurationMs, envTarget, type CommonConfig, type Env } from './env.ts';
 import { HealthServer } from './health.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
 import { AuthClient, unary } from './protos.ts';
@@ -29,7 +30,10 @@ const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 2000,
 };
 
-type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: ChannelOptions) => C;
+/** How long a client connection to a mesh server lasts before the server asks it to reconnect (±10%). */
+const MAX_CONNECTION_AGE_MS = 5 * 60_000;
+
+type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: import('@grpc/grpc-js').ClientOptions) => C;
 
 export class MeshRuntime {
   readonly name: string;
@@ -100,9 +104,12 @@ export class MeshRuntime {
     return w.spiffeId.toString();
   }
 
-  /** An mTLS client for a peer service, dialled at the address in `addressEnv`. */
+  /**
+   * An mTLS client for a peer service, dialled at the target in `addressEnv` (see parseTarget):
+   * calls are spread over every replica it names or resolves to, and safe ones retried once.
+   */
   client<C extends Client>(ctor: ClientCtor<C>, peerName: string, addressEnv: string, defaultAddress: string, propagate = true): C {
-    const address = envAddress(this.env, addressEnv, defaultAddress);
+    const address = envTarget(this.env, addressEnv, defaultAddress);
     const client = createMeshClient(ctor, address, { svid: this.svid, serverId: this.workloadId(peerName), propagate, channelOptions: CHANNEL_OPTIONS });
     this.onClose(() => client.close());
     return client;
@@ -212,8 +219,15 @@ export class MeshRuntime {
       dryRun: this.config.dryRun,
       // Callers the registry names get a label each; any other certificate counts as "other".
       metrics: { registry: this.metrics, knownCallers: this.registry.workloads.map((w) => w.spiffeId.toString()) },
-      serverOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
+      serverOptions: {
+        'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+        // Each client connection is asked to move on (GOAWAY; calls in flight and open streams run
+        // to their end) after about 5 minutes, so clients ask DNS again and a replica added since,
+        // which no connection drop would reveal, gets its share of calls.
+        'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
+      },
     });
+    new HandlerEntries(this.metrics, this.registry.workloads.map((w) => w.spiffeId.toString())).attach(mesh.server);
     this.onClose(() => mesh.close());
     return mesh;
   }

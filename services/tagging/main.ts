@@ -71,8 +71,9 @@ export async function serve(env: Env): Promise<RunningService> {
       watch: (afterSequence, token, signal) => watchEvents(store, afterSequence, token, signal, refused(token, () => [serviceToken])),
       getImage: (id, token) =>
         unary<ImageReply>(store, 'GetImage', { id, without_content: false }, bearer(token)).catch(refused(token, () => [serviceToken])),
+      // Keyed (AIP-155): the client may repeat it on another image-store replica, and a repeat writes nothing.
       setTags: async (id, tags, token) => {
-        await unary(store, 'SetTags', { id, tags }, bearer(token)).catch(refused(token, () => delegated.values()));
+        await unary(store, 'SetTags', { id, tags, request_id: randomUUID() }, bearer(token)).catch(refused(token, () => delegated.values()));
       },
     };
     const cursor = await openCursorStore(env, dataDir(env));

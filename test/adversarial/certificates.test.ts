@@ -1,6 +1,9 @@
 // Hostile client certificates over real mTLS: each refused at the handshake or as UNAUTHENTICATED / PERMISSION_DENIED, with no handler run.
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -25,7 +28,7 @@ const GET = '/twokey.images.v1.ImageStore/GetImage';
 
 type CertExpect =
   | { status: grpc.status.OK }
-  | { status: grpc.status.UNAVAILABLE }
+  | { status: grpc.status.UNAVAILABLE; reason: string; alert: string }
   | { status: grpc.status.UNAUTHENTICATED | grpc.status.PERMISSION_DENIED; message: RegExp };
 
 interface CertCase {
@@ -42,7 +45,22 @@ interface Ctx {
 
 const PEER = (message: RegExp) => ({ status: status.UNAUTHENTICATED, message }) as const;
 const GRANT = { status: status.PERMISSION_DENIED, message: /grant check failed: certificate of .* does not grant \/twokey\.images\.v1\.ImageStore\/GetImage/ } as const;
-const HANDSHAKE = { status: status.UNAVAILABLE } as const;
+/**
+ * Refused by TLS. grpc-js reports every failed connect as the same UNAVAILABLE "Failed to connect",
+ * and Node's TLS server, which verifies the client's chain once the handshake is done, closes such
+ * a socket without an alert and without an event naming the reason (only a missing certificate
+ * gets an alert). So each case states both: `alert`, how the mesh server itself ended a plain TLS
+ * handshake presenting the same files (the alert's error code, or CLOSED WITHOUT AN ALERT, never
+ * ACCEPTED); and `reason`, the verification error Node reports for the same files against the same
+ * trust bundle (socket.authorizationError of a TLS server with the mesh server's certificate and
+ * bundle that records instead of refusing): the reason the mesh server's rejectUnauthorized acted on.
+ */
+/**
+ * Node has no name for OpenSSL's X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION and reports UNSPECIFIED;
+ * that case also asks `openssl verify` for the reason by name.
+ */
+const UNHANDLED_CRITICAL_EXTENSION = 'UNSPECIFIED';
+const HANDSHAKE = (reason: string, alert = 'CLOSED WITHOUT AN ALERT') => ({ status: status.UNAVAILABLE, reason, alert }) as const;
 const fixture = (name: string) => (c: Ctx) => join(c.fixtures.dir, name);
 const minted = (name: string, edit: SpecEdit) => (c: Ctx) => c.mint.mint(name, edit).dir;
 const grants = (name: string, list: string[]) => minted(name, withGrants(list));
@@ -53,18 +71,20 @@ const CASES: CertCase[] = [
   { name: 'control: a minted certificate granting the whole ImageStore', dir: grants('service-grant', ['/twokey.images.v1.ImageStore/*']), expect: { status: status.OK } },
 
   // Refused by TLS before twokey sees anything.
-  { name: 'no client certificate', dir: () => null, expect: HANDSHAKE },
-  { name: 'certificate from another CA with the same name', dir: fixture('wrong-ca'), expect: HANDSHAKE },
-  { name: 'expired certificate', dir: fixture('expired'), expect: HANDSHAKE },
-  { name: 'certificate not yet valid', dir: fixture('not-yet-valid'), expect: HANDSHAKE },
-  { name: 'critical grants extension (unknown critical extension to TLS)', dir: fixture('critical-grant-extension'), expect: HANDSHAKE },
+  // The server's alert names it (certificate_required); Node's verification reports a missing peer certificate this way.
+  { name: 'no client certificate', dir: () => null, expect: HANDSHAKE('UNABLE_TO_GET_ISSUER_CERT', 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED') },
+  { name: 'certificate from another CA with the same name', dir: fixture('wrong-ca'), expect: HANDSHAKE('UNABLE_TO_VERIFY_LEAF_SIGNATURE') },
+  { name: 'expired certificate', dir: fixture('expired'), expect: HANDSHAKE('CERT_HAS_EXPIRED') },
+  { name: 'certificate not yet valid', dir: fixture('not-yet-valid'), expect: HANDSHAKE('CERT_NOT_YET_VALID') },
+  { name: 'critical grants extension (unknown critical extension to TLS)', dir: fixture('critical-grant-extension'), expect: HANDSHAKE(UNHANDLED_CRITICAL_EXTENSION) },
   {
     name: 'self-signed leaf in the SVID profile',
     dir: (c) => {
       const own = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
       return c.mint.mint('self-signed', (s) => s, { signer: own.privateKey, issuerKey: own.publicKey }).dir;
     },
-    expect: HANDSHAKE,
+    // Its issuer name is the trusted CA's, so OpenSSL finds that CA and the signature does not match it.
+    expect: HANDSHAKE('UNABLE_TO_VERIFY_LEAF_SIGNATURE'),
   },
   {
     name: 'a workload uses its own SVID key to sign another identity (leaf as issuer)',
@@ -73,11 +93,11 @@ const CASES: CertCase[] = [
       const parentKey = createPrivateKey(parent.keyPem);
       return c.mint.mint('child-of-leaf', withSan({ uris: [`spiffe://${TD}/ns/twokey/sa/admin`] }), { signer: parentKey, extraChainPem: parent.certPem }).dir;
     },
-    expect: HANDSHAKE,
+    expect: HANDSHAKE('CERT_SIGNATURE_FAILURE'),
   },
 
-  { name: 'leaf whose extended key usage is serverAuth only, used as a client', dir: minted('eku-server-only', replaceExtension(builder.OID.extKeyUsage, [builder.extKeyUsage([builder.OID.serverAuth])])), expect: HANDSHAKE },
-  { name: 'leaf whose extended key usage is codeSigning', dir: minted('eku-code-signing', replaceExtension(builder.OID.extKeyUsage, [builder.extKeyUsage(['1.3.6.1.5.5.7.3.3'])])), expect: HANDSHAKE },
+  { name: 'leaf whose extended key usage is serverAuth only, used as a client', dir: minted('eku-server-only', replaceExtension(builder.OID.extKeyUsage, [builder.extKeyUsage([builder.OID.serverAuth])])), expect: HANDSHAKE('INVALID_PURPOSE') },
+  { name: 'leaf whose extended key usage is codeSigning', dir: minted('eku-code-signing', replaceExtension(builder.OID.extKeyUsage, [builder.extKeyUsage(['1.3.6.1.5.5.7.3.3'])])), expect: HANDSHAKE('INVALID_PURPOSE') },
 
   // Chain trusted, identity refused by twokey's strict parse (UNAUTHENTICATED at the peer check).
   { name: 'CA=true leaf', dir: fixture('ca-true-leaf'), expect: PEER(/peer check failed: .*CA=true/) },
@@ -138,6 +158,7 @@ describe('adversarial: hostile client certificates over real mTLS', function () 
   let port: number;
   let bundle: Buffer;
   let ran = 0;
+  let reference: TlsServer;
   const ImageStore = (grpc.loadPackageDefinition(MethodCatalog.default().definition) as any).twokey.images.v1.ImageStore as grpc.ServiceClientConstructor;
   const clients: grpc.Client[] = [];
 
@@ -158,13 +179,60 @@ describe('adversarial: hostile client certificates over real mTLS', function () 
       },
     });
     port = await mesh.listen('127.0.0.1:0');
+    reference = createTlsServer({
+      key: readFileSync(join(serverDir, 'svid.key')),
+      cert: readFileSync(join(serverDir, 'svid.pem')),
+      ca: bundle,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: ['h2'],
+    });
+    await new Promise<void>((resolve) => reference.listen(0, '127.0.0.1', resolve));
   });
   after(async () => {
     for (const c of clients) c.close();
     await mesh?.close(500);
+    reference?.close();
     svid?.close();
     rmSync(root, { recursive: true, force: true });
   });
+
+  /**
+   * A plain TLS handshake presenting the files in `dir` (ALPN h2, as grpc-js): the code of the alert
+   * the server ended it with, or ACCEPTED once the server's first HTTP/2 bytes arrive (it sends
+   * them only after it verified the client certificate).
+   */
+  function handshake(dir: string | null): Promise<string> {
+    return new Promise((resolve) => {
+      const files = dir === null ? {} : { key: readFileSync(join(dir, 'svid.key')), cert: readFileSync(join(dir, 'svid.pem')) };
+      const socket = connect({ host: '127.0.0.1', port, ca: bundle, ...files, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
+      const done = (outcome: string): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => done('NO ANSWER in 5 s'), 5000);
+      socket.on('error', (err: NodeJS.ErrnoException) => done(err.code ?? err.message));
+      socket.on('data', () => done('ACCEPTED'));
+      socket.on('close', () => done('CLOSED WITHOUT AN ALERT'));
+    });
+  }
+
+  /** The verification error of `dir`'s certificate against the mesh server's bundle, or AUTHORIZED (see HANDSHAKE). */
+  function verificationOf(dir: string | null): Promise<string> {
+    return new Promise((resolve, reject) => {
+      reference.once('secureConnection', (socket: TLSSocket) => {
+        resolve(socket.authorized ? 'AUTHORIZED' : String(socket.authorizationError));
+        socket.destroy();
+      });
+      const files = dir === null ? {} : { key: readFileSync(join(dir, 'svid.key')), cert: readFileSync(join(dir, 'svid.pem')) };
+      const client = connect({ host: '127.0.0.1', port: (reference.address() as AddressInfo).port, ca: bundle, ...files, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
+      client.on('error', () => undefined);
+      client.on('secureConnect', () => client.end());
+      setTimeout(() => reject(new Error('the reference TLS server saw no connection in 5 s')), 5000).unref();
+    });
+  }
 
   /** A plain grpc-js TLS client presenting exactly the files in `dir` (no twokey-side checks of its own). */
   function call(dir: string | null): Promise<Outcome> {
@@ -185,15 +253,30 @@ describe('adversarial: hostile client certificates over real mTLS', function () 
 
   for (const c of CASES) {
     it(`${c.name} -> ${grpc.status[c.expect.status]}`, async () => {
+      const dir = c.dir(ctx);
       const before = ran;
-      const out = await call(c.dir(ctx));
+      const out = await call(dir);
       expect(out.code, out.details).to.equal(c.expect.status);
       if (c.expect.status === status.OK) {
         expect(ran).to.equal(before + 1);
+        // The probe tells an accepted handshake from a refused one.
+        expect(await handshake(dir), 'the TLS handshake').to.equal('ACCEPTED');
+        expect(await verificationOf(dir), 'the chain verification').to.equal('AUTHORIZED');
         return;
       }
       expect(ran, 'a handler ran for a refused certificate').to.equal(before);
       if ('message' in c.expect) expect(out.details).to.match(c.expect.message);
+      if ('alert' in c.expect) {
+        expect(await handshake(dir), 'how the mesh server ended the TLS handshake').to.equal(c.expect.alert);
+        expect(await verificationOf(dir), 'why the chain does not verify').to.equal(c.expect.reason);
+        if (c.expect.reason === UNHANDLED_CRITICAL_EXTENSION) {
+          const verify = spawnSync('openssl', ['verify', '-CAfile', join(root, 'server', 'bundle.pem'), '-purpose', 'sslclient', join(dir!, 'svid.pem')], { encoding: 'utf8' });
+          expect(`${verify.stdout}${verify.stderr}`).to.match(/unhandled critical extension/);
+        }
+      } else {
+        // Refused by twokey, not by TLS: the chain verifies.
+        expect(await verificationOf(dir), 'the chain verification').to.equal('AUTHORIZED');
+      }
     });
   }
 });

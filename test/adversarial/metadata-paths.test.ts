@@ -78,6 +78,12 @@ describe('adversarial: metadata and method paths', function () {
           expect(out.error).to.match(/NGHTTP2_PROTOCOL_ERROR/);
         } else {
           expect(out.grpcStatus, `${out.grpcMessage} ${out.error ?? ''}`).to.equal(c.expect);
+          // UNIMPLEMENTED is grpc-js's own answer for a path no service registered (no decision is
+          // made for it); the one PERMISSION_DENIED is the decision's, for a method without a rule.
+          // (grpc-js sends the path unescaped in grpc-message, which the reader percent-decodes.)
+          const decoded = c.path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+          if (c.expect === status.UNIMPLEMENTED) expect(out.grpcMessage).to.equal(`The server does not implement the method ${decoded}`);
+          else expect(out.grpcMessage).to.match(/^twokey: rule check failed: /);
         }
         expect(handlerRuns(mesh.probe), 'a handler ran').to.equal(before);
       });
@@ -113,6 +119,7 @@ describe('adversarial: metadata and method paths', function () {
         'authorization-bin': Buffer.from(`Bearer ${token()}`).toString('base64'),
       });
       expect(out.grpcStatus, out.grpcMessage).to.equal(status.PERMISSION_DENIED);
+      expect(out.grpcMessage).to.match(/^twokey: scope check failed: /);
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 
@@ -151,7 +158,8 @@ describe('adversarial: metadata and method paths', function () {
           ['content-type', 'application/grpc'], ['te', 'trailers'],
           ['authorization', `Bearer ${token()}`], ['Authorization', `Bearer ${token()}`],
         ], grpcFrame(pingMessage('case')));
-        expect(out.answered).to.equal(true);
+        // The stream is reset as malformed (RFC 9113 section 8.2.1), not answered with a gRPC status.
+        expect(out.refusal).to.equal('RST_STREAM PROTOCOL_ERROR');
         expect(handlerRuns(mesh.probe)).to.equal(before);
       });
     });
@@ -163,7 +171,8 @@ describe('adversarial: metadata and method paths', function () {
         ['content-type', 'application/grpc'], ['te', 'trailers'],
         ['authorization', `Bearer ${token()}`], ['x-padding', 'p'.repeat(100_000)],
       ], grpcFrame(pingMessage('big')));
-      expect(out.answered).to.equal(true);
+      // nghttp2 refuses a header block over its limit as a connection error: GOAWAY, not a gRPC status.
+      expect(out.refusal).to.equal('GOAWAY COMPRESSION_ERROR');
       expect(handlerRuns(mesh.probe)).to.equal(before);
       const next = await unary(mesh.client, 'Unary', { text: 'after' }, bearer(token()));
       expect(next.code, next.details).to.equal(status.OK);
@@ -173,6 +182,7 @@ describe('adversarial: metadata and method paths', function () {
       const before = handlerRuns(mesh.probe);
       const out = await raw.call(`${P}/Unary`, { authorization: `Bearer ${token({ scope: 'images:read' })}`, 'x-padding': 'p'.repeat(40_000) });
       expect(out.grpcStatus, out.grpcMessage).to.equal(status.PERMISSION_DENIED);
+      expect(out.grpcMessage).to.match(/^twokey: scope check failed: /);
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 
@@ -236,6 +246,7 @@ describe('adversarial: metadata and method paths', function () {
       const before = handlerRuns(mesh.probe);
       const out = await unary(mesh.client, 'Unary', { text: 'x' }, spoofed({ authorization: `Bearer ${token({ scope: 'images:read' })}` }));
       expect(out.code).to.equal(status.PERMISSION_DENIED);
+      expect(out.details).to.match(/^twokey: scope check failed: /);
       expect(handlerRuns(mesh.probe)).to.equal(before);
     });
 

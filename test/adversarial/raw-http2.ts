@@ -94,9 +94,21 @@ export class RawGrpcClient {
 /**
  * Sends one gRPC request as hand-encoded HTTP/2 frames, so header fields may repeat (Node's own
  * client refuses a second `authorization`). Literal header fields without indexing, no Huffman.
- * Resolves once the server answered with any frame on the stream or closed the connection.
+ * Resolves once the server answered with any frame on the stream or closed the connection, with how
+ * it answered: `refusal` names the RST_STREAM or GOAWAY error code (RFC 9113 section 7), or
+ * "HEADERS" for a response on the stream (whose status a caller must then not mistake for a refusal).
  */
-export function rawFramesCall(port: number, dir: string, servername: string, fields: Array<[string, string]>, body: Buffer): Promise<{ answered: boolean }> {
+export interface RawFramesOutcome {
+  answered: boolean;
+  /** The first answer on stream 1: "RST_STREAM <code>", "GOAWAY <code>" or "HEADERS"; undefined when none came. */
+  refusal: string | undefined;
+}
+
+/** HTTP/2 error codes by number (RFC 9113 section 7). */
+const H2_ERRORS = ['NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED', 'FRAME_SIZE_ERROR', 'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM', 'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED'];
+const h2Error = (code: number) => H2_ERRORS[code] ?? `0x${code.toString(16)}`;
+
+export function rawFramesCall(port: number, dir: string, servername: string, fields: Array<[string, string]>, body: Buffer): Promise<RawFramesOutcome> {
   const literal = (name: string, value: string) => {
     const n = Buffer.from(name, 'latin1');
     const v = Buffer.from(value, 'latin1');
@@ -127,10 +139,11 @@ export function rawFramesCall(port: number, dir: string, servername: string, fie
       checkServerIdentity: () => undefined,
     });
     let answered = false;
+    let refusal: string | undefined;
     let buffered = Buffer.alloc(0);
     const done = () => {
       socket.destroy();
-      resolve({ answered });
+      resolve({ answered, refusal });
     };
     socket.on('secureConnect', () => {
       socket.write(
@@ -150,7 +163,12 @@ export function rawFramesCall(port: number, dir: string, servername: string, fie
         const type = buffered[at + 3]!;
         const stream = buffered.readUInt32BE(at + 5) & 0x7fffffff;
         // HEADERS or RST_STREAM on the stream, or GOAWAY for the connection: the server has answered.
-        if ((stream === 1 && (type === 0x1 || type === 0x3)) || type === 0x7) answered = true;
+        if ((stream === 1 && (type === 0x1 || type === 0x3)) || type === 0x7) {
+          if (at + 9 + length > buffered.length) break;
+          answered = true;
+          const payload = buffered.subarray(at + 9, at + 9 + length);
+          refusal ??= type === 0x1 ? 'HEADERS' : type === 0x3 ? `RST_STREAM ${h2Error(payload.readUInt32BE(0))}` : `GOAWAY ${h2Error(payload.readUInt32BE(4))}`;
+        }
         if (type === 0x4 && (buffered[at + 4]! & 0x1) === 0) socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0)));
         at += 9 + length;
       }

@@ -113,7 +113,24 @@ describe('adversarial: hostile tokens', function () {
     }
   });
 
-  it('no hostile header (jku, x5u, kid URL) made anything fetch from the attacker, and unknown kids cost at most one JWKS refetch', () => {
+  it('no hostile header (jku, x5u, kid URL) made anything fetch from the attacker, and unknown kids cost at most one JWKS refetch', async () => {
+    // Self-contained: it sends every hostile case itself (the cases above may not have run, e.g. under --grep),
+    // and counts the ones whose JWS header carries the trap's URL, so it cannot pass without sending any.
+    let carryTrapUrl = 0;
+    for (const c of HOSTILE) {
+      const md = (c.wire?.metadata ?? c.metadata)(ctx);
+      const headers = md.get('authorization').map((v) => {
+        try {
+          return Buffer.from(String(v).replace(/^Bearer /, '').split('.')[0]!, 'base64url').toString('latin1');
+        } catch {
+          return '';
+        }
+      });
+      if (headers.some((h) => h.includes(trap.url))) carryTrapUrl += 1;
+      const out = await unary(mesh.client, 'Unary', { text: 'attack' }, md);
+      expect(out.code, `${c.name}: ${out.details}`).to.equal(c.expect.status);
+    }
+    expect(carryTrapUrl, 'hostile cases whose header names the trap URL').to.be.at.least(3);
     expect(trap.hits).to.equal(0);
     // One fetch at start, at most one more for the unknown kids within the 30 s cooldown.
     expect(mesh.jwksFetches()).to.be.at.most(2);

@@ -41,7 +41,12 @@ describe('createAuthzInterceptor', () => {
   });
   after(() => pki.cleanup());
 
-  async function drive(interceptor: grpc.ServerInterceptor, md: grpc.Metadata) {
+  /**
+   * Delivers metadata, waits for the decision itself (a status sent, or the metadata passed on to
+   * the handler; a deadline, not a fixed sleep), then a message and the half-close. With `early`,
+   * a message and the half-close also arrive before the decision, as a client may send them.
+   */
+  async function drive(interceptor: grpc.ServerInterceptor, md: grpc.Metadata, opts: { early?: boolean } = {}) {
     const call = fakeCall(der);
     const reached: string[] = [];
     interceptor({ path: `${P}/Unary`, requestStream: false, responseStream: false } as any, call.base).start({
@@ -49,10 +54,19 @@ describe('createAuthzInterceptor', () => {
       onReceiveHalfClose: () => reached.push('halfClose'), onCancel: () => {},
     });
     call.deliver().onReceiveMetadata!(md, () => {});
-    await new Promise((r) => setTimeout(r, 20));
+    const decidedBeforeEarly = reached.length > 0 || call.sent.length > 0;
+    if (opts.early === true) {
+      call.deliver().onReceiveMessage!({}, () => {});
+      call.deliver().onReceiveHalfClose!(() => {});
+    }
+    const deadline = Date.now() + 5000;
+    while (!reached.includes('metadata') && call.sent.length === 0) {
+      if (Date.now() > deadline) expect.fail('no decision within 5 s: neither a status nor the metadata passed on');
+      await new Promise((r) => setImmediate(r));
+    }
     call.deliver().onReceiveMessage!({}, () => {});
     call.deliver().onReceiveHalfClose!(() => {});
-    return { reached, sent: call.sent };
+    return { reached, sent: call.sent, decidedBeforeEarly };
   }
 
   const bearer = async (scope = 'probe:call') => {
@@ -67,8 +81,11 @@ describe('createAuthzInterceptor', () => {
     expect(out.sent).to.deep.equal([]);
   });
 
-  it('a denied call reaches nothing in the handler, even messages sent anyway', async () => {
-    const out = await drive(createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens, peers: new PeerIdentityCache() }), await bearer('images:read'));
+  it('a denied call reaches nothing in the handler, even messages sent anyway, before and after the decision', async () => {
+    // A fresh authenticator: the token is not cached, so its verification is asynchronous and the early messages precede the decision.
+    const fresh = new TokenAuthenticator({ verifier: new TokenVerifier({ keys: await StaticKeys.fromJwks(TestIssuer.jwks(issuer)), issuer: ISSUER, audiences: [MESH_AUDIENCE] }) });
+    const out = await drive(createAuthzInterceptor({ trustDomain: TD, rules: probeCatalog(), tokens: fresh, peers: new PeerIdentityCache() }), await bearer('images:read'), { early: true });
+    expect(out.decidedBeforeEarly, 'the decision came before the early messages').to.equal(false);
     expect(out.reached).to.deep.equal([]);
     expect(out.sent.map((s) => s.code)).to.deep.equal([grpc.status.PERMISSION_DENIED]);
   });

@@ -160,7 +160,13 @@ describe('JwksKeySet', () => {
     const set = new JwksKeySet({ fetch: bg.fetch, refreshIntervalMs: 20 });
     await set.start();
     bg.published = [k2];
-    await new Promise((r) => setTimeout(r, 120));
+    // Waits for the refreshes themselves (a deadline, not a fixed sleep): the new key, then more fetches after it.
+    const calls = bg.calls;
+    const deadline = Date.now() + 5000;
+    while (!(set.kids.includes('k2') && bg.calls > calls + 1)) {
+      if (Date.now() > deadline) expect.fail(`no background refresh within 5 s (kids ${set.kids.join(',')}, fetches ${bg.calls})`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
     set.close();
     expect(set.kids).to.deep.equal(['k2']);
     expect(bg.calls).to.be.greaterThan(2);

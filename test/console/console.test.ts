@@ -9,6 +9,7 @@ import { startConsole, type RunningConsole } from '../../scripts/console/console
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
 import { expectStatus, startTestMesh, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
+import { requireSystem } from '../support/requires.ts';
 import { Browser, CHROMIUM } from './chromium.ts';
 
 const OUT = join(process.cwd(), 'test-output', 'console');
@@ -48,10 +49,7 @@ describe('twokey console (headless Chromium against a running mesh)', function (
   let ca: Buffer;
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      console.log(`      skipped: no chromium at ${CHROMIUM} (install Debian's chromium, or set TWOKEY_CHROMIUM)`);
-      this.skip();
-    }
+    requireSystem(this, 'chromium', existsSync(CHROMIUM) ? undefined : `no chromium at ${CHROMIUM} (install Debian's chromium, or set TWOKEY_CHROMIUM)`);
     rmSync(OUT, { recursive: true, force: true });
     mkdirSync(OUT, { recursive: true });
     harness = await startTestMesh();

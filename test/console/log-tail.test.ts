@@ -103,4 +103,25 @@ describe('console log tail', () => {
       feed.close();
     }
   });
+
+  it("counts a replicated service's processes as the service", () => {
+    const second = `${file}-2`;
+    writeFileSync(file, '');
+    writeFileSync(second, '');
+    const feed = new DecisionFeed({
+      logs: { 'image-store': file, 'image-store-2': second },
+      serviceOf: (p) => p.replace(/-2$/, ''),
+      nameOf: (id) => id.split('/').pop(),
+      tail: { pollMs: 60_000 },
+    });
+    try {
+      const line = `${JSON.stringify({ time: Date.now(), event: 'authz.decision', decision_id: 'd', method: '/p.S/M', allow: true, peer_spiffe_id: 'spiffe://twokey.local/ns/twokey/sa/gateway' })}\n`;
+      appendFileSync(file, line);
+      appendFileSync(second, line + line);
+      feed.poll();
+      expect(feed.counts()).to.deep.equal([{ from: 'gateway', to: 'image-store', allowed: 3, denied: 0 }]);
+    } finally {
+      feed.close();
+    }
+  });
 });

@@ -21,11 +21,17 @@ export interface TestMesh {
   close(): Promise<void>;
 }
 
-export async function startTestMesh(opts: { stateDir?: string; cleanerInterval?: string; env?: Record<string, string> } = {}): Promise<TestMesh> {
+export async function startTestMesh(opts: { stateDir?: string; cleanerInterval?: string; env?: Record<string, string>; replicas?: number } = {}): Promise<TestMesh> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'twokey-e2e-'));
   let mesh: LocalMesh;
   try {
-    mesh = await startLocalMesh({ stateDir, cleanerInterval: opts.cleanerInterval ?? '2s', healthTimeoutMs: 60_000, ...(opts.env === undefined ? {} : { env: opts.env }) });
+    mesh = await startLocalMesh({
+      stateDir,
+      cleanerInterval: opts.cleanerInterval ?? '2s',
+      healthTimeoutMs: 60_000,
+      ...(opts.env === undefined ? {} : { env: opts.env }),
+      ...(opts.replicas === undefined ? {} : { replicas: opts.replicas }),
+    });
   } catch (err) {
     if (opts.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true });
     throw err;

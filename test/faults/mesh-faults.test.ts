@@ -131,18 +131,29 @@ describe('faults on the running example mesh', function () {
     const other = ca.issue({ spiffeId: tagging.spiffeId, grants: tagging.grants });
     const fresh = ca.issue({ spiffeId: own.spiffeId, grants: own.grants, dns: own.dns, ip: own.ip });
     const expired = expiredLeaf(t.mesh.layout.caDir, own.spiffeId, own.grants.toStrings(), ca.grantsOid);
-    const bad: Array<[string, string, string]> = [
-      ['another identity', other.chainPem, other.keyPem],
-      ['a key that is not the certificate\'s', fresh.chainPem, other.keyPem],
-      ['an expired certificate', expired.chainPem, expired.keyPem],
-      ['a truncated certificate', fresh.chainPem.slice(0, 200), fresh.keyPem],
+    // Each set of files with the reason the service must give for refusing it: the wait for that
+    // reason in its log is the barrier (the service polls the files and keeps refusing them while
+    // they stay), so each case shows its own files were read and refused, not merely that time passed.
+    const bad: Array<[string, string, string, RegExp]> = [
+      ['another identity', other.chainPem, other.keyPem, new RegExp(`new certificate names ${tagging.spiffeId}, not ${own.spiffeId}`)],
+      ['a key that is not the certificate\'s', fresh.chainPem, other.keyPem, /svid\.key does not match the certificate in svid\.pem/],
+      ['an expired certificate', expired.chainPem, expired.keyPem, /certificate expired at /],
+      ['a truncated certificate', fresh.chainPem.slice(0, 200), fresh.keyPem, /svid\.pem holds no PEM certificate/],
     ];
     const load = new Load('bad certificate files', 3, () => list(alice));
     try {
-      for (const [, cert, key] of bad) {
+      for (const [name, cert, key, reason] of bad) {
+        const seen = logLines(t.mesh, 'image-store').filter((l) => l['event'] === 'svid.rejected').length;
         writeFileSync(join(dir, 'svid.key'), key, { mode: 0o600 });
         writeFileSync(join(dir, 'svid.pem'), cert);
-        await sleep(1500);
+        await eventually(`image-store refusing ${name}`, 15_000, () =>
+          logLines(t.mesh, 'image-store')
+            .filter((l) => l['event'] === 'svid.rejected')
+            .slice(seen)
+            .some((l) => reason.test(String(l['err'])))
+            ? true
+            : undefined,
+        );
         expect(await servedSerial()).to.equal(serial);
       }
     } finally {
@@ -274,7 +285,12 @@ describe('faults on the running example mesh', function () {
     // Restart once more: the durable cursor must not replay what was already tagged.
     await t.mesh.stopService('tagging');
     await t.mesh.start('tagging');
-    await sleep(1000);
+    // The barrier is an event, not a sleep: the worker handles the feed in sequence order from its
+    // cursor, so once it has processed an upload made after this restart, any replay is in its log.
+    const marker = await upload(alice, 'after-restart.jpg', jpegWithGps({ latitude: 1, longitude: 2 }));
+    await eventually('the upload after the restart processed', 20_000, () =>
+      logLines(t.mesh, 'tagging').some((l) => l['event'] === 'tagging.processed' && l['image_id'] === marker.id) ? true : undefined,
+    );
     const processed = logLines(t.mesh, 'tagging').filter((l) => l['event'] === 'tagging.processed' && uploaded.includes(l['image_id'] as string));
     const perImage = new Map<string, number>();
     for (const l of processed) perImage.set(l['image_id'] as string, (perImage.get(l['image_id'] as string) ?? 0) + 1);

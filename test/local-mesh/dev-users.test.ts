@@ -48,4 +48,23 @@ describe('local mesh dev users', () => {
     expect(JSON.parse(readFileSync(layout.usersFile, 'utf8'))).to.deep.equal(again);
     expect(await roles(DEV_ADMIN)).to.deep.equal(['admin']);
   });
+
+  it('adds users users.json lists but the database lacks (a first start on PostgreSQL after SQLite ones), with the written passwords', async () => {
+    const layout = stateLayout(dir);
+    mkdirSync(layout.dataDir('auth'), { recursive: true });
+    const first = await ensureDevUsers(layout);
+    const db = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
+    db.prepare('DELETE FROM user_roles').run();
+    db.prepare('DELETE FROM users').run();
+    db.close();
+    expect(await ensureDevUsers(layout)).to.deep.equal(first);
+    const check = openAuthDatabase(authDatabasePath(layout.dataDir('auth')));
+    try {
+      const store = new UserStore(new SqliteUserRecords(check));
+      for (const [user, password] of Object.entries(first)) expect(await store.authenticate(user, password), user).to.not.equal(undefined);
+    } finally {
+      check.close();
+    }
+    expect(await roles(DEV_ADMIN)).to.deep.equal(['admin']);
+  });
 });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
+import { requireSystem } from '../support/requires.ts';
 import { installedPackage } from './installed-package.ts';
 
 // Debian's python3 (python3-grpcio); the python3 first on PATH may be another without grpc.
@@ -36,11 +37,7 @@ describe('a Python grpcio client of a service built from the installed package',
   let outcomes: Map<string, Outcome>;
 
   before(async function () {
-    const missing = pythonGrpcMissing();
-    if (missing !== undefined) {
-      console.log(`    skipped: ${missing}`);
-      this.skip();
-    }
+    requireSystem(this, 'python3-grpcio', pythonGrpcMissing());
     const pkg = await installedPackage();
     work = mkdtempSync(join(tmpdir(), 'twokey-python-'));
     copyFileSync(join(HERE, 'notes-server.js'), join(pkg.project, 'notes-server.js'));

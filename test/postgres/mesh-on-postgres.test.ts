@@ -48,7 +48,7 @@ describe('example mesh on PostgreSQL, end to end', function () {
       const versions = (await c.query('SELECT component, version FROM twokey_schema_versions ORDER BY component')).rows;
       expect(versions).to.deep.equal([
         { component: 'auth', version: 2 },
-        { component: 'image-store', version: 1 },
+        { component: 'image-store', version: 2 },
         { component: 'tagging', version: 1 },
       ]);
       expect((await c.query('SELECT username FROM users ORDER BY username')).rows.map((r) => r.username)).to.include.members(['alice', 'bob']);

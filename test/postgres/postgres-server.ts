@@ -1,20 +1,36 @@
 // A throwaway PostgreSQL server for tests: initdb into a temporary directory as the unprivileged
 // postgres user, listening on a free 127.0.0.1 port and a socket inside that directory.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '../../scripts/local-mesh/ports.ts';
 import { startTestMesh, type TestMesh } from '../e2e/mesh-harness.ts';
+import { requireSystem } from '../support/requires.ts';
 
-const BIN_DIR = process.env['TWOKEY_PG_BIN'] ?? '/usr/lib/postgresql/15/bin';
+const DEBIAN_ROOT = '/usr/lib/postgresql';
+
+/** The newest PostgreSQL Debian installed (/usr/lib/postgresql/<major>/bin), whatever its major version. */
+export function installedPostgresBin(root = DEBIAN_ROOT): string | undefined {
+  let majors: number[];
+  try {
+    majors = readdirSync(root).filter((d) => /^\d+$/.test(d)).map(Number);
+  } catch {
+    return undefined;
+  }
+  const usable = majors.filter((m) => existsSync(join(root, String(m), 'bin', 'postgres'))).sort((a, b) => b - a);
+  return usable.length === 0 ? undefined : join(root, String(usable[0]), 'bin');
+}
+
+const BIN_DIR = process.env['TWOKEY_PG_BIN'] ?? installedPostgresBin() ?? join(DEBIAN_ROOT, '<none>', 'bin');
 const SUPERUSER = 'twokey_test';
 
 /** Why PostgreSQL tests cannot run here, or undefined when they can. */
 export function postgresUnavailableReason(): string | undefined {
   if (!existsSync(join(BIN_DIR, 'postgres')) || !existsSync(join(BIN_DIR, 'initdb'))) {
-    return `PostgreSQL is not installed (no ${BIN_DIR}/postgres; install Debian's postgresql package or set TWOKEY_PG_BIN)`;
+    const where = process.env['TWOKEY_PG_BIN'] !== undefined ? `no ${BIN_DIR}/postgres (TWOKEY_PG_BIN)` : `no ${DEBIAN_ROOT}/<version>/bin/postgres`;
+    return `PostgreSQL is not installed (${where}; install Debian's postgresql package or set TWOKEY_PG_BIN)`;
   }
   if (process.getuid?.() === 0) {
     try {
@@ -26,13 +42,13 @@ export function postgresUnavailableReason(): string | undefined {
   return undefined;
 }
 
-/** Skips the suite with a printed reason when PostgreSQL cannot run; call from a `before` hook. */
+/** Skips the suite with a printed reason when PostgreSQL cannot run (fails it under CI); call from a `before` hook. */
 export function skipWithoutPostgres(ctx: Mocha.Context): void {
-  const reason = postgresUnavailableReason();
-  if (reason === undefined) return;
-  console.log(`      SKIPPED (PostgreSQL tests): ${reason}`);
-  ctx.skip();
+  requireSystem(ctx, 'postgresql', postgresUnavailableReason());
 }
+
+/** The server binaries the tests run (for the log: which version proved the PostgreSQL claims). */
+export const POSTGRES_BIN_DIR = BIN_DIR;
 
 export class PostgresServer {
   readonly dir: string;
@@ -161,9 +177,12 @@ export class PostgresServer {
   }
 }
 
-/** The example mesh with every service that keeps state on a fresh database `name` of `server` (the password from a file, as in production). */
-export async function startMeshOnPostgres(server: PostgresServer, name: string): Promise<{ database: string; mesh: TestMesh }> {
+/**
+ * The example mesh with every service that keeps state on a fresh database `name` of `server` (the
+ * password from a file, as in production); `replicas` processes each of auth and image-store.
+ */
+export async function startMeshOnPostgres(server: PostgresServer, name: string, opts: { replicas?: number } = {}): Promise<{ database: string; mesh: TestMesh }> {
   const database = await server.createDatabase(name);
-  const mesh = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile } });
+  const mesh = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile }, ...opts });
   return { database, mesh };
 }

@@ -65,19 +65,29 @@ describe('readiness while PostgreSQL restarts', function () {
     try {
       let stopped: () => void = () => undefined;
       const serverStopped = new Promise<void>((resolve) => (stopped = resolve));
+      let goodbye: (event: string) => void = () => undefined;
+      const clientSawGoodbye = new Promise<string>((resolve) => (goodbye = resolve));
+      let holding: () => void = () => undefined;
+      const connectionHeld = new Promise<void>((resolve) => (holding = resolve));
       // Between two statements the connection is checked out with no query running: the server's
       // goodbye then arrives as an 'error' event on the client, which the pool does not handle while
       // the client is out. Unhandled, it ends the process (here: fails this test as an uncaught error).
       const held = db.transaction(async (c) => {
         await c.query('SELECT 1');
+        c.once('error', () => goodbye('error'));
+        c.once('end', () => goodbye('end'));
+        holding();
         await serverStopped;
         await c.query('SELECT 2');
       });
       let code = '';
       const outcome = held.catch((err: { code?: string }) => void (code = err.code ?? ''));
+      // Stop the server only once the transaction holds its connection between two statements.
+      await connectionHeld;
       await server!.pause();
-      // Let the closed socket's events reach the client before the transaction goes on.
-      await new Promise((r) => setTimeout(r, 200));
+      // The barrier is the event itself: the held client has seen the closed socket before the transaction goes on.
+      const seen = await Promise.race([clientSawGoodbye, new Promise<string>((r) => setTimeout(() => r('nothing in 10 s'), 10_000).unref())]);
+      expect(seen, 'what the held client saw of the stopped server').to.be.oneOf(['error', 'end']);
       stopped();
       await outcome;
       expect(code, 'the held transaction').to.equal('ERR_STORAGE_UNAVAILABLE');

@@ -82,18 +82,34 @@ describe('property: SpiffeId.parse', () => {
     );
   });
 
-  it('forServiceAccount yields /ns/NS/sa/SA with exactly four segments, or refuses', () => {
+  it('forServiceAccount yields /ns/NS/sa/SA with exactly four segments exactly when each part is one valid segment, or refuses', () => {
     const part = fc.oneof(pathSegment, mutated(pathSegment, ['/', '..', '.', '%2F', '', ' ']));
+    // Which branch each generated case took: a property that refused everything would pass a check of accepted results alone.
+    const took = { accepted: 0, refused: 0, slashTheSpecWouldAllow: 0 };
     fc.assert(
       fc.property(trustDomain, part, part, (td, ns, sa) => {
         const out = typedOutcome(() => SpiffeId.forServiceAccount(td, ns, sa), ['ERR_SPIFFE_ID_INVALID']);
-        if (!out.ok) return;
+        // The oracle: the specification's reading of the whole ID, and each part a single segment
+        // (a namespace "a/sa/b" makes a valid ID, but another workload's).
+        const text = `spiffe://${td}/ns/${ns}/sa/${sa}`;
+        const slash = ns.includes('/') || sa.includes('/');
+        const expected = !slash && specAllows(text);
+        expect(out.ok, JSON.stringify([td, ns, sa])).to.equal(expected);
+        if (slash && specAllows(text)) took.slashTheSpecWouldAllow += 1;
+        if (!out.ok) {
+          took.refused += 1;
+          return;
+        }
+        took.accepted += 1;
         expect(out.value.trustDomain).to.equal(td);
         expect(out.value.path).to.equal(`/ns/${ns}/sa/${sa}`);
         expect(out.value.path.split('/')).to.have.length(5);
       }),
       { numRuns: RUNS },
     );
+    expect(took.accepted, 'cases accepted').to.be.greaterThan(0);
+    expect(took.refused, 'cases refused').to.be.greaterThan(0);
+    expect(took.slashTheSpecWouldAllow, 'cases where only the single-segment rule refuses').to.be.greaterThan(0);
   });
 
   it('a trusted ID with any tricky character inserted into its trust domain is refused', () => {

@@ -229,13 +229,19 @@ describe('property: token pre-checks and verification', function () {
   it('random claim values never verify as anything but what they say', async () => {
     const claimValue = fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.constant(undefined));
     const names = ['sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'scope', 'token_kind', 'act', 'cnf', 'client_id'];
+    // Only what passes is checked, so count both branches: all refused would make the check vacuous.
+    const took = { accepted: 0, refused: 0 };
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...names), claimValue, async (name, value) => {
         const claims = base();
         claims[name] = value;
         const token = await sign(claims);
         const out = await typedOutcomeAsync(() => verifier.verify(token), TOKEN_ERRORS);
-        if (!out.ok) return;
+        if (!out.ok) {
+          took.refused += 1;
+          return;
+        }
+        took.accepted += 1;
         const t = out.value;
         // Whatever passed is a consistent token of the contract.
         expect(['user', 'delegated', 'service']).to.include(t.kind);
@@ -248,6 +254,8 @@ describe('property: token pre-checks and verification', function () {
       }),
       { numRuns: RUNS },
     );
+    expect(took.accepted, 'random claims that verified').to.be.greaterThan(0);
+    expect(took.refused, 'random claims that were refused').to.be.greaterThan(0);
   });
 });
 
@@ -288,17 +296,58 @@ describe('property: the authorization value and identity metadata', () => {
       fc.tuple(fc.constantFrom(...claiming), suffix).map(([p, s]) => ({ key: `${p}${s}`, claims: true })),
       fc.tuple(fc.constantFrom('x-request-id', 'traceparent', 'content-language', 'x-b3-', 'grpc-accept-'), suffix).map(([p, s]) => ({ key: `${p}${s}`, claims: false })),
     );
+    const took = { stripped: 0, kept: 0 };
     fc.assert(
       fc.property(fc.uniqueArray(key, { selector: (k) => k.key, maxLength: 8 }), fc.boolean(), (keys, keepAuthorization) => {
         const md = new grpc.Metadata();
         md.set('authorization', 'Bearer a.b.c');
         for (const k of keys) md.set(k.key, 'v');
         const clean = Object.keys(stripIdentityMetadata(md, { keepAuthorization }).getMap());
-        for (const k of keys) expect(clean.includes(k.key), k.key).to.equal(!k.claims && !isIdentityClaiming(k.key));
+        for (const k of keys) {
+          // The oracle is the naive list below, not the function under test.
+          const expectKept = !k.claims && !naiveIdentityClaiming(k.key);
+          expect(clean.includes(k.key), k.key).to.equal(expectKept);
+          if (expectKept) took.kept += 1;
+          else took.stripped += 1;
+        }
         for (const k of keys) if (k.claims) expect(isIdentityClaiming(k.key.toUpperCase()), k.key).to.equal(true);
         expect(clean.includes('authorization')).to.equal(keepAuthorization);
       }),
       { numRuns: RUNS },
     );
+    expect(took.stripped, 'generated keys stripped').to.be.greaterThan(0);
+    expect(took.kept, 'generated keys kept').to.be.greaterThan(0);
+  });
+
+  it('isIdentityClaiming agrees with the naive list on every listed name, its case and suffixes, and on look-alikes', () => {
+    const lookAlike = fc.tuple(fc.constantFrom(...NAIVE_PREFIXES, ...NAIVE_EXACT), fc.string({ unit: fc.constantFrom(...'ab-_xX019'.split('')), maxLength: 6 }), fc.constantFrom('', 'y', 'y-', '-')).map(
+      ([name, extra, head]) => `${head}${name}${extra}`,
+    );
+    const took = { claiming: 0, other: 0 };
+    fc.assert(
+      fc.property(fc.oneof(lookAlike, lookAlike.map((k) => k.toUpperCase()), fc.string({ maxLength: 20 })), (key) => {
+        const expected = naiveIdentityClaiming(key);
+        expect(isIdentityClaiming(key), key).to.equal(expected);
+        if (expected) took.claiming += 1;
+        else took.other += 1;
+      }),
+      { numRuns: RUNS * 2 },
+    );
+    expect(took.claiming).to.be.greaterThan(0);
+    expect(took.other).to.be.greaterThan(0);
   });
 });
+
+/** Identity-claiming keys, written out as a plain list and matched by string tests: a second implementation of the rule in identity-metadata.ts. */
+const NAIVE_PREFIXES = [
+  'x-forwarded-client-cert', 'x-forwarded-user', 'x-forwarded-email', 'x-forwarded-for-user', 'x-spiffe', 'x-user', 'x-remote-user',
+  'x-authenticated', 'x-auth-request', 'x-client-cert', 'x-client-verify', 'x-ssl-', 'x-identity', 'x-principal', 'x-subject', 'x-actor',
+  'x-jwt', 'x-twokey-', 'x-access-token', 'x-id-token', 'x-auth-token', 'x-amzn-oidc-', 'x-goog-iap-', 'x-goog-authenticated-user-',
+  'x-ms-client-principal', 'x-consumer-', 'x-credential-identifier', 'x-client-dn', 'x-arr-clientcert', 'x-envoy-peer-metadata', 'ssl-client-',
+];
+const NAIVE_EXACT = ['l5d-client-id', 'authorization-bin', 'proxy-authorization'];
+
+function naiveIdentityClaiming(key: string): boolean {
+  const k = key.toLowerCase();
+  return NAIVE_PREFIXES.some((p) => k.startsWith(p)) || NAIVE_EXACT.some((e) => k === e);
+}

@@ -141,10 +141,14 @@ export class TestMesh {
     return server;
   }
 
-  /** A client of `service` on `server`, whose certificate is `identity`; it checks the server's SPIFFE ID. */
+  /**
+   * A client of `service` on `server`, whose certificate is `identity`; it checks the server's
+   * SPIFFE ID. `server.address` may list several replicas (`ipv4:127.0.0.1:p1,127.0.0.1:p2`).
+   */
   client(service: string, server: { address: string; spiffeId: string }, identity: ClientIdentity): TestClient {
     const Client = makeClientConstructor(this.#service(service), service);
-    const client = createMeshClient(Client, server.address, { svid: this.identity(identity.as, identity.grants), serverId: server.spiffeId }) as TestClient;
+    // Balanced and retried as the protos under test say (idempotency_level, request_id).
+    const client = createMeshClient(Client, server.address, { svid: this.identity(identity.as, identity.grants), serverId: server.spiffeId, retry: { catalog: this.catalog } }) as TestClient;
     this.#closers.push(() => client.close());
     return client;
   }
