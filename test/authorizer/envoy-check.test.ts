@@ -5,8 +5,9 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { TestIssuer } from '../authz/token-fixtures.ts';
+import { requireSystem } from '../support/requires.ts';
 import { check, checkClientCtor, envoyCheckRequest, HTTP_STATUS_NAMES, type CheckClient, type EnvoyCheckResponse } from './envoy-side.ts';
-import { CALLER_ID, DELETE, GET, NOTES_ID, NOTES_ROOT, OTHER_ID, TD, startFront, type Front } from './front-harness.ts';
+import { CALLER_ID, DELETE, GET, NOTES_ID, NOTES_ROOT, OTHER_ID, TD, nginxMissing, pythonGrpcMissing, startFront, type Front } from './front-harness.ts';
 
 const IDENTITY = ['x-twokey-subject', 'x-twokey-token-kind', 'x-twokey-actor-chain', 'x-twokey-scopes', 'x-twokey-peer', 'x-twokey-decision-id'];
 
@@ -50,7 +51,9 @@ describe("twokey authz serve answers Envoy's Check (real process, Envoy's protos
   const ask = (caller: string | undefined, path: string, headers: Record<string, string>, certificatePem?: string) =>
     check(envoy, envoyCheckRequest({ certificatePem: certificatePem ?? (caller === undefined ? undefined : pem(caller)), principal: caller === undefined ? '' : CALLER_ID, path, headers, destination: NOTES_ID }));
 
-  before(async () => {
+  before(async function () {
+    requireSystem(this, 'nginx', nginxMissing());
+    requireSystem(this, 'python3-grpcio', pythonGrpcMissing());
     front = await startFront();
     envoy = checkClientAs('notes');
     alice = await front.login('alice');

@@ -124,6 +124,18 @@ async function until(what: string, timeoutMs: number, probe: () => Promise<boole
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/** Why nginx cannot run here, or undefined. */
+export function nginxMissing(): string | undefined {
+  const r = spawnSync(NGINX, ['-v'], { encoding: 'utf8' });
+  return r.status === 0 ? undefined : `${NGINX} -v failed (${r.error?.message ?? r.stderr.trim()}); install Debian's nginx`;
+}
+
+/** Why the Python backend cannot run here, or undefined. */
+export function pythonGrpcMissing(): string | undefined {
+  const r = spawnSync(PYTHON, ['-c', 'import grpc'], { encoding: 'utf8', timeout: 20_000 });
+  return r.status === 0 ? undefined : `${PYTHON} cannot import grpc (${r.error?.message ?? r.stderr.trim().split('\n').pop()}); install Debian's python3-grpcio`;
+}
+
 /** nginx -t on a configuration; returns its exit status and output. */
 export function nginxTest(confFile: string, runtimeDir: string): { status: number | null; output: string } {
   const r = spawnSync(NGINX, ['-t', '-c', confFile, '-p', runtimeDir, '-e', join(runtimeDir, 'error.log'), '-g', 'daemon off; master_process off;'], { encoding: 'utf8' });

@@ -9,7 +9,8 @@ import { IDENTITY_HEADER_NAMES } from '../../services/authorizer/backend-headers
 import { renderNginxConfig, type NginxConfigOptions } from '../../services/authorizer/nginx-config.ts';
 import { AUTHORIZER_PROTO_ROOT, CHECK_METHOD } from '../../services/authorizer/proxy-admission.ts';
 import { REPO_ROOT, TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
-import { NOTES_ID, TD, nginxTest } from './front-harness.ts';
+import { requireSystem } from '../support/requires.ts';
+import { NOTES_ID, TD, nginxMissing, nginxTest } from './front-harness.ts';
 
 /** The directives of one block: `server { ... }` at depth 1 of http, or a named location, without nested blocks. */
 function blockLines(config: string, header: RegExp): string[] {
@@ -38,7 +39,8 @@ describe('twokey authz nginx-config', () => {
   let root: string;
   let options: NginxConfigOptions;
 
-  before(() => {
+  before(function () {
+    requireSystem(this, 'nginx', nginxMissing());
     root = mkdtempSync(join(tmpdir(), 'twokey-nginx-config-'));
     const ca = CertificateAuthority.init({ dir: join(root, 'ca'), trustDomain: TD });
     ca.writeWorkload(join(root, 'svid'), ca.issue({ spiffeId: NOTES_ID, grants: [CHECK_METHOD], ttl: '1h', extraProtoRoots: [AUTHORIZER_PROTO_ROOT] }));
@@ -53,7 +55,7 @@ describe('twokey authz nginx-config', () => {
     mkdirSync(join(root, 'run'));
   });
 
-  after(() => rmSync(root, { recursive: true, force: true }));
+  after(() => root !== undefined && rmSync(root, { recursive: true, force: true }));
 
   it('writes a whole nginx.conf that nginx 1.22 accepts (nginx -t), from the command line', () => {
     const out = join(root, 'run', 'nginx.conf');

@@ -4,7 +4,8 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { CertificateAuthority } from '../../certs-ca/index.ts';
 import { TestIssuer } from '../authz/token-fixtures.ts';
-import { CALLER_ID, DELETE, TD, callGet, startFront, type Front, type Outcome } from './front-harness.ts';
+import { requireSystem } from '../support/requires.ts';
+import { CALLER_ID, DELETE, TD, callGet, nginxMissing, pythonGrpcMissing, startFront, type Front, type Outcome } from './front-harness.ts';
 
 const DECISION = /\(decision ([0-9a-f-]{36})\)$/;
 
@@ -27,7 +28,9 @@ describe('a Python server behind nginx and twokey authz serve (real processes)',
   let other: grpc.Client;
   let alice: string;
 
-  before(async () => {
+  before(async function () {
+    requireSystem(this, 'nginx', nginxMissing());
+    requireSystem(this, 'python3-grpcio', pythonGrpcMissing());
     front = await startFront();
     caller = await front.client('caller');
     other = await front.client('other');
