@@ -56,6 +56,9 @@ describe('a Python server behind nginx and twokey authz serve (real processes)',
     expect(front.backendRuns()).to.equal(before + 1);
     const line = front.authorizerLog().find((l) => l['decision_id'] === decisionId);
     expect(line, 'the decision line').to.include({ event: 'authz.decision', allow: true, method: '/demo.notes.v1.Notes/Get', peer_spiffe_id: CALLER_ID, subject: 'alice', token_kind: 'user' });
+    // The same decision counted as a mesh server counts it, on the health port's /metrics.
+    const metrics = await (await fetch(`http://127.0.0.1:${front.ports.authzHealth}/metrics`)).text();
+    expect(metrics).to.match(new RegExp(`twokey_authz_decisions_total\\{method="/demo\\.notes\\.v1\\.Notes/Get",caller="${CALLER_ID.replace(/\./g, '\\.')}",outcome="allow",failed_check="none"\\} [1-9]`));
   });
 
   it("leaves the resource check to the backend: another user's note and a missing one get the same refusal", async () => {
