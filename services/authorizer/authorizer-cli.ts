@@ -84,7 +84,10 @@ export async function runAuthorizerCommand(sub: (typeof AUTHORIZER_SUBCOMMANDS)[
   try {
     if (sub === 'serve') {
       const { values } = parseArgs({ args, options: SERVE_OPTIONS, strict: true, allowPositionals: false });
-      if (values.help) return void process.stdout.write(usage), 0;
+      if (values.help) {
+        process.stdout.write(usage);
+        return 0;
+      }
       const set = (name: string, value: string | undefined): void => {
         if (value !== undefined) process.env[name] = value;
       };
@@ -99,7 +102,10 @@ export async function runAuthorizerCommand(sub: (typeof AUTHORIZER_SUBCOMMANDS)[
       process.exit(code);
     }
     const { values } = parseArgs({ args, options: CONFIG_OPTIONS, strict: true, allowPositionals: false });
-    if (values.help) return void process.stdout.write(usage), 0;
+    if (values.help) {
+      process.stdout.write(usage);
+      return 0;
+    }
     const common = {
       service: required(values, 'service'),
       listen: required(values, 'listen'),

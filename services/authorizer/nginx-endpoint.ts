@@ -1,5 +1,5 @@
 // nginx's auth_request endpoint: GET /check over HTTP/1.1 keep-alive, from a proxy that authenticated itself.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { TLSSocket } from 'node:tls';
@@ -14,7 +14,6 @@ import type { ForwardedDecisions } from './forwarded-decision.ts';
 import { headerSafe, httpStatusOf } from './http-status.ts';
 import { CHECK_METHOD, admitProxy } from './proxy-admission.ts';
 import { listenAddress, type ListenAddress } from './listen-address.ts';
-import { randomUUID } from 'node:crypto';
 
 /** The headers the generated nginx config sets on the auth subrequest (replacing any client copy). */
 export const NGINX_REQUEST_HEADERS = {
@@ -60,16 +59,21 @@ export class NginxEndpoint {
       );
       // A rotated certificate or bundle applies to new connections; a retired CA is also caught per
       // request, since the proxy's chain is checked against the bundle the cache holds now.
-      const onIdentity = (update: { certificate: Buffer; privateKey: Buffer } | null): void => {
-        if (update === null) return;
+      const reload = (): void => {
         const now = tls.svid.material;
         server.setSecureContext({ cert: now.chainPem, key: now.keyPem, ca: now.bundlePem, minVersion: 'TLSv1.3' });
       };
+      const onIdentity = (update: { certificate: Buffer; privateKey: Buffer } | null): void => {
+        if (update !== null) reload();
+      };
+      const onBundle = (update: { caCertificate: Buffer } | null): void => {
+        if (update !== null) reload();
+      };
       tls.svid.addIdentityCertificateListener(onIdentity);
-      tls.svid.addCaCertificateListener(onIdentity as never);
+      tls.svid.addCaCertificateListener(onBundle);
       this.#unwatch = () => {
         tls.svid.removeIdentityCertificateListener(onIdentity);
-        tls.svid.removeCaCertificateListener(onIdentity as never);
+        tls.svid.removeCaCertificateListener(onBundle);
       };
       this.#server = server;
     }

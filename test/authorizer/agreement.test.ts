@@ -149,8 +149,8 @@ describe('the library and the authorizer agree', function () {
     return { code: status.code, reason: status.message.replace(DECISION, ''), http: HTTP_STATUS_NAMES[res!.denied_response!.status.code] ?? -1 };
   }
 
-  function viaNginxEndpoint(c: Case, token: string | undefined): Promise<Outcome & { http: number }> {
-    const proxy = join(pki.root, PROXY_DIR);
+  function viaNginxEndpoint(c: Case, token: string | undefined, proxyDir = PROXY_DIR): Promise<Outcome & { http: number }> {
+    const proxy = join(pki.root, proxyDir);
     const headers: Record<string, string> = {
       'x-original-uri': c.method,
       'x-client-cert': encodeURIComponent(pem(c.caller)),
@@ -205,6 +205,12 @@ describe('the library and the authorizer agree', function () {
     { name: 'certificate of another trust domain from the trusted CA', caller: 'forged-td', method: `${P}/Unary`, token: user(), expect: 'UNAUTHENTICATED', reason: /^twokey: peer check failed: peer spiffe:\/\/partner\.example\/ns\/x\/sa\/caller is not in trust domain "twokey\.local"$/ },
     { name: 'certificate with two URI SANs', caller: 'forged-two-uris', method: `${P}/Unary`, token: user(), expect: 'UNAUTHENTICATED', reason: /^twokey: peer check failed: / },
   ];
+
+  it("refuses, on nginx's endpoint, a client that is not an admitted proxy: its certificate must grant Check", async () => {
+    const out = await viaNginxEndpoint(CASES[0]!, await user()(), 'caller');
+    expect(out.http).to.equal(403);
+    expect(out.reason).to.match(new RegExp(`^twokey: this proxy may not forward calls: grant check failed: certificate of ${CALLER_ID} does not grant /envoy\\.service\\.auth\\.v3\\.Authorization/Check$`));
+  });
 
   async function delegated(actorDir: string): Promise<string> {
     return issuer.sign({ token_kind: 'delegated', sub: 'alice', aud: SERVER_ID, act: { sub: CALLER_ID }, cnf: { 'x5t#S256': thumbprint(actorDir) }, scope: 'probe:call' });
