@@ -9,7 +9,6 @@ import { TwokeyError } from '../authz/errors.ts';
 import type { RevocationSource } from '../authz/interceptor.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import type { MethodCatalog } from '../authz/method-catalog.ts';
-import { PeerIdentityCache } from '../authz/peer-identity.ts';
 import { SVID_FILES, certificatesIn, type SvidSource } from '../authz/svid-source.ts';
 import { MESH_SERVER_DEFAULTS, createMeshServer } from '../authz/server.ts';
 import type { SpiffeId } from '../authz/spiffe-id.ts';
@@ -77,21 +76,26 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
   });
   const tokens = new TokenAuthenticator({ verifier, cache, clock });
 
-  // Forwarded certificates and proxies' own are verified against the bundle this workload's TLS uses.
-  const grantsOid = svid.grantsOid;
-  const forwardedPeers = new PeerIdentityCache(grantsOid === undefined ? {} : { grantsOid });
-  const proxyPeers = new PeerIdentityCache(grantsOid === undefined ? {} : { grantsOid });
-  const setBundle = (pem: Buffer): void => {
-    const bundle = certificatesIn(pem, SVID_FILES.bundle);
-    forwardedPeers.setTrustBundle(bundle);
-    proxyPeers.setTrustBundle(bundle);
-  };
-  setBundle(svid.material.bundlePem);
-  const onBundle = (update: { caCertificate: Buffer } | null): void => {
-    if (update !== null) setBundle(update.caCertificate);
-  };
-  svid.addCaCertificateListener(onBundle);
-  closers.push(() => svid.removeCaCertificateListener(onBundle));
+  // Envoy's Check is served by a mesh server, built as every mesh server is (the same bounds
+  // apply, and the proxy's certificate must grant Check). Its peer cache is the one place every
+  // certificate is verified here, forwarded ones and proxies' own: the bundles a mesh server
+  // trusts are the ones the authorizer trusts. The decision log records each proxy's admission
+  // (the Check call, certificate-only); metrics stay with the forwarded decisions, one
+  // DecisionMetrics per registry.
+  const mesh = createMeshServer({
+    svid,
+    keys: options.keys,
+    ...(options.revocation === undefined ? {} : { revocation: options.revocation }),
+    issuer: options.issuer,
+    rules: ADMISSION_RULES,
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+    clock,
+    serverOptions: { 'grpc.max_receive_message_length': MAX_CHECK_BYTES },
+  });
+  closers.push(() => mesh.close());
+  const peers = mesh.peers;
+  // The server learns the bundle from the SVID source a tick later; forwarded certificates may come sooner.
+  peers.setTrustBundle(certificatesIn(svid.material.bundlePem, SVID_FILES.bundle));
 
   const log = options.logger === undefined ? undefined : new DecisionLog(options.logger);
   let metrics: DecisionMetrics | undefined;
@@ -107,7 +111,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
     trustDomain,
     rules: options.rules,
     tokens,
-    peers: forwardedPeers,
+    peers,
     log,
     metrics,
     revocation: options.revocation,
@@ -116,29 +120,15 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
   });
   const envoyService = authorizationService();
   const handlers = { Check: checkHandler(decisions) };
+  mesh.server.addService(envoyService, handlers);
   const local = (address: string): void => {
     if (!listenAddress(address).local) throw new TwokeyError('ERR_CONFIG_INVALID', `${address} is not loopback or a unix socket: a plaintext listener anyone else can reach would accept any forwarded certificate (use mTLS)`);
   };
 
   return {
     decisions,
-    async listenGrpc(address) {
-      // The decision log records each proxy's admission too (the Check call, certificate-only);
-      // its metrics stay with the forwarded decisions, one DecisionMetrics per registry.
-      const mesh = createMeshServer({
-        svid,
-        keys: options.keys,
-        ...(options.revocation === undefined ? {} : { revocation: options.revocation }),
-        issuer: options.issuer,
-        rules: ADMISSION_RULES,
-        ...(options.logger === undefined ? {} : { logger: options.logger }),
-        clock,
-        serverOptions: { 'grpc.max_receive_message_length': MAX_CHECK_BYTES },
-      });
-      mesh.server.addService(envoyService, handlers);
-      const port = await mesh.listen(address);
-      closers.push(() => mesh.close());
-      return port;
+    listenGrpc(address) {
+      return mesh.listen(address);
     },
     async listenLocalGrpc(address) {
       local(address);
@@ -151,7 +141,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
       return port;
     },
     async listenHttp(address) {
-      const endpoint = new NginxEndpoint({ decisions, tls: { svid, peers: proxyPeers, trustDomain, revocation: options.revocation, log, clock } });
+      const endpoint = new NginxEndpoint({ decisions, tls: { svid, peers, trustDomain, revocation: options.revocation, log, clock } });
       const port = await endpoint.listen(address);
       closers.push(() => endpoint.close());
       return port;
