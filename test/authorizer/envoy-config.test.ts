@@ -1,10 +1,11 @@
 // `twokey authz envoy-config`: every field of the bootstrap it writes exists in Envoy's own protos, and the fail-closed settings are there.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { expect } from 'chai';
 import protobuf from 'protobufjs';
 import { parse as parseYaml } from 'yaml';
 import { renderEnvoyConfig, type EnvoyConfigOptions } from '../../services/authorizer/envoy-config.ts';
+import { AUTHORIZER_PROTO_ROOT } from '../../services/authorizer/proxy-admission.ts';
 import { ENVOY_DEPS } from './envoy-side.ts';
 
 const INCLUDE = ['envoy-api', 'googleapis', 'xds', 'protoc-gen-validate'].map((d) => join(ENVOY_DEPS, d));
@@ -82,6 +83,22 @@ const MTLS: EnvoyConfigOptions = {
   authorizer: 'authorizer.twokey.svc:8443',
   authorizerId: 'spiffe://twokey.local/ns/twokey/sa/authorizer',
 };
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => (statSync(join(dir, name)).isDirectory() ? filesUnder(join(dir, name)) : [join(dir, name)]));
+}
+
+describe("the authorizer's copy of Envoy's protos", () => {
+  it('is byte for byte the files Envoy publishes (as @grpc/grpc-js-xds ships them)', () => {
+    const files = filesUnder(AUTHORIZER_PROTO_ROOT).map((f) => relative(AUTHORIZER_PROTO_ROOT, f));
+    expect(files).to.have.length(19);
+    for (const file of files) {
+      const source = INCLUDE.map((d) => join(d, file)).find((p) => existsSync(p));
+      expect(source, file).to.not.equal(undefined);
+      expect(readFileSync(join(AUTHORIZER_PROTO_ROOT, file)).equals(readFileSync(source!)), file).to.equal(true);
+    }
+  });
+});
 
 describe('twokey authz envoy-config', () => {
   const root = loadEnvoy();
