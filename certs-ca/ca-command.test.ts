@@ -1,7 +1,7 @@
 // `twokey ca` run as a real child process, exactly as users run it.
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,5 +117,33 @@ describe('twokey ca (CLI)', function () {
     const bad = twokey(['ca', 'sign', '--dir', 'ca', '--csr', 'partner.key', '--spiffe-id', 'spiffe://twokey.local/ns/x/sa/y', '--out', 'y.pem'], dir);
     expect(bad.status).to.equal(1);
     expect(bad.stderr).to.include('invalid CSR: expected one PEM "CERTIFICATE REQUEST" block [ERR_CSR_INVALID]');
+  });
+
+  it("finds a team's own methods through the registry's protoRoots, then ./proto, without --proto-root", () => {
+    const team = join(dir, 'team');
+    mkdirSync(join(team, 'config'), { recursive: true });
+    mkdirSync(join(team, 'protos', 'acme', 'notes', 'v1'), { recursive: true });
+    writeFileSync(
+      join(team, 'protos', 'acme', 'notes', 'v1', 'notes.proto'),
+      'syntax = "proto3";\npackage acme.notes.v1;\nimport "twokey/authz/v1/authz.proto";\nservice Notes {\n  rpc GetNote(Req) returns (Req) { option (twokey.authz.v1.rule) = { permission: "notes:read" }; }\n}\nmessage Req { string id = 1; }\n',
+    );
+    // protoRoots are relative to the registry file, not to where the command runs.
+    writeFileSync(
+      join(team, 'config', 'registry.yaml'),
+      'trustDomain: twokey.local\nprotoRoots: [../protos]\nworkloads:\n  - name: web\n    namespace: acme\n    serviceAccount: web\n    grants: [/acme.notes.v1.Notes/GetNote]\n',
+    );
+    const issued = twokey(['ca', 'issue', '--dir', '../ca', '--registry', 'config/registry.yaml', '--out', 'mesh'], team);
+    expect(issued.status, issued.stderr).to.equal(0);
+    execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'web.key', '-out', 'web.csr', '-subj', '/CN=web'], { cwd: team, stdio: 'pipe' });
+    const signed = twokey(['ca', 'sign', '--dir', '../ca', '--csr', 'web.csr', '--registry', 'config/registry.yaml', '--workload', 'web', '--out', 'web.pem'], team);
+    expect(signed.status, signed.stderr).to.equal(0);
+    // One workload, no registry: ./proto is searched when it exists, and without it the grant names nothing.
+    const one = (cwd: string) => twokey(['ca', 'issue', '--dir', join(dir, 'ca'), '--spiffe-id', 'spiffe://twokey.local/ns/acme/sa/web', '--grant', '/acme.notes.v1.Notes/GetNote', '--out', 'one'], cwd);
+    const missing = one(team);
+    expect(missing.status).to.equal(1);
+    expect(missing.stderr).to.contain('grant "/acme.notes.v1.Notes/GetNote" names no existing method /acme.notes.v1.Notes/GetNote');
+    cpSync(join(team, 'protos'), join(team, 'proto'), { recursive: true });
+    const found = one(team);
+    expect(found.status, found.stderr).to.equal(0);
   });
 });

@@ -7,7 +7,8 @@ import { parseSvid, type Svid } from '../services/authz/svid.ts';
 import { CertificateAuthority } from './certificate-authority.ts';
 import { DEFAULT_MAX_TTL_SECONDS } from './ca-config.ts';
 import { formatDuration } from './duration.ts';
-import { loadRegistry } from './registry.ts';
+import { protoRootsFor } from './proto-roots.ts';
+import { loadRegistry, type Registry } from './registry.ts';
 
 export const usage = `Usage: twokey ca <subcommand> [options]
 
@@ -32,11 +33,14 @@ Subcommands:
            workload name under OUT. Nothing is written unless every workload is valid.
              --spiffe-id   spiffe://<trust domain>/<path>, in the CA's trust domain
              --grant       exact gRPC path /pkg.Service/Method, or /pkg.Service/* for a whole
-                           service; it must exist in proto/ or a --proto-root (repeatable)
+                           service; it must exist in twokey's own protos or the team's proto
+                           roots (below) (repeatable)
              --ttl         certificate lifetime, e.g. 24h (default 24h, at most the CA's max)
              --dns, --ip   DNS / IP SANs for clients that verify hostnames (repeatable)
              --proto-root  further proto directory defining services grants may name
-                           (services other teams own; repeatable)
+                           (repeatable). Searched: the registry's protoRoots (paths relative
+                           to the registry file), every --proto-root, and, when neither
+                           names one, ./proto if it exists
 
   sign     --dir DIR --csr FILE (--spiffe-id ID --grant PATH ... | --registry FILE --workload NAME)
            [--ttl DUR] [--dns NAME ...] [--ip ADDR ...] [--proto-root DIR ...] --out FILE
@@ -163,11 +167,12 @@ function init(values: Options): number {
 function issue(values: Options): number {
   const ca = CertificateAuthority.open(required(values, 'dir'));
   const out = required(values, 'out');
-  const extraProtoRoots = list(values, 'proto-root');
   const registry = optional(values, 'registry');
   if (registry !== undefined) {
     forbid(values, ['spiffe-id', 'grant', 'ttl', 'dns', 'ip'], '--registry (the registry sets them)');
-    for (const w of ca.issueRegistry(loadRegistry(registry), out, { extraProtoRoots })) {
+    const loaded = loadRegistry(registry);
+    const extraProtoRoots = protoRootsFor(loaded, list(values, 'proto-root'));
+    for (const w of ca.issueRegistry(loaded, out, { extraProtoRoots })) {
       process.stdout.write(`issued ${w.issued.svid.spiffeId} -> ${w.dir} (serial ${w.issued.svid.serialHex}, until ${w.issued.svid.notAfter.toISOString()})\n`);
     }
     return 0;
@@ -178,7 +183,7 @@ function issue(values: Options): number {
     ttl: optional(values, 'ttl'),
     dns: list(values, 'dns'),
     ip: list(values, 'ip'),
-    extraProtoRoots,
+    extraProtoRoots: protoRootsFor(undefined, list(values, 'proto-root')),
   });
   ca.writeWorkload(out, issued);
   process.stdout.write(`issued ${issued.svid.spiffeId} -> ${out} (serial ${issued.svid.serialHex}, until ${issued.svid.notAfter.toISOString()})\n`);
@@ -197,17 +202,19 @@ function sign(values: Options): number {
   }
   const registryPath = optional(values, 'registry');
   let identity: { spiffeId: string; grants: string[]; ttl?: string | number; dns: string[]; ip: string[] };
+  let registry: Registry | undefined;
   if (registryPath !== undefined) {
     forbid(values, ['spiffe-id', 'grant'], '--registry');
     const name = required(values, 'workload');
-    const w = loadRegistry(registryPath).workloads.find((x) => x.name === name);
+    registry = loadRegistry(registryPath);
+    const w = registry.workloads.find((x) => x.name === name);
     if (w === undefined) throw new TwokeyError('ERR_REGISTRY_INVALID', `registry ${registryPath} has no workload named ${JSON.stringify(name)}`);
     identity = { spiffeId: w.spiffeId.toString(), grants: w.grants.toStrings(), ttl: optional(values, 'ttl') ?? w.ttl, dns: values.dns ? list(values, 'dns') : w.dns, ip: values.ip ? list(values, 'ip') : w.ip };
   } else {
     if (values.workload !== undefined) throw new UsageError('--workload needs --registry');
     identity = { spiffeId: required(values, 'spiffe-id'), grants: list(values, 'grant'), ttl: optional(values, 'ttl'), dns: list(values, 'dns'), ip: list(values, 'ip') };
   }
-  const signed = ca.signCsr({ ...identity, csr, extraProtoRoots: list(values, 'proto-root') });
+  const signed = ca.signCsr({ ...identity, csr, extraProtoRoots: protoRootsFor(registry, list(values, 'proto-root')) });
   writeFileSync(out, signed.chainPem);
   process.stdout.write(`signed ${signed.svid.spiffeId} -> ${out} (serial ${signed.svid.serialHex}, until ${signed.svid.notAfter.toISOString()})\n`);
   return 0;

@@ -53,6 +53,16 @@ describe('loadRegistry', () => {
     expect(auth.delegation).to.deep.equal({ scopes: [], audiences: [], withoutSubjectToken: false });
   });
 
+  it("names the team's proto roots relative to the registry file, and derives the issuer from the trust domain", () => {
+    const r = parseRegistry(base('  []\n', 'protoRoots: [proto, /abs/protos]\n').replace('twokey.local', 'acme.test'), 'x', '/team/repo');
+    expect(r.protoRoots).to.deep.equal(['/team/repo/proto', '/abs/protos']);
+    expect(r.auth.issuer).to.equal('https://auth.acme.test');
+    expect(parseRegistry(base('  []\n')).protoRoots).to.deep.equal([]);
+    expect(loadRegistry(REGISTRY).protoRoots).to.deep.equal([]);
+    refused(base('  []\n', 'protoRoots: proto\n'), /protoRoots: must be a list/);
+    refused(base('  []\n', 'protoRoots: [proto, proto]\n'), /protoRoots\[1\]: duplicate entry/);
+  });
+
   it('takes per-workload ttl, dns, ip and the auth issuer when given', () => {
     const r = parseRegistry(one('    ttl: 1h30m\n    dns: [web.example.com]\n    ip: ["10.0.0.7"]\n'), 'x');
     expect([r.workloads[0]!.ttl, r.workloads[0]!.dns, r.workloads[0]!.ip]).to.deep.equal([5400, ['web.example.com'], ['10.0.0.7']]);

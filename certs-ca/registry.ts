@@ -1,6 +1,7 @@
 // The declarative registry (deploy/registry.yaml): every workload's identity, method grants and
 // token settings, parsed strictly so a typo fails loudly with its place in the file.
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { encodeOid } from '../services/authz/der.ts';
 import { TwokeyError } from '../services/authz/errors.ts';
@@ -65,9 +66,20 @@ export interface Registry {
   defaultTtl: number;
   auth: AuthSettings;
   workloads: RegistryWorkload[];
+  /**
+   * The team's proto roots (`protoRoots:`, paths relative to the registry file), absolute: the CA
+   * checks grants against them and servers load their method rules from them, on top of twokey's
+   * own proto/.
+   */
+  protoRoots: string[];
 }
 
 export const DEFAULT_AUTH_ISSUER = 'https://auth.twokey.local';
+
+/** The issuer when the registry sets no `auth.issuer`: auth's name in the trust domain. */
+export function defaultIssuerFor(trustDomain: string): string {
+  return `https://auth.${trustDomain}`;
+}
 const DEFAULTS = { defaultTtl: '24h', userTokenTtl: '15m', delegatedTokenTtl: '5m', serviceTokenTtl: '10m', maxDelegationDepth: 2 };
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -167,10 +179,11 @@ export function loadRegistry(path: string): Registry {
   } catch (err) {
     throw new TwokeyError('ERR_REGISTRY_INVALID', `cannot read registry ${path}: ${(err as Error).message}`, { cause: err });
   }
-  return parseRegistry(text, path);
+  return parseRegistry(text, path, dirname(resolve(path)));
 }
 
-export function parseRegistry(text: string, source = 'registry'): Registry {
+/** `baseDir` resolves relative `protoRoots` (the registry file's folder; the working directory by default). */
+export function parseRegistry(text: string, source = 'registry', baseDir = process.cwd()): Registry {
   const lines = new LineCounter();
   // Aliases would let one entry silently stand for another; YAML 1.2 core schema, unique keys.
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, schema: 'core', prettyErrors: false });
@@ -186,7 +199,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
   } catch (err) {
     throw new TwokeyError('ERR_REGISTRY_INVALID', `invalid registry ${source}: ${(err as Error).message} (aliases are not allowed)`, { cause: err });
   }
-  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'auth', 'workloads'], ['trustDomain', 'workloads']);
+  const top = c.object(raw, [], ['trustDomain', 'grantsOid', 'defaultTtl', 'protoRoots', 'auth', 'workloads'], ['trustDomain', 'workloads']);
   const trustDomain = c.wrap(['trustDomain'], () => SpiffeId.forTrustDomain(c.string(top.trustDomain, ['trustDomain'])).trustDomain);
   const defaultTtl = c.duration(top.defaultTtl ?? DEFAULTS.defaultTtl, ['defaultTtl']);
   const grantsOid = c.wrap(['grantsOid'], () => {
@@ -200,7 +213,7 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
   if (typeof depth !== 'number' || !Number.isInteger(depth) || depth < 0 || depth > 10) {
     return c.fail(['auth', 'maxDelegationDepth'], `must be an integer from 0 to 10, got ${describe(depth)}`);
   }
-  const issuer = c.string(authRaw.issuer ?? DEFAULT_AUTH_ISSUER, ['auth', 'issuer']);
+  const issuer = c.string(authRaw.issuer ?? defaultIssuerFor(trustDomain), ['auth', 'issuer']);
   if (!/^https:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(issuer)) c.fail(['auth', 'issuer'], `must be an https URL without query or fragment, got ${JSON.stringify(issuer)}`);
   const auth: AuthSettings = {
     userScopes: c.scopes(authRaw.userScopes ?? [], ['auth', 'userScopes']),
@@ -269,7 +282,10 @@ export function parseRegistry(text: string, source = 'registry'): Registry {
       if (!ids.has(a.toString())) c.fail(['workloads', i, 'delegation', 'audiences', j], `audience ${a} is not a workload in this registry`);
     }),
   );
-  return { trustDomain, grantsOid, defaultTtl, auth, workloads };
+  const protoRoots = c.strings(top.protoRoots ?? [], ['protoRoots'], (s, q) => {
+    if (s === '') c.fail(q, 'must be a directory path');
+  }).map((r) => (isAbsolute(r) ? r : resolve(baseDir, r)));
+  return { trustDomain, grantsOid, defaultTtl, auth, workloads, protoRoots };
 }
 
 function roleScopesOf(c: Checker, value: unknown): Record<string, string[]> {

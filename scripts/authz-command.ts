@@ -9,7 +9,8 @@ import { SignJWT, exportJWK } from 'jose';
 import { publishedJwks } from '../services/auth/published-keys.ts';
 import { CA_FILES } from '../certs-ca/certificate-authority.ts';
 import { parseCaConfig } from '../certs-ca/ca-config.ts';
-import { DEFAULT_AUTH_ISSUER, loadRegistry } from '../certs-ca/registry.ts';
+import { protoRootsFor } from '../certs-ca/proto-roots.ts';
+import { defaultIssuerFor, loadRegistry } from '../certs-ca/registry.ts';
 import { decide } from '../services/authz/decision.ts';
 import type { Decision, DecisionInput, PeerResult } from '../services/authz/types.ts';
 import { TwokeyError, isTwokeyError } from '../services/authz/errors.ts';
@@ -49,7 +50,8 @@ result of every check in decision order and the reason, like a server's decision
   --issuer URL         expected token issuer (default: the registry's)
   --bundle FILE        trust bundle to check the certificate chain against
   --grants-oid OID     OID of the grants extension (default: the state's CA, else ${DEFAULT_GRANTS_OID})
-  --proto-root DIR     further proto roots declaring methods (repeatable)
+  --proto-root DIR     further proto roots declaring methods (repeatable; the registry's
+                       protoRoots are searched too, and ./proto when neither names one)
   --at TIME            evaluate at this ISO 8601 time instead of now
   --json               print the decision as JSON
 
@@ -130,6 +132,8 @@ interface Settings {
   grantsOid: string | undefined;
   bundle: X509Certificate[] | undefined;
   jwks: unknown;
+  /** The registry's proto roots, when a registry was read. */
+  protoRoots: string[] | undefined;
 }
 
 function readInput(path: string, what: string): Buffer {
@@ -157,21 +161,22 @@ function fromState(dir: string): { trustDomain: string; grantsOid: string; bundl
 function settingsFrom(values: Values): Settings {
   if (values.jwks !== undefined && values.state !== undefined) throw new UsageError('give --jwks or --state, not both');
   const state = values.state !== undefined ? fromState(values.state) : undefined;
-  let registry: { trustDomain: string; issuer: string } | undefined;
+  let registry: { trustDomain: string; issuer: string; protoRoots: string[] } | undefined;
   const registryPath = values.registry ?? DEFAULT_REGISTRY;
   if (values.registry !== undefined || existsSync(registryPath)) {
     const loaded = loadRegistry(registryPath);
-    registry = { trustDomain: loaded.trustDomain, issuer: loaded.auth.issuer };
+    registry = { trustDomain: loaded.trustDomain, issuer: loaded.auth.issuer, protoRoots: loaded.protoRoots };
   }
   const trustDomain = values['trust-domain'] ?? state?.trustDomain ?? registry?.trustDomain;
   if (trustDomain === undefined || !SpiffeId.isValidTrustDomain(trustDomain)) throw new UsageError('no valid trust domain: pass --trust-domain, --state or --registry');
   const bundleBytes = values.bundle !== undefined ? readInput(values.bundle, 'bundle') : state?.bundle;
   return {
     trustDomain,
-    issuer: values.issuer ?? registry?.issuer ?? DEFAULT_AUTH_ISSUER,
+    issuer: values.issuer ?? registry?.issuer ?? defaultIssuerFor(trustDomain),
     grantsOid: values['grants-oid'] ?? state?.grantsOid,
     bundle: bundleBytes === undefined ? undefined : certificatesIn(bundleBytes, 'bundle'),
     jwks: values.jwks !== undefined ? readInput(values.jwks, 'JWK Set').toString('utf8') : state?.jwks,
+    protoRoots: registry?.protoRoots,
   };
 }
 
@@ -221,7 +226,7 @@ export async function check(values: Values): Promise<CheckOutput> {
   const settings = settingsFrom(values);
   const now = values.at !== undefined ? Date.parse(values.at) : Date.now();
   if (Number.isNaN(now)) throw new UsageError(`--at ${JSON.stringify(values.at)} is not an ISO 8601 time`);
-  const catalog = MethodCatalog.load({ extraRoots: values['proto-root'] ?? [] });
+  const catalog = MethodCatalog.load({ extraRoots: protoRootsFor(settings.protoRoots === undefined ? undefined : { protoRoots: settings.protoRoots }, values['proto-root'] ?? []) });
   const { peer, chainNote } = peerFrom(values.cert, settings);
 
   let raw: string | undefined = values.token ?? (values['token-file'] !== undefined ? readInput(values['token-file'], 'token').toString('utf8').trim() : undefined);
@@ -239,6 +244,7 @@ export async function check(values: Values): Promise<CheckOutput> {
     peer,
     method: values.method,
     rule: catalog.ruleOf(values.method),
+    methodKnown: catalog.has(values.method),
     now,
     trustDomain: settings.trustDomain,
     token:

@@ -10,8 +10,9 @@ interface Subcommand {
 const SUBCOMMANDS: Record<string, Subcommand> = {
   ca: { summary: 'the workload CA: init, issue, sign, inspect, bundle', load: () => import('../certs-ca/ca-command.ts') },
   k8s: { summary: 'Kubernetes: certificates as Secrets, offline manifest checks', load: () => import('./k8s-command.ts') },
-  serve: { summary: 'run one service of the example mesh', load: () => import('../services/mesh-runtime/serve-command.ts') },
+  serve: { summary: 'run auth (the control plane) or one service of the example mesh', load: () => import('../services/mesh-runtime/serve-command.ts') },
   users: { summary: "manage the auth service's users", load: () => import('../services/auth/users-command.ts') },
+  token: { summary: 'a user token for development: login at a running auth, or mint one offline', load: () => import('../services/auth/token-command.ts') },
   revoke: { summary: 'revoke tokens, workload certificates and signing keys mesh-wide', load: () => import('../services/auth/revoke-command.ts') },
   console: { summary: 'read-only web console: policy graph, certificates, live decisions', load: () => import('./console/console-command.ts') },
   authz: { summary: 'offline policy check; the external authorizer for Envoy and nginx, and their configs', load: () => import('./authz-command.ts') },

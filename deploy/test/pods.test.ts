@@ -8,7 +8,7 @@ import { connect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { CertificateAuthority, loadRegistry } from '../../certs-ca/index.ts';
-import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { checkHealth } from '../../services/authz/health-server.ts';
 import { AuthClient, ImageStoreClient, bearer, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
 import { workloadSecrets } from '../../scripts/k8s-secrets.ts';

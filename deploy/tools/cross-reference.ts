@@ -4,7 +4,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { WORKLOAD_FILES, type Registry, type RegistryWorkload } from '../../certs-ca/index.ts';
 import type { MethodCatalog } from '../../services/authz/method-catalog.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
-import { LIVENESS_SERVICE } from '../../services/mesh-runtime/liveness.ts';
+import { LIVENESS_SERVICE } from '../../services/authz/liveness.ts';
 import { parseSvid } from '../../services/authz/svid.ts';
 import { isObject, objectId, type JsonObject, type K8sObject } from './manifest.ts';
 import { connectionAllowed, matchesSelector, namespaceLabels, type ContainerPort, type Endpoint, type PodEndpoint, type Protocol } from './network-policy.ts';

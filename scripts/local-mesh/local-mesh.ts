@@ -10,7 +10,7 @@ import { generatePassword } from '../../services/auth/password.ts';
 import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
-import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { checkHealth } from '../../services/authz/health-server.ts';
 import { assignPorts, freePortSource, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { findPostgresBin, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';

@@ -6,7 +6,7 @@ import { TwokeyError } from '../authz/errors.ts';
 import { JwksKeySet } from '../authz/jwks.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { postgresConfig } from '../mesh-runtime/database-config.ts';
-import { dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/env.ts';
+import { besideMeshListener, dataDir, envAddress, envDurationMs, type Env } from '../mesh-runtime/env.ts';
 import { unaryHandler } from '../mesh-runtime/handlers.ts';
 import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import { AuthClient } from '../mesh-runtime/protos.ts';
@@ -147,7 +147,7 @@ export async function serve(env: Env): Promise<RunningService> {
       const m = runtime.svid.material;
       https.setSecureContext({ cert: m.chainPem, key: m.keyPem });
     });
-    const jwksAddress = envAddress(env, 'TWOKEY_JWKS_HTTPS_LISTEN', '0.0.0.0:8444');
+    const jwksAddress = envAddress(env, 'TWOKEY_JWKS_HTTPS_LISTEN', besideMeshListener(env, 8444));
     const [host, jwksPort] = splitHostPort(jwksAddress);
     await new Promise<void>((resolve, reject) => {
       https.once('error', reject);

@@ -2,6 +2,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomFillSync } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
 import { TwokeyError } from './errors.ts';
 import type { PeerIdentity, VerifiedToken } from './types.ts';
 
@@ -68,6 +69,8 @@ export class ServedCall implements CallContext {
   readonly trace: TraceContext;
   /** Where a refusal inside the handler is counted, beside the decision that admitted the call. */
   readonly metrics: RefusalCounter | undefined;
+  /** The server's decision logger: a refusal inside the handler is logged there (refuse()). */
+  readonly logger: Logger | undefined;
   #ended = false;
 
   constructor(
@@ -79,6 +82,7 @@ export class ServedCall implements CallContext {
     requestId: string,
     trace: TraceContext,
     metrics?: RefusalCounter,
+    logger?: Logger,
   ) {
     this.decisionId = decisionId;
     this.method = method;
@@ -88,6 +92,7 @@ export class ServedCall implements CallContext {
     this.requestId = requestId;
     this.trace = trace;
     this.metrics = metrics;
+    this.logger = logger;
   }
 
   /** Marks the call finished (status sent or cancelled); it never becomes active again. */

@@ -113,12 +113,15 @@ function tokenJson(token: VerifiedToken): string {
 
 export class DecisionLog {
   readonly #logger: Logger;
+  /** Where the decision lines go; refusals inside handlers are written there too. */
+  readonly logger: Logger;
   /** Allowed decisions' lines, written without pino's object walk when the logger allows it. */
   readonly #allowed: PinoLineWriter | undefined;
   readonly #allowedLine = new AllowedLine();
 
   constructor(logger: Logger) {
     this.#logger = logger;
+    this.logger = logger;
     this.#allowed = PinoLineWriter.of(logger, 'info', 'authz allow', FIELD_KEYS);
   }
 

@@ -151,6 +151,14 @@ describe('decide(): the peer, the rule and the clock', () => {
   it('a method without a declared rule is PERMISSION_DENIED even when granted and the token is fine', () => {
     const d = decide(input({ rule: undefined }));
     expect(d).to.include({ failedCheck: 'rule', code: status.PERMISSION_DENIED, errorCode: 'ERR_METHOD_UNDECLARED' });
+    expect(d.reason).to.match(/declares no authorization rule$/);
+  });
+
+  it("a method absent from the server's catalog is denied alike, and the reason says the catalog lacks it", () => {
+    const d = decide(input({ rule: undefined, methodKnown: false }));
+    expect(d).to.include({ failedCheck: 'rule', code: status.PERMISSION_DENIED, errorCode: 'ERR_METHOD_UNDECLARED' });
+    expect(d.reason).to.match(/^rule check failed: method \/\S+ is not in this server's method catalog: pass its proto's rules/);
+    expect(decide(input({ rule: undefined, methodKnown: true })).reason).to.match(/declares no authorization rule$/);
   });
 
   it('a certificate-only method is allowed on the grant alone and reads no token', () => {

@@ -221,7 +221,11 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   // The proto is the single source of truth: a method that declares nothing is denied.
   const rule = input.rule;
   if (rule === undefined) {
-    return checks.deny('rule', new TwokeyError('ERR_METHOD_UNDECLARED', `method ${input.method} declares no authorization rule`));
+    const why =
+      input.methodKnown === false
+        ? `method ${input.method} is not in this server's method catalog: pass its proto's rules (the registry's protoRoots, or createMeshServer's rules)`
+        : `method ${input.method} declares no authorization rule`;
+    return checks.deny('rule', new TwokeyError('ERR_METHOD_UNDECLARED', why));
   }
   checks.pass('rule');
 

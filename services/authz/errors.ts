@@ -106,7 +106,8 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_TOKEN_INVALID: status.UNAUTHENTICATED,
   ERR_TOKEN_EXPIRED: status.UNAUTHENTICATED,
   ERR_TOKEN_NOT_BOUND: status.UNAUTHENTICATED,
-  ERR_JWKS_UNAVAILABLE: status.UNAUTHENTICATED,
+  // The server holds no keys at all: its own fault, not the caller's token, and retryable.
+  ERR_JWKS_UNAVAILABLE: status.UNAVAILABLE,
   ERR_SCOPE_MISSING: status.PERMISSION_DENIED,
   ERR_TOKEN_REVOKED: status.UNAUTHENTICATED,
   ERR_REVOCATION_SET_INVALID: status.UNAVAILABLE,

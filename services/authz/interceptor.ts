@@ -24,6 +24,8 @@ import type { TokenAuthenticator } from './token-authenticator.ts';
 /** Where the interceptor learns each method's declared rule (a MethodCatalog fits). */
 export interface RuleSource {
   ruleOf(path: string): MethodRule | undefined;
+  /** Whether the method is defined at all (a MethodCatalog knows); lets a denial say which case it is. */
+  has?(path: string): boolean;
 }
 
 export interface AuthzInterceptorOptions {
@@ -275,6 +277,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       peer: this.#peer,
       method: path,
       rule: s.rules.ruleOf(path),
+      methodKnown: s.rules.has?.(path),
       now: s.clock(),
       trustDomain: s.trustDomain,
       revocation: s.revocation?.view(),
@@ -342,6 +345,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       this.#requestId,
       traceFrom(metadata),
       this.#settings.metrics,
+      this.#settings.log?.logger,
     );
     this.#ctx = ctx;
     const streaming = this.#method.requestStream || this.#method.responseStream;

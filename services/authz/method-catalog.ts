@@ -114,6 +114,11 @@ export class MethodCatalog {
     return this.#methods.get(path);
   }
 
+  /** Whether the method is defined in these protos (with or without a rule). */
+  has(path: string): boolean {
+    return this.#methods.has(path);
+  }
+
   /** The rule a method declares; undefined for unknown or undeclared methods (deny). */
   ruleOf(path: string): MethodRule | undefined {
     return this.#methods.get(path)?.rule;

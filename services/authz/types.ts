@@ -70,6 +70,11 @@ export interface DecisionInput {
   readonly token?: TokenResult | undefined;
   readonly method: string;
   readonly rule: MethodRule | undefined;
+  /**
+   * False when the server's method catalog does not define the method at all (its proto was not
+   * given to the server), as opposed to defining it without a rule; the denial is the same.
+   */
+  readonly methodKnown?: boolean | undefined;
   /** Epoch ms. */
   readonly now: number;
   readonly trustDomain: string;

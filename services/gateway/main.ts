@@ -37,16 +37,14 @@ export async function serve(env: Env): Promise<RunningService> {
   try {
     const log = runtime.logger;
     const trustDomainId = SpiffeId.forTrustDomain(runtime.registry.trustDomain).toString();
-    const keys = await runtime.authKeys();
+    // A revoked user token is refused here already, not first at the next hop.
+    const { keys, revocation: revocations } = await runtime.linkToAuth();
     // The gateway accepts only tokens minted for the whole mesh: user tokens.
     const tokens = new TokenAuthenticator({
       verifier: new TokenVerifier({ keys, issuer: runtime.registry.auth.issuer, audiences: [trustDomainId] }),
     });
     // A retired signing key must stop vouching for tokens verified with it.
     keys.addChangeListener(() => tokens.cache.clear());
-    // A revoked user token is refused here already, not first at the next hop.
-    const revocations = runtime.revocationHolder(keys);
-    await runtime.watchRevocations(revocations);
     registerTokenCacheMetrics(runtime.metrics, tokens.cache);
     const metrics = new GatewayMetrics(runtime.metrics);
     const upstreams = new Map<string, grpc.Client>();

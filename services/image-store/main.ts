@@ -26,10 +26,7 @@ export async function serve(env: Env): Promise<RunningService> {
     runtime.onClose(() => repo.close());
     runtime.health.watchDependency(() => repo.ping());
     const images = new ImageService(repo);
-    const keys = await runtime.authKeys();
-    const revocations = runtime.revocationHolder(keys);
-    await runtime.watchRevocations(revocations);
-    const mesh = runtime.meshServer(keys, revocations);
+    const { mesh } = await runtime.joinMesh();
     const watchers = new Set<AbortController>();
     runtime.onClose(() => watchers.forEach((w) => w.abort()));
 

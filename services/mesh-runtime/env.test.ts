@@ -1,6 +1,6 @@
 // Service configuration from the environment: defaults, and errors that name the variable.
 import { expect } from 'chai';
-import { envDurationMs, envTarget, parseAddress, readCommonConfig } from './env.ts';
+import { besideMeshListener, envDurationMs, envTarget, parseAddress, readCommonConfig } from './env.ts';
 
 describe('service environment', () => {
   it('uses the container defaults of the deployment contract', () => {
@@ -14,6 +14,13 @@ describe('service environment', () => {
       dryRun: false,
     });
     expect(readCommonConfig({ TWOKEY_LOG_SYNC: '1' }).logSync).to.equal(true);
+  });
+
+  it("puts the other listeners on TWOKEY_LISTEN's host unless told otherwise", () => {
+    expect(readCommonConfig({ TWOKEY_LISTEN: '127.0.0.1:9443' }).healthListen).to.equal('127.0.0.1:8081');
+    expect(readCommonConfig({ TWOKEY_LISTEN: '127.0.0.1:9443', TWOKEY_HEALTH_LISTEN: '0.0.0.0:9444' }).healthListen).to.equal('0.0.0.0:9444');
+    expect(besideMeshListener({ TWOKEY_LISTEN: '[::1]:9443' }, 8444)).to.equal('[::1]:8444');
+    expect(besideMeshListener({}, 8444)).to.equal('0.0.0.0:8444');
   });
 
   it('accepts host:port forms, IPv6 in brackets, and refuses the rest naming the variable', () => {

@@ -13,6 +13,17 @@ export function parseAddress(text: string, what: string): string {
   return text;
 }
 
+/**
+ * A listener's default: the host of TWOKEY_LISTEN (so a loopback mesh listener keeps every other
+ * listener on loopback too) with the listener's own port.
+ */
+export function besideMeshListener(env: Env, port: number): string {
+  const listen = envAddress(env, 'TWOKEY_LISTEN', DEFAULT_LISTEN);
+  return `${listen.slice(0, listen.lastIndexOf(':'))}:${port}`;
+}
+
+export const DEFAULT_LISTEN = '0.0.0.0:8443';
+
 export function envAddress(env: Env, name: string, fallback: string): string {
   return parseAddress(env[name] ?? fallback, name);
 }
@@ -73,8 +84,8 @@ export interface CommonConfig {
 
 export function readCommonConfig(env: Env): CommonConfig {
   return {
-    listen: envAddress(env, 'TWOKEY_LISTEN', '0.0.0.0:8443'),
-    healthListen: envAddress(env, 'TWOKEY_HEALTH_LISTEN', '0.0.0.0:8081'),
+    listen: envAddress(env, 'TWOKEY_LISTEN', DEFAULT_LISTEN),
+    healthListen: envAddress(env, 'TWOKEY_HEALTH_LISTEN', besideMeshListener(env, 8081)),
     svidDir: envString(env, 'TWOKEY_SVID_DIR', '/var/run/twokey/svid'),
     registryPath: envString(env, 'TWOKEY_REGISTRY', '/etc/twokey/registry.yaml'),
     logLevel: envString(env, 'TWOKEY_LOG_LEVEL', 'info'),

@@ -3,31 +3,27 @@
 import type { Client, ChannelOptions } from '@grpc/grpc-js';
 import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
+import { AuthConnection, MESH_RECONNECT_OPTIONS, createRevocationHolder, linkToAuth, type AuthLink } from '../authz/auth-connection.ts';
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
-import { JwksKeySet } from '../authz/jwks.ts';
-import { RevocationHolder } from '../authz/revocation-set.ts';
+import type { RevocationHolder } from '../authz/revocation-set.ts';
 import { SvidSource } from '../authz/svid-source.ts';
+import { MethodCatalog } from '../authz/method-catalog.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
-import { registerCertificateMetrics, registerJwksMetrics, registerRevocationMetrics } from '../authz/workload-metrics.ts';
-import { CachedToken, type IssuedToken } from './cached-token.ts';
+import { registerCertificateMetrics } from '../authz/workload-metrics.ts';
+import { CachedToken } from './cached-token.ts';
 import { HandlerEntries } from './handler-entries.ts';
 import { readCommonConfig, envDurationMs, envTarget, type CommonConfig, type Env } from './env.ts';
-import { HealthServer } from './health.ts';
+import { HealthServer } from '../authz/health-server.ts';
 import { createLogger, flushLogger, type Logger } from './logger.ts';
-import { AuthClient, unary } from './protos.ts';
 
 /** Room for the image store's 4 MiB content limit plus the rest of the message. */
 export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
 const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-  // grpc-js backs off up to 120 s between reconnects by default; inside a mesh a peer that comes
-  // back (auth after a restart, say) must be reachable again within seconds, or key refreshes
-  // and token requests keep failing long after it is healthy.
-  'grpc.initial_reconnect_backoff_ms': 250,
-  'grpc.max_reconnect_backoff_ms': 2000,
+  ...MESH_RECONNECT_OPTIONS,
 };
 
 /** How long a client connection to a mesh server lasts before the server asks it to reconnect (±10%). */
@@ -47,7 +43,7 @@ export class MeshRuntime {
   /** This process's Prometheus metrics, served at GET /metrics on the health listener. */
   readonly metrics: MetricsRegistry;
   readonly #closers: (() => Promise<void> | void)[] = [];
-  #auth: Client | undefined;
+  #auth: AuthConnection | undefined;
 
   private constructor(
     name: string,
@@ -115,97 +111,62 @@ export class MeshRuntime {
     return client;
   }
 
-  /** One mTLS client to auth per process; it never forwards a caller's token. */
-  authClient(): Client {
-    this.#auth ??= this.client(AuthClient, 'auth', 'TWOKEY_AUTH_ADDR', 'auth:8443', false);
+  /** One mTLS connection to auth per process; it never forwards a caller's token. */
+  authConnection(): AuthConnection {
+    if (this.#auth === undefined) {
+      const auth = new AuthConnection({
+        svid: this.svid,
+        address: envTarget(this.env, 'TWOKEY_AUTH_ADDR', 'auth:8443'),
+        authId: this.workloadId('auth'),
+        channelOptions: CHANNEL_OPTIONS,
+      });
+      this.#auth = auth;
+      this.onClose(() => auth.close());
+    }
     return this.#auth;
+  }
+
+  /** The grpc-js client of auth (authConnection().client), for unary(). */
+  authClient(): Client {
+    return this.authConnection().client;
   }
 
   /** This workload's own service token (audience: the trust domain), reused until it nears expiry. */
   serviceToken(): CachedToken {
-    const auth = this.authClient();
-    return new CachedToken(() => unary<IssuedToken>(auth, 'GetServiceToken', { audience: '' }));
-  }
-
-  /** The mesh's token keys, fetched from auth's GetJwks over mTLS and refreshed in the background. */
-  async authKeys(): Promise<JwksKeySet> {
-    const auth = this.authClient();
-    const keys = new JwksKeySet({
-      fetch: async () => (await unary<{ jwks_json: string }>(auth, 'GetJwks', {}, undefined, 5000)).jwks_json,
-      cooldownMs: 5000,
-      refreshIntervalMs: 60_000,
-      onFetchError: (err) => this.logger.warn({ event: 'jwks.fetch_failed', err: err.message }, 'JWKS fetch failed; keeping the last good keys'),
-    });
-    await keys.start();
-    this.onClose(() => keys.close());
-    registerJwksMetrics(this.metrics, keys);
-    return keys;
+    const auth = this.authConnection();
+    return new CachedToken(() => auth.getServiceToken(''));
   }
 
   /**
-   * The revocation set this process enforces: an empty holder, its staleness bound from
-   * TWOKEY_REVOCATION_MAX_STALENESS (default 30s). Until a set arrives every call is refused UNAVAILABLE.
+   * Auth's keys and the revocation set this process enforces, wired as joinMesh wires them
+   * (linkToAuth): auth refusing GetJwks or WatchRevocations fails the start naming the grant; auth
+   * unreachable for 5 s, the process starts and refuses calls UNAVAILABLE until auth answers. The
+   * staleness bound comes from TWOKEY_REVOCATION_MAX_STALENESS (default 30s); health reports
+   * NOT_SERVING while no keys or no fresh set are held.
    */
+  async linkToAuth(): Promise<AuthLink> {
+    return linkToAuth({
+      auth: this.authConnection(),
+      svid: this.svid,
+      logger: this.logger,
+      metrics: this.metrics,
+      health: this.health,
+      startTimeoutMs: 5000,
+      required: false,
+      revocationMaxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s'),
+      onClose: (fn) => this.onClose(fn),
+    });
+  }
+
+  /** A mesh member serving calls: linkToAuth(), then the mesh server enforcing its set. */
+  async joinMesh(): Promise<AuthLink & { mesh: MeshServer }> {
+    const link = await this.linkToAuth();
+    return { ...link, mesh: this.meshServer(link.keys, link.revocation) };
+  }
+
+  /** A revocation holder for a set fed from elsewhere (auth holds its own), with this process's bound and metrics. */
   revocationHolder(keys: VerificationKeys): RevocationHolder {
-    const holder = new RevocationHolder({ keys, maxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s') });
-    // Each set names the keys auth publishes: a rotation reaches this process with the next set.
-    if (keys instanceof JwksKeySet) holder.onUpdate((set) => void keys.expectKids(set.publishedKids));
-    registerRevocationMetrics(this.metrics, holder);
-    return holder;
-  }
-
-  /**
-   * Keeps `holder` fed from auth's WatchRevocations, reconnecting with backoff (250 ms doubling to
-   * 2 s) whenever the stream ends; resolves once the first set is held (or after `firstSetWaitMs`). Sets are accepted in arrival order; a refused one is logged and
-   * the last good set stays (it ages towards the staleness bound, which is the fail-closed path).
-   */
-  watchRevocations(holder: RevocationHolder, firstSetWaitMs = 10_000): Promise<void> {
-    const auth = this.authClient() as unknown as { WatchRevocations(req: object): import('@grpc/grpc-js').ClientReadableStream<{ set_jws: string }> };
-    let closed = false;
-    let backoffMs = 250;
-    let stream: import('@grpc/grpc-js').ClientReadableStream<{ set_jws: string }> | undefined;
-    let accepting: Promise<unknown> = Promise.resolve();
-    let timer: NodeJS.Timeout | undefined;
-    const connect = (): void => {
-      if (closed) return;
-      const current = auth.WatchRevocations({});
-      stream = current;
-      current.on('data', (msg: { set_jws: string }) => {
-        backoffMs = 250;
-        accepting = accepting.then(() =>
-          holder.accept(msg.set_jws).catch((err: Error) => this.logger.warn({ event: 'revocation.set_refused', err: err.message }, 'revocation set refused; keeping the last good one')),
-        );
-      });
-      current.on('error', () => undefined);
-      current.on('close', () => {
-        if (closed || stream !== current) return;
-        timer = setTimeout(connect, backoffMs);
-        timer.unref();
-        backoffMs = Math.min(backoffMs * 2, 2000);
-      });
-    };
-    connect();
-    this.onClose(() => {
-      closed = true;
-      if (timer !== undefined) clearTimeout(timer);
-      stream?.cancel();
-    });
-    // Until a set arrives every call is refused UNAVAILABLE: report SERVING only once one has (or,
-    // auth being unreachable, after the wait, so the process still starts and says why it refuses).
-    return new Promise<void>((resolve) => {
-      if (holder.current !== null) return resolve();
-      const stop = holder.onUpdate(() => done());
-      const wait = setTimeout(() => {
-        this.logger.warn({ event: 'revocation.none_yet', waited_ms: firstSetWaitMs }, 'no revocation set from auth yet; calls are refused UNAVAILABLE until one arrives');
-        done();
-      }, firstSetWaitMs);
-      wait.unref();
-      function done(): void {
-        clearTimeout(wait);
-        stop();
-        resolve();
-      }
-    });
+    return createRevocationHolder(keys, { maxStalenessMs: envDurationMs(this.env, 'TWOKEY_REVOCATION_MAX_STALENESS', '30s'), metrics: this.metrics });
   }
 
   /** A mesh server: mTLS with client certificates required, and the decision on every call. */
@@ -215,6 +176,8 @@ export class MeshRuntime {
       keys,
       ...(revocation === undefined ? {} : { revocation }),
       issuer: this.registry.auth.issuer,
+      // The registry's protoRoots (a team's own services) besides twokey's protos, as joinMesh loads them.
+      ...(this.registry.protoRoots.length > 0 ? { rules: MethodCatalog.load({ extraRoots: this.registry.protoRoots }) } : {}),
       logger: this.logger,
       dryRun: this.config.dryRun,
       // Callers the registry names get a label each; any other certificate counts as "other".

@@ -32,10 +32,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const auth = runtime.authClient();
     // Inside SuggestTags this client forwards the caller's user token (propagation).
     const store = runtime.client(ImageStoreClient, 'image-store', 'TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443');
-    const keys = await runtime.authKeys();
-    const revocations = runtime.revocationHolder(keys);
-    await runtime.watchRevocations(revocations);
-    const mesh = runtime.meshServer(keys, revocations);
+    const { mesh } = await runtime.joinMesh();
 
     mesh.server.addService(TaggingClient.service, {
       SuggestTags: unaryHandler(log, async (req: { image_id: string }) => {

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { loadSync } from '@grpc/proto-loader';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { HealthServer } from '../../services/mesh-runtime/health.ts';
+import { HealthServer } from '../../services/authz/health-server.ts';
 import { P, SERVER_ID, TD, bearer, handlerRuns, startAttackMesh, unary, type AttackMesh } from './harness.ts';
 import { userClaims } from './hostile-tokens.ts';
 import { RawSigner } from './jws.ts';

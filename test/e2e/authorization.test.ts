@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { credentials, type Client } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
-import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { checkHealth } from '../../services/authz/health-server.ts';
 import { ImageStoreClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { jpegWithGps, jpegWithoutExif } from '../../scripts/fixtures/gps-jpeg.ts';
 import { parseExposition, samplesOf } from '../metrics/prometheus-text.ts';

@@ -9,7 +9,7 @@ import { DecisionMetrics, NO_CALLER, OTHER_CALLER, UNKNOWN_METHOD } from '../../
 import { JwksKeySet } from '../../services/authz/jwks.ts';
 import { SvidSource } from '../../services/authz/svid-source.ts';
 import { registerCertificateMetrics, registerJwksMetrics } from '../../services/authz/workload-metrics.ts';
-import { checkHealth, HealthServer } from '../../services/mesh-runtime/health.ts';
+import { checkHealth, HealthServer } from '../../services/authz/health-server.ts';
 import { CALLER_ID, P, SERVER_ID, TD, TestPki, capturingLogger, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from '../authz/mesh-fixtures.ts';
 import { TestIssuer } from '../authz/token-fixtures.ts';
 import { parseExposition, samplesOf, type MetricFamily } from './prometheus-text.ts';

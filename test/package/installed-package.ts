@@ -32,12 +32,12 @@ export async function npm(args: string[], cwd: string, timeout = 180_000): Promi
 }
 
 /**
- * The code blocks of a docs page that open with a `// <path>` line, by that path: the example
- * files of docs/adopting.md, so the test runs exactly what the page shows.
+ * The code blocks of a docs page that open with a `// <path>` (or, YAML, `# <path>`) line, by
+ * that path: the example files of docs/adopting.md, so the test runs exactly what the page shows.
  */
 export function docFiles(page: string): Map<string, string> {
   const files = new Map<string, string>();
-  for (const match of page.matchAll(/```(?:js|proto)\n(\/\/ ([^\s]+)[^\n]*\n[\s\S]*?)```/g)) files.set(match[2]!, match[1]!);
+  for (const match of page.matchAll(/```(?:js|proto|yaml)\n((?:\/\/|#) ([^\s]+)[^\n]*\n[\s\S]*?)```/g)) files.set(match[2]!, match[1]!);
   return files;
 }
 

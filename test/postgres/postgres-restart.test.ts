@@ -4,7 +4,7 @@
 import type { Client, ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { jpegWithGps } from '../../scripts/fixtures/gps-jpeg.ts';
-import { checkHealth, LIVENESS_SERVICE } from '../../services/mesh-runtime/health.ts';
+import { checkHealth, LIVENESS_SERVICE } from '../../services/authz/health-server.ts';
 import { unary } from '../../services/mesh-runtime/protos.ts';
 import { STATUS_NAMES, eventually, withToken, type TestMesh } from '../e2e/mesh-harness.ts';
 import { PostgresServer, skipWithoutPostgres, startMeshOnPostgres } from './postgres-server.ts';

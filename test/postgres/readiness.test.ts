@@ -1,7 +1,7 @@
 // Readiness follows the shared database: a PostgreSQL restart turns a service's health NOT_SERVING
 // and back to SERVING without restarting the service, and its repository works again afterwards.
 import { expect } from 'chai';
-import { checkHealth, HealthServer, LIVENESS_SERVICE } from '../../services/mesh-runtime/health.ts';
+import { checkHealth, HealthServer, LIVENESS_SERVICE } from '../../services/authz/health-server.ts';
 import { PostgresImageRepository } from '../../services/image-store/postgres-image-repository.ts';
 import { PostgresDatabase } from '../../services/mesh-runtime/postgres-database.ts';
 import { PostgresServer, skipWithoutPostgres } from './postgres-server.ts';

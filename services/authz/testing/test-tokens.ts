@@ -1,6 +1,6 @@
 // Tokens for tests: a throwaway signing key, the key set that verifies it, and tokens shaped the way auth mints them.
 import { randomBytes } from 'node:crypto';
-import { SignJWT, exportJWK, generateKeyPair, type JWK, type JWTPayload } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair, importJWK, type JWK, type JWTPayload } from 'jose';
 import { StaticKeys } from '../jwks.ts';
 import type { VerificationKeys } from '../token-verifier.ts';
 
@@ -36,10 +36,25 @@ export class TestTokens {
   }
 
   static async create(opts: TestTokensOptions): Promise<TestTokens> {
-    const { privateKey, publicKey } = await generateKeyPair('ES256');
-    const kid = `test-${randomBytes(6).toString('base64url')}`;
-    const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }] };
-    return new TestTokens(opts, await StaticKeys.fromJwks(jwks), jwks, privateKey, kid);
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    return TestTokens.fromPrivateJwk({ ...(await exportJWK(privateKey)), kid: `test-${randomBytes(6).toString('base64url')}` }, opts);
+  }
+
+  /** A fresh ES256 private key as a JWK with a kid, to keep in a file for fromPrivateJwk (never auth's). */
+  static async generatePrivateJwk(kidPrefix = 'dev'): Promise<JWK> {
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    return { ...(await exportJWK(privateKey)), kid: `${kidPrefix}-${randomBytes(6).toString('base64url')}`, alg: 'ES256', use: 'sig' };
+  }
+
+  /** Signs with a kept ES256 private JWK (with its kid), e.g. from generatePrivateJwk. */
+  static async fromPrivateJwk(jwk: JWK, opts: TestTokensOptions): Promise<TestTokens> {
+    if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.d !== 'string' || typeof jwk.kid !== 'string') {
+      throw new TypeError('expected an ES256 (EC P-256) private JWK with a "kid"');
+    }
+    const privateKey = (await importJWK({ ...jwk, alg: 'ES256' }, 'ES256')) as CryptoKey;
+    const { d: _d, ...pub } = jwk;
+    const jwks = { keys: [{ ...pub, kid: jwk.kid, alg: 'ES256', use: 'sig' }] };
+    return new TestTokens(opts, await StaticKeys.fromJwks(jwks), jwks, privateKey, jwk.kid);
   }
 
   /** A user token for `subject` carrying `scopes`, valid for 15 minutes; `claims` override any claim. */

@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { Counter, Registry } from 'prom-client';
-import { checkHealth, HealthServer, LIVENESS_SERVICE, MAX_HEALTH_WATCHERS } from './health.ts';
+import { checkHealth, HealthServer, LIVENESS_SERVICE, MAX_HEALTH_WATCHERS } from './health-server.ts';
 
 async function until(ok: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -97,6 +97,26 @@ describe('health server', () => {
     expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('SERVING');
     health.setAll('NOT_SERVING');
     expect(await checkHealth(address, LIVENESS_SERVICE)).to.equal('NOT_SERVING');
+  });
+
+  it('watches several dependencies: NOT_SERVING while any fails, each change told with its cause', async () => {
+    health.setAll('SERVING');
+    const down = { db: false, keys: true };
+    const changes: string[] = [];
+    health.watchDependency(async () => {
+      if (down.db) throw new Error('database unreachable');
+    }, { intervalMs: 20, onChange: (err) => changes.push(`db ${err?.message ?? 'up'}`) });
+    health.watchDependency(async () => {
+      if (down.keys) throw new Error('no token keys');
+    }, { intervalMs: 20, onChange: (err) => changes.push(`keys ${err?.message ?? 'up'}`) });
+    await until(async () => (await checkHealth(address)) === 'NOT_SERVING');
+    down.keys = false;
+    await until(async () => (await checkHealth(address)) === 'SERVING');
+    down.db = true;
+    await until(async () => (await checkHealth(address)) === 'NOT_SERVING');
+    down.db = false;
+    await until(async () => (await checkHealth(address)) === 'SERVING');
+    expect(changes).to.deep.equal(['keys no token keys', 'keys up', 'db database unreachable', 'db up']);
   });
 
   it('answers NOT_FOUND for a service it does not know', async () => {

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { Registry } from 'prom-client';
-import { packagePath } from '../authz/package-root.ts';
+import { packagePath } from './package-root.ts';
 import { LIVENESS_SERVICE } from './liveness.ts';
 
 export { LIVENESS_SERVICE };
@@ -62,10 +62,10 @@ export class HealthServer {
   #http: http.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
   readonly #metrics: Registry | undefined;
-  // Set while a watched dependency (the shared database) fails its probe: every status but
-  // liveness then reads NOT_SERVING, so a load balancer stops sending calls this process could only fail.
-  #dependencyDown = false;
-  #probeTimer: NodeJS.Timeout | undefined;
+  // One entry per watched dependency (the shared database, auth's keys and revocation set): while
+  // any fails its probe every status but liveness reads NOT_SERVING, so a load balancer stops
+  // sending calls this process could only fail.
+  readonly #dependencies: { down: boolean; timer: NodeJS.Timeout }[] = [];
 
   constructor(services: readonly string[], options: HealthServerOptions = {}) {
     for (const name of ['', LIVENESS_SERVICE, ...services]) this.#statuses.set(name, 'NOT_SERVING');
@@ -81,6 +81,10 @@ export class HealthServer {
     for (const watcher of this.#watchers) watcher.call.write({ status: this.status(watcher.service) });
   }
 
+  get #dependencyDown(): boolean {
+    return this.#dependencies.some((d) => d.down);
+  }
+
   status(service: string): ServingStatus | 'SERVICE_UNKNOWN' {
     const status = this.#statuses.get(service);
     if (status === undefined) return 'SERVICE_UNKNOWN';
@@ -90,8 +94,9 @@ export class HealthServer {
   /**
    * Probes a dependency every `intervalMs`; while a probe fails or takes longer than `timeoutMs`
    * the process reports NOT_SERVING, and SERVING again (if it was) after the next probe passes.
+   * `onChange` hears each change, with the probe's error when it went down. Several may be watched.
    */
-  watchDependency(probe: () => Promise<void>, opts: { intervalMs?: number; timeoutMs?: number } = {}): void {
+  watchDependency(probe: () => Promise<void>, opts: { intervalMs?: number; timeoutMs?: number; onChange?: (err: Error | null) => void } = {}): void {
     const intervalMs = opts.intervalMs ?? 1000;
     const timeoutMs = opts.timeoutMs ?? 2000;
     let running = false;
@@ -99,24 +104,26 @@ export class HealthServer {
       if (running) return;
       running = true;
       let timer: NodeJS.Timeout | undefined;
-      let down: boolean;
+      let error: Error | null;
       try {
         await Promise.race([probe(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('probe timed out')), timeoutMs)))]);
-        down = false;
-      } catch {
-        down = true;
+        error = null;
+      } catch (err) {
+        error = err instanceof Error ? err : new Error(String(err));
       } finally {
         clearTimeout(timer);
         running = false;
       }
-      if (down !== this.#dependencyDown) {
-        this.#dependencyDown = down;
+      if ((error !== null) !== entry.down) {
+        entry.down = error !== null;
         this.#notifyWatchers();
+        opts.onChange?.(error);
       }
     };
-    clearInterval(this.#probeTimer);
-    this.#probeTimer = setInterval(() => void tick(), intervalMs);
-    this.#probeTimer.unref();
+    const entry = { down: false, timer: setInterval(() => void tick(), intervalMs) };
+    entry.timer.unref();
+    this.#dependencies.push(entry);
+    void tick();
   }
 
   /** Binds the plaintext health listener; returns the bound port. */
@@ -188,7 +195,7 @@ export class HealthServer {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#probeTimer);
+    for (const d of this.#dependencies) clearInterval(d.timer);
     this.setAll('NOT_SERVING');
     for (const watcher of this.#watchers) watcher.call.end();
     this.#watchers.clear();
