@@ -70,10 +70,10 @@ export async function serve(env: Env): Promise<RunningService> {
     if (!config.service.memberOf(trustDomain)) {
       throw new TwokeyError('ERR_CONFIG_INVALID', `TWOKEY_AUTHZ_SERVICE ${config.service} is not in the trust domain ${trustDomain}`);
     }
-    const catalog = MethodCatalog.load({ extraRoots: config.protoRoots });
-    const keys = await runtime.authKeys();
-    const revocation = runtime.revocationHolder(keys);
-    await runtime.watchRevocations(revocation);
+    // The backend's protos: those the flag names, and the registry's protoRoots (a team's own services).
+    const catalog = MethodCatalog.load({ extraRoots: [...runtime.registry.protoRoots, ...config.protoRoots] });
+    // Auth's keys and revocation set, followed as every mesh member follows them.
+    const { keys, revocation } = await runtime.linkToAuth();
     const authorizer = createAuthorizer({
       svid: runtime.svid,
       keys,

@@ -16,7 +16,7 @@ import { DEFAULT_PROTO_ROOT } from '../../services/authz/method-catalog.ts';
 import { SvidSource } from '../../services/authz/svid-source.ts';
 import { renderNginxConfig } from '../../services/authorizer/nginx-config.ts';
 import { AUTHORIZER_PROTO_ROOT, CHECK_METHOD } from '../../services/authorizer/proxy-admission.ts';
-import { checkHealth } from '../../services/mesh-runtime/health.ts';
+import { checkHealth } from '../../services/authz/health-server.ts';
 import { AuthClient, unary } from '../../services/mesh-runtime/protos.ts';
 import { freePortSource } from '../../scripts/local-mesh/ports.ts';
 import { REPO_ROOT, TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
