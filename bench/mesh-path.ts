@@ -34,7 +34,16 @@ export async function startMeshPath(stateDir: string, profileDir?: string, extra
   // The cleaner's nightly sweep must not run while the benchmark measures.
   // The services write their logs as in production (asynchronously), not line by line before each
   // answer as `npm start` does for the demo's sake.
-  const env: Record<string, string> = { TWOKEY_LOG_SYNC: '0', ...extraEnv };
+  const env: Record<string, string> = {
+    TWOKEY_LOG_SYNC: '0',
+    // One token on one connection, offered faster than a busy machine answers: the gateway's
+    // per-user and per-connection limits would shed it. They are still checked on every call.
+    TWOKEY_GATEWAY_MAX_CONCURRENT_STREAMS: '1000',
+    TWOKEY_GATEWAY_MAX_IN_FLIGHT_PER_CONNECTION: '100000',
+    TWOKEY_GATEWAY_MAX_IN_FLIGHT_PER_USER: '100000',
+    TWOKEY_GATEWAY_MAX_IN_FLIGHT: '100000',
+    ...extraEnv,
+  };
   if (profileDir !== undefined) {
     Object.assign(env, { NODE_OPTIONS: `--import=${fileURLToPath(new URL('./cpu-profiler.mjs', import.meta.url))}`, TWOKEY_BENCH_PROFILE_DIR: profileDir });
   }

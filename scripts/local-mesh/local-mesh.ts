@@ -11,6 +11,7 @@ import { UserStore } from '../../services/auth/user-store.ts';
 import { TwokeyError } from '../../services/authz/errors.ts';
 import { postgresConfig } from '../../services/mesh-runtime/database-config.ts';
 import { checkHealth } from '../../services/authz/health-server.ts';
+import { GATEWAY_PROCESS_ENV } from '../../services/gateway/gateway-limits.ts';
 import { assignPorts, freePortSource, SERVED_SERVICES, SERVICE_NAMES, type MeshPorts, type ServiceName } from './ports.ts';
 import { ensurePublicTls } from './public-tls.ts';
 import { findPostgresBin, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
@@ -219,6 +220,7 @@ function serviceEnv(
       break;
     case 'gateway':
       Object.assign(env, { TWOKEY_PUBLIC_LISTEN: local(ports.gatewayPublic), TWOKEY_PUBLIC_TLS_DIR: layout.gatewayTlsDir });
+      for (const [key, value] of Object.entries(GATEWAY_PROCESS_ENV)) env[key] ??= value;
       break;
     case 'cleaner':
       env['TWOKEY_CLEANER_INTERVAL'] = opts.cleanerInterval ?? '10s';

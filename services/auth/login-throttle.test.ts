@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { forEachEngine } from '../../test/postgres/engines.ts';
 import { AuthService } from './auth-service.ts';
 import { openAuthStorage, type AuthStorage } from './auth-storage.ts';
-import { LoginThrottle } from './login-throttle.ts';
+import { DEFAULT_THROTTLE, LoginThrottle, type ThrottlePolicy } from './login-throttle.ts';
 import { SigningKeys } from './signing-keys.ts';
 import { TokenMinter } from './token-minter.ts';
 import { UserStore } from './user-store.ts';
@@ -29,7 +29,10 @@ forEachEngine('login throttling, the user store and signing keys', (fx) => {
 
   const gateway = { spiffeId: 'spiffe://twokey.local/ns/twokey/sa/gateway', thumbprint: 'A'.repeat(43) };
 
-  /** An auth service over the test database: three failures lock a username. */
+  /** A policy for tests: `pair` free failures per username and source, then 1 s doubling; `lock` locks the username. */
+  const policy = (o: Partial<ThrottlePolicy> = {}): ThrottlePolicy => ({ ...DEFAULT_THROTTLE, windowMs: 60_000, lockWindowMs: 3_600_000, ...o });
+
+  /** An auth service over the test database: three failures from one source delay that source's next guess. */
   function authService(users: UserStore, roleScopes: Record<string, string[]>): AuthService {
     const keys = new SigningKeys(db.keys, { rotationMs: 3_600_000 });
     return new AuthService({
@@ -45,43 +48,67 @@ forEachEngine('login throttling, the user store and signing keys', (fx) => {
         workloads: new Map(),
       },
       users,
-      throttle: new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 3, maxFailuresPerSource: 100 }, () => now),
+      throttle: new LoginThrottle(db.failures, policy({ freePerPair: 3, lockAfter: 5 }), () => now),
       keys,
       minter: new TokenMinter({ keys, issuer: 'https://auth.twokey.local' }),
       verifySubjectToken: () => Promise.reject(new Error('not used')),
     });
   }
 
-  it('locks a username after five failures within the window, from any source and any replica', async () => {
-    const other = await open();
-    const policy = { windowMs: 60_000, maxFailuresPerUser: 5, maxFailuresPerSource: 100 };
-    const replicas = [new LoginThrottle(db.failures, policy, () => now), new LoginThrottle(other.failures, policy, () => now)];
+  it('delays a guesser after five failures with doubling waits, while the user logs in from elsewhere', async () => {
+    const throttle = new LoginThrottle(db.failures, policy(), () => now);
     for (let i = 0; i < 5; i++) {
-      await replicas[i % 2]!.check('alice', `src${i}`);
-      await replicas[i % 2]!.recordFailure('alice', `src${i}`);
+      await throttle.check('alice', 'gateway|10.0.0.66');
+      await throttle.recordFailure('alice', 'gateway|10.0.0.66');
     }
+    expect(await messageOf(throttle.check('alice', 'gateway|10.0.0.66'))).to.equal('too many failed logins for this username from this address; retry in 1 s');
+    // The stranger's guesses do not lock alice out: she logs in from her own address.
+    await throttle.check('alice', 'gateway|192.0.2.1');
+    now += 1000;
+    await throttle.check('alice', 'gateway|10.0.0.66');
+    await throttle.recordFailure('alice', 'gateway|10.0.0.66');
+    expect(await messageOf(throttle.check('alice', 'gateway|10.0.0.66'))).to.match(/retry in 2 s$/);
+    now += 2000;
+    await throttle.recordFailure('alice', 'gateway|10.0.0.66');
+    expect(await messageOf(throttle.check('alice', 'gateway|10.0.0.66'))).to.match(/retry in 4 s$/);
+  });
+
+  it('delays a source guessing across usernames after its free failures', async () => {
+    const throttle = new LoginThrottle(db.failures, policy({ freePerSource: 3 }), () => now);
+    for (const user of ['a', 'b', 'c']) await throttle.recordFailure(user, 'gateway|10.0.0.9');
+    expect(await messageOf(throttle.check('d', 'gateway|10.0.0.9'))).to.equal('too many failed logins from this address; retry in 1 s');
+    await throttle.check('d', 'gateway|10.0.0.10');
+  });
+
+  it('locks a username for everyone only at the much higher threshold, from any source and any replica', async () => {
+    const other = await open();
+    const p = policy({ lockAfter: 12 });
+    const replicas = [new LoginThrottle(db.failures, p, () => now), new LoginThrottle(other.failures, p, () => now)];
+    for (let i = 0; i < 11; i++) await replicas[i % 2]!.recordFailure('alice', `src${i}`);
+    await replicas[0]!.check('alice', 'fresh');
+    await replicas[1]!.recordFailure('alice', 'src11');
     for (const throttle of replicas) {
-      expect(await codeOf(throttle.check('alice', 'fresh'))).to.equal('ERR_LOGIN_THROTTLED');
+      expect(await messageOf(throttle.check('alice', 'fresh'))).to.equal('this username is locked after 12 failed logins; retry in 3600 s');
       await throttle.check('bob', 'fresh');
     }
-    expect(await messageOf(replicas[0]!.check('alice', 'fresh'))).to.match(/too many failed logins for this username; retry in 60 s/);
-    now += 60_001;
+    now += 3_600_001;
     await replicas[1]!.check('alice', 'fresh');
   });
 
-  it('locks a source guessing across usernames', async () => {
-    const throttle = new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 100, maxFailuresPerSource: 3 }, () => now);
-    for (const user of ['a', 'b', 'c']) await throttle.recordFailure(user, 'gateway|10.0.0.9');
-    expect(await messageOf(throttle.check('d', 'gateway|10.0.0.9'))).to.match(/for this source/);
-    await throttle.check('d', 'gateway|10.0.0.10');
+  it('a successful login ends the run: the count towards the lock starts again', async () => {
+    const throttle = new LoginThrottle(db.failures, policy({ lockAfter: 3 }), () => now);
+    for (let i = 0; i < 2; i++) await throttle.recordFailure('alice', `s${i}`);
+    await throttle.recordSuccess('alice');
+    for (let i = 0; i < 2; i++) await throttle.recordFailure('alice', `t${i}`);
+    await throttle.check('alice', 'u');
   });
 
   it('counts concurrent attempts still being checked, so a burst of guesses cannot outrun the limit', async () => {
     const users = new UserStore(db.users);
     await users.add('alice', 'correct horse battery');
     const service = authService(users, {});
-    const attempts = Array.from({ length: 8 }, (_, i) =>
-      service.login(gateway, `src${i}`, { username: 'alice', password: 'wrong password here' }).then(
+    const attempts = Array.from({ length: 8 }, () =>
+      service.login(gateway, 'src', { username: 'alice', password: 'wrong password here' }).then(
         () => 'OK',
         (err: { code: string }) => err.code,
       ),
@@ -90,18 +117,22 @@ forEachEngine('login throttling, the user store and signing keys', (fx) => {
     expect(codes.filter((c) => c === 'ERR_LOGIN_FAILED')).to.have.length(3);
     expect(codes.filter((c) => c === 'ERR_LOGIN_THROTTLED')).to.have.length(5);
     let err: unknown;
-    await service.login(gateway, 'src9', { username: 'alice', password: 'correct horse battery' }).catch((e) => (err = e));
+    await service.login(gateway, 'src', { username: 'alice', password: 'correct horse battery' }).catch((e) => (err = e));
     expect(err).to.have.property('code', 'ERR_LOGIN_THROTTLED');
+    // From another address alice is not held up by the guesses.
+    expect((await service.login(gateway, 'elsewhere', { username: 'alice', password: 'correct horse battery' })).token_type).to.equal('Bearer');
   });
 
-  it('survives reopening the database, and an unlock clears the username', async () => {
-    await new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 1, maxFailuresPerSource: 100 }, () => now).recordFailure('alice', 's');
+  it('survives reopening the database, and an unlock clears the username from every source', async () => {
+    await new LoginThrottle(db.failures, policy({ lockAfter: 1 }), () => now).recordFailure('alice', 's');
     await db.close();
     opened.splice(opened.indexOf(db), 1);
     db = await open();
-    const again = new LoginThrottle(db.failures, { windowMs: 60_000, maxFailuresPerUser: 1, maxFailuresPerSource: 100 }, () => now);
-    expect(await messageOf(again.check('alice', 's'))).to.match(/too many failed logins/);
+    const again = new LoginThrottle(db.failures, policy({ lockAfter: 1, freePerPair: 1 }), () => now);
+    expect(await messageOf(again.check('alice', 'other'))).to.match(/locked after 1 failed logins/);
+    expect(await messageOf(again.check('alice', 's'))).to.match(/locked/);
     expect(await again.unlock('alice')).to.equal(1);
+    await again.check('alice', 's');
     await again.check('alice', 'other');
   });
 

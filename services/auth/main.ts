@@ -31,11 +31,18 @@ function caller(): CallerWorkload {
   return { spiffeId: peer.spiffeId.toString(), thumbprint: peer.thumbprint };
 }
 
-/** Where a login attempt comes from: the calling workload and the end-user address it reports. */
-function loginSource(metadata: Metadata): string {
+/**
+ * Where a login attempt comes from, for the throttle: the calling workload, and for the gateway
+ * alone the end-user address it reports in x-forwarded-for. Only the workload named `gateway` in
+ * the registry may assert an address (its certificate proves who sends the header, and it never
+ * relays the client's own); from any other caller the header is ignored, so no workload can charge
+ * its guesses to someone else's address.
+ */
+export function loginSource(callerId: string, gatewayId: string | undefined, metadata: Metadata): string {
+  if (callerId !== gatewayId) return `${callerId}|direct`;
   const reported = metadata.get('x-forwarded-for');
-  const address = reported.length === 1 && typeof reported[0] === 'string' && /^[0-9a-fA-F:.]{1,45}$/.test(reported[0]) ? reported[0] : 'direct';
-  return `${caller().spiffeId}|${address}`;
+  const address = reported.length === 1 && typeof reported[0] === 'string' && /^[0-9a-fA-F:.]{1,45}$/.test(reported[0]) ? reported[0] : 'unknown';
+  return `${callerId}|${address}`;
 }
 
 export async function serve(env: Env): Promise<RunningService> {
@@ -43,6 +50,7 @@ export async function serve(env: Env): Promise<RunningService> {
   try {
     const log = runtime.logger;
     const policy = authPolicyFromRegistry(runtime.registry);
+    const gatewayId = runtime.registry.workloads.find((w) => w.name === 'gateway')?.spiffeId.toString();
     const pg = postgresConfig(env);
     const storage = await openAuthStorage(pg === undefined ? { dataDir: dataDir(env) } : { postgres: pg });
     runtime.onClose(() => storage.close());
@@ -106,7 +114,7 @@ export async function serve(env: Env): Promise<RunningService> {
     const mesh = runtime.meshServer(verifierKeys, heldRevocations);
     mesh.server.addService(AuthClient.service, {
       Login: unaryHandler(log, async (req: { username: string; password: string }, call) => {
-        const source = loginSource(call.metadata);
+        const source = loginSource(caller().spiffeId, gatewayId, call.metadata);
         try {
           const res = await metrics.counted('login', () => service.login(caller(), source, req));
           log.info({ event: 'auth.login', user: req.username, source, jti: res.jti }, 'login succeeded');

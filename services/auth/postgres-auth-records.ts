@@ -132,15 +132,16 @@ export class PostgresFailureRecords implements FailureRecords {
     return (await this.#db.query<{ at_ms: number }>('auth_failures_since', 'SELECT at_ms FROM login_failures WHERE key = $1 AND at_ms > $2', [key, sinceMs])).map((r) => r.at_ms);
   }
 
-  async record(userKey: string, sourceKey: string, nowMs: number, pruneBeforeMs: number): Promise<void> {
+  async record(keys: readonly string[], nowMs: number, pruneBeforeMs: number): Promise<void> {
     await this.#db.transaction(async (c) => {
-      await c.query({ name: 'auth_failures_insert', text: 'INSERT INTO login_failures (key, at_ms) VALUES ($1, $3), ($2, $3)', values: [userKey, sourceKey, nowMs] });
+      await c.query({ name: 'auth_failures_insert_keys', text: 'INSERT INTO login_failures (key, at_ms) SELECT k, $2 FROM unnest($1::text[]) AS k', values: [keys, nowMs] });
       await c.query({ name: 'auth_failures_prune', text: 'DELETE FROM login_failures WHERE at_ms <= $1', values: [pruneBeforeMs] });
     });
   }
 
   async clear(key: string): Promise<number> {
-    return (await this.#db.query('auth_failures_clear', 'DELETE FROM login_failures WHERE key = $1 RETURNING 1', [key])).length;
+    // The key itself and the keys under it (`key|...`), compared as text: no LIKE wildcards.
+    return (await this.#db.query('auth_failures_clear_tree', 'DELETE FROM login_failures WHERE key = $1 OR substr(key, 1, length($2)) = $2 RETURNING 1', [key, `${key}|`])).length;
   }
 }
 

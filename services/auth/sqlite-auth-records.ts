@@ -81,23 +81,23 @@ export class SqliteFailureRecords implements FailureRecords {
     this.#select = db.prepare('SELECT at_ms FROM login_failures WHERE key = ? AND at_ms > ?');
     this.#insert = db.prepare('INSERT INTO login_failures (key, at_ms) VALUES (?, ?)');
     this.#prune = db.prepare('DELETE FROM login_failures WHERE at_ms <= ?');
-    this.#clear = db.prepare('DELETE FROM login_failures WHERE key = ?');
+    // The key itself and the keys under it (`key|...`), compared as text: no LIKE wildcards.
+    this.#clear = db.prepare('DELETE FROM login_failures WHERE key = ? OR substr(key, 1, length(?)) = ?');
   }
 
   async since(key: string, sinceMs: number): Promise<number[]> {
     return (this.#select.all(key, sinceMs) as unknown as { at_ms: number }[]).map((r) => r.at_ms);
   }
 
-  async record(userKey: string, sourceKey: string, nowMs: number, pruneBeforeMs: number): Promise<void> {
+  async record(keys: readonly string[], nowMs: number, pruneBeforeMs: number): Promise<void> {
     inTransaction(this.#db, () => {
-      this.#insert.run(userKey, nowMs);
-      this.#insert.run(sourceKey, nowMs);
+      for (const key of keys) this.#insert.run(key, nowMs);
       this.#prune.run(pruneBeforeMs);
     });
   }
 
   async clear(key: string): Promise<number> {
-    return Number(this.#clear.run(key).changes);
+    return Number(this.#clear.run(key, `${key}|`, `${key}|`).changes);
   }
 }
 

@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import type { RegistryWorkload } from '../../certs-ca/registry.ts';
+import type { CallLimits } from '../authz/call-limits.ts';
 import { DecisionLog } from '../authz/decision-log.ts';
 import { DecisionMetrics, registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
 import { TwokeyError } from '../authz/errors.ts';
@@ -41,6 +42,8 @@ export interface AuthorizerOptions {
   revocation?: RevocationSource | undefined;
   /** Istio mode: the registry's workloads, whose grants apply to a principal forwarded without a certificate. */
   istioWorkloads?: readonly RegistryWorkload[] | undefined;
+  /** The load limits of the Check listener's mesh server (CALL_LIMIT_DEFAULTS for those not given). */
+  limits?: Partial<CallLimits> | undefined;
   clock?: () => number;
 }
 
@@ -89,6 +92,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
     issuer: options.issuer,
     rules: ADMISSION_RULES,
     ...(options.logger === undefined ? {} : { logger: options.logger }),
+    ...(options.limits === undefined ? {} : { limits: options.limits }),
     clock,
     serverOptions: { 'grpc.max_receive_message_length': MAX_CHECK_BYTES },
   });

@@ -4,7 +4,7 @@ import { TwokeyError } from '../authz/errors.ts';
 import { MethodCatalog } from '../authz/method-catalog.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envFlag, type Env } from '../mesh-runtime/env.ts';
-import { MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
+import { MeshRuntime, meshCallLimits } from '../mesh-runtime/mesh-runtime.ts';
 import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { createAuthorizer } from './authorizer.ts';
 import { listenAddress } from './listen-address.ts';
@@ -84,6 +84,8 @@ export async function serve(env: Env): Promise<RunningService> {
       metrics: { registry: runtime.metrics, knownCallers: runtime.registry.workloads.map((w) => w.spiffeId.toString()) },
       revocation,
       istioWorkloads: config.istio ? runtime.registry.workloads : undefined,
+      // The same TWOKEY_MAX_* limits as every mesh server's.
+      limits: meshCallLimits(runtime.env),
     });
     runtime.onClose(() => authorizer.close());
     const bound: Record<string, number> = {};

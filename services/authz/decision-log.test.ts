@@ -201,3 +201,47 @@ describe('DecisionLog', () => {
     expect(line.check_details).to.have.length(7);
   });
 });
+
+describe('DecisionLog: denials folded per peer and reason', () => {
+  it('writes allows always and the first denials of each window; the rest are counted in one summary line, none dropped', async () => {
+    let clock = NOW;
+    const { logger, lines } = capture();
+    const log = new DecisionLog(logger, { folding: { windowMs: 10_000, linesPerWindow: 3, maxKeys: 100 }, clock: () => clock });
+    const p = peer();
+    const noScope = decided(p, { rule: { permission: 'images:delete' } });
+    const expired = decided(p, { now: NOW + 7200_000 });
+    expect(noScope.allow).to.equal(false);
+    for (let i = 0; i < 50; i++) log.write(event(p, noScope, { decisionId: `deny-${i}` }));
+    for (let i = 0; i < 2; i++) log.write(event(p, expired, { decisionId: `expired-${i}` }));
+    for (let i = 0; i < 5; i++) log.write(event(p, decided(p), { decisionId: `allow-${i}` }));
+    await flush();
+    const parsed = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed().filter((l) => l['allow'] === false).map((l) => l['decision_id'])).to.deep.equal(['deny-0', 'deny-1', 'deny-2', 'expired-0', 'expired-1']);
+    expect(parsed().filter((l) => l['allow'] === true)).to.have.length(5);
+    expect(parsed().filter((l) => l['event'] === 'authz.decision.folded')).to.deep.equal([]);
+    // The window ends: the next denial of that kind is written, after the summary of the last window.
+    clock += 10_000;
+    log.write(event(p, noScope, { decisionId: 'deny-next' }));
+    await flush();
+    const folded = parsed().filter((l) => l['event'] === 'authz.decision.folded');
+    expect(folded).to.have.length(1);
+    expect(folded[0]).to.include({ folded: 47, peer_spiffe_id: PEER_ID, failed_check: 'scope', error_code: 'ERR_SCOPE_MISSING', window_ms: 10_000 });
+    expect(parsed().at(-1)).to.include({ decision_id: 'deny-next' });
+    // Closing writes the summaries still open.
+    for (let i = 0; i < 5; i++) log.write(event(p, noScope, { decisionId: `late-${i}` }));
+    log.close();
+    await flush();
+    expect(parsed().filter((l) => l['event'] === 'authz.decision.folded').map((l) => l['folded'])).to.deep.equal([47, 3]);
+  });
+
+  it('calls shed by a load limit are folded per peer and limit the same way', async () => {
+    const { logger, lines } = capture();
+    const log = new DecisionLog(logger, { folding: { windowMs: 10_000, linesPerWindow: 2, maxKeys: 100 }, clock: () => NOW });
+    for (let i = 0; i < 10; i++) log.shed({ method: METHOD, peer: peer(), limit: 'in_flight_per_peer', reason: 'overloaded', requestId: `r${i}` });
+    log.close();
+    await flush();
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed.filter((l) => l['event'] === 'authz.shed').map((l) => l['request_id'])).to.deep.equal(['r0', 'r1']);
+    expect(parsed.filter((l) => l['event'] === 'authz.decision.folded').map((l) => [l['limit'], l['folded']])).to.deep.equal([['in_flight_per_peer', 8]]);
+  });
+});

@@ -1,6 +1,7 @@
 // One structured log line per authorization decision; tokens, keys and passwords never appear.
 import type { Logger } from 'pino';
 import type { CheckName, CheckOutcome, Decision, PeerIdentity, VerifiedToken } from './types.ts';
+import { LineFolder, type FoldSummary, type FoldingPolicy } from './log-folding.ts';
 import { PinoLineWriter } from './pino-line.ts';
 
 export interface DecisionEvent {
@@ -111,6 +112,29 @@ function tokenJson(token: VerifiedToken): string {
   );
 }
 
+/** A call refused by a load limit before (or instead of) its decision. */
+export interface ShedEvent {
+  readonly method: string;
+  readonly peer: PeerIdentity | undefined;
+  /** The limit's name (a fixed string of the code that sheds). */
+  readonly limit: string;
+  readonly reason: string;
+  readonly requestId?: string | undefined;
+}
+
+export interface DecisionLogOptions {
+  /** How denial and shed lines are folded; DEFAULT_FOLDING when absent. */
+  folding?: FoldingPolicy;
+  /** Epoch ms, for the folding windows. */
+  clock?: () => number;
+}
+
+/**
+ * Writes decision lines. Allowed calls' lines are always written. Denials (and calls shed by a
+ * load limit) are rate-limited per peer and reason: the first lines of each window are written,
+ * the rest are counted into one `authz.decision.folded` line naming the peer, the reason and how
+ * many were folded, so a flood of denials costs bounded disk and none goes unrecorded.
+ */
 export class DecisionLog {
   readonly #logger: Logger;
   /** Where the decision lines go; refusals inside handlers are written there too. */
@@ -118,18 +142,57 @@ export class DecisionLog {
   /** Allowed decisions' lines, written without pino's object walk when the logger allows it. */
   readonly #allowed: PinoLineWriter | undefined;
   readonly #allowedLine = new AllowedLine();
+  readonly #folder: LineFolder;
 
-  constructor(logger: Logger) {
+  constructor(logger: Logger, options: DecisionLogOptions = {}) {
     this.#logger = logger;
     this.logger = logger;
     this.#allowed = PinoLineWriter.of(logger, 'info', 'authz allow', FIELD_KEYS);
+    this.#folder = new LineFolder((s) => this.#summary(s), {
+      ...(options.folding === undefined ? {} : { policy: options.folding }),
+      ...(options.clock === undefined ? {} : { now: options.clock }),
+    });
   }
 
   write(event: DecisionEvent): void {
     if (event.decision.allow && this.#allowed !== undefined) return this.#allowed.write(this.#allowedLine.fields(event));
+    if (event.decision.allow) return this.#logger.info(decisionFields(event), 'authz allow');
+    const { decision, peer } = event;
+    const peerId = peer?.spiffeId.toString();
+    const key = `${peerId ?? ''}|${decision.failedCheck ?? ''}|${decision.errorCode ?? ''}|${event.enforced ? 1 : 0}`;
+    const fold = () => ({
+      peer_spiffe_id: peerId,
+      failed_check: decision.failedCheck,
+      error_code: decision.errorCode,
+      grpc_code: decision.code,
+      ...(event.enforced ? {} : { dry_run: true }),
+      reason: decision.reason,
+    });
+    if (!this.#folder.admit(key, fold)) return;
     const fields = decisionFields(event);
-    if (event.decision.allow) this.#logger.info(fields, 'authz allow');
-    else if (event.enforced) this.#logger.warn(fields, 'authz deny');
+    if (event.enforced) this.#logger.warn(fields, 'authz deny');
     else this.#logger.warn(fields, 'authz would deny (dry run)');
+  }
+
+  /** A call shed by a load limit: folded per peer and limit like a denial. */
+  shed(event: ShedEvent): void {
+    const peerId = event.peer?.spiffeId.toString();
+    if (!this.#folder.admit(`${peerId ?? ''}|shed:${event.limit}`, () => ({ peer_spiffe_id: peerId, limit: event.limit, reason: event.reason }))) return;
+    this.#logger.warn(
+      { event: 'authz.shed', request_id: event.requestId, method: event.method, peer_spiffe_id: peerId, peer_serial: event.peer?.serialHex, limit: event.limit, reason: event.reason },
+      'call shed',
+    );
+  }
+
+  /** Writes the summaries of windows still open (a closing server). */
+  close(): void {
+    this.#folder.close();
+  }
+
+  #summary(s: FoldSummary): void {
+    this.#logger.warn(
+      { event: 'authz.decision.folded', ...s.fields, folded: s.folded, window_start: new Date(s.fromMs).toISOString(), window_ms: s.toMs - s.fromMs },
+      `${s.folded} more lines like this were folded`,
+    );
   }
 }

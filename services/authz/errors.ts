@@ -30,6 +30,9 @@ export const ERROR_CODES = [
   'ERR_REVOCATION_SET_INVALID',
   'ERR_REVOCATION_STALE',
   'ERR_REVOCATION_LIMIT',
+  // Load: a call shed by a concurrency, byte or rate limit, or whose request never arrived in time.
+  'ERR_OVERLOADED',
+  'ERR_REQUEST_TIMEOUT',
   // Policy and resources.
   'ERR_METHOD_UNDECLARED',
   'ERR_RESOURCE_FORBIDDEN',
@@ -115,6 +118,9 @@ const STATUS_BY_CODE: Record<ErrorCode, status> = {
   ERR_REVOCATION_STALE: status.UNAVAILABLE,
   // The set is at its bound: the revocation was not recorded, and the administrator must know.
   ERR_REVOCATION_LIMIT: status.RESOURCE_EXHAUSTED,
+  // Retryable later: the server refused the call at once rather than queue it.
+  ERR_OVERLOADED: status.RESOURCE_EXHAUSTED,
+  ERR_REQUEST_TIMEOUT: status.DEADLINE_EXCEEDED,
   ERR_METHOD_UNDECLARED: status.PERMISSION_DENIED,
   ERR_RESOURCE_FORBIDDEN: status.PERMISSION_DENIED,
   ERR_CONFIG_INVALID: status.INTERNAL,

@@ -3,6 +3,8 @@
 // repository import the modules they use directly.
 export { joinMesh, type JoinMeshOptions, type MeshMember, type MeshServiceClient } from './join-mesh.ts';
 export { createMeshServer, type MeshServer, type MeshServerOptions } from './server.ts';
+export { CALL_LIMIT_DEFAULTS, type CallLimits } from './call-limits.ts';
+export { DEFAULT_FOLDING, type FoldingPolicy } from './log-folding.ts';
 export { createMeshClient, type MeshClientOptions } from './client.ts';
 export { DEFAULT_RETRY_BUDGET, type RetryBudget } from './retry-policy.ts';
 export { callContext, type CallContext, type TraceContext } from './call-context.ts';

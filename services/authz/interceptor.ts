@@ -9,6 +9,7 @@ import {
   type ServerMethodDefinition,
 } from '@grpc/grpc-js';
 import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call-context.ts';
+import type { CallAdmission, Shed } from './call-limits.ts';
 import { decide, decidePeer } from './decision.ts';
 import type { Decision, DecisionInput, PeerResult, TokenResult } from './types.ts';
 import type { MethodRule } from './method-catalog.ts';
@@ -43,6 +44,8 @@ export interface AuthzInterceptorOptions {
   dryRun?: boolean;
   /** The revocation set this server enforces; absent, revocation is not checked here. */
   revocation?: RevocationSource;
+  /** Load limits calls are admitted against (in flight per peer, per user, in total); absent, none. */
+  admission?: CallAdmission;
 }
 
 /** Where the interceptor reads the held revocation set, and learns that it changed (a RevocationHolder fits). */
@@ -72,6 +75,7 @@ interface Settings {
   readonly dryRun: boolean;
   readonly revocation: RevocationSource | undefined;
   readonly peers: PeerIdentityCache;
+  readonly admission: CallAdmission | undefined;
   /** Open streams, re-decided when the revocation set or the trust bundle changes. */
   readonly openStreams: OpenStreams<AuthorizedCall>;
 }
@@ -110,6 +114,7 @@ export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterc
     dryRun: options.dryRun === true,
     revocation,
     peers,
+    admission: options.admission,
     openStreams: new OpenStreams<AuthorizedCall>(
       revocation === undefined
         ? {}
@@ -134,6 +139,7 @@ export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterc
     close: () => {
       unsubscribe?.();
       settings.openStreams.close();
+      settings.log?.close();
     },
   };
 }
@@ -167,6 +173,10 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #metadata: Metadata | undefined;
   /** Whether this call is counted as an open stream. */
   #streamOpen = false;
+  /** The peer key this call holds a share of in flight under (undefined: none held). */
+  #heldPeer: string | undefined;
+  /** The subject this call holds a share of in flight under (undefined: none held). */
+  #heldUser: string | undefined;
 
   constructor(settings: Settings, method: ServerMethodDefinition<unknown, unknown>, peer: PeerResult, call: ServerInterceptingCallInterface) {
     this.#settings = settings;
@@ -191,6 +201,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   }
 
   sendStatus(callStatus: Parameters<ServerInterceptingCallInterface['sendStatus']>[0]): void {
+    this.#release();
     this.#stopExpiry();
     if (this.#streamOpen) this.#closeStream();
     if (this.#ctx !== undefined) endCall(this.#ctx);
@@ -231,6 +242,14 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#started = process.hrtime.bigint();
     this.#decisionId = this.#settings.newId();
     this.#requestId = requestIdFrom(metadata, this.#decisionId);
+    // Shed before the token is verified: a flood over the limit costs no signature checks.
+    const admission = this.#settings.admission;
+    if (admission !== undefined) {
+      const peerKey = this.#peer.ok ? this.#peer.identity.spiffeId.toString() : '';
+      const shed = admission.admitPeer(peerKey);
+      if (shed !== undefined) return this.#shed(shed);
+      this.#heldPeer = peerKey;
+    }
     this.#metadata = metadata;
     // Only computing the decision is guarded here: an error in it denies the call. What the
     // handler does once admitted is grpc-js's to handle, not mislogged as a decision.
@@ -263,6 +282,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
 
   onCancel(): void {
     this.#cancelled = true;
+    this.#release();
     this.#stopExpiry();
     if (this.#streamOpen) this.#closeStream();
     if (this.#ctx !== undefined) endCall(this.#ctx);
@@ -333,6 +353,13 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     }
     // A call cancelled while its token was being verified has no handler to start.
     if (this.#cancelled) return;
+    const admission = this.#settings.admission;
+    const subject = decision.allow ? decision.token?.subject : undefined;
+    if (admission !== undefined && subject !== undefined) {
+      const shed = admission.admitUser(subject);
+      if (shed !== undefined) return this.#shed(shed);
+      this.#heldUser = subject;
+    }
     const metadata = this.#metadata!;
     // A call dry-run lets through despite a denial runs as if it carried no token: its handler must
     // not act for a subject (owner checks, forwarding) the policy would have refused.
@@ -363,6 +390,26 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     // only ask for the message (the handler starts at half-close).
     if (this.#method.requestStream) runInCall(ctx, () => this.#listener!.onReceiveMetadata(clean));
     else this.#listener!.onReceiveMetadata(clean);
+  }
+
+  /** Refuses the call at once for a load limit: RESOURCE_EXHAUSTED naming the limit, logged folded per peer and limit. */
+  #shed(shed: Shed): void {
+    this.sendStatus({ code: status.RESOURCE_EXHAUSTED, details: `twokey: ${shed.reason} (decision ${this.#decisionId})` });
+    try {
+      this.#settings.log?.shed({ method: this.#method.path, peer: this.#peer.ok ? this.#peer.identity : undefined, limit: shed.limit, reason: shed.reason, requestId: this.#requestId });
+    } catch {
+      // The call is already ended.
+    }
+  }
+
+  /** Gives back the shares of in-flight limits this call holds; once, whichever way it ends. */
+  #release(): void {
+    const admission = this.#settings.admission;
+    if (admission === undefined) return;
+    if (this.#heldPeer !== undefined) admission.releasePeer(this.#heldPeer);
+    if (this.#heldUser !== undefined) admission.releaseUser(this.#heldUser);
+    this.#heldPeer = undefined;
+    this.#heldUser = undefined;
   }
 
   #fail(err: unknown): void {

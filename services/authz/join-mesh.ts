@@ -14,6 +14,7 @@ import type { RevocationHolder } from './revocation-set.ts';
 import { SvidSource } from './svid-source.ts';
 import { createMeshServer, type MeshServer } from './server.ts';
 import { registerCertificateMetrics } from './workload-metrics.ts';
+import type { CallLimits } from './call-limits.ts';
 
 export interface JoinMeshOptions {
   /**
@@ -47,6 +48,8 @@ export interface JoinMeshOptions {
   /** Further interceptors, run after authorization for allowed calls only. */
   interceptors?: ServerInterceptor[];
   serverOptions?: Omit<ServerOptions, 'interceptors'>;
+  /** Load limits of the member's server (CALL_LIMIT_DEFAULTS for those not given; see createMeshServer). */
+  limits?: Partial<CallLimits>;
   /** Log would-be denials and let calls through (rollouts only). */
   dryRun?: boolean;
 }
@@ -146,6 +149,7 @@ export async function joinMesh(options: JoinMeshOptions): Promise<MeshMember> {
       // replica added behind a name gets its share of calls; serverOptions may change it.
       serverOptions: { 'grpc.max_connection_age_ms': 5 * 60_000, ...options.serverOptions },
       dryRun: options.dryRun === true,
+      ...(options.limits === undefined ? {} : { limits: options.limits }),
     });
     closers.push(() => meshServer.close());
     if (options.healthListen !== undefined) await health.listen(options.healthListen);

@@ -2,11 +2,14 @@
 import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { positiveLimit } from './admission.ts';
+import { CallAdmission, callLimits, type CallLimits } from './call-limits.ts';
 import { DecisionLog } from './decision-log.ts';
 import { DecisionMetrics, registerTokenCacheMetrics } from './decision-metrics.ts';
 import { TwokeyError } from './errors.ts';
 import { createAuthzHandle, type RevocationSource, type RuleSource } from './interceptor.ts';
 import { JwksKeySet } from './jwks.ts';
+import type { FoldingPolicy } from './log-folding.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
 import { refuseRepeatedAuthorization } from './repeated-headers.ts';
@@ -40,6 +43,15 @@ export interface MeshServerOptions {
   metrics?: { registry: Registry; knownCallers: Iterable<string> };
   /** The held revocation set (a RevocationHolder fed by auth's WatchRevocations); absent, not enforced. */
   revocation?: RevocationSource;
+  /**
+   * Load limits (CALL_LIMIT_DEFAULTS for those not given): streams per connection, calls in flight
+   * per peer identity, per user and in total; excess calls are refused at once RESOURCE_EXHAUSTED
+   * and counted in twokey_calls_shed_total. A value that is not a positive integer is refused
+   * (ERR_CONFIG_INVALID) here, at start.
+   */
+  limits?: Partial<CallLimits>;
+  /** How denial lines are folded per peer and reason (DEFAULT_FOLDING when absent). */
+  logFolding?: FoldingPolicy;
 }
 
 export interface MeshServer {
@@ -70,7 +82,6 @@ export function meshServerCredentials(svid: SvidSource): ServerCredentials {
  */
 export const MESH_SERVER_DEFAULTS: Omit<ServerOptions, 'interceptors'> = {
   'grpc.max_connection_idle_ms': 5 * 60_000,
-  'grpc.max_concurrent_streams': 1000,
   // channelz (grpc-js's introspection service, on by default) counts every call and socket even
   // when no channelz service is served; twokey serves none, and the tracking was about 4% of a
   // small call's server CPU in the profile of B. serverOptions may turn it back on.
@@ -78,6 +89,10 @@ export const MESH_SERVER_DEFAULTS: Omit<ServerOptions, 'interceptors'> = {
 };
 
 export function createMeshServer(options: MeshServerOptions): MeshServer {
+  // Configuration first: a bad limit fails the start, before anything listens.
+  const limits = callLimits(options.limits);
+  const serverOptions = { ...MESH_SERVER_DEFAULTS, 'grpc.max_concurrent_streams': limits.maxConcurrentStreams, ...options.serverOptions };
+  positiveLimit("serverOptions['grpc.max_concurrent_streams']", serverOptions['grpc.max_concurrent_streams']);
   const own = options.svid.svid.spiffeId;
   const trustDomain = own.trustDomain;
   const clock = options.clock ?? Date.now;
@@ -109,7 +124,10 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
     rules,
     tokens,
     peers,
-    ...(options.logger ? { log: new DecisionLog(options.logger) } : {}),
+    ...(options.logger
+      ? { log: new DecisionLog(options.logger, { ...(options.logFolding ? { folding: options.logFolding } : {}), ...(options.clock ? { clock: options.clock } : {}) }) }
+      : {}),
+    admission: new CallAdmission(limits, options.metrics?.registry),
     ...(metrics ? { metrics } : {}),
     clock,
     dryRun: options.dryRun === true,
@@ -126,7 +144,7 @@ export function createMeshServer(options: MeshServerOptions): MeshServer {
   options.svid.addCaCertificateListener(onBundle);
   // Authorization must see grpc-js's own call first (the peer is read from it), so it leads.
   const server = refuseRepeatedAuthorization(
-    new Server({ ...MESH_SERVER_DEFAULTS, ...options.serverOptions, interceptors: [authz.interceptor, ...(options.interceptors ?? [])] }),
+    new Server({ ...serverOptions, interceptors: [authz.interceptor, ...(options.interceptors ?? [])] }),
   );
   const credentials = meshServerCredentials(options.svid);
   return {

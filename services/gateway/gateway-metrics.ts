@@ -2,7 +2,7 @@
 import { Counter, type Registry } from 'prom-client';
 import { ERROR_CODES } from '../authz/errors.ts';
 
-/** Counted where the gateway.forward and gateway.deny lines are written; labels are the route and a fixed set of outcomes. */
+/** Counted where the gateway.forward and gateway.deny lines are written, and for cancelled calls; labels are the route and a fixed set of outcomes. */
 export class GatewayMetrics {
   readonly #counter: Counter<'method' | 'outcome'>;
 
@@ -17,6 +17,11 @@ export class GatewayMetrics {
 
   forwarded(route: string): void {
     this.#counter.inc({ method: route, outcome: 'forwarded' });
+  }
+
+  /** A call the client cancelled: before anything was forwarded, or with its upstream call then cancelled. */
+  cancelled(route: string, upstreamStarted: boolean): void {
+    this.#counter.inc({ method: route, outcome: upstreamStarted ? 'cancelled_upstream' : 'cancelled_before_forward' });
   }
 
   denied(route: string, errorCode: string): void {

@@ -1,20 +1,21 @@
-// The gateway process: the only door for end users. Public TLS (no client certificate), the user
-// token verified before anything is forwarded, identity-like metadata dropped, and calls relayed
-// into the mesh over mTLS with the gateway's own certificate and the user's token.
-import { randomUUID } from 'node:crypto';
+// The gateway process: the only door for end users. Public TLS (no client certificate), load limits
+// and the user token checked before anything is forwarded, identity-like metadata dropped, and calls
+// relayed into the mesh over mTLS with the gateway's own certificate and the user's token.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { isTwokeyError, grpcStatusOf, logDetail, TwokeyError } from '../authz/errors.ts';
+import { TwokeyError } from '../authz/errors.ts';
+import { LineFolder } from '../authz/log-folding.ts';
 import { refuseRepeatedAuthorization } from '../authz/repeated-headers.ts';
 import { registerTokenCacheMetrics } from '../authz/decision-metrics.ts';
 import { TokenAuthenticator } from '../authz/token-authenticator.ts';
-import { revocationFailure } from '../authz/decision.ts';
 import { TokenVerifier } from '../authz/token-verifier.ts';
 import { SpiffeId } from '../authz/spiffe-id.ts';
 import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
 import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import type { RunningService } from '../mesh-runtime/running-service.ts';
+import { AdmittedCall, gatewayInterceptor } from './gateway-call.ts';
+import { GatewayAdmission, gatewayLimitsFromEnv } from './gateway-limits.ts';
 import { GatewayMetrics } from './gateway-metrics.ts';
 import { PUBLIC_ROUTES, rawDefinition, type PublicRoute } from './public-routes.ts';
 
@@ -23,16 +24,12 @@ const ADDRESS_ENV: Record<PublicRoute['upstream'], [string, string]> = {
   'image-store': ['TWOKEY_IMAGE_STORE_ADDR', 'image-store:8443'],
   tagging: ['TWOKEY_TAGGING_ADDR', 'tagging:8443'],
 };
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const UPSTREAM_TIMEOUT_MS = 30_000;
-
-/** The client's IP from grpc-js's peer string ("1.2.3.4:5678", "[::1]:5678", optionally "ipv4:"-prefixed). */
-function clientAddress(peer: string): string {
-  const match = /^(?:ipv[46]:)?\[?([0-9a-fA-F:.]+?)\]?:\d+$/.exec(peer);
-  return match?.[1] ?? 'unknown';
-}
+const passthrough = (b: Buffer): Buffer => b;
 
 export async function serve(env: Env): Promise<RunningService> {
+  // Configuration first: a limit that is not a positive integer fails the start.
+  const limits = gatewayLimitsFromEnv(env);
   const runtime = await MeshRuntime.start('gateway', env, []);
   try {
     const log = runtime.logger;
@@ -63,63 +60,59 @@ export async function serve(env: Env): Promise<RunningService> {
       throw new TwokeyError('ERR_CONFIG_INVALID', `cannot read the public TLS certificate from TWOKEY_PUBLIC_TLS_DIR ${tlsDir}: ${(err as Error).message}`);
     }
     const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: certChain, private_key: privateKey }], false);
-    // Two authorization fields are refused as UNAUTHENTICATED, not judged on the first.
-    const server = refuseRepeatedAuthorization(new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.enable_channelz': 0 }));
+
+    const admission = new GatewayAdmission(limits, runtime.metrics);
+    const folder = new LineFolder((summary) =>
+      log.warn({ ...summary.fields, event: 'gateway.folded', folded: summary.folded, window_start: new Date(summary.fromMs).toISOString(), window_ms: summary.toMs - summary.fromMs }, `${summary.folded} more lines like this were folded`),
+    );
+    runtime.onClose(() => folder.close());
+    const admitted = new WeakMap<grpc.Metadata, AdmittedCall>();
+    // Calls are admitted (limits, token, request deadline) before a handler sees them.
+    const server = refuseRepeatedAuthorization(
+      new grpc.Server({
+        'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+        'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+        'grpc.enable_channelz': 0,
+        interceptors: [
+          gatewayInterceptor({
+            routes: new Map(PUBLIC_ROUTES.map((r) => [r.path, r])),
+            tokens,
+            revocations,
+            admission,
+            metrics,
+            log,
+            folder,
+            admitted,
+            forwardedToken: new WeakMap(),
+            now: Date.now,
+          }),
+        ],
+      }),
+    );
 
     for (const route of PUBLIC_ROUTES) {
       const definition = rawDefinition(route.path);
+      const upstream = upstreams.get(route.upstream)!;
       const handler: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
-        const started = Date.now();
-        const client = clientAddress(call.getPeer());
-        const requestIdIn = call.metadata.get('x-request-id')[0];
-        const requestIdSent = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn);
-        const requestId = requestIdSent ? requestIdIn : randomUUID();
-        // A denial names the request for the log, but never reflects a value the caller chose.
-        const requestRef = requestIdSent ? 'the x-request-id sent' : `request ${requestId}`;
-        // `logged` may name what the caller sent (sanitized); the status carries `reason` only.
-        const deny = (code: grpc.status, reason: string, errorCode: string, logged = reason): void => {
-          log.warn({ event: 'gateway.deny', method: route.path, client, request_id: requestId, grpc_code: code, error_code: errorCode, reason: logged }, 'gateway deny');
-          metrics.denied(route.path, errorCode);
-          callback({ code, details: `twokey gateway: ${reason} (${requestRef})` });
-        };
-        // Nothing the client sent is forwarded except the request body: fresh metadata only.
-        const outgoing = new grpc.Metadata();
-        outgoing.set('x-request-id', requestId);
-        const forward = (subject: string | undefined, jti: string | undefined): void => {
-          const upstream = upstreams.get(route.upstream)!;
-          const callDeadline = call.getDeadline();
-          const deadline = Math.min(Date.now() + UPSTREAM_TIMEOUT_MS, callDeadline instanceof Date ? callDeadline.getTime() : Number(callDeadline) || Infinity);
-          upstream.makeUnaryRequest(route.path, (b: Buffer) => b, (b: Buffer) => b, call.request, outgoing, { deadline }, (err, res) => {
-            const code = err?.code ?? grpc.status.OK;
-            log.info({ event: 'gateway.forward', method: route.path, client, request_id: requestId, subject, jti, upstream: route.upstream, grpc_code: code, latency_ms: Date.now() - started }, 'gateway forward');
-            metrics.forwarded(route.path);
-            if (err) callback({ code: err.code, details: err.details, metadata: new grpc.Metadata() });
-            else callback(null, res!);
-          });
-        };
-        if (!route.needsUserToken) {
-          outgoing.set('x-forwarded-for', client);
-          forward(undefined, undefined);
+        const a = admitted.get(call.metadata);
+        if (a === undefined) return callback({ code: grpc.status.INTERNAL, details: 'twokey gateway: call not admitted' });
+        // A client that is already gone gets nothing started for it.
+        if (a.cancelled) return;
+        if (a.streamGone()) {
+          a.cancelled = true;
+          metrics.cancelled(route.path, false);
           return;
         }
-        Promise.resolve(tokens.fromMetadata(call.metadata)).then(
-          (result) => {
-            if (!result.ok) return deny(grpcStatusOf(result.error), result.error.message, result.error.code, logDetail(result.error));
-            const token = result.token;
-            if (token.kind !== 'user') {
-              return deny(grpc.status.UNAUTHENTICATED, `the gateway accepts only user tokens, not a ${token.kind} token`, 'ERR_TOKEN_INVALID');
-            }
-            if (Date.now() >= token.validUntilMs) return deny(grpc.status.UNAUTHENTICATED, 'token expired', 'ERR_TOKEN_EXPIRED');
-            const revoked = revocationFailure(token, revocations.view(), Date.now());
-            if (revoked !== null) return deny(grpcStatusOf(revoked), `revocation check failed: ${revoked.message}`, revoked.code);
-            outgoing.set('authorization', `Bearer ${result.raw}`);
-            forward(token.subject, token.jti);
-          },
-          (err: unknown) => {
-            const e = isTwokeyError(err) ? err : new TwokeyError('ERR_TOKEN_INVALID', 'token verification failed');
-            deny(grpcStatusOf(e), e.message, e.code);
-          },
-        );
+        const callDeadline = call.getDeadline();
+        const deadline = Math.min(Date.now() + UPSTREAM_TIMEOUT_MS, callDeadline instanceof Date ? callDeadline.getTime() : Number(callDeadline) || Infinity);
+        const forwarded = upstream.makeUnaryRequest(route.path, passthrough, passthrough, call.request, a.outgoing, { deadline }, (err, res) => {
+          const code = err?.code ?? grpc.status.OK;
+          log.info({ event: 'gateway.forward', method: route.path, client: a.client, request_id: a.requestId, subject: a.subject, jti: a.jti, upstream: route.upstream, grpc_code: code, latency_ms: Date.now() - a.startedMs, ...(a.cancelled ? { cancelled: true } : {}) }, 'gateway forward');
+          metrics.forwarded(route.path);
+          if (err) callback({ code: err.code, details: err.details, metadata: new grpc.Metadata() });
+          else callback(null, res!);
+        });
+        a.cancelUpstream = () => forwarded.cancel();
       };
       server.register(route.path, handler, definition.responseSerialize, definition.requestDeserialize, 'unary');
     }

@@ -3,6 +3,8 @@
 import type { Client, ChannelOptions } from '@grpc/grpc-js';
 import { Registry as MetricsRegistry } from 'prom-client';
 import { loadRegistry, type Registry, type RegistryWorkload } from '../../certs-ca/registry.ts';
+import { envLimit } from '../authz/admission.ts';
+import { CALL_LIMIT_DEFAULTS, type CallLimits } from '../authz/call-limits.ts';
 import { AuthConnection, MESH_RECONNECT_OPTIONS, createRevocationHolder, linkToAuth, type AuthLink } from '../authz/auth-connection.ts';
 import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
@@ -30,6 +32,20 @@ const CHANNEL_OPTIONS: ChannelOptions = {
 const MAX_CONNECTION_AGE_MS = 5 * 60_000;
 
 type ClientCtor<C extends Client> = new (address: string, credentials: import('@grpc/grpc-js').ChannelCredentials, options?: import('@grpc/grpc-js').ClientOptions) => C;
+
+/**
+ * A mesh server's load limits from the environment (each a positive integer; CALL_LIMIT_DEFAULTS
+ * otherwise): TWOKEY_MAX_CONCURRENT_STREAMS, TWOKEY_MAX_IN_FLIGHT_PER_PEER,
+ * TWOKEY_MAX_IN_FLIGHT_PER_USER, TWOKEY_MAX_IN_FLIGHT. Anything else is ERR_CONFIG_INVALID.
+ */
+export function meshCallLimits(env: Env): CallLimits {
+  return {
+    maxConcurrentStreams: envLimit(env, 'TWOKEY_MAX_CONCURRENT_STREAMS', CALL_LIMIT_DEFAULTS.maxConcurrentStreams),
+    maxInFlightPerPeer: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_PEER', CALL_LIMIT_DEFAULTS.maxInFlightPerPeer),
+    maxInFlightPerUser: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT_PER_USER', CALL_LIMIT_DEFAULTS.maxInFlightPerUser),
+    maxInFlight: envLimit(env, 'TWOKEY_MAX_IN_FLIGHT', CALL_LIMIT_DEFAULTS.maxInFlight),
+  };
+}
 
 export class MeshRuntime {
   readonly name: string;
@@ -69,6 +85,8 @@ export class MeshRuntime {
   /** Fails with a message naming the problem when the config, registry or certificate is unusable. */
   static async start(name: string, env: Env, healthServices: readonly string[]): Promise<MeshRuntime> {
     const config = readCommonConfig(env);
+    // A bad limit fails the start before anything is opened.
+    meshCallLimits(env);
     const logger = createLogger(name, { level: config.logLevel, sync: config.logSync });
     const registry = loadRegistry(config.registryPath);
     const svid = await SvidSource.open(config.svidDir, {
@@ -189,6 +207,7 @@ export class MeshRuntime {
         // which no connection drop would reveal, gets its share of calls.
         'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
       },
+      limits: meshCallLimits(this.env),
     });
     new HandlerEntries(this.metrics, this.registry.workloads.map((w) => w.spiffeId.toString())).attach(mesh.server);
     this.onClose(() => mesh.close());

@@ -143,6 +143,7 @@ export async function startProbe(opts: {
   metrics?: MeshServerOptions['metrics'];
   revocation?: MeshServerOptions['revocation'];
   interceptors?: grpc.ServerInterceptor[];
+  limits?: MeshServerOptions['limits'];
 }): Promise<ProbeServer> {
   const svid = await SvidSource.open(opts.svidDir, { trustDomain: TD, pollIntervalMs: 0 });
   const mesh = createMeshServer({
@@ -156,6 +157,7 @@ export async function startProbe(opts: {
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
     ...(opts.revocation ? { revocation: opts.revocation } : {}),
     ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
   });
   const ran: Record<string, number> = {};
   const late: ProbeServer['late'] = [];

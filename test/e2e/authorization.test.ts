@@ -381,7 +381,7 @@ describe('example mesh, end to end', function () {
     await cli(['add', 'dave', '--password-stdin'], 'dave-long-password\n');
     expect((await cli(['unlock', 'dave'])).stdout).to.equal('dave was not locked (no failed logins recorded)\n');
     for (let i = 0; i < 5; i++) await expectStatus(login('wrong password'), 'UNAUTHENTICATED');
-    // Locked: even the right password is refused until the window ends.
+    // Held back from this address: even the right password waits out the delay (1 s after the fifth failure).
     expect(await expectStatus(login('dave-long-password'), 'RESOURCE_EXHAUSTED')).to.include('too many failed logins for this username');
     expect((await cli(['unlock', 'dave'])).stdout).to.equal('unlocked dave (cleared 5 failed logins)\n');
     await login('dave-long-password');

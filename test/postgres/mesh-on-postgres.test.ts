@@ -186,7 +186,8 @@ describe('example mesh on PostgreSQL, end to end', function () {
         return ids.every((id) => tagged.has(id)) ? true : undefined;
       });
 
-      // Five wrong passwords spread over the two auth replicas lock bob on both.
+      // Five wrong passwords from one caller, spread over the two auth replicas, hold that caller's
+      // next attempt at bob back on both (the delay is counted in the shared database).
       for (let i = 0; i < 5; i++) await expectStatus(login(i, 'bob', 'wrong password, long enough'), 'UNAUTHENTICATED');
       await expectStatus(login(0, 'bob'), 'RESOURCE_EXHAUSTED');
       await expectStatus(login(1, 'bob'), 'RESOURCE_EXHAUSTED');
