@@ -15,8 +15,10 @@ import { envAddress, envString, type Env } from '../mesh-runtime/env.ts';
 import { MAX_MESSAGE_BYTES, MeshRuntime } from '../mesh-runtime/mesh-runtime.ts';
 import type { RunningService } from '../mesh-runtime/running-service.ts';
 import { AdmittedCall, gatewayInterceptor } from './gateway-call.ts';
-import { GatewayAdmission, gatewayLimitsFromEnv } from './gateway-limits.ts';
+import { GatewayAdmission, UPSTREAM_CANCEL_BUDGET, gatewayLimitsFromEnv } from './gateway-limits.ts';
+import { RateLimiter } from '../authz/admission.ts';
 import { GatewayMetrics } from './gateway-metrics.ts';
+import { registerHeapMetrics } from '../mesh-runtime/heap-metrics.ts';
 import { PUBLIC_ROUTES, rawDefinition, type PublicRoute } from './public-routes.ts';
 
 const ADDRESS_ENV: Record<PublicRoute['upstream'], [string, string]> = {
@@ -44,6 +46,8 @@ export async function serve(env: Env): Promise<RunningService> {
     keys.addChangeListener(() => tokens.cache.clear());
     registerTokenCacheMetrics(runtime.metrics, tokens.cache);
     const metrics = new GatewayMetrics(runtime.metrics);
+    // Whether a flood leaves memory behind is read here, not from RSS (docs/limits.md).
+    runtime.onClose(registerHeapMetrics(runtime.metrics));
     const upstreams = new Map<string, grpc.Client>();
     for (const name of new Set(PUBLIC_ROUTES.map((r) => r.upstream))) {
       const [envName, fallback] = ADDRESS_ENV[name];
@@ -84,6 +88,7 @@ export async function serve(env: Env): Promise<RunningService> {
             folder,
             admitted,
             forwardedToken: new WeakMap(),
+            upstreamCancels: new RateLimiter(UPSTREAM_CANCEL_BUDGET),
             now: Date.now,
           }),
         ],
@@ -100,12 +105,13 @@ export async function serve(env: Env): Promise<RunningService> {
         if (a.cancelled) return;
         if (a.streamGone()) {
           a.cancelled = true;
-          metrics.cancelled(route.path, false);
+          metrics.cancelled(route.path, 'before_forward');
           return;
         }
         const callDeadline = call.getDeadline();
         const deadline = Math.min(Date.now() + UPSTREAM_TIMEOUT_MS, callDeadline instanceof Date ? callDeadline.getTime() : Number(callDeadline) || Infinity);
         const forwarded = upstream.makeUnaryRequest(route.path, passthrough, passthrough, call.request, a.outgoing, { deadline }, (err, res) => {
+          a.upstreamEnded();
           const code = err?.code ?? grpc.status.OK;
           log.info({ event: 'gateway.forward', method: route.path, client: a.client, request_id: a.requestId, subject: a.subject, jti: a.jti, upstream: route.upstream, grpc_code: code, latency_ms: Date.now() - a.startedMs, ...(a.cancelled ? { cancelled: true } : {}) }, 'gateway forward');
           metrics.forwarded(route.path);
