@@ -162,6 +162,11 @@ export class GatewayAdmission {
     });
   }
 
+  /** Calls admitted and not yet ended. */
+  callsInFlight(): number {
+    return this.#calls.held('');
+  }
+
   /** The claims of a call on `connection` (the total and the connection's share). */
   callClaims(connection: string): Claim[] {
     return [

@@ -46,8 +46,6 @@ export async function serve(env: Env): Promise<RunningService> {
     keys.addChangeListener(() => tokens.cache.clear());
     registerTokenCacheMetrics(runtime.metrics, tokens.cache);
     const metrics = new GatewayMetrics(runtime.metrics);
-    // Whether a flood leaves memory behind is read here, not from RSS (docs/limits.md).
-    runtime.onClose(registerHeapMetrics(runtime.metrics));
     const upstreams = new Map<string, grpc.Client>();
     for (const name of new Set(PUBLIC_ROUTES.map((r) => r.upstream))) {
       const [envName, fallback] = ADDRESS_ENV[name];
@@ -66,6 +64,9 @@ export async function serve(env: Env): Promise<RunningService> {
     const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: certChain, private_key: privateKey }], false);
 
     const admission = new GatewayAdmission(limits, runtime.metrics);
+    // Whether a flood left memory behind is read from the heap after a full collection (on SIGUSR2
+    // when an operator wants it now) and the admitted calls still referenced, not from RSS (docs/limits.md).
+    runtime.onClose(registerHeapMetrics(runtime.metrics, { signal: 'SIGUSR2', retained: { constructor: AdmittedCall, inUse: () => admission.callsInFlight() } }));
     const folder = new LineFolder((summary) =>
       log.warn({ ...summary.fields, event: 'gateway.folded', folded: summary.folded, window_start: new Date(summary.fromMs).toISOString(), window_ms: summary.toMs - summary.fromMs }, `${summary.folded} more lines like this were folded`),
     );
