@@ -192,6 +192,11 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
       (l) => l['event'] === 'gateway.forward' && l['grpc_code'] === grpc.status.INTERNAL && !/^(rst|warm)-/.test(String(l['request_id'])),
     ).length;
     bobClient.close();
+    // Calls left to finish upstream (past the cancel budget) give their share back when they end.
+    const inFlight = await eventually('the calls left to finish ended', 35_000, async () => {
+      const held = counter(await scrape(gatewayHealth), 'twokey_gateway_in_flight', 'what="calls"');
+      return held === 0 ? held : undefined;
+    });
     await new Promise((r) => setTimeout(r, 1000));
     const afterHeap = await liveAfterFullGc(gatewayPid, gatewayHealth);
     const after = rssMiB(gatewayPid);
@@ -205,6 +210,7 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
     expect(sent).to.be.greaterThan(100);
     expect(cancelledBeforeForward + cancelledUpstream).to.be.greaterThan(0);
     expect(startedAfterCancel).to.deep.equal([]);
+    expect(inFlight).to.equal(0);
     expect(seen.total).to.be.greaterThan(0);
     // The gateway's cancels never get its upstream connection closed under everyone's calls.
     expect(seen.details.filter((d) => d.includes('Session closed'))).to.deep.equal([]);
