@@ -1,10 +1,11 @@
 // One call to reach a mesh service over mTLS, checking the server's SPIFFE ID instead of a hostname.
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
-import { experimental, type ChannelCredentials, type ChannelOptions, type Client, type ClientOptions, type Interceptor } from '@grpc/grpc-js';
+import { Channel, experimental, type ChannelCredentials, type ChannelOptions, type Client, type ClientOptions, type Interceptor } from '@grpc/grpc-js';
 import { isTwokeyError } from './errors.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { createPropagationInterceptor } from './propagation.ts';
+import { RenewableChannel } from './renewable-channel.ts';
 import { DEFAULT_RETRY_BUDGET, keyedCallRouting, meshServiceConfig, type RetryBudget } from './retry-policy.ts';
 import type { SvidSource } from './svid-source.ts';
 import { SpiffeId } from './spiffe-id.ts';
@@ -66,6 +67,10 @@ export function createMeshClient<C extends Client>(ctor: ClientConstructor<C>, a
     'grpc.service_config_disable_resolution': 1,
     // A replica that went away makes the balancer ask DNS again; 30 s (the default) is long for a rollout.
     'grpc.dns_min_time_between_resolutions_ms': 5000,
+    // round_robin reconnects a lost replica in the background with exponential backoff (grpc-js: up
+    // to 120 s), failing calls fast meanwhile: capped, a restarted service is back in use within 2 s.
+    'grpc.initial_reconnect_backoff_ms': 500,
+    'grpc.max_reconnect_backoff_ms': 2000,
     // A retried call's request is kept until the answer begins; a larger one is never retried.
     'grpc.per_rpc_retry_buffer_size': options.channelOptions?.['grpc.max_send_message_length'] ?? 4 * 1024 * 1024,
     ...options.channelOptions,
@@ -75,13 +80,29 @@ export function createMeshClient<C extends Client>(ctor: ClientConstructor<C>, a
   if (isIP(hostOf(address)) !== 0) channelOptions['grpc.ssl_target_name_override'] ??= serverId.trustDomain;
   // Every TLS connection, to each address the target resolves to, is checked for the SPIFFE ID.
   const credentials = meshChannelCredentials(options.svid, serverId);
+  // Connections present the certificate they were opened with. So every channel of this client is
+  // renewed (later calls go over new connections, running ones finish on the old) when the
+  // certificate rotates, and when a server refuses it for good (see renewable-channel.ts).
+  // A local subchannel pool: a new channel must not be handed the old channel's connections.
+  const channels: RenewableChannel[] = [];
+  let closed = false;
+  const svid = options.svid;
+  const renewAll = (): void => channels.forEach((c) => c.renew());
+  const renewable = (serviceConfig?: string): RenewableChannel => {
+    const opts: ChannelOptions = { ...channelOptions, 'grpc.use_local_subchannel_pool': 1, ...(serviceConfig === undefined ? {} : { 'grpc.service_config': serviceConfig }) };
+    const channel = new RenewableChannel(() => new Channel(address, credentials, opts), { version: () => svid.material, onFinalDenial: renewAll });
+    if (closed) channel.close();
+    channels.push(channel);
+    return channel;
+  };
+  const clientOptions: ClientOptions = { ...channelOptions, interceptors, channelOverride: renewable() };
   // A caller's own service config decides retries alone: no second channel beside it.
-  if (options.channelOptions?.['grpc.service_config'] !== undefined) return new ctor(address, credentials, { ...channelOptions, interceptors });
-  const routing = keyedCallRouting(catalog, budget, address, credentials, channelOptions);
-  const client = new ctor(address, credentials, { ...channelOptions, interceptors, callInvocationTransformer: routing.transform });
+  if (options.channelOptions?.['grpc.service_config'] === undefined) clientOptions.callInvocationTransformer = keyedCallRouting(catalog, budget, renewable);
+  const client = new ctor(address, credentials, clientOptions);
   const close = client.close.bind(client);
   client.close = () => {
-    routing.close();
+    closed = true;
+    for (const channel of channels) channel.close();
     close();
   };
   return client;

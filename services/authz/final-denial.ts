@@ -1,5 +1,5 @@
 // Peer denials no later call on the same connection can pass, and closing that connection after one.
-import type { ServerInterceptingCallInterface } from '@grpc/grpc-js';
+import { Metadata, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import type { Decision } from './types.ts';
 import type { ErrorCode } from './errors.ts';
 
@@ -10,6 +10,24 @@ import type { ErrorCode } from './errors.ts';
 const CONNECTION_ENDING: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_PEER_CERT_REVOKED', 'ERR_PEER_CERT_EXPIRED', 'ERR_PEER_CERT_INVALID']);
 
 /**
+ * The trailer a refusal carries when it is such a denial: the connection is closed after it, and a
+ * client should open its next connection only for a call of its own, with the certificate it holds
+ * then (see renewable-channel.ts), instead of reconnecting at once with the refused one.
+ */
+export const CONNECTION_ENDING_TRAILER = 'twokey-connection-ending';
+
+export function endsConnection(decision: Decision): boolean {
+  return decision.failedCheck === 'peer' && decision.errorCode !== null && CONNECTION_ENDING.has(decision.errorCode);
+}
+
+/** The trailers of a refusal: the connection-ending flag when `decision` is such a denial. */
+export function denialTrailers(decision: Decision): Metadata {
+  const trailers = new Metadata();
+  if (endsConnection(decision)) trailers.set(CONNECTION_ENDING_TRAILER, '1');
+  return trailers;
+}
+
+/**
  * After such a denial, closes the connection gracefully (GOAWAY: other calls on it finish first),
  * so that a client which has since received a new certificate reconnects with it instead of being
  * refused on the old connection for as long as it stays open. `call` is grpc-js's own call, whose
@@ -17,7 +35,7 @@ const CONNECTION_ENDING: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_PEER_
  * connection as it is (the denial stands either way).
  */
 export function endConnectionAfter(decision: Decision, call: ServerInterceptingCallInterface | undefined): void {
-  if (decision.failedCheck !== 'peer' || decision.errorCode === null || !CONNECTION_ENDING.has(decision.errorCode)) return;
+  if (!endsConnection(decision)) return;
   const session = (call as unknown as { stream?: { session?: { closed?: boolean; close?: () => void } } } | undefined)?.stream?.session;
   if (session !== undefined && session.closed === false && typeof session.close === 'function') session.close();
 }

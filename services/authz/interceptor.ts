@@ -16,7 +16,7 @@ import type { MethodRule } from './method-catalog.ts';
 import type { RevocationView } from './types.ts';
 import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
-import { endConnectionAfter } from './final-denial.ts';
+import { denialTrailers, endConnectionAfter } from './final-denial.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { OpenStreams } from './open-streams.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -347,7 +347,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
       return;
     }
     if (enforced) {
-      this.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId) });
+      this.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId), metadata: denialTrailers(decision) });
       endConnectionAfter(decision, this.#next);
       return;
     }
@@ -464,8 +464,13 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #endLapsed(again: Decision): void {
     this.#stopExpiry();
     this.#settings.openStreams.delete(this);
-    // End the stream first: a log that throws must not keep a lapsed stream open.
-    this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it` });
+    // End the stream first: a log that throws must not keep a lapsed stream open. The client is
+    // told not to repeat the call (gRFC A6 server pushback): the stream was served, and a client
+    // retry policy would otherwise re-send a stream that had not yet answered as a new call, so
+    // its caller would see that call's refusal instead of why its open stream ended.
+    const trailers = denialTrailers(again);
+    trailers.set('grpc-retry-pushback-ms', '-1');
+    this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it`, metadata: trailers });
     endConnectionAfter(again, this.#next);
     try {
       this.#log(again, true);

@@ -1,6 +1,6 @@
 // How a mesh client spreads calls over a service's replicas and which calls it repeats on another
 // one: grpc-js service config (round_robin, retryPolicy, retryThrottling) derived from the protos.
-import { Channel, type CallInvocationTransformer, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
+import type { CallInvocationTransformer, ChannelInterface } from '@grpc/grpc-js';
 import { TwokeyError } from './errors.ts';
 import type { MethodCatalog } from './method-catalog.ts';
 
@@ -112,31 +112,22 @@ export function rawFieldLength(bytes: Buffer, field: number): number {
 
 /**
  * Sends a call to a method with an AIP-155 request id but without an id set over a second channel
- * whose service config does not retry such methods (made on first use): a service config can only
- * say "retry this method", and a write without an id might be stored twice if repeated. grpc-js's
- * transparent retry (an attempt that never reached the server application) stays on for it.
- * Everything else keeps the client's own channel. `close` closes the second channel.
+ * whose service config does not retry such methods (`unretried`, called on first use with that
+ * service config): a service config can only say "retry this method", and a write without an id
+ * might be stored twice if repeated. grpc-js's transparent retry (an attempt that never reached
+ * the server application) stays on for it. Everything else keeps the client's own channel.
  */
 export function keyedCallRouting(
   catalog: MethodCatalog,
   budget: RetryBudget,
-  target: string,
-  credentials: ChannelCredentials,
-  options: ChannelOptions,
-): { transform: CallInvocationTransformer; close: () => void } {
+  unretried: (serviceConfig: string) => ChannelInterface,
+): CallInvocationTransformer {
   const keyed = new Map(catalog.methods().flatMap((m) => (m.requestIdField === undefined || m.idempotency !== 'IDEMPOTENCY_UNKNOWN' ? [] : [[m.path, m.requestIdField] as const])));
-  let unretried: Channel | undefined;
-  let closed = false;
-  return {
-    transform: (props) => {
-      const field = keyed.get(props.methodDefinition.path);
-      if (field === undefined || closed || carriesRequestId(props.argument, field)) return props;
-      unretried ??= new Channel(target, credentials, { ...options, 'grpc.service_config': meshServiceConfig(catalog, budget, false) });
-      return { ...props, channel: unretried };
-    },
-    close: () => {
-      closed = true;
-      unretried?.close();
-    },
+  let channel: ChannelInterface | undefined;
+  return (props) => {
+    const field = keyed.get(props.methodDefinition.path);
+    if (field === undefined || carriesRequestId(props.argument, field)) return props;
+    channel ??= unretried(meshServiceConfig(catalog, budget, false));
+    return { ...props, channel };
   };
 }

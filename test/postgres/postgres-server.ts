@@ -181,8 +181,13 @@ export class PostgresServer {
  * The example mesh with every service that keeps state on a fresh database `name` of `server` (the
  * password from a file, as in production); `replicas` processes each of auth and image-store.
  */
-export async function startMeshOnPostgres(server: PostgresServer, name: string, opts: { replicas?: number } = {}): Promise<{ database: string; mesh: TestMesh }> {
+export async function startMeshOnPostgres(
+  server: PostgresServer,
+  name: string,
+  opts: { replicas?: number; env?: Record<string, string> } = {},
+): Promise<{ database: string; mesh: TestMesh }> {
   const database = await server.createDatabase(name);
-  const mesh = await startTestMesh({ env: { TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile }, ...opts });
+  const { env, ...rest } = opts;
+  const mesh = await startTestMesh({ env: { ...env, TWOKEY_DATABASE_URL: server.urlWithoutPassword(database), TWOKEY_DATABASE_PASSWORD_FILE: server.passwordFile }, ...rest });
   return { database, mesh };
 }

@@ -27,7 +27,9 @@ describe('replicated mesh on PostgreSQL: two auth and two image-store processes'
     this.timeout(180_000);
     skipWithoutPostgres(this);
     server = await PostgresServer.start();
-    ({ database, mesh: t } = await startMeshOnPostgres(server, 'replicas', { replicas: 2 }));
+    // Every end user here logs in from 127.0.0.1, more than the gateway's 30 a minute per address
+    // allow; that limit is test/adversarial/gateway-limits.test.ts's subject, not this file's.
+    ({ database, mesh: t } = await startMeshOnPostgres(server, 'replicas', { replicas: 2, env: { TWOKEY_GATEWAY_LOGINS_PER_MINUTE_PER_SOURCE: '1000' } }));
   });
   after(async () => {
     await t?.close();
