@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every twokey service; the argument picks the service:
 #   docker build -t twokey:0.1.0 .
-#   docker run twokey:0.1.0 gateway        (auth | gateway | image-store | tagging | cleaner)
+#   docker run twokey:0.1.0 gateway        (auth | gateway | image-store | tagging | cleaner | authorizer)
 # Configuration comes from the environment and mounted files (see deploy/).
 
 # Node 24 LTS, the runtime twokey is built and tested on; the same image in both stages.

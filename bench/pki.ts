@@ -13,6 +13,8 @@ import { SpiffeId } from '../services/authz/spiffe-id.ts';
 import { parseSvid } from '../services/authz/svid.ts';
 import { BENCH_PROTO_ROOT, ECHO_METHOD, OTHER_METHOD } from './echo-service.ts';
 
+import { AUTHORIZER_PROTO_ROOT, CHECK_METHOD } from '../services/authorizer/proxy-admission.ts';
+
 export const TRUST_DOMAIN = 'twokey.local';
 
 export interface BenchPki {
@@ -29,6 +31,11 @@ export interface BenchPki {
    */
   clientGrants10000: string;
   grantsOid: string;
+  /**
+   * Scenario G's nginx: the echo server's identity (what callers see in front of the backend),
+   * granted Envoy's Check so the authorizer accepts the certificates it forwards.
+   */
+  proxy: string;
   /** Proto roots whose declared rules servers apply: the bench proto (the filler methods declare none). */
   ruleRoots: string[];
 }
@@ -119,6 +126,14 @@ export function buildPki(workDir: string, largeGrantCount: number): BenchPki {
     largeGrantCount,
     clientGrants10000: signOversized('client-10000', [...filler.slice(0, 9_999), ECHO_METHOD]),
     grantsOid: ca.grantsOid,
+    proxy: (() => {
+      const dir = path.join(workDir, 'workloads', 'echo-proxy');
+      ca.writeWorkload(
+        dir,
+        ca.issue({ spiffeId: `spiffe://${TRUST_DOMAIN}/ns/bench/sa/echo-server`, grants: [CHECK_METHOD], ip: ['127.0.0.1'], dns: ['localhost'], ttl: '1h', extraProtoRoots: [AUTHORIZER_PROTO_ROOT] }),
+      );
+      return dir;
+    })(),
     ruleRoots: [BENCH_PROTO_ROOT],
   };
 }

@@ -19,10 +19,13 @@ import { renderSvg, renderTable, renderTargets, type ScenarioSummary } from './r
 import type { ReadyMessage, ServerConfig } from './server-process.ts';
 import { evaluateTargets, type MemoryResult } from './targets.ts';
 import { generateSigningKey, type TokenSpec } from './token-minter.ts';
+import { nginxUnavailableReason, startNginxFront, type NginxFront } from './nginx-front.ts';
+import { freePortSource } from '../scripts/local-mesh/ports.ts';
 import type { WireTarget } from './wire-client.ts';
 import { PostgresServer, postgresUnavailableReason } from '../test/postgres/postgres-server.ts';
 
 const ISSUER = 'https://auth.twokey.local';
+const ECHO_SERVER_ID = `spiffe://${TRUST_DOMAIN}/ns/bench/sa/echo-server`;
 const PAYLOAD_BYTES = 512;
 const C_TOKENS = 10_000;
 const MEMORY_TOKENS = 100_000;
@@ -65,6 +68,7 @@ if (argv.help) {
   --concurrency N    calls in flight in the closed loop (default 32)
   --skip-memory      skip the 100,000-token memory check
   --skip-mesh        skip scenario E (the example mesh: gateway -> image-store)
+                     (scenario G, nginx + twokey's authorizer, runs when nginx is installed)
   --breakdown        add the scenarios that show where B's cost goes: A with a pass-through
                      interceptor (A+i), A+i entering an AsyncLocalStorage context as twokey does
                      (A+i+als), A with each handler wrapped at addService time instead (A+w),
@@ -98,6 +102,10 @@ const idList = (text: string | undefined): Set<string> | undefined =>
 const only = idList(argv.only);
 only?.add('A');
 const profiled = idList(argv.profile) ?? new Set<string>();
+const FRONT_IDS = ['G', 'G-authz', 'G-local', 'G-local-authz', 'G-hop'];
+const frontSkipped = nginxUnavailableReason();
+// Scenario G needs nginx (Debian's package); without it G is left out and the run says why.
+const frontWanted = frontSkipped === undefined && (only === undefined || FRONT_IDS.some((id) => only.has(id)));
 const here = path.dirname(fileURLToPath(import.meta.url));
 const profileDir = path.join(here, 'results', 'profiles');
 // A profile left by an earlier run would otherwise be summarized in place of this run's.
@@ -159,7 +167,13 @@ async function startServers(pki: BenchPki, jwks: unknown, withMemory: boolean): 
     wanted.push(['A+w', { kind: 'plain', svidDir: pki.server, wrapHandlers: true }]);
   }
   if (withMemory) wanted.push(['M', twokey()]);
-  const chosen = wanted.filter(([name]) => only === undefined || only.has(name) || (name === 'M' && withMemory));
+  if (frontWanted) {
+    // Scenario G: the backend nginx forwards to (plaintext on loopback, as in a pod) and the authorizer.
+    wanted.push(['G-backend', { kind: 'plain', svidDir: pki.server, insecure: true }]);
+    wanted.push(['G-authorizer', { kind: 'authorizer', svidDir: pki.server, trustDomain: TRUST_DOMAIN, jwks, issuer: ISSUER, service: ECHO_SERVER_ID, protoRoots: pki.ruleRoots }]);
+    wanted.push(['G-authorizer-local', { kind: 'authorizer', svidDir: pki.server, trustDomain: TRUST_DOMAIN, jwks, issuer: ISSUER, service: ECHO_SERVER_ID, protoRoots: pki.ruleRoots, local: true }]);
+  }
+  const chosen = wanted.filter(([name]) => only === undefined || only.has(name) || (name === 'M' && withMemory) || (frontWanted && name.startsWith('G-')));
   const children = new Map<string, Child>();
   const ports = new Map<Child, number>();
   const startupMs = new Map<Child, number>();
@@ -236,6 +250,29 @@ function buildScenarios(pki: BenchPki, servers: Servers, message: Buffer): Scena
     scenario('A-c1000', 'A over 1,000 connections (for F-c1000)', 'A-c1000', pki.clientOneGrant, 'one', allowed, 1000),
   ];
   return all.filter((s): s is Scenario => s !== undefined);
+}
+
+/**
+ * Scenario G: nginx (mTLS, auth_request to twokey's authorizer, the config `twokey authz
+ * nginx-config` writes) in front of a plain grpc-js backend. G counts all three processes; G-authz
+ * runs the same calls counting the authorizer alone (its CPU per check); G-hop is nginx without
+ * auth_request in front of the same backend (what the proxy hop itself costs).
+ */
+function buildFrontScenarios(pki: BenchPki, servers: Servers, withAuth: NginxFront, withLocal: NginxFront, hopOnly: NginxFront, message: Buffer): Scenario[] {
+  const backend = servers.children.get('G-backend')!;
+  const authorizer = servers.children.get('G-authorizer')!;
+  const local = servers.children.get('G-authorizer-local')!;
+  const allowed = { shape: 'message', code: 0 } as const;
+  const through = (front: NginxFront): Scenario['call'] => ({ target: targetFor(pki.clientOneGrant, front.port), path: ECHO_METHOD, message, tokenSetId: 'one' });
+  const common = { connections: 1, concurrency, reconnectEachRound: false, expect: allowed };
+  const all: Scenario[] = [
+    { id: 'G', label: 'nginx mTLS + auth_request to twokey authz + plain grpc-js backend (all three processes)', servers: [withAuth.stats, authorizer, backend], call: through(withAuth), ...common },
+    { id: 'G-authz', label: "G's calls, the authorizer process alone (its CPU per check)", servers: [authorizer], call: through(withAuth), ...common },
+    { id: 'G-local', label: 'G with the authorizer on plaintext loopback (same pod) instead of mTLS', servers: [withLocal.stats, local, backend], call: through(withLocal), ...common },
+    { id: 'G-local-authz', label: "G-local's calls, the authorizer process alone", servers: [local], call: through(withLocal), ...common },
+    { id: 'G-hop', label: 'nginx mTLS without auth_request + the same backend (the proxy hop alone)', servers: [hopOnly.stats, backend], call: through(hopOnly), ...common },
+  ];
+  return all.filter((x) => only === undefined || only.has(x.id));
 }
 
 /** Fresh tokens for every phase of the memory check: a server that had seen them would cache them. */
@@ -315,6 +352,7 @@ async function main(): Promise<void> {
   let meshPath: MeshPath | undefined;
   let meshPgPath: MeshPath | undefined;
   let pgServer: PostgresServer | undefined;
+  const fronts: NginxFront[] = [];
   try {
     log(`issuing certificates with twokey's CA in ${workDir}`);
     const pki = buildPki(workDir, LARGE_GRANTS);
@@ -353,6 +391,22 @@ async function main(): Promise<void> {
     log(`servers up; tokens minted (1 + ${C_TOKENS} + ${withMemory ? MEMORY_TOKENS : 0} distinct)`);
 
     const scenarios = buildScenarios(pki, servers, message);
+    if (frontSkipped !== undefined) log(`G skipped: ${frontSkipped}`);
+    if (frontWanted) {
+      log('starting nginx in front of the backend (with and without auth_request to the authorizer)');
+      const nextPort = freePortSource();
+      const backendPort = portOf(servers.children.get('G-backend')!, servers.ports);
+      const authorizerPort = portOf(servers.children.get('G-authorizer')!, servers.ports);
+      const withAuth = await startNginxFront({ label: 'nginx G', runtimeDir: path.join(workDir, 'nginx-g'), port: await nextPort(), backendPort, svidDir: pki.proxy, authorizerPort, service: ECHO_SERVER_ID });
+      fronts.push(withAuth);
+      const localPort = portOf(servers.children.get('G-authorizer-local')!, servers.ports);
+      const withLocal = await startNginxFront({ label: 'nginx G-local', runtimeDir: path.join(workDir, 'nginx-g-local'), port: await nextPort(), backendPort, svidDir: pki.proxy, authorizerPort: localPort, authorizerLocal: true, service: ECHO_SERVER_ID });
+      fronts.push(withLocal);
+      const hopOnly = await startNginxFront({ label: 'nginx G-hop', runtimeDir: path.join(workDir, 'nginx-hop'), port: await nextPort(), backendPort, svidDir: pki.proxy, authorizerPort: undefined, service: ECHO_SERVER_ID });
+      fronts.push(hopOnly);
+      const after = scenarios.findIndex((x) => x.id.startsWith('F'));
+      scenarios.splice(after === -1 ? scenarios.length : after, 0, ...buildFrontScenarios(pki, servers, withAuth, withLocal, hopOnly, message));
+    }
     if (!argv['skip-mesh'] && (only === undefined || only.has('E'))) {
       log('starting the example mesh (as npm start does)');
       meshPath = await startMeshPath(path.join(workDir, 'mesh'), profiled.has('E') ? path.join(profileDir, 'E') : undefined);
@@ -519,7 +573,7 @@ async function main(): Promise<void> {
       process.stdout.write(`\n${p.label} profile (${path.relative(process.cwd(), file)}):\n${summary}\n`);
     }
   } finally {
-    await Promise.all([...children.map((c) => c.stop()), meshPath?.stop(), meshPgPath?.stop()]);
+    await Promise.all([...children.map((c) => c.stop()), meshPath?.stop(), meshPgPath?.stop(), ...fronts.map((f) => f.stop())]);
     await pgServer?.stop();
     fs.rmSync(workDir, { recursive: true, force: true });
   }

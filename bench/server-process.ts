@@ -12,6 +12,8 @@ import { SvidSource } from '../services/authz/svid-source.ts';
 import { StaticKeys } from '../services/authz/jwks.ts';
 import { MethodCatalog } from '../services/authz/method-catalog.ts';
 import { RevocationHolder, buildRevocationSet } from '../services/authz/revocation-set.ts';
+import { SpiffeId } from '../services/authz/spiffe-id.ts';
+import { createAuthorizer } from '../services/authorizer/authorizer.ts';
 import { createLogger } from '../services/mesh-runtime/logger.ts';
 import { echoHandlers, loadEchoService } from './echo-service.ts';
 
@@ -31,6 +33,21 @@ export type ServerConfig =
        * the metadata and peer address and running the handler in an AsyncLocalStorage context.
        */
       wrapHandlers?: boolean;
+      /** Plaintext on loopback: a backend only the proxy beside it reaches (scenario G). */
+      insecure?: boolean;
+    }
+  | {
+      /** twokey's authorizer answering nginx's auth_request over mTLS (scenario G). */
+      kind: 'authorizer';
+      svidDir: string;
+      trustDomain: string;
+      jwks: unknown;
+      issuer: string;
+      /** The SPIFFE ID nginx presents: the fronted service, the audience of its tokens. */
+      service: string;
+      protoRoots: string[];
+      /** Plaintext HTTP on loopback (a proxy in the same pod) instead of mTLS. */
+      local?: boolean;
     }
   | {
       kind: 'twokey';
@@ -106,7 +123,7 @@ function wrapped(handlers: grpc.UntypedServiceImplementation): grpc.UntypedServi
 
 async function startPlain(config: ServerConfig & { kind: 'plain' }): Promise<number> {
   const read = (name: string): Buffer => fs.readFileSync(path.join(config.svidDir, name));
-  const credentials = grpc.ServerCredentials.createSsl(
+  const credentials = config.insecure === true ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(
     read('bundle.pem'),
     [{ cert_chain: read('svid.pem'), private_key: read('svid.key') }],
     true,
@@ -140,6 +157,21 @@ async function startTwokey(config: ServerConfig & { kind: 'twokey' }): Promise<n
   return mesh.listen('127.0.0.1:0');
 }
 
+/** The authorizer configured as `twokey authz serve` configures it (decision log and metrics on), keys fixed for the run. */
+async function startAuthorizer(config: ServerConfig & { kind: 'authorizer' }): Promise<number> {
+  const svid = await SvidSource.open(config.svidDir, { trustDomain: config.trustDomain, pollIntervalMs: 0 });
+  const authorizer = createAuthorizer({
+    svid,
+    keys: await StaticKeys.fromJwks(config.jwks),
+    issuer: config.issuer,
+    service: SpiffeId.parse(config.service),
+    rules: MethodCatalog.load({ extraRoots: config.protoRoots }),
+    logger: createLogger('bench-authorizer', { level: 'info' }),
+    metrics: { registry: new Registry(), knownCallers: [] },
+  });
+  return config.local === true ? authorizer.listenLocalHttp('127.0.0.1:0') : authorizer.listenHttp('127.0.0.1:0');
+}
+
 /**
  * A holder with `entries` entries spread over the four kinds, none matching the bench's caller. The
  * set is handed over already built (its signature is checked once per set, never per call, so the
@@ -165,7 +197,7 @@ function heldRevocations(keys: StaticKeys, entries: number): RevocationHolder {
 }
 
 const config = readConfig();
-const port = config.kind === 'plain' ? await startPlain(config) : await startTwokey(config);
+const port = config.kind === 'plain' ? await startPlain(config) : config.kind === 'authorizer' ? await startAuthorizer(config) : await startTwokey(config);
 process.send!({ op: 'ready', port, startupMs: performance.now() } satisfies ReadyMessage);
 // Exit through process.exit so `--cpu-prof` writes its profile when the parent stops the server.
 process.on('SIGTERM', () => process.exit(0));

@@ -81,6 +81,29 @@ export function evaluateTargets(
       met: e.ratioToA.cpuSecondsPer1k < E_CPU_BASELINE_X_A,
     });
   }
+  const g = row('G');
+  const gHop = row('G-hop');
+  for (const [id, how] of [['G-authz', 'over mTLS'], ['G-local-authz', 'on plaintext loopback']] as const) {
+    const authz = row(id);
+    if (authz === undefined || b === undefined) continue;
+    // The authorizer answers one check per call; B's added CPU is what its interceptor costs per call.
+    const perCheck = authz.cpuSecondsPer1k;
+    const bAdded = median(b.rounds.map((r, i) => r.cpuSecondsPer1k - a.rounds[i]!.cpuSecondsPer1k));
+    targets.push({
+      target: `${id}: the authorizer's CPU per allowed check ${how} (cached token) <= B's added CPU per call (B - A)`,
+      measured: `${f(perCheck * 1000, 1)} us per check vs ${f(bAdded * 1000, 1)} us added by B (${f(perCheck / bAdded)} x); A's whole call costs ${f(a.cpuSecondsPer1k * 1000, 1)} us`,
+      met: perCheck <= bAdded,
+    });
+  }
+  if (g !== undefined && gHop !== undefined) {
+    targets.push({
+      target: 'G: what the proxy hop and the check cost (reported, no target)',
+      measured:
+        `nginx hop alone (G-hop, nginx + backend) ${f(gHop.ratioToA.cpuSecondsPer1k)} x A's CPU per call, p50 ${f(gHop.openLatencyMs.p50, 3)} ms vs A ${f(a.openLatencyMs.p50, 3)} ms; ` +
+        `with auth_request (G, nginx + authorizer + backend) ${f(g.ratioToA.cpuSecondsPer1k)} x A, p50 ${f(g.openLatencyMs.p50, 3)} ms, ${f(g.ratioToA.callsPerSecond)} x A's calls/s`,
+      met: true,
+    });
+  }
   for (const id of ['D-grant', 'D-token']) {
     const d = row(id);
     if (d === undefined || b === undefined) continue;

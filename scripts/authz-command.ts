@@ -1,4 +1,5 @@
-// `twokey authz check`: the decision a mesh server would make for one call, computed offline with every check shown.
+// `twokey authz check`: the decision a mesh server would make for one call, computed offline with every check shown;
+// and `twokey authz serve | nginx-config | envoy-config`, the external authorizer (services/authorizer/).
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -26,8 +27,9 @@ import { TrustBundleSet } from '../services/authz/trust-bundle-set.ts';
 import { DEFAULT_GRANTS_OID } from '../services/authz/svid.ts';
 import { TokenAuthenticator } from '../services/authz/token-authenticator.ts';
 import { TokenVerifier, type VerificationKeys } from '../services/authz/token-verifier.ts';
+import { AUTHORIZER_SUBCOMMANDS, runAuthorizerCommand, usage as authorizerUsage } from '../services/authorizer/authorizer-cli.ts';
 
-export const usage = `Usage: twokey authz check --cert FILE (--token JWT | --token-file FILE | --claims FILE)
+export const checkUsage = `Usage: twokey authz check --cert FILE (--token JWT | --token-file FILE | --claims FILE)
                           --method /pkg.Service/Method [options]
 
 Computes, with no service running, the decision a twokey server would make for one call:
@@ -66,6 +68,8 @@ the certificate's grants, the ceiling and the intersection that decides.
 Exit status: 0 allowed, 1 denied, 2 bad usage or unreadable input.
 `;
 
+export const usage = `${checkUsage}\n${authorizerUsage}`;
+
 class UsageError extends Error {}
 
 const OPTIONS = {
@@ -101,6 +105,8 @@ export async function run(args: string[]): Promise<number> {
     process.stdout.write(usage);
     return sub === undefined ? 2 : 0;
   }
+  const authorizerSub = AUTHORIZER_SUBCOMMANDS.find((s) => s === sub);
+  if (authorizerSub !== undefined) return runAuthorizerCommand(authorizerSub, rest);
   if (sub !== 'check') return usageFailure(`unknown subcommand ${JSON.stringify(sub)}`);
   let values: Values;
   try {
@@ -109,7 +115,7 @@ export async function run(args: string[]): Promise<number> {
     return usageFailure((err as Error).message);
   }
   if (values.help) {
-    process.stdout.write(usage);
+    process.stdout.write(checkUsage);
     return 0;
   }
   try {

@@ -15,7 +15,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   token: { summary: 'a user token for development: login at a running auth, or mint one offline', load: () => import('../services/auth/token-command.ts') },
   revoke: { summary: 'revoke tokens, workload certificates and signing keys mesh-wide', load: () => import('../services/auth/revoke-command.ts') },
   console: { summary: 'read-only web console: policy graph, certificates, live decisions', load: () => import('./console/console-command.ts') },
-  authz: { summary: 'offline policy check: the decision for a certificate, token and method', load: () => import('./authz-command.ts') },
+  authz: { summary: 'offline policy check; the external authorizer for Envoy and nginx, and their configs', load: () => import('./authz-command.ts') },
   bundle: { summary: "serve our trust domain's SPIFFE bundle to partner trust domains", load: () => import('../services/auth/bundle-command.ts') },
 };
 

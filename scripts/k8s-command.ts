@@ -29,6 +29,8 @@ Subcommands:
              --gateway-tls-dir  also write the ${GATEWAY_PUBLIC_TLS_SECRET} Secret from DIR/tls.crt
                                 and DIR/tls.key; when DIR has none, a certificate for localhost is
                                 made there by DIR's own small CA (clients trust DIR/ca.pem)
+             --proto-root       further proto roots defining methods the registry grants
+                                (repeatable), e.g. the authorizer's Envoy protos
 
   sync-registry  [--registry FILE] [--to FILE]
            Copy the registry (default ${DEFAULT_REGISTRY}), after checking it, to the copy the
@@ -39,7 +41,7 @@ Subcommands:
            Print the manifests the kustomization in DIR renders (the kustomize subset deploy/
            uses), as 'kubectl apply -k DIR' would send them.
 
-  check    [DIR ...] [--registry FILE] [--secrets FILE] [--grants-oid OID]
+  check    [DIR ...] [--registry FILE] [--secrets FILE] [--grants-oid OID] [--proto-root DIR ...]
            Render each kustomization (default: deploy) and check it offline: every object
            against the Kubernetes ${KUBERNETES_VERSION} schema, and the manifests against the registry
            and proto/ (identities, Services, mounts, network paths, pod hardening, the
@@ -97,7 +99,7 @@ function secrets(args: string[]): number {
   const { values } = parseArgs({
     args,
     strict: true,
-    options: { 'ca-dir': { type: 'string' }, out: { type: 'string' }, registry: { type: 'string' }, namespace: { type: 'string' }, 'gateway-tls-dir': { type: 'string' } },
+    options: { 'ca-dir': { type: 'string' }, out: { type: 'string' }, registry: { type: 'string' }, namespace: { type: 'string' }, 'gateway-tls-dir': { type: 'string' }, 'proto-root': { type: 'string', multiple: true } },
   });
   const ca = CertificateAuthority.open(value(values, 'ca-dir'));
   const out = value(values, 'out');
@@ -105,6 +107,7 @@ function secrets(args: string[]): number {
   const made = workloadSecrets(ca, registry, {
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
     ...(values['gateway-tls-dir'] === undefined ? {} : { gatewayTlsDir: values['gateway-tls-dir'] }),
+    ...(values['proto-root'] === undefined ? {} : { extraProtoRoots: values['proto-root'] }),
   });
   writeSecrets(made, out);
   if (out !== '-') process.stderr.write(`wrote ${made.length} Secrets to ${out}; apply with: kubectl apply -f ${out}\n`);
@@ -151,12 +154,12 @@ async function schemaValidator(): Promise<typeof import('../deploy/tools/schema.
 }
 
 async function check(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { registry: { type: 'string' }, secrets: { type: 'string' }, 'grants-oid': { type: 'string' } } });
+  const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { registry: { type: 'string' }, secrets: { type: 'string' }, 'grants-oid': { type: 'string' }, 'proto-root': { type: 'string', multiple: true } } });
   const { validateManifests } = await schemaValidator();
   const registryFile = value(values, 'registry', DEFAULT_REGISTRY);
   const registry = loadRegistry(registryFile);
   const registrySource = { text: readFileSync(registryFile, 'utf8'), file: registryFile };
-  const catalog = MethodCatalog.default();
+  const catalog = values['proto-root'] === undefined ? MethodCatalog.default() : MethodCatalog.load({ extraRoots: values['proto-root'] });
   const extra: K8sObject[] = values.secrets === undefined ? [] : parseManifests(readFileSync(values.secrets, 'utf8'), values.secrets);
   const has = (ns: string, name: string): boolean => extra.some((o) => o.kind === 'Secret' && o.metadata.namespace === ns && o.metadata.name === name);
   // Without --secrets, the Secrets 'k8s secrets' makes are taken to exist; the public TLS Secret

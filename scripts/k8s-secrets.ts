@@ -15,6 +15,8 @@ export interface WorkloadSecretsOptions {
    * localhost by DIR's own small CA (DIR/ca.pem, what clients trust) when DIR has none.
    */
   gatewayTlsDir?: string;
+  /** Proto roots beyond proto/ defining methods the registry grants (the authorizer's Envoy protos, another team's). */
+  extraProtoRoots?: readonly string[];
 }
 
 /**
@@ -31,7 +33,7 @@ export function workloadSecrets(ca: CertificateAuthority, registry: Registry, op
       throw new TwokeyError('ERR_REGISTRY_INVALID', `workload ${w.name} is in namespace ${w.namespace}, not ${opts.namespace}`);
     }
     try {
-      return svidSecret(w, ca.issue({ spiffeId: w.spiffeId, grants: w.grants, ttl: w.ttl, dns: w.dns, ip: w.ip }));
+      return svidSecret(w, ca.issue({ spiffeId: w.spiffeId, grants: w.grants, ttl: w.ttl, dns: w.dns, ip: w.ip, extraProtoRoots: opts.extraProtoRoots }));
     } catch (err) {
       if (err instanceof TwokeyError) throw new TwokeyError(err.code, `workload ${w.name}: ${err.message}`, { cause: err });
       throw err;

@@ -22,6 +22,13 @@ export const HEALTH_PORT = 8081;
  * and reached by exactly the workloads that name a database.
  */
 export const BACKING_SERVICE_ANNOTATION = 'twokey.local/backing-service';
+/**
+ * Annotation on a workload whose application is not a twokey service (another language) and whose
+ * identity a proxy sidecar holds (Envoy asking twokey's authorizer): the container it names mounts
+ * the workload's certificate, and no other container may. Such a pod loads no registry, serves no
+ * twokey health or metrics port, and its peers' addresses are in the proxy's own configuration.
+ */
+export const PROXY_CONTAINER_ANNOTATION = 'twokey.local/proxy-container';
 export const DATABASE_PORT = 5432;
 /** Where every service serves Prometheus metrics, on the health port. */
 export const METRICS_PATH = '/metrics';
@@ -62,6 +69,11 @@ export function workloadsOf(objs: readonly K8sObject[]): K8sObject[] {
 
 function isBackingService(obj: K8sObject): boolean {
   return isWorkloadKind(obj.kind) && annotation(obj, BACKING_SERVICE_ANNOTATION) !== undefined;
+}
+
+/** The proxy container of a workload fronted by a sidecar (PROXY_CONTAINER_ANNOTATION), else undefined. */
+function proxyContainerOf(obj: K8sObject): string | undefined {
+  return isWorkloadKind(obj.kind) ? annotation(obj, PROXY_CONTAINER_ANNOTATION) : undefined;
 }
 
 /** The workloads that are mesh members (everything but backing services). */
@@ -183,15 +195,20 @@ function workloadIdentityProblems(facts: DeploymentFacts, w: RegistryWorkload, w
   const actual = SpiffeId.forServiceAccount(facts.registry.trustDomain, workload.metadata.namespace ?? 'default', sa).toString();
   if (actual !== w.spiffeId.toString()) problems.push(`${id}: runs as ${actual}, but the registry gives workload ${w.name} ${w.spiffeId}`);
   const containers = containersOf(spec);
-  const main = containers.find((c) => c['name'] === w.name);
+  const proxy = proxyContainerOf(workload);
+  const holder = proxy ?? w.name;
+  const main = containers.find((c) => c['name'] === holder);
   if (main === undefined) {
-    problems.push(`${id}: no container named ${w.name}`);
+    problems.push(`${id}: no container named ${holder}`);
     return problems;
   }
-  const args = Array.isArray(main['args']) ? main['args'] : [];
-  if (args[0] !== w.name) problems.push(`${id}: container args ${JSON.stringify(args)} do not start the ${w.name} service`);
-  const svidDir = envOf(main).get('TWOKEY_SVID_DIR') ?? SVID_MOUNT_PATH;
-  if (svidDir !== SVID_MOUNT_PATH) problems.push(`${id}: TWOKEY_SVID_DIR is ${svidDir}, not ${SVID_MOUNT_PATH}`);
+  // A proxy reads the certificate by path from its own configuration; a twokey service is started by name.
+  if (proxy === undefined) {
+    const args = Array.isArray(main['args']) ? main['args'] : [];
+    if (args[0] !== w.name) problems.push(`${id}: container args ${JSON.stringify(args)} do not start the ${w.name} service`);
+    const svidDir = envOf(main).get('TWOKEY_SVID_DIR') ?? SVID_MOUNT_PATH;
+    if (svidDir !== SVID_MOUNT_PATH) problems.push(`${id}: TWOKEY_SVID_DIR is ${svidDir}, not ${SVID_MOUNT_PATH}`);
+  }
   const volume = objects(spec, 'volumes').find((v) => str(v['secret'], 'secretName') === svidSecretName(w.name));
   if (volume === undefined) {
     problems.push(`${id}: mounts no volume from Secret ${svidSecretName(w.name)}`);
@@ -212,6 +229,7 @@ function workloadIdentityProblems(facts: DeploymentFacts, w: RegistryWorkload, w
 function loadedRegistryProblems(facts: DeploymentFacts, source: { text: string; file: string }): string[] {
   const problems: string[] = [];
   for (const w of meshWorkloadsOf(facts.objects)) {
+    if (proxyContainerOf(w) !== undefined) continue;
     const spec = podSpecOf(w)!;
     const main = containersOf(spec)[0];
     if (main === undefined) continue;
@@ -447,6 +465,7 @@ export function networkProblems(facts: DeploymentFacts): string[] {
 function peerAddressProblems(facts: DeploymentFacts, view: MeshView, callees: Map<string, Map<string, string[]>>): string[] {
   const problems: string[] = [];
   for (const [name, obj] of view.workload) {
+    if (proxyContainerOf(obj) !== undefined) continue;
     const main = containersOf(podSpecOf(obj)!).find((c) => c['name'] === name);
     if (main === undefined) continue;
     const addresses = new Map<string, string>();
@@ -510,8 +529,9 @@ export function podProblems(facts: DeploymentFacts): string[] {
       }
       for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
         // A backing service has its own readiness check (pg_isready); it must have one.
-        if (isBackingService(w)) {
-          if (probe !== 'startupProbe' && !isObject(c[probe])) problems.push(`${cid}: no ${probe}`);
+        if (isBackingService(w) || proxyContainerOf(w) !== undefined) {
+          if (probe === 'readinessProbe' && !isObject(c[probe])) problems.push(`${cid}: no ${probe}`);
+          if (isBackingService(w) && probe === 'livenessProbe' && !isObject(c[probe])) problems.push(`${cid}: no ${probe}`);
           continue;
         }
         if (probe === 'startupProbe' && c[probe] === undefined) continue;
@@ -665,6 +685,8 @@ export function scrapeProblems(facts: DeploymentFacts): string[] {
   for (const w of facts.registry.workloads) {
     const obj = workloadsOf(objs).find((o) => o.metadata.name === w.name && o.metadata.namespace === w.namespace);
     if (obj === undefined) continue; // registryProblems reports it
+    // A proxied pod serves no twokey metrics port (its proxy's own stats are another matter).
+    if (proxyContainerOf(obj) !== undefined) continue;
     const id = objectId(obj);
     const metadata = podTemplateOf(obj)?.['metadata'];
     const annotations = stringMap(isObject(metadata) ? metadata['annotations'] : undefined);

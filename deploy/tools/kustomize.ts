@@ -81,6 +81,9 @@ function build(dir: string, stack: readonly string[]): K8sObject[] {
   }
 
   const generated = generateConfigMaps(root, k['configMapGenerator'], where);
+  for (const g of generated) {
+    if (replacing.has(g)) objs = replaceGenerated(objs, g.metadata.name, where);
+  }
   objs.push(...generated);
   rejectDuplicates(objs, where);
 
@@ -129,8 +132,10 @@ function generateConfigMaps(root: string, value: unknown, where: string): K8sObj
     const at = `${where} configMapGenerator[${i}]`;
     if (!isObject(gen)) throw invalid(at, 'must be a mapping');
     for (const key of Object.keys(gen)) {
-      if (!['name', 'files', 'literals'].includes(key)) throw invalid(at, `field ${JSON.stringify(key)} is outside the supported subset`);
+      if (!['name', 'files', 'literals', 'behavior'].includes(key)) throw invalid(at, `field ${JSON.stringify(key)} is outside the supported subset`);
     }
+    const behavior = gen['behavior'] ?? 'create';
+    if (behavior !== 'create' && behavior !== 'replace') throw invalid(at, `behavior ${JSON.stringify(behavior)} is outside the supported subset (create, replace)`);
     if (typeof gen['name'] !== 'string' || gen['name'] === '') throw invalid(at, 'name must be a non-empty string');
     const data: Record<string, string> = {};
     const put = (key: string, val: string): void => {
@@ -149,8 +154,33 @@ function generateConfigMaps(root: string, value: unknown, where: string): K8sObj
       if (eq <= 0) throw invalid(at, `literal ${JSON.stringify(entry)} must be KEY=VALUE`);
       put(entry.slice(0, eq), entry.slice(eq + 1));
     }
-    return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: gen['name'] }, data };
+    const map: K8sObject = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: gen['name'] }, data };
+    if (behavior === 'replace') replacing.add(map);
+    return map;
   });
+}
+
+/** Generated ConfigMaps whose generator says `behavior: replace`. */
+const replacing = new WeakSet<K8sObject>();
+
+/**
+ * `behavior: replace`: the ConfigMap a resource's generator made under `name` (already given its
+ * hash suffix there) gives way to this kustomization's, which keeps the name; the pods that
+ * mounted the old one are pointed at the new one, whose own suffix is added afterwards.
+ */
+function replaceGenerated(objs: K8sObject[], name: string, where: string): K8sObject[] {
+  const old = objs.filter((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith(`${name}-`) && configMapHashSuffix((o['data'] ?? {}) as Record<string, string>) === o.metadata.name.slice(name.length + 1));
+  if (old.length !== 1) throw invalid(where, `configMapGenerator ${name} replaces a generated ConfigMap, but the resources generate ${old.length} of that name`);
+  const renamed = new Map([[old[0]!.metadata.name, name]]);
+  return objs
+    .filter((o) => o !== old[0])
+    .map((o) => {
+      const spec = podSpecOf(o);
+      if (spec === undefined) return o;
+      const copy = structuredClone(o);
+      renameConfigMapRefs(podSpecOf(copy)!, renamed);
+      return copy;
+    });
 }
 
 function rejectDuplicates(objs: readonly K8sObject[], where: string): void {

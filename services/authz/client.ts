@@ -67,6 +67,10 @@ export function createMeshClient<C extends Client>(ctor: ClientConstructor<C>, a
     'grpc.service_config_disable_resolution': 1,
     // A replica that went away makes the balancer ask DNS again; 30 s (the default) is long for a rollout.
     'grpc.dns_min_time_between_resolutions_ms': 5000,
+    // round_robin reconnects a lost replica in the background with exponential backoff (grpc-js: up
+    // to 120 s), failing calls fast meanwhile: capped, a restarted service is back in use within 2 s.
+    'grpc.initial_reconnect_backoff_ms': 500,
+    'grpc.max_reconnect_backoff_ms': 2000,
     // A retried call's request is kept until the answer begins; a larger one is never retried.
     'grpc.per_rpc_retry_buffer_size': options.channelOptions?.['grpc.max_send_message_length'] ?? 4 * 1024 * 1024,
     ...options.channelOptions,

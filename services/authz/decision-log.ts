@@ -33,6 +33,7 @@ export function decisionFields(event: DecisionEvent): Record<string, unknown> {
     grpc_code: decision.code,
     peer_spiffe_id: peer?.spiffeId.toString(),
     peer_serial: peer?.serialHex,
+    grants_from: peer?.grantsFrom,
     // A partner's workload: the trust domain that vouched for it and the ceiling that capped it.
     partner_trust_domain: decision.ceiling?.trustDomain,
     ceiling: decision.ceiling?.workloads,
@@ -51,7 +52,7 @@ export function decisionFields(event: DecisionEvent): Record<string, unknown> {
 /** The keys decisionFields() can write, which a logger's serializers must leave alone for the fast path. */
 const FIELD_KEYS = [
   'event', 'decision_id', 'request_id', 'method', 'allow', 'would_deny', 'dry_run', 'failed_check', 'error_code', 'grpc_code',
-  'peer_spiffe_id', 'peer_serial', 'partner_trust_domain', 'ceiling', 'subject', 'token_kind', 'actor_chain', 'jti', 'checks', 'check_details', 'reason', 'latency_us',
+  'peer_spiffe_id', 'peer_serial', 'grants_from', 'partner_trust_domain', 'ceiling', 'subject', 'token_kind', 'actor_chain', 'jti', 'checks', 'check_details', 'reason', 'latency_us',
 ] as const;
 
 const str = JSON.stringify;
@@ -102,6 +103,7 @@ class AllowedLine {
     const { decision, peer } = event;
     let json = ',"method":' + str(event.method) + ',"allow":true,"failed_check":null,"error_code":null,"grpc_code":' + decision.code;
     if (peer !== undefined) json += ',"peer_spiffe_id":' + str(peer.spiffeId.toString()) + ',"peer_serial":' + str(peer.serialHex);
+    if (peer?.grantsFrom !== undefined) json += ',"grants_from":' + str(peer.grantsFrom);
     const ceiling = decision.ceiling;
     if (ceiling !== undefined) json += ',"partner_trust_domain":' + str(ceiling.trustDomain) + ',"ceiling":' + str(ceiling.workloads);
     return json;

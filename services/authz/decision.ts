@@ -41,6 +41,7 @@ function passDetail(check: CheckName, input: DecisionInput): string {
   const token = (input.token as { readonly token: VerifiedToken } | undefined)?.token as VerifiedToken;
   switch (check) {
     case 'peer': {
+      if (peer.grantsFrom === 'registry') return `${peer.spiffeId} (named by the proxy; grants from the registry)`;
       const td = peer.spiffeId.trustDomain;
       return td === input.trustDomain
         ? `${peer.spiffeId} (serial ${peer.serialHex})`
@@ -57,7 +58,8 @@ function passDetail(check: CheckName, input: DecisionInput): string {
     case 'revocation':
       return input.revocation === undefined ? 'not enforced here' : `not revoked (set ${input.revocation.set!.seq})`;
     case 'binding':
-      return token.kind === 'user' ? 'user token: any granted workload may present it' : `bound to ${peer.spiffeId}`;
+      if (token.kind === 'user') return 'user token: any granted workload may present it';
+      return peer.grantsFrom === 'registry' ? `bound to ${peer.spiffeId} by SPIFFE ID (no certificate to compare)` : `bound to ${peer.spiffeId}`;
     case 'scope': {
       const permission = (rule as { readonly permission: string }).permission;
       return token.scopes.has(permission) ? `has "${permission}"` : `has "${permission}:any"`;
@@ -295,7 +297,7 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
   if (!peer.grants.allows(input.method)) {
     return checks.deny(
       'grant',
-      new TwokeyError('ERR_METHOD_NOT_GRANTED', `certificate of ${peer.spiffeId} does not grant ${input.method}`),
+      new TwokeyError('ERR_METHOD_NOT_GRANTED', `${peer.grantsFrom === 'registry' ? 'the registry entry' : 'certificate'} of ${peer.spiffeId} does not grant ${input.method}`),
     );
   }
   if (ceiling !== undefined && !ceiling.methods.allows(input.method)) {
@@ -326,7 +328,8 @@ function bindingFailure(token: VerifiedToken, peer: PeerIdentity): TwokeyError |
   if (presenter !== peer.spiffeId.toString()) {
     return new TwokeyError('ERR_TOKEN_NOT_BOUND', `${token.kind} token ${role} ${presenter ?? '(none)'} is not the peer ${peer.spiffeId}`);
   }
-  if (token.boundThumbprint !== peer.thumbprint) {
+  // A peer known only by the SPIFFE ID a proxy vouched for has no certificate to compare with.
+  if (peer.grantsFrom !== 'registry' && token.boundThumbprint !== peer.thumbprint) {
     return new TwokeyError(
       'ERR_TOKEN_NOT_BOUND',
       `${token.kind} token is bound (cnf.x5t#S256) to another certificate than the peer's (serial ${peer.serialHex})`,

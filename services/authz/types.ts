@@ -16,6 +16,12 @@ export interface PeerIdentity {
   /** base64url SHA-256 of the certificate DER (x5t#S256). */
   readonly thumbprint: string;
   /**
+   * Where the grants came from: the certificate (always, for a peer read from TLS or a forwarded
+   * certificate), or the registry entry of a SPIFFE ID a proxy vouched for without a certificate
+   * (an authorizer behind Istio). Such a peer has no thumbprint: tokens bind to it by SPIFFE ID only.
+   */
+  readonly grantsFrom?: 'certificate' | 'registry' | undefined;
+  /**
    * The trust domain whose own bundle the chain was verified against (TrustBundleSet.verify), set
    * where the TLS stack held several trust domains' roots. With federation configured, decide()
    * refuses a peer unless this is the trust domain its SPIFFE ID names.

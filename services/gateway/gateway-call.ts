@@ -66,6 +66,10 @@ export class AdmittedCall {
   streamGone: () => boolean = () => false;
   /** Cancels the upstream call once one was started. */
   cancelUpstream: (() => void) | undefined;
+  /** Whether the upstream call has ended (answered, failed or cancelled). */
+  upstreamDone = false;
+  /** Called once when the upstream call ends: a cancelled call left to finish gives back its share then. */
+  onUpstreamDone: (() => void) | undefined;
 
   constructor(route: PublicRoute, client: string, requestId: string, startedMs: number, subject: string | undefined, jti: string | undefined, outgoing: Metadata) {
     this.route = route;
@@ -75,6 +79,14 @@ export class AdmittedCall {
     this.subject = subject;
     this.jti = jti;
     this.outgoing = outgoing;
+  }
+
+  /** The upstream call ended, however it ended. */
+  upstreamEnded(): void {
+    this.upstreamDone = true;
+    const done = this.onUpstreamDone;
+    this.onUpstreamDone = undefined;
+    done?.();
   }
 }
 
@@ -94,6 +106,11 @@ export interface GatewayCallSettings {
    * built once: setting an 800-byte token value validates it character by character on every call.
    */
   readonly forwardedToken: WeakMap<VerifiedToken, { readonly raw: string; readonly metadata: Metadata }>;
+  /**
+   * The cancels (RST_STREAM) the gateway may send to each upstream (keyed by its name): the
+   * server there closes the whole connection, every user's calls on it, past its rapid-reset limit.
+   */
+  readonly upstreamCancels: { take(upstream: string): boolean };
   readonly now: () => number;
 }
 
@@ -239,12 +256,27 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     const admitted = this.#admitted;
     if (admitted !== undefined) {
       admitted.cancelled = true;
-      // The client is gone: the call it started upstream is cancelled too, not left to run.
-      admitted.cancelUpstream?.();
-      this.#s.metrics.cancelled(admitted.route.path, admitted.cancelUpstream !== undefined);
+      const cancelUpstream = admitted.cancelUpstream;
+      if (cancelUpstream === undefined || admitted.upstreamDone) {
+        this.#s.metrics.cancelled(admitted.route.path, cancelUpstream === undefined ? 'before_forward' : 'upstream');
+      } else if (this.#s.upstreamCancels.take(admitted.route.upstream)) {
+        // The client is gone: the call it started upstream is cancelled too, not left to run.
+        cancelUpstream();
+        this.#s.metrics.cancelled(admitted.route.path, 'upstream');
+      } else {
+        // Past the upstream's cancel budget a reset would have the upstream server close the
+        // gateway's connection, failing everyone's calls on it. The call is left to finish (within
+        // its upstream deadline) and keeps holding its share of the limits until it does, so a
+        // flood of cancels costs the canceller its own share, not other users their calls.
+        this.#s.metrics.cancelled(admitted.route.path, 'left_to_finish');
+        this.#clearTimer();
+        admitted.onUpstreamDone = () => this.#end();
+        this.#listener?.onCancel();
+        return;
+      }
     } else if (this.#claims !== undefined && !this.#ended) {
       // Cancelled while its token was being verified: nothing was or will be forwarded.
-      this.#s.metrics.cancelled(this.#route!.path, false);
+      this.#s.metrics.cancelled(this.#route!.path, 'before_forward');
     }
     this.#end();
     this.#listener?.onCancel();

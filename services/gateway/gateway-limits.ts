@@ -40,6 +40,16 @@ export const GATEWAY_LIMIT_DEFAULTS: GatewayLimits = {
 };
 
 /**
+ * The cancels (RST_STREAM) the gateway sends to one upstream service: a burst, then a rate per
+ * second. A Node server (nghttp2) closes a connection with GOAWAY INTERNAL_ERROR once its client
+ * has reset more than 1000 streams plus 33 a second (http2 `streamResetBurst`/`streamResetRate`,
+ * its rapid-reset protection), and the gateway's connection carries every user's calls: half of
+ * that, counted for all the upstream's replicas together, leaves room for the resets grpc-js sends
+ * itself (deadlines). Past it a cancelled call is left to finish, holding its share until it does.
+ */
+export const UPSTREAM_CANCEL_BUDGET = { burst: 500, perSecond: 16 } as const;
+
+/**
  * Process settings for the gateway, so that its memory returns after a flood: a fixed malloc mmap
  * threshold (glibc otherwise raises it after the first large free, and the request buffers of a
  * flood of uploads then stay in the heap, fragmented, long after they are freed), and a small V8
@@ -150,6 +160,11 @@ export class GatewayAdmission {
         this.set({ what: 'request_bytes' }, bytes.held(''));
       },
     });
+  }
+
+  /** Calls admitted and not yet ended. */
+  callsInFlight(): number {
+    return this.#calls.held('');
   }
 
   /** The claims of a call on `connection` (the total and the connection's share). */

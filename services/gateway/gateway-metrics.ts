@@ -19,9 +19,12 @@ export class GatewayMetrics {
     this.#counter.inc({ method: route, outcome: 'forwarded' });
   }
 
-  /** A call the client cancelled: before anything was forwarded, or with its upstream call then cancelled. */
-  cancelled(route: string, upstreamStarted: boolean): void {
-    this.#counter.inc({ method: route, outcome: upstreamStarted ? 'cancelled_upstream' : 'cancelled_before_forward' });
+  /**
+   * A call the client cancelled: before anything was forwarded, with its upstream call then
+   * cancelled, or with its upstream call left to finish (past the upstream's cancel budget).
+   */
+  cancelled(route: string, how: 'before_forward' | 'upstream' | 'left_to_finish'): void {
+    this.#counter.inc({ method: route, outcome: `cancelled_${how}` });
   }
 
   denied(route: string, errorCode: string): void {

@@ -8,6 +8,7 @@ const SERVICES: Record<string, () => Promise<ServiceEntry>> = {
   'image-store': () => import('../image-store/main.ts'),
   tagging: () => import('../tagging/main.ts'),
   cleaner: () => import('../cleaner/main.ts'),
+  authorizer: () => import('../authorizer/main.ts'),
 };
 
 interface EnvVariable {

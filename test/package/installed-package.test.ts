@@ -13,7 +13,7 @@ const MAX_TARBALL_BYTES = 1_000_000;
 // the CA, the command and auth; never the example services).
 const EXAMPLE_SERVICES = ['gateway', 'image-store', 'tagging', 'cleaner'];
 const EXAMPLE_ONLY_DEPENDENCIES = ['exifr'];
-const SHIPPED = [/^package\.json$/, /^README\.md$/, /^docs\/[A-Za-z-]+\.md$/, /^proto\/.+\.proto$/, /^services\/mesh-runtime\/proto\/.+\.proto$/, /^dist\/(services\/(authz|auth|mesh-runtime)|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
+const SHIPPED = [/^package\.json$/, /^README\.md$/, /^docs\/[A-Za-z-]+\.md$/, /^proto\/.+\.proto$/, /^services\/(mesh-runtime|authorizer)\/proto\/.+\.proto$/, /^dist\/(services\/(authz|auth|mesh-runtime|authorizer)|certs-ca|scripts|deploy\/tools)\/.+\.(js|d\.ts)$/, /^scripts\/console\/static\/[a-z]+\.(html|js|css)$/];
 
 function node(args: string[], cwd: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
