@@ -232,7 +232,10 @@ function peerChecks(input: DecisionInput, checks: Checks): Decision | null {
     if (partner === undefined) {
       return checks.deny(
         'peer',
-        new TwokeyError('ERR_PEER_TRUST_DOMAIN', `peer ${peer.spiffeId} is not in trust domain "${input.trustDomain}" nor in a federated one`),
+        new TwokeyError(
+          'ERR_PEER_TRUST_DOMAIN',
+          `peer ${peer.spiffeId} is not in trust domain "${input.trustDomain}"${federation === undefined ? '' : ' nor in a federated one'}`,
+        ),
       );
     }
     ceiling = federation!.ceilingFor(peer.spiffeId);
