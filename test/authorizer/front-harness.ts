@@ -22,8 +22,9 @@ import { freePortSource } from '../../scripts/local-mesh/ports.ts';
 import { REPO_ROOT, TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
 
 export const TD = 'twokey.local';
-export const NOTES_ROOT = fileURLToPath(new URL('./fixtures/proto', import.meta.url));
-export const NOTES_SERVER = fileURLToPath(new URL('./fixtures/notes_server.py', import.meta.url));
+/** The other-languages overlay's own server and proto, so these tests prove what ships. */
+export const NOTES_ROOT = fileURLToPath(new URL('../../deploy/overlays/other-languages', import.meta.url));
+export const NOTES_SERVER = join(NOTES_ROOT, 'notes_server.py');
 export const PYTHON = '/usr/bin/python3';
 /** Debian's nginx; /usr/sbin is not on every user's PATH. */
 export const NGINX = existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
@@ -76,7 +77,7 @@ workloads:
 export type NotesClient = grpc.Client & Record<string, (...args: any[]) => any>;
 let notesCtor: grpc.ServiceClientConstructor | undefined;
 export function notesClientCtor(): grpc.ServiceClientConstructor {
-  notesCtor ??= (grpc.loadPackageDefinition(loadSync('demo/notes/v1/notes.proto', { ...PROTO_LOADER_OPTIONS, includeDirs: [NOTES_ROOT, DEFAULT_PROTO_ROOT] })) as any).demo.notes.v1.Notes;
+  notesCtor ??= (grpc.loadPackageDefinition(loadSync(join(NOTES_ROOT, 'notes.proto'), { ...PROTO_LOADER_OPTIONS, includeDirs: [NOTES_ROOT, DEFAULT_PROTO_ROOT] })) as any).demo.notes.v1.Notes;
   return notesCtor!;
 }
 
