@@ -1,8 +1,7 @@
 // The decision on one call a proxy holds: the library's decide(), fed with what the proxy forwarded.
 import { randomUUID } from 'node:crypto';
-import { status } from '@grpc/grpc-js';
 import { requestIdFrom } from '../authz/call-context.ts';
-import { decide, decidePeer } from '../authz/decision.ts';
+import { decide, decidePeer, internalDenial } from '../authz/decision.ts';
 import type { Decision, DecisionInput, PeerIdentity, PeerResult, TokenResult } from '../authz/types.ts';
 import type { DecisionEvent, DecisionLog } from '../authz/decision-log.ts';
 import type { DecisionMetrics } from '../authz/decision-metrics.ts';
@@ -132,16 +131,4 @@ export class ForwardedDecisions {
     }
     return decide({ ...input, token, now: this.#clock() });
   }
-}
-
-function internalDenial(err: unknown): Decision {
-  return {
-    allow: false,
-    failedCheck: null,
-    errorCode: null,
-    code: status.INTERNAL,
-    reason: `internal error during authorization: ${(err as Error)?.message ?? String(err)}`,
-    checks: [],
-    token: undefined,
-  };
 }

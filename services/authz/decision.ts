@@ -147,6 +147,19 @@ function applied(ceiling: Ceiling): AppliedCeiling {
   return { trustDomain: ceiling.workloads.trustDomain, workloads: ceiling.workloads.toString() };
 }
 
+/** The denial for an error thrown while deciding (fail closed): INTERNAL, naming the error. */
+export function internalDenial(err: unknown): Decision {
+  return {
+    allow: false,
+    failedCheck: null,
+    errorCode: null,
+    code: status.INTERNAL,
+    reason: `internal error during authorization: ${(err as Error)?.message ?? String(err)}`,
+    checks: [],
+    token: undefined,
+  };
+}
+
 /**
  * Steps 1 and 2 of the decision (peer identity, declared rule, certificate grant), which need no
  * token. Returns the final decision when these settle it (a denial, or a certificate-only method

@@ -10,7 +10,7 @@ import {
 } from '@grpc/grpc-js';
 import { ServedCall, endCall, runInCall, requestIdFrom, traceFrom } from './call-context.ts';
 import type { CallAdmission, Shed } from './call-limits.ts';
-import { decide, decidePeer } from './decision.ts';
+import { decide, decidePeer, internalDenial } from './decision.ts';
 import type { Decision, DecisionInput, PeerResult, TokenResult } from './types.ts';
 import type { MethodRule } from './method-catalog.ts';
 import type { RevocationView } from './types.ts';
@@ -493,16 +493,4 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#expiry = undefined;
     this.#settings.openStreams.delete(this);
   }
-}
-
-function internalDenial(err: unknown): Decision {
-  return {
-    allow: false,
-    failedCheck: null,
-    errorCode: null,
-    code: status.INTERNAL,
-    reason: `internal error during authorization: ${(err as Error)?.message ?? String(err)}`,
-    checks: [],
-    token: undefined,
-  };
 }
