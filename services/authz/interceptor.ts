@@ -18,6 +18,7 @@ import type { DecisionEvent, DecisionLog } from './decision-log.ts';
 import type { DecisionMetrics } from './decision-metrics.ts';
 import type { FederationPolicy } from './federation.ts';
 import { denialTrailers, endConnectionAfter } from './final-denial.ts';
+import { ForwardingCall, type CallListener } from './forwarding-call.ts';
 import { stripIdentityMetadata } from './identity-metadata.ts';
 import { OpenStreams } from './open-streams.ts';
 import { PeerIdentityCache } from './peer-identity.ts';
@@ -152,9 +153,6 @@ export function createAuthzHandle(options: AuthzInterceptorOptions): AuthzInterc
   };
 }
 
-/** The listener grpc-js's call reports inbound events to (not exported by name). */
-type CallListener = Parameters<ServerInterceptingCallInterface['start']>[0];
-
 /**
  * One call's authorization, standing between grpc-js's call and the handler as both the call the
  * handler drives and the listener grpc-js reports to. It implements the call interface directly
@@ -164,8 +162,7 @@ type CallListener = Parameters<ServerInterceptingCallInterface['start']>[0];
  * the decision allows the call, so nothing is read for a call that is denied. Its steps are methods
  * rather than closures: this runs on every call.
  */
-class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
-  readonly #next: ServerInterceptingCallInterface;
+class AuthorizedCall extends ForwardingCall implements CallListener {
   #listener: CallListener | undefined;
   #cancelled = false;
   readonly #settings: Settings;
@@ -187,25 +184,17 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   #heldUser: string | undefined;
 
   constructor(settings: Settings, method: ServerMethodDefinition<unknown, unknown>, peer: PeerResult, call: ServerInterceptingCallInterface) {
+    super(call);
     this.#settings = settings;
     this.#method = method;
     this.#peer = peer;
-    this.#next = call;
   }
 
   // The call interface, as the handler drives it.
 
   start(listener: CallListener): void {
     this.#listener = listener;
-    this.#next.start(this);
-  }
-
-  sendMetadata(metadata: Metadata): void {
-    this.#next.sendMetadata(metadata);
-  }
-
-  sendMessage(message: unknown, callback: () => void): void {
-    this.#next.sendMessage(message, callback);
+    this.next.start(this);
   }
 
   sendStatus(callStatus: Parameters<ServerInterceptingCallInterface['sendStatus']>[0]): void {
@@ -213,35 +202,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     this.#stopExpiry();
     if (this.#streamOpen) this.#closeStream();
     if (this.#ctx !== undefined) endCall(this.#ctx);
-    this.#next.sendStatus(callStatus);
-  }
-
-  startRead(): void {
-    this.#next.startRead();
-  }
-
-  getPeer(): ReturnType<ServerInterceptingCallInterface['getPeer']> {
-    return this.#next.getPeer();
-  }
-
-  getDeadline(): ReturnType<ServerInterceptingCallInterface['getDeadline']> {
-    return this.#next.getDeadline();
-  }
-
-  getHost(): string {
-    return this.#next.getHost();
-  }
-
-  getAuthContext(): ReturnType<ServerInterceptingCallInterface['getAuthContext']> {
-    return this.#next.getAuthContext();
-  }
-
-  getConnectionInfo(): ReturnType<ServerInterceptingCallInterface['getConnectionInfo']> {
-    return this.#next.getConnectionInfo();
-  }
-
-  getMetricsRecorder(): ReturnType<ServerInterceptingCallInterface['getMetricsRecorder']> {
-    return this.#next.getMetricsRecorder();
+    this.next.sendStatus(callStatus);
   }
 
   // The listener interface, as grpc-js reports inbound events.
@@ -357,7 +318,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     }
     if (enforced) {
       this.sendStatus({ code: decision.code, details: denialMessage(decision, this.#decisionId), metadata: denialTrailers(decision) });
-      endConnectionAfter(decision, this.#next);
+      endConnectionAfter(decision, this.next);
       return;
     }
     // A call cancelled while its token was being verified has no handler to start.
@@ -452,7 +413,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
   recheck(): void {
     if (this.#cancelled || this.#decided === undefined) return;
     const s = this.#settings;
-    this.#peer = s.peers.fromCall(this.#next);
+    this.#peer = s.peers.fromCall(this.next);
     this.#decided = { ...this.#decided, peer: this.#peer };
     const again = decide({ ...this.#decided, now: s.clock(), revocation: s.revocation?.view() });
     if (!again.allow) this.#endLapsed(again);
@@ -480,7 +441,7 @@ class AuthorizedCall implements ServerInterceptingCallInterface, CallListener {
     const trailers = denialTrailers(again);
     trailers.set('grpc-retry-pushback-ms', '-1');
     this.sendStatus({ code: again.code, details: `${denialMessage(again, this.#decisionId)}; the stream outlived it`, metadata: trailers });
-    endConnectionAfter(again, this.#next);
+    endConnectionAfter(again, this.next);
     try {
       this.#log(again, true);
     } catch {

@@ -13,6 +13,7 @@ import type { Claim } from '../authz/admission.ts';
 import { revocationFailure } from '../authz/decision.ts';
 import type { RevocationView, TokenResult, VerifiedToken } from '../authz/types.ts';
 import { grpcStatusOf, isTwokeyError, logDetail, TwokeyError } from '../authz/errors.ts';
+import { ForwardingCall, type CallListener } from '../authz/forwarding-call.ts';
 import type { LineFolder } from '../authz/log-folding.ts';
 import type { TokenAuthenticator } from '../authz/token-authenticator.ts';
 import type { GatewayMetrics } from './gateway-metrics.ts';
@@ -119,16 +120,13 @@ export function gatewayInterceptor(settings: GatewayCallSettings): ServerInterce
   return (method, call) => new GatewayCall(settings, method, call) as unknown as ServerInterceptingCall;
 }
 
-type CallListener = Parameters<ServerInterceptingCallInterface['start']>[0];
-
 /**
  * Stands between grpc-js's call and the handler, as AuthorizedCall does in the mesh: the handler
  * gets the metadata (and so asks for the request body) only once the call is admitted, so nothing
  * beyond HTTP/2's flow-control window is read for a call that is refused.
  */
-class GatewayCall implements ServerInterceptingCallInterface, CallListener {
+class GatewayCall extends ForwardingCall implements CallListener {
   readonly #s: GatewayCallSettings;
-  readonly #next: ServerInterceptingCallInterface;
   readonly #route: PublicRoute | undefined;
   #listener: CallListener | undefined;
   #connection = '';
@@ -148,56 +146,20 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
   #onData: ((chunk: Buffer) => void) | undefined;
 
   constructor(settings: GatewayCallSettings, method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) {
+    super(call);
     this.#s = settings;
-    this.#next = call;
     this.#route = settings.routes.get(method.path);
     this.#data = dataSourceOf(call);
   }
 
   start(listener: CallListener): void {
     this.#listener = listener;
-    this.#next.start(this);
-  }
-
-  sendMetadata(metadata: Metadata): void {
-    this.#next.sendMetadata(metadata);
-  }
-
-  sendMessage(message: unknown, callback: () => void): void {
-    this.#next.sendMessage(message, callback);
+    this.next.start(this);
   }
 
   sendStatus(callStatus: Parameters<ServerInterceptingCallInterface['sendStatus']>[0]): void {
     this.#end();
-    this.#next.sendStatus(callStatus);
-  }
-
-  startRead(): void {
-    this.#next.startRead();
-  }
-
-  getPeer(): string {
-    return this.#next.getPeer();
-  }
-
-  getDeadline(): ReturnType<ServerInterceptingCallInterface['getDeadline']> {
-    return this.#next.getDeadline();
-  }
-
-  getHost(): string {
-    return this.#next.getHost();
-  }
-
-  getAuthContext(): ReturnType<ServerInterceptingCallInterface['getAuthContext']> {
-    return this.#next.getAuthContext();
-  }
-
-  getConnectionInfo(): ReturnType<ServerInterceptingCallInterface['getConnectionInfo']> {
-    return this.#next.getConnectionInfo();
-  }
-
-  getMetricsRecorder(): ReturnType<ServerInterceptingCallInterface['getMetricsRecorder']> {
-    return this.#next.getMetricsRecorder();
+    this.next.sendStatus(callStatus);
   }
 
   onReceiveMetadata(metadata: Metadata): void {
@@ -206,7 +168,7 @@ class GatewayCall implements ServerInterceptingCallInterface, CallListener {
     // Only registered public routes reach here; anything else grpc-js answers UNIMPLEMENTED itself.
     if (route === undefined) return this.#listener!.onReceiveMetadata(new Metadata());
     this.#startedMs = s.now();
-    this.#connection = this.#next.getPeer();
+    this.#connection = this.next.getPeer();
     this.#client = clientAddress(this.#connection);
     const requestIdIn = metadata.get('x-request-id')[0];
     this.#requestIdSent = typeof requestIdIn === 'string' && REQUEST_ID.test(requestIdIn);
