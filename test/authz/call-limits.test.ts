@@ -7,11 +7,10 @@ import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import { CALL_LIMIT_DEFAULTS, callLimits } from '../../services/authz/call-limits.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
-import { StaticKeys } from '../../services/authz/jwks.ts';
 import { createMeshServer } from '../../services/authz/server.ts';
 import { SvidSource } from '../../services/authz/svid-source.ts';
-import { ISSUER, TestIssuer } from './token-fixtures.ts';
-import { CALLER_ID, P, SERVER_ID, TD, TestPki, capturingLogger, probeClientCtor, startProbe, type ProbeClient } from './mesh-fixtures.ts';
+import { ISSUER } from './token-fixtures.ts';
+import { CALLER_ID, P, SERVER_ID, TD, meshBed, capturingLogger, probeClientCtor, startProbe, type ProbeClient } from './mesh-fixtures.ts';
 
 const { status } = grpc;
 const OTHER_CALLER_ID = `spiffe://${TD}/ns/test/sa/other`;
@@ -53,37 +52,24 @@ function shedCount(text: string, limit: string): number {
 describe('mesh server load limits over real mTLS', function () {
   this.timeout(20_000);
   const GRANTS = [`${P}/Unary`, `${P}/Bidi`];
-  let pki: TestPki;
-  let issuer: TestIssuer;
-  let keys: StaticKeys;
-  const cleanups: Array<() => unknown> = [];
-
-  beforeEach(async () => {
-    pki = TestPki.create();
-    issuer = await TestIssuer.create('k1');
-    keys = await StaticKeys.fromJwks(TestIssuer.jwks(issuer));
-  });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-    pki.cleanup();
-  });
+  const bed = meshBed();
 
   async function setUp(limits: Parameters<typeof callLimits>[0]) {
     const registry = new Registry();
     const log = capturingLogger();
     const probe = await startProbe({
-      svidDir: pki.workload('probe', SERVER_ID, [`${P}/Unary`]),
-      keys,
+      svidDir: bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]),
+      keys: bed.keys,
       limits: limits ?? {},
       logger: log.logger,
       metrics: { registry, knownCallers: [CALLER_ID] },
     });
-    cleanups.push(() => probe.close());
+    bed.cleanups.push(() => probe.close());
     const clientAs = async (name: string, id: string): Promise<ProbeClient> => {
-      const svid = await SvidSource.open(pki.workload(name, id, GRANTS), { trustDomain: TD, pollIntervalMs: 0 });
-      cleanups.push(() => svid.close());
+      const svid = await SvidSource.open(bed.pki.workload(name, id, GRANTS), { trustDomain: TD, pollIntervalMs: 0 });
+      bed.cleanups.push(() => svid.close());
       const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid, serverId: SERVER_ID }) as ProbeClient;
-      cleanups.push(() => client.close());
+      bed.cleanups.push(() => client.close());
       return client;
     };
     return { probe, registry, log, clientAs };
@@ -93,8 +79,8 @@ describe('mesh server load limits over real mTLS', function () {
     const { registry, log, clientAs } = await setUp({ maxInFlightPerPeer: 2 });
     const caller = await clientAs('caller', CALLER_ID);
     const other = await clientAs('other', OTHER_CALLER_ID);
-    const alice = await issuer.sign({ sub: 'alice', scope: 'probe:call' });
-    const held = [await holdStream(caller, alice), await holdStream(caller, await issuer.sign({ sub: 'bob', scope: 'probe:call' }))];
+    const alice = await bed.issuer.sign({ sub: 'alice', scope: 'probe:call' });
+    const held = [await holdStream(caller, alice), await holdStream(caller, await bed.issuer.sign({ sub: 'bob', scope: 'probe:call' }))];
     const shed = await unary(caller, alice);
     expect(shed.code).to.equal(status.RESOURCE_EXHAUSTED);
     expect(shed.details).to.match(/^twokey: overloaded: too many calls in flight for this peer \(limit 2, in_flight_per_peer\); retry later \(decision [0-9a-f-]{36}\)$/);
@@ -109,12 +95,12 @@ describe('mesh server load limits over real mTLS', function () {
   it('calls in flight per user: that user\'s next call -> RESOURCE_EXHAUSTED (in_flight_per_user), another user served, counted', async () => {
     const { registry, clientAs } = await setUp({ maxInFlightPerUser: 1 });
     const caller = await clientAs('caller', CALLER_ID);
-    const alice = await issuer.sign({ sub: 'alice', scope: 'probe:call' });
+    const alice = await bed.issuer.sign({ sub: 'alice', scope: 'probe:call' });
     const held = await holdStream(caller, alice);
-    const shed = await unary(caller, await issuer.sign({ sub: 'alice', scope: 'probe:call' }));
+    const shed = await unary(caller, await bed.issuer.sign({ sub: 'alice', scope: 'probe:call' }));
     expect(shed.code).to.equal(status.RESOURCE_EXHAUSTED);
     expect(shed.details).to.include('too many calls in flight for this user (limit 1, in_flight_per_user)');
-    expect((await unary(caller, await issuer.sign({ sub: 'bob', scope: 'probe:call' }))).code).to.equal(status.OK);
+    expect((await unary(caller, await bed.issuer.sign({ sub: 'bob', scope: 'probe:call' }))).code).to.equal(status.OK);
     expect(shedCount(await registry.metrics(), 'in_flight_per_user')).to.equal(1);
     held.end();
     await waitFor(async () => (await unary(caller, alice)).code === status.OK);
@@ -124,8 +110,8 @@ describe('mesh server load limits over real mTLS', function () {
     const { registry, clientAs } = await setUp({ maxInFlight: 1 });
     const caller = await clientAs('caller', CALLER_ID);
     const other = await clientAs('other', OTHER_CALLER_ID);
-    const held = await holdStream(caller, await issuer.sign({ sub: 'alice', scope: 'probe:call' }));
-    const shed = await unary(other, await issuer.sign({ sub: 'bob', scope: 'probe:call' }));
+    const held = await holdStream(caller, await bed.issuer.sign({ sub: 'alice', scope: 'probe:call' }));
+    const shed = await unary(other, await bed.issuer.sign({ sub: 'bob', scope: 'probe:call' }));
     expect(shed.code).to.equal(status.RESOURCE_EXHAUSTED);
     expect(shed.details).to.include('too many calls in flight on this server (limit 1, in_flight_total)');
     expect(shedCount(await registry.metrics(), 'in_flight_total')).to.equal(1);
@@ -134,7 +120,7 @@ describe('mesh server load limits over real mTLS', function () {
 
   it('concurrent streams per connection are advertised (SETTINGS_MAX_CONCURRENT_STREAMS)', async () => {
     const { probe } = await setUp({ maxConcurrentStreams: 7 });
-    const dir = pki.workload('caller', CALLER_ID, GRANTS);
+    const dir = bed.pki.workload('caller', CALLER_ID, GRANTS);
     const session = h2connect(`https://127.0.0.1:${probe.port}`, {
       ca: readFileSync(join(dir, 'bundle.pem')),
       cert: readFileSync(join(dir, 'svid.pem')),
@@ -142,7 +128,7 @@ describe('mesh server load limits over real mTLS', function () {
       checkServerIdentity: () => undefined,
     });
     session.on('error', () => undefined);
-    cleanups.push(() => session.destroy());
+    bed.cleanups.push(() => session.destroy());
     const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve) => session.once('remoteSettings', resolve));
     expect(settings.maxConcurrentStreams).to.equal(7);
   });
@@ -158,11 +144,11 @@ describe('mesh server load limits over real mTLS', function () {
     ['maxInFlight', Number.NaN],
   ] as const) {
     it(`limits.${key} = ${value} is refused at start: ERR_CONFIG_INVALID naming the setting`, async () => {
-      const svid = await SvidSource.open(pki.workload('probe', SERVER_ID, [`${P}/Unary`]), { trustDomain: TD, pollIntervalMs: 0 });
-      cleanups.push(() => svid.close());
+      const svid = await SvidSource.open(bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]), { trustDomain: TD, pollIntervalMs: 0 });
+      bed.cleanups.push(() => svid.close());
       let err: unknown;
       try {
-        createMeshServer({ svid, keys, issuer: ISSUER, limits: { [key]: value } });
+        createMeshServer({ svid, keys: bed.keys, issuer: ISSUER, limits: { [key]: value } });
       } catch (e) {
         err = e;
       }

@@ -13,10 +13,11 @@ import { caSubject } from '../../certs-ca/svid-profile.ts';
 import { callContext } from '../../services/authz/call-context.ts';
 import { createMeshClient } from '../../services/authz/client.ts';
 import { MethodCatalog } from '../../services/authz/method-catalog.ts';
+import { StaticKeys } from '../../services/authz/jwks.ts';
 import { SvidSource } from '../../services/authz/svid-source.ts';
 import { createMeshServer, type MeshServer, type MeshServerOptions } from '../../services/authz/server.ts';
 import type { VerificationKeys } from '../../services/authz/token-verifier.ts';
-import { ISSUER } from './token-fixtures.ts';
+import { ISSUER, TestIssuer } from './token-fixtures.ts';
 
 export const TD = 'twokey.local';
 export const PROBE_ROOT = fileURLToPath(new URL('./fixtures/proto', import.meta.url));
@@ -234,4 +235,28 @@ export async function startProbe(opts: {
       svid.close();
     },
   };
+}
+
+/** A mesh test's per-test state: a fresh PKI, a token issuer and the keys that verify its tokens. */
+export interface MeshBed {
+  readonly pki: TestPki;
+  readonly issuer: TestIssuer;
+  readonly keys: StaticKeys;
+  /** Undone after each test, last first (servers, clients, SVID sources, extra PKIs). */
+  readonly cleanups: Array<() => unknown>;
+}
+
+/** Call inside describe(): sets a MeshBed up before each test and tears it down after. */
+export function meshBed(): MeshBed {
+  const bed = { cleanups: [] as Array<() => unknown> } as { pki: TestPki; issuer: TestIssuer; keys: StaticKeys; cleanups: Array<() => unknown> };
+  beforeEach(async () => {
+    bed.pki = TestPki.create();
+    bed.issuer = await TestIssuer.create('k1');
+    bed.keys = await StaticKeys.fromJwks(TestIssuer.jwks(bed.issuer));
+  });
+  afterEach(async () => {
+    for (const c of bed.cleanups.splice(0).reverse()) await c();
+    bed.pki.cleanup();
+  });
+  return bed;
 }

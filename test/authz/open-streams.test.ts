@@ -2,12 +2,10 @@
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient } from '../../services/authz/client.ts';
-import { StaticKeys } from '../../services/authz/jwks.ts';
 import { RevocationHolder, buildRevocationSet, normalizeSerial } from '../../services/authz/revocation-set.ts';
 import type { RevocationEntries } from '../../services/authz/types.ts';
 import { SvidSource } from '../../services/authz/svid-source.ts';
-import { TestIssuer } from './token-fixtures.ts';
-import { CALLER_ID, P, SERVER_ID, TD, TestPki, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from './mesh-fixtures.ts';
+import { CALLER_ID, P, SERVER_ID, TD, TestPki, meshBed, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from './mesh-fixtures.ts';
 
 const { status } = grpc;
 const EMPTY: RevocationEntries = { disabledSubjects: new Map(), jtis: new Map(), serials: new Map(), kids: new Set() };
@@ -54,42 +52,29 @@ function endedWithin(ended: Promise<Outcome>, ms: number): Promise<Outcome | und
 describe('open streams over real mTLS', function () {
   this.timeout(20_000);
   const GRANTS = [`${P}/Unary`, `${P}/Bidi`];
-  let pki: TestPki;
-  let issuer: TestIssuer;
-  let keys: StaticKeys;
-  const cleanups: Array<() => unknown> = [];
-
-  beforeEach(async () => {
-    pki = TestPki.create();
-    issuer = await TestIssuer.create('k1');
-    keys = await StaticKeys.fromJwks(TestIssuer.jwks(issuer));
-  });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-    pki.cleanup();
-  });
+  const bed = meshBed();
 
   async function setUp(revocation?: RevocationHolder): Promise<{ probe: ProbeServer; serverDir: string; callerDir: string; caller: SvidSource; client: ProbeClient }> {
-    const serverDir = pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
-    const callerDir = pki.workload('caller', CALLER_ID, GRANTS);
-    const probe = await startProbe({ svidDir: serverDir, keys, ...(revocation ? { revocation } : {}) });
-    cleanups.push(() => probe.close());
+    const serverDir = bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
+    const callerDir = bed.pki.workload('caller', CALLER_ID, GRANTS);
+    const probe = await startProbe({ svidDir: serverDir, keys: bed.keys, ...(revocation ? { revocation } : {}) });
+    bed.cleanups.push(() => probe.close());
     const caller = await SvidSource.open(callerDir, { trustDomain: TD, pollIntervalMs: 0 });
-    cleanups.push(() => caller.close());
+    bed.cleanups.push(() => caller.close());
     const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
-    cleanups.push(() => client.close());
+    bed.cleanups.push(() => client.close());
     return { probe, serverDir, callerDir, caller, client };
   }
 
   it('a CA removed from the trust bundle ends the open streams it issued for at once, UNAUTHENTICATED like a new call on their connection', async () => {
-    const next = TestPki.create(TD, `${pki.root}-next`);
-    cleanups.push(() => next.cleanup());
+    const next = TestPki.create(TD, `${bed.pki.root}-next`);
+    bed.cleanups.push(() => next.cleanup());
     const { probe, serverDir, client } = await setUp();
-    const token = await issuer.sign({ scope: 'probe:call' });
+    const token = await bed.issuer.sign({ scope: 'probe:call' });
     const stream = openBidi(client, token);
     expect(await stream.echo('a')).to.equal('echo a');
     // A rotation under the same CA re-decides the stream, which still chains: it stays open.
-    pki.ca.writeWorkload(serverDir, pki.issue(SERVER_ID, [`${P}/Unary`]));
+    bed.pki.ca.writeWorkload(serverDir, bed.pki.issue(SERVER_ID, [`${P}/Unary`]));
     expect(await probe.svid.poll()).to.equal(true);
     expect(await stream.echo('b')).to.equal('echo b');
     // The server moves to the next CA and no longer trusts the one the caller's certificate is from.
@@ -110,10 +95,10 @@ describe('open streams over real mTLS', function () {
 
   it("a revoked certificate's open stream ends at once and its connection closes: the caller's next certificate is served on a new one", async () => {
     const now = Date.now();
-    const holder = new RevocationHolder({ keys });
+    const holder = new RevocationHolder({ keys: bed.keys });
     holder.acceptVerified(buildRevocationSet(1, now, EMPTY));
     const { probe, callerDir, caller, client } = await setUp(holder);
-    const token = await issuer.sign({ scope: 'probe:call' });
+    const token = await bed.issuer.sign({ scope: 'probe:call' });
     const stream = openBidi(client, token);
     expect(await stream.echo('a')).to.equal('echo a');
     const serials = new Map([[normalizeSerial(caller.svid.serialHex), Math.floor(now / 1000) + 3600]]);
@@ -123,31 +108,31 @@ describe('open streams over real mTLS', function () {
     expect(end!.code).to.equal(status.UNAUTHENTICATED);
     expect(end!.details).to.match(/^twokey: peer check failed: peer certificate [0-9A-Fa-f]+ is revoked \(decision [0-9a-f-]{36}\); the stream outlived it$/);
     // The caller receives a new certificate; without the closed connection it would still present the old one.
-    pki.ca.writeWorkload(callerDir, pki.issue(CALLER_ID, GRANTS));
+    bed.pki.ca.writeWorkload(callerDir, bed.pki.issue(CALLER_ID, GRANTS));
     expect(await caller.poll()).to.equal(true);
     expect(await unary(client, token)).to.deep.equal({ code: status.OK, details: '' });
     expect(probe.ran['Unary']).to.equal(1);
   });
 
   it('a unary call refused for a revoked certificate closes its connection too: the next certificate is served on a new one', async () => {
-    const holder = new RevocationHolder({ keys });
+    const holder = new RevocationHolder({ keys: bed.keys });
     holder.acceptVerified(buildRevocationSet(1, Date.now(), EMPTY));
     const { probe, callerDir, caller, client } = await setUp(holder);
-    const token = await issuer.sign({ scope: 'probe:call' });
+    const token = await bed.issuer.sign({ scope: 'probe:call' });
     expect(await unary(client, token)).to.deep.equal({ code: status.OK, details: '' });
     const serials = new Map([[normalizeSerial(caller.svid.serialHex), Math.floor(Date.now() / 1000) + 3600]]);
     holder.acceptVerified(buildRevocationSet(2, Date.now(), { ...EMPTY, serials }));
     const refused = await unary(client, token);
     expect(refused.code).to.equal(status.UNAUTHENTICATED);
     expect(refused.details).to.match(/^twokey: peer check failed: peer certificate [0-9A-Fa-f]+ is revoked \(decision [0-9a-f-]{36}\)$/);
-    pki.ca.writeWorkload(callerDir, pki.issue(CALLER_ID, GRANTS));
+    bed.pki.ca.writeWorkload(callerDir, bed.pki.issue(CALLER_ID, GRANTS));
     expect(await caller.poll()).to.equal(true);
     expect(await unary(client, token)).to.deep.equal({ code: status.OK, details: '' });
     expect(probe.ran['Unary']).to.equal(2);
   });
 
   it('closing the server stops the staleness timer of its open streams', async () => {
-    const holder = new RevocationHolder({ keys, maxStalenessMs: 60_000 });
+    const holder = new RevocationHolder({ keys: bed.keys, maxStalenessMs: 60_000 });
     holder.acceptVerified(buildRevocationSet(1, Date.now(), EMPTY));
     // Observe the timers the authorization module starts and clears (the real ones, only recorded).
     const started: NodeJS.Timeout[] = [];
@@ -165,7 +150,7 @@ describe('open streams over real mTLS', function () {
     }) as typeof clearInterval;
     try {
       const { probe, client } = await setUp(holder);
-      const stream = openBidi(client, await issuer.sign({ scope: 'probe:call' }));
+      const stream = openBidi(client, await bed.issuer.sign({ scope: 'probe:call' }));
       expect(await stream.echo('a')).to.equal('echo a');
       expect(started, 'a staleness timer while a stream is open').to.have.length(1);
       await probe.close();

@@ -2,13 +2,11 @@
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { createMeshClient } from '../../services/authz/client.ts';
-import { StaticKeys } from '../../services/authz/jwks.ts';
 import { RenewableChannel } from '../../services/authz/renewable-channel.ts';
 import { RevocationHolder, buildRevocationSet, normalizeSerial } from '../../services/authz/revocation-set.ts';
 import type { RevocationEntries } from '../../services/authz/types.ts';
 import { SvidSource } from '../../services/authz/svid-source.ts';
-import { TestIssuer } from './token-fixtures.ts';
-import { CALLER_ID, P, SERVER_ID, TD, TestPki, probeClientCtor, startProbe, type ProbeClient } from './mesh-fixtures.ts';
+import { CALLER_ID, P, SERVER_ID, TD, meshBed, probeClientCtor, startProbe, type ProbeClient } from './mesh-fixtures.ts';
 
 const { status } = grpc;
 const EMPTY: RevocationEntries = { disabledSubjects: new Map(), jtis: new Map(), serials: new Map(), kids: new Set() };
@@ -30,30 +28,17 @@ function unary(client: ProbeClient, token: string): Promise<Outcome> {
 describe('mesh client connections are renewed', function () {
   this.timeout(20_000);
   const GRANTS = [`${P}/Unary`, `${P}/Bidi`];
-  let pki: TestPki;
-  let issuer: TestIssuer;
-  let keys: StaticKeys;
-  const cleanups: Array<() => unknown> = [];
-
-  beforeEach(async () => {
-    pki = TestPki.create();
-    issuer = await TestIssuer.create('k1');
-    keys = await StaticKeys.fromJwks(TestIssuer.jwks(issuer));
-  });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-    pki.cleanup();
-  });
+  const bed = meshBed();
 
   async function setUp(revocation?: RevocationHolder) {
-    const serverDir = pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
-    const callerDir = pki.workload('caller', CALLER_ID, GRANTS);
-    const probe = await startProbe({ svidDir: serverDir, keys, ...(revocation ? { revocation } : {}) });
-    cleanups.push(() => probe.close());
+    const serverDir = bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
+    const callerDir = bed.pki.workload('caller', CALLER_ID, GRANTS);
+    const probe = await startProbe({ svidDir: serverDir, keys: bed.keys, ...(revocation ? { revocation } : {}) });
+    bed.cleanups.push(() => probe.close());
     const caller = await SvidSource.open(callerDir, { trustDomain: TD, pollIntervalMs: 0 });
-    cleanups.push(() => caller.close());
+    bed.cleanups.push(() => caller.close());
     const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
-    cleanups.push(() => client.close());
+    bed.cleanups.push(() => client.close());
     const channel = grpc.getClientChannel(client);
     expect(channel).to.be.instanceOf(RenewableChannel);
     return { probe, callerDir, caller, client, channel: channel as RenewableChannel };
@@ -61,7 +46,7 @@ describe('mesh client connections are renewed', function () {
 
   it('a rotated certificate is presented on a new connection at the next call; an open stream finishes on the old one, which then closes', async () => {
     const { callerDir, caller, client, channel } = await setUp();
-    const token = await issuer.sign({ scope: 'probe:call' });
+    const token = await bed.issuer.sign({ scope: 'probe:call' });
     const first = await unary(client, token);
     expect(first.code).to.equal(status.OK);
     expect(first.serial.toLowerCase()).to.equal(caller.svid.serialHex.toLowerCase());
@@ -81,7 +66,7 @@ describe('mesh client connections are renewed', function () {
     stream.write({ text: 'a' });
     await echoed(1);
 
-    pki.ca.writeWorkload(callerDir, pki.issue(CALLER_ID, GRANTS));
+    bed.pki.ca.writeWorkload(callerDir, bed.pki.issue(CALLER_ID, GRANTS));
     expect(await caller.poll()).to.equal(true);
     const after = await unary(client, token);
     expect(after.code).to.equal(status.OK);
@@ -98,10 +83,10 @@ describe('mesh client connections are renewed', function () {
   });
 
   it('after a refusal for a revoked certificate the client holds no connection until its next call', async () => {
-    const holder = new RevocationHolder({ keys });
+    const holder = new RevocationHolder({ keys: bed.keys });
     holder.acceptVerified(buildRevocationSet(1, Date.now(), EMPTY));
     const { probe, caller, client, channel } = await setUp(holder);
-    const token = await issuer.sign({ scope: 'probe:call' });
+    const token = await bed.issuer.sign({ scope: 'probe:call' });
     expect((await unary(client, token)).code).to.equal(status.OK);
     expect(channel.openChannels).to.equal(1);
     const serials = new Map([[normalizeSerial(caller.svid.serialHex), Math.floor(Date.now() / 1000) + 3600]]);
