@@ -13,7 +13,7 @@ import type { JwksKeySet } from './jwks.ts';
 import { MethodCatalog } from './method-catalog.ts';
 import { PartnerBundles } from './partner-bundles.ts';
 import type { RevocationHolder } from './revocation-set.ts';
-import { SvidSource } from './svid-source.ts';
+import { SVID_FILES, SvidSource, certificatesIn } from './svid-source.ts';
 import { createMeshServer, type MeshServer } from './server.ts';
 import { registerCertificateMetrics, registerPartnerBundleMetrics } from './workload-metrics.ts';
 import type { CallLimits } from './call-limits.ts';
@@ -144,6 +144,8 @@ export async function joinMesh(options: JoinMeshOptions): Promise<MeshMember> {
     if (registry.federation !== undefined) {
       const bundles = new PartnerBundles({
         policy: registry.federation,
+        // Our roots: a partner bundle that lists one of them is refused.
+        own: () => ({ trustDomain: svid.svid.spiffeId.trustDomain, roots: certificatesIn(svid.material.bundlePem, SVID_FILES.bundle) }),
         onAccepted: (td, bundle, changed) => {
           if (changed) logger?.info({ event: 'federation.bundle_updated', trust_domain: td, sequence: bundle.sequence, roots: bundle.x509Authorities.length }, 'partner trust bundle updated');
         },

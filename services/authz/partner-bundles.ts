@@ -7,6 +7,7 @@ import { TwokeyError } from './errors.ts';
 import type { BundleSource, FederationPolicy, PartnerPolicy } from './federation.ts';
 import { MAX_BUNDLE_BYTES, SpiffeBundle } from './spiffe-bundle.ts';
 import { parseSvid } from './svid.ts';
+import { sharedRootError } from './trust-bundle-set.ts';
 
 /** SPIFFE Trust Domain and Bundle §6.2: without a hint, refresh every five minutes. */
 export const DEFAULT_REFRESH_MS = 5 * 60_000;
@@ -22,6 +23,11 @@ export interface PartnerBundlesOptions {
   retryMs?: number;
   fetchTimeoutMs?: number;
   maxBytes?: number;
+  /**
+   * Our own trust domain and its current roots. A partner bundle holding one of them, or a root
+   * another partner's last good bundle holds, is refused (the last good one stays).
+   */
+  own?: () => { trustDomain: string; roots: readonly X509Certificate[] };
   /** A partner's bundle was accepted (changed: its roots differ from the last good ones). */
   onAccepted?: (trustDomain: string, bundle: SpiffeBundle, changed: boolean) => void;
   /** A fetch or a bundle was refused; the last good bundle stays. */
@@ -145,6 +151,7 @@ export class PartnerBundles {
     let ok = false;
     try {
       const candidate = await this.#load(p);
+      this.#refuseShared(p, candidate);
       const changed = p.accept(candidate, this.#clock());
       ok = true;
       this.#opts.onAccepted?.(td, candidate, changed);
@@ -176,7 +183,9 @@ export class PartnerBundles {
     // The initial bundle of an endpoint source is read once, before the first fetch: for
     // https_spiffe it is what authenticates the endpoint (SPIFFE Federation §5.2.2).
     if (p.current === undefined && source.initialFile !== undefined) {
-      p.accept(SpiffeBundle.parse(await readBounded(source.initialFile, this.#maxBytes), td), this.#clock());
+      const initial = SpiffeBundle.parse(await readBounded(source.initialFile, this.#maxBytes), td);
+      this.#refuseShared(p, initial);
+      p.accept(initial, this.#clock());
       for (const listener of this.#listeners) listener();
     }
     const body = await fetchBundle(source, p.current, {
@@ -185,6 +194,16 @@ export class PartnerBundles {
       ca: source.kind === 'https_web' && source.caFile !== undefined ? await readFile(source.caFile) : undefined,
     });
     return SpiffeBundle.parse(body, td);
+  }
+
+  /** Throws when the candidate holds one of our roots or a root another partner's bundle holds. */
+  #refuseShared(p: PartnerBundle, candidate: SpiffeBundle): void {
+    const held: Array<readonly [string, readonly X509Certificate[]]> = [];
+    const own = this.#opts.own?.();
+    if (own !== undefined) held.push([own.trustDomain, own.roots]);
+    for (const other of this.#partners) if (other !== p && other.current !== undefined) held.push([other.partner.trustDomain, other.current.x509Authorities]);
+    const err = sharedRootError(p.partner.trustDomain, candidate.x509Authorities, held, own?.trustDomain ?? '');
+    if (err !== null) throw err;
   }
 
   get #maxBytes(): number {

@@ -129,7 +129,15 @@ export class FederatedTrust implements experimental.CertificateProvider {
   #build(): TrustBundleSet {
     const own = this.#svid.svid.spiffeId.trustDomain;
     let set = TrustBundleSet.of(own, certificatesIn(this.#svid.material.bundlePem, SVID_FILES.bundle));
-    for (const [td, roots] of this.#bundles.bundles()) set = set.withBundle(td, roots);
+    for (const [td, roots] of this.#bundles.bundles()) {
+      // A partner bundle sharing a root with ours or another's (possible only if our roots changed
+      // after it was accepted) is left out: its peers are refused rather than vouched for twice.
+      try {
+        set = set.withBundle(td, roots);
+      } catch {
+        continue;
+      }
+    }
     return set;
   }
 

@@ -1,5 +1,5 @@
 // The roots of each trust domain we accept, kept apart: a chain is verified only against the bundle its own SPIFFE ID names.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { TwokeyError } from './errors.ts';
 import { chainsToBundle } from './svid-source.ts';
 import type { SpiffeId } from './spiffe-id.ts';
@@ -24,11 +24,16 @@ export class TrustBundleSet {
     return new TrustBundleSet(ownTrustDomain, new Map()).withBundle(ownTrustDomain, ownRoots);
   }
 
-  /** A new set where `trustDomain`'s roots are replaced (or added); every root must be a CA. */
+  /**
+   * A new set where `trustDomain`'s roots are replaced (or added); every root must be a CA, and
+   * none may be a root another trust domain here already holds (ERR_BUNDLE_INVALID).
+   */
   withBundle(trustDomain: string, roots: readonly X509Certificate[]): TrustBundleSet {
     for (const root of roots) {
       if (!root.ca) throw new TwokeyError('ERR_CONFIG_INVALID', `trust bundle of ${trustDomain} holds a certificate that is not a CA (${root.subject})`);
     }
+    const shared = sharedRootError(trustDomain, roots, this.#bundles, this.ownTrustDomain);
+    if (shared !== null) throw shared;
     const next = new Map(this.#bundles);
     next.set(trustDomain, Object.freeze([...roots]));
     return new TrustBundleSet(this.ownTrustDomain, next);
@@ -79,4 +84,38 @@ export class TrustBundleSet {
     }
     return new TwokeyError('ERR_PEER_CERT_INVALID', `peer certificate of ${spiffeId} does not chain to the bundle of trust domain "${trustDomain}" (its CA is not, or no longer, trusted)`);
   }
+}
+
+/** A root's authority: its public key (SPKI, SHA-256). Chains are checked by issuer name and signature, so a certificate re-wrapping a CA's key under its name vouches for everything that CA signed. */
+export function rootKeyId(root: X509Certificate): string {
+  return createHash('sha256').update(root.publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
+}
+
+/**
+ * Null when none of `trustDomain`'s roots is held by another trust domain in `held`; otherwise
+ * the ERR_BUNDLE_INVALID to refuse the bundle with. One root vouches for one trust domain only:
+ * a partner listing our root would make every certificate our CA signs for the partner's name
+ * (and our CA signs whatever SPIFFE ID it is asked to) acceptable as the partner's workload;
+ * listing another partner's root would let that partner speak for it.
+ */
+export function sharedRootError(
+  trustDomain: string,
+  roots: readonly X509Certificate[],
+  held: Iterable<readonly [string, readonly X509Certificate[]]>,
+  ownTrustDomain: string,
+): TwokeyError | null {
+  const wanted = new Map(roots.map((r) => [rootKeyId(r), r] as const));
+  for (const [holder, holderRoots] of held) {
+    if (holder === trustDomain) continue;
+    for (const other of holderRoots) {
+      const root = wanted.get(rootKeyId(other));
+      if (root === undefined) continue;
+      const whose = holder === ownTrustDomain ? `our own trust domain "${holder}"` : `trust domain "${holder}"`;
+      return new TwokeyError(
+        'ERR_BUNDLE_INVALID',
+        `trust bundle of "${trustDomain}" refused: it holds the root ${root.subject.replace(/\n/g, ', ')} (key sha256 ${rootKeyId(root).slice(0, 16)}), which is already a root of ${whose}; one root may vouch for one trust domain only`,
+      );
+    }
+  }
+  return null;
 }

@@ -10,7 +10,7 @@ import { createMeshClient } from '../authz/client.ts';
 import { TwokeyError } from '../authz/errors.ts';
 import { PartnerBundles } from '../authz/partner-bundles.ts';
 import type { RevocationHolder } from '../authz/revocation-set.ts';
-import { SvidSource } from '../authz/svid-source.ts';
+import { SVID_FILES, SvidSource, certificatesIn } from '../authz/svid-source.ts';
 import { MethodCatalog } from '../authz/method-catalog.ts';
 import { createMeshServer, type MeshServer } from '../authz/server.ts';
 import type { VerificationKeys } from '../authz/token-verifier.ts';
@@ -202,6 +202,8 @@ export class MeshRuntime {
     const log = this.logger;
     const bundles = new PartnerBundles({
       policy,
+      // Our roots: a partner bundle that lists one of them is refused.
+      own: () => ({ trustDomain: this.svid.svid.spiffeId.trustDomain, roots: certificatesIn(this.svid.material.bundlePem, SVID_FILES.bundle) }),
       minRefreshMs: envDurationMs(this.env, 'TWOKEY_PARTNER_BUNDLE_MIN_REFRESH', '1s'),
       retryMs: envDurationMs(this.env, 'TWOKEY_PARTNER_BUNDLE_RETRY', '30s'),
       onAccepted: (td, bundle, changed) => {
