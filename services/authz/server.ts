@@ -130,12 +130,12 @@ export class FederatedTrust implements experimental.CertificateProvider {
     const own = this.#svid.svid.spiffeId.trustDomain;
     let set = TrustBundleSet.of(own, certificatesIn(this.#svid.material.bundlePem, SVID_FILES.bundle));
     for (const [td, roots] of this.#bundles.bundles()) {
-      // A partner bundle sharing a root with ours or another's (possible only if our roots changed
-      // after it was accepted) is left out: its peers are refused rather than vouched for twice.
+      // A partner bundle sharing a root with ours or another's (PartnerBundles without `own`, or
+      // our roots changed after it was accepted) is left out: its peers are refused, not vouched for twice.
       try {
         set = set.withBundle(td, roots);
-      } catch {
-        continue;
+      } catch (err) {
+        if (!(err instanceof TwokeyError && err.code === 'ERR_BUNDLE_INVALID')) throw err;
       }
     }
     return set;
