@@ -5,25 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
-import { TwokeyError } from '../../services/authz/errors.ts';
 import { FederationPolicy, PartnerPolicy, Ceiling, SpiffeIdPattern, type BundleSource } from '../../services/authz/federation.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
 import { PartnerBundles } from '../../services/authz/partner-bundles.ts';
 import { MAX_BUNDLE_BYTES, SpiffeBundle } from '../../services/authz/spiffe-bundle.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { registerPartnerBundleMetrics } from '../../services/authz/workload-metrics.ts';
-import { ENDPOINT_ID, PARTNER_TD, PartnerDomain } from './partner-domain.ts';
-
-function refusal(fn: () => unknown): TwokeyError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(TwokeyError);
-    expect((err as TwokeyError).code).to.equal('ERR_BUNDLE_INVALID');
-    return err as TwokeyError;
-  }
-  throw new Error('expected a refusal');
-}
+import { ENDPOINT_ID, PARTNER_TD, PartnerDomain, bundleRefusal as refusal } from './partner-domain.ts';
 
 describe('federation: SPIFFE bundles', () => {
   let partner: PartnerDomain;

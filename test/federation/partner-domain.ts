@@ -3,6 +3,8 @@ import { X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { IssuedWorkload } from '../../certs-ca/certificate-authority.ts';
+import { expect } from 'chai';
+import { TwokeyError } from '../../services/authz/errors.ts';
 import { SpiffeBundle } from '../../services/authz/spiffe-bundle.ts';
 import { TestPki } from '../authz/mesh-fixtures.ts';
 
@@ -89,4 +91,16 @@ export class PartnerDomain {
     await this.stop();
     for (const pki of this.cas) pki.cleanup();
   }
+}
+
+/** The ERR_BUNDLE_INVALID that `fn` throws (fails the test if it throws nothing or anything else). */
+export function bundleRefusal(fn: () => unknown): TwokeyError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).to.be.instanceOf(TwokeyError);
+    expect((err as TwokeyError).code).to.equal('ERR_BUNDLE_INVALID');
+    return err as TwokeyError;
+  }
+  throw new Error('expected a refusal');
 }

@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import * as builder from '../../certs-ca/certificate-builder.ts';
 import { caSubject } from '../../certs-ca/svid-profile.ts';
-import { TwokeyError } from '../../services/authz/errors.ts';
 import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../../services/authz/federation.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
 import { PartnerBundles } from '../../services/authz/partner-bundles.ts';
@@ -14,21 +13,11 @@ import { SpiffeBundle } from '../../services/authz/spiffe-bundle.ts';
 import { SpiffeId } from '../../services/authz/spiffe-id.ts';
 import { TrustBundleSet } from '../../services/authz/trust-bundle-set.ts';
 import { TD, TestPki } from '../authz/mesh-fixtures.ts';
+import { bundleRefusal as refusal } from './partner-domain.ts';
 
 const PARTNER_TD = 'partner.example';
 const OTHER_TD = 'other.example';
 const PARTNER_ID = `spiffe://${PARTNER_TD}/ns/reports/sa/reader`;
-
-function refusal(fn: () => unknown): TwokeyError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(TwokeyError);
-    expect((err as TwokeyError).code).to.equal('ERR_BUNDLE_INVALID');
-    return err as TwokeyError;
-  }
-  throw new Error('expected a refusal');
-}
 
 /**
  * What a partner can publish without our CA's key: a "root" carrying our CA's name and public key,
