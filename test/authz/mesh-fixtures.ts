@@ -260,3 +260,19 @@ export function meshBed(): MeshBed {
   });
   return bed;
 }
+
+/** A probe server (Unary granted) and a client of it as CALLER_ID (Unary and Bidi granted), closed after the test. */
+export async function probeWithCaller(
+  bed: MeshBed,
+  revocation?: MeshServerOptions['revocation'],
+): Promise<{ probe: ProbeServer; serverDir: string; callerDir: string; caller: SvidSource; client: ProbeClient }> {
+  const serverDir = bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
+  const callerDir = bed.pki.workload('caller', CALLER_ID, [`${P}/Unary`, `${P}/Bidi`]);
+  const probe = await startProbe({ svidDir: serverDir, keys: bed.keys, ...(revocation ? { revocation } : {}) });
+  bed.cleanups.push(() => probe.close());
+  const caller = await SvidSource.open(callerDir, { trustDomain: TD, pollIntervalMs: 0 });
+  bed.cleanups.push(() => caller.close());
+  const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
+  bed.cleanups.push(() => client.close());
+  return { probe, serverDir, callerDir, caller, client };
+}

@@ -1,11 +1,9 @@
 // Open streams over real mTLS: ended at once when the trust bundle drops their CA or the revocation set their certificate, and no timer left after close.
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { createMeshClient } from '../../services/authz/client.ts';
 import { RevocationHolder, buildRevocationSet, normalizeSerial } from '../../services/authz/revocation-set.ts';
 import type { RevocationEntries } from '../../services/authz/types.ts';
-import { SvidSource } from '../../services/authz/svid-source.ts';
-import { CALLER_ID, P, SERVER_ID, TD, TestPki, meshBed, probeClientCtor, startProbe, type ProbeClient, type ProbeServer } from './mesh-fixtures.ts';
+import { CALLER_ID, P, SERVER_ID, TD, TestPki, meshBed, probeWithCaller, type ProbeClient } from './mesh-fixtures.ts';
 
 const { status } = grpc;
 const EMPTY: RevocationEntries = { disabledSubjects: new Map(), jtis: new Map(), serials: new Map(), kids: new Set() };
@@ -54,17 +52,7 @@ describe('open streams over real mTLS', function () {
   const GRANTS = [`${P}/Unary`, `${P}/Bidi`];
   const bed = meshBed();
 
-  async function setUp(revocation?: RevocationHolder): Promise<{ probe: ProbeServer; serverDir: string; callerDir: string; caller: SvidSource; client: ProbeClient }> {
-    const serverDir = bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
-    const callerDir = bed.pki.workload('caller', CALLER_ID, GRANTS);
-    const probe = await startProbe({ svidDir: serverDir, keys: bed.keys, ...(revocation ? { revocation } : {}) });
-    bed.cleanups.push(() => probe.close());
-    const caller = await SvidSource.open(callerDir, { trustDomain: TD, pollIntervalMs: 0 });
-    bed.cleanups.push(() => caller.close());
-    const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
-    bed.cleanups.push(() => client.close());
-    return { probe, serverDir, callerDir, caller, client };
-  }
+  const setUp = (revocation?: RevocationHolder) => probeWithCaller(bed, revocation);
 
   it('a CA removed from the trust bundle ends the open streams it issued for at once, UNAUTHENTICATED like a new call on their connection', async () => {
     const next = TestPki.create(TD, `${bed.pki.root}-next`);

@@ -1,12 +1,10 @@
 // Mesh client connections over real mTLS are renewed: a rotated certificate is presented on new connections while open streams finish on the old, and a certificate refused for good is not reconnected with.
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { createMeshClient } from '../../services/authz/client.ts';
 import { RenewableChannel } from '../../services/authz/renewable-channel.ts';
 import { RevocationHolder, buildRevocationSet, normalizeSerial } from '../../services/authz/revocation-set.ts';
 import type { RevocationEntries } from '../../services/authz/types.ts';
-import { SvidSource } from '../../services/authz/svid-source.ts';
-import { CALLER_ID, P, SERVER_ID, TD, meshBed, probeClientCtor, startProbe, type ProbeClient } from './mesh-fixtures.ts';
+import { CALLER_ID, P, meshBed, probeWithCaller, type ProbeClient } from './mesh-fixtures.ts';
 
 const { status } = grpc;
 const EMPTY: RevocationEntries = { disabledSubjects: new Map(), jtis: new Map(), serials: new Map(), kids: new Set() };
@@ -31,17 +29,10 @@ describe('mesh client connections are renewed', function () {
   const bed = meshBed();
 
   async function setUp(revocation?: RevocationHolder) {
-    const serverDir = bed.pki.workload('probe', SERVER_ID, [`${P}/Unary`]);
-    const callerDir = bed.pki.workload('caller', CALLER_ID, GRANTS);
-    const probe = await startProbe({ svidDir: serverDir, keys: bed.keys, ...(revocation ? { revocation } : {}) });
-    bed.cleanups.push(() => probe.close());
-    const caller = await SvidSource.open(callerDir, { trustDomain: TD, pollIntervalMs: 0 });
-    bed.cleanups.push(() => caller.close());
-    const client = createMeshClient(probeClientCtor(), `127.0.0.1:${probe.port}`, { svid: caller, serverId: SERVER_ID }) as ProbeClient;
-    bed.cleanups.push(() => client.close());
-    const channel = grpc.getClientChannel(client);
+    const mesh = await probeWithCaller(bed, revocation);
+    const channel = grpc.getClientChannel(mesh.client);
     expect(channel).to.be.instanceOf(RenewableChannel);
-    return { probe, callerDir, caller, client, channel: channel as RenewableChannel };
+    return { ...mesh, channel: channel as RenewableChannel };
   }
 
   it('a rotated certificate is presented on a new connection at the next call; an open stream finishes on the old one, which then closes', async () => {
