@@ -181,11 +181,6 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
     const cancelledBeforeForward = delta('cancelled_before_forward');
     const cancelledUpstream = delta('cancelled_upstream');
     const leftToFinish = delta('cancelled_left_to_finish');
-    // Every attack call image-store saw was started by the gateway before it saw the cancel (it has
-    // a forward line); none was started after.
-    const forwardedIds = new Set(logLines(t.mesh, 'gateway').filter((l) => l['event'] === 'gateway.forward' && String(l['request_id']).startsWith('rst-')).map((l) => l['request_id']));
-    const atStore = logLines(t.mesh, 'image-store').filter((l) => l['event'] === 'authz.decision' && String(l['request_id']).startsWith('rst-'));
-    const startedAfterCancel = atStore.filter((l) => !forwardedIds.has(l['request_id']));
     // The legitimate user's calls the gateway forwarded and image-store's side failed INTERNAL (the
     // upstream connection closed under them), told apart from a failure on the user's own connection.
     const legitUpstreamInternal = logLines(t.mesh, 'gateway').filter(
@@ -197,6 +192,12 @@ describe('adversarial: floods at the gateway, a legitimate user measured alongsi
       const held = counter(await scrape(gatewayHealth), 'twokey_gateway_in_flight', 'what="calls"');
       return held === 0 ? held : undefined;
     });
+    // Every attack call image-store saw was started by the gateway before it saw the cancel (it has
+    // a forward line, written when the upstream call ends: read once the calls left to finish have
+    // ended); none was started after.
+    const forwardedIds = new Set(logLines(t.mesh, 'gateway').filter((l) => l['event'] === 'gateway.forward' && String(l['request_id']).startsWith('rst-')).map((l) => l['request_id']));
+    const atStore = logLines(t.mesh, 'image-store').filter((l) => l['event'] === 'authz.decision' && String(l['request_id']).startsWith('rst-'));
+    const startedAfterCancel = atStore.filter((l) => !forwardedIds.has(l['request_id']));
     await new Promise((r) => setTimeout(r, 1000));
     const afterHeap = await liveAfterFullGc(gatewayPid, gatewayHealth);
     const after = rssMiB(gatewayPid);
