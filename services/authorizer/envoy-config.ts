@@ -41,6 +41,17 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): string {
   const cert = JSON.stringify(join(svid, SVID_FILES.cert));
   const key = JSON.stringify(join(svid, SVID_FILES.key));
   const bundle = JSON.stringify(join(svid, SVID_FILES.bundle));
+  /** TLS 1.3 over h2 with the proxy's own SVID, trusting the bundle: the same on both of the proxy's sides. */
+  const commonTls = (indent: string): string =>
+    [
+      'tls_params: { tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }',
+      'alpn_protocols: [h2]',
+      'tls_certificates:',
+      `- certificate_chain: { filename: ${cert} }`,
+      `  private_key: { filename: ${key} }`,
+      'validation_context:',
+      `  trusted_ca: { filename: ${bundle} }`,
+    ].map((line) => indent + line).join('\n');
   const local = options.authorizer.startsWith('unix:') || listenAddress(options.authorizer).local;
   if (!local && options.authorizerId === undefined) throw new Error('--authorizer-id is required for an authorizer reached over mTLS (its certificate is checked for it)');
   const authorizerId = options.authorizerId === undefined ? undefined : SpiffeId.parse(options.authorizerId).toString();
@@ -55,13 +66,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): string {
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         common_tls_context:
-          tls_params: { tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }
-          alpn_protocols: [h2]
-          tls_certificates:
-          - certificate_chain: { filename: ${cert} }
-            private_key: { filename: ${key} }
-          validation_context:
-            trusted_ca: { filename: ${bundle} }
+${commonTls('          ')}
             match_typed_subject_alt_names:
             - san_type: URI
               matcher: { exact: ${JSON.stringify(authorizerId)} }`;
@@ -84,13 +89,7 @@ ${socketAddress(options.listen, '      ')}
           # Callers must present a certificate chaining to the bundle; the authorizer verifies it again.
           require_client_certificate: true
           common_tls_context:
-            tls_params: { tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }
-            alpn_protocols: [h2]
-            tls_certificates:
-            - certificate_chain: { filename: ${cert} }
-              private_key: { filename: ${key} }
-            validation_context:
-              trusted_ca: { filename: ${bundle} }
+${commonTls('            ')}
       filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
