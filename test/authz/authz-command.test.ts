@@ -8,8 +8,8 @@ import { authDatabasePath, openAuthDatabase } from '../../services/auth/database
 import { SigningKeys } from '../../services/auth/signing-keys.ts';
 import { SqliteKeyRecords } from '../../services/auth/sqlite-auth-records.ts';
 import { TokenMinter } from '../../services/auth/token-minter.ts';
-import { run } from '../../scripts/authz-command.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
+import { authzCheck } from './authz-check-cli.ts';
 import { ISSUER, TestIssuer } from './token-fixtures.ts';
 import { TD, TestPki } from './mesh-fixtures.ts';
 
@@ -17,22 +17,6 @@ const GET = '/twokey.images.v1.ImageStore/GetImage';
 const DELETE = '/twokey.images.v1.ImageStore/DeleteImage';
 const GATEWAY = `spiffe://${TD}/ns/twokey/sa/gateway`;
 const TAGGING = `spiffe://${TD}/ns/twokey/sa/tagging`;
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => (out.push(String(chunk)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => (err.push(String(chunk)), true)) as typeof process.stderr.write;
-  try {
-    const code = await run(['check', ...args]);
-    return { code, out: out.join(''), err: err.join('') };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-  }
-}
 
 describe('twokey authz check', function () {
   this.timeout(30000);
@@ -55,7 +39,7 @@ describe('twokey authz check', function () {
   const base = () => ['--cert', gatewayCert, '--jwks', jwksFile, '--trust-domain', TD, '--issuer', ISSUER];
 
   it('allows a granted method with a token carrying the scope, and shows every check', async () => {
-    const r = await cli([...base(), '--token', token, '--method', GET, '--owner', 'alice']);
+    const r = await authzCheck([...base(), '--token', token, '--method', GET, '--owner', 'alice']);
     expect(r.code, r.err).to.equal(0);
     expect(r.out).to.match(new RegExp(`^${GET}: ALLOW \\(OK\\)\\n`));
     for (const c of ['peer', 'rule', 'grant', 'token', 'revocation', 'binding', 'scope', 'resource']) expect(r.out).to.match(new RegExp(`\\n  ${c} +pass `));
@@ -63,14 +47,14 @@ describe('twokey authz check', function () {
   });
 
   it('denies another owner\'s resource at the resource check (exit 1)', async () => {
-    const r = await cli([...base(), '--token', token, '--method', GET, '--owner', 'bob']);
+    const r = await authzCheck([...base(), '--token', token, '--method', GET, '--owner', 'bob']);
     expect(r.code).to.equal(1);
     expect(r.out).to.contain('DENY (PERMISSION_DENIED)');
     expect(r.out).to.match(/\n {2}resource +fail /);
   });
 
   it('denies a method the certificate does not grant, and says so', async () => {
-    const r = await cli([...base(), '--token', await issuer.sign({ scope: 'images:delete' }), '--method', DELETE]);
+    const r = await authzCheck([...base(), '--token', await issuer.sign({ scope: 'images:delete' }), '--method', DELETE]);
     expect(r.code).to.equal(1);
     expect(r.out).to.contain(`${DELETE}: DENY (PERMISSION_DENIED)`);
     expect(r.out).to.match(/\n {2}grant +fail +certificate of spiffe:\/\/twokey.local\/ns\/twokey\/sa\/gateway does not grant/);
@@ -78,7 +62,7 @@ describe('twokey authz check', function () {
   });
 
   it('denies a call without a token as UNAUTHENTICATED', async () => {
-    const r = await cli([...base(), '--method', GET]);
+    const r = await authzCheck([...base(), '--method', GET]);
     expect(r.code).to.equal(1);
     expect(r.out).to.contain('DENY (UNAUTHENTICATED)');
     expect(r.out).to.match(/\n {2}token +fail /);
@@ -91,7 +75,7 @@ describe('twokey authz check', function () {
       iss: ISSUER, sub: 'alice', aud: `spiffe://${TD}`, iat, exp: iat + 300, jti: 'abcdefghijklmnopqrstuv', scope: 'images:read',
       token_kind: 'delegated', act: { sub: TAGGING }, cnf: { 'x5t#S256': 'A'.repeat(43) },
     }));
-    const r = await cli(['--cert', gatewayCert, '--trust-domain', TD, '--issuer', ISSUER, '--claims', claimsFile, '--method', GET, '--json']);
+    const r = await authzCheck(['--cert', gatewayCert, '--trust-domain', TD, '--issuer', ISSUER, '--claims', claimsFile, '--method', GET, '--json']);
     expect(r.code).to.equal(1);
     const json = JSON.parse(r.out);
     expect(json).to.include({ allow: false, code: 'UNAUTHENTICATED', claimsMode: true });
@@ -106,7 +90,7 @@ describe('twokey authz check', function () {
       iss: ISSUER, sub: 'alice', aud: `spiffe://${TD}/ns/twokey/sa/image-store`, iat, exp: iat + 300, jti: 'abcdefghijklmnopqrstuv', scope: 'images:read',
       token_kind: 'delegated', act: { sub: TAGGING }, cnf: { 'x5t#S256': 'A'.repeat(43) },
     }));
-    const r = await cli(['--cert', gatewayCert, '--trust-domain', TD, '--issuer', ISSUER, '--claims', claimsFile, '--method', GET, '--server', `spiffe://${TD}/ns/twokey/sa/image-store`, '--json']);
+    const r = await authzCheck(['--cert', gatewayCert, '--trust-domain', TD, '--issuer', ISSUER, '--claims', claimsFile, '--method', GET, '--server', `spiffe://${TD}/ns/twokey/sa/image-store`, '--json']);
     expect(r.code).to.equal(1);
     const json = JSON.parse(r.out);
     expect(json).to.include({ allow: false, code: 'UNAUTHENTICATED', claimsMode: true });
@@ -117,7 +101,7 @@ describe('twokey authz check', function () {
     const other = TestPki.create(TD, `${pki.root}-other`);
     try {
       const cert = join(other.workload('gw', GATEWAY, [GET]), 'svid.pem');
-      const r = await cli(['--cert', cert, '--bundle', join(pki.ca.dir, 'ca.pem'), '--jwks', jwksFile, '--trust-domain', TD, '--issuer', ISSUER, '--token', token, '--method', GET]);
+      const r = await authzCheck(['--cert', cert, '--bundle', join(pki.ca.dir, 'ca.pem'), '--jwks', jwksFile, '--trust-domain', TD, '--issuer', ISSUER, '--token', token, '--method', GET]);
       expect(r.code).to.equal(1);
       expect(r.out).to.match(/\n {2}peer +fail +certificate does not chain to the trust bundle/);
     } finally {
@@ -126,7 +110,7 @@ describe('twokey authz check', function () {
   });
 
   it('evaluates at a given time: the same token later is expired', async () => {
-    const r = await cli([...base(), '--token', token, '--method', GET, '--at', new Date(Date.now() + 20 * 60_000).toISOString()]);
+    const r = await authzCheck([...base(), '--token', token, '--method', GET, '--at', new Date(Date.now() + 20 * 60_000).toISOString()]);
     expect(r.code).to.equal(1);
     expect(r.out).to.match(/\n {2}token +fail +token expired/);
   });
@@ -141,7 +125,7 @@ describe('twokey authz check', function () {
     const keys = new SigningKeys(new SqliteKeyRecords(db), { rotationMs: 3600_000 });
     const minted = await new TokenMinter({ keys, issuer: ISSUER }).mint({ kind: 'user', subject: 'alice', scopes: ['images:read'], audience: `spiffe://${TD}`, clientId: GATEWAY, ttlMs: 900_000 });
     db.close();
-    const r = await cli(['--cert', join(dir, 'svid.pem'), '--state', state, '--token', minted.token, '--method', GET]);
+    const r = await authzCheck(['--cert', join(dir, 'svid.pem'), '--state', state, '--token', minted.token, '--method', GET]);
     expect(r.code, r.out + r.err).to.equal(0);
     expect(r.out).to.contain('chain: verified against the bundle');
   });

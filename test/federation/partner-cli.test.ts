@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import { CertificateAuthority } from '../../certs-ca/index.ts';
-import { run as authzRun } from '../../scripts/authz-command.ts';
 import { TWOKEY_BIN } from '../../scripts/local-mesh/supervisor.ts';
+import { authzCheck } from '../authz/authz-check-cli.ts';
 import { Ceiling, FederationPolicy, PartnerPolicy, SpiffeIdPattern } from '../../services/authz/federation.ts';
 import { GrantSet } from '../../services/authz/grant.ts';
 import { PartnerBundles } from '../../services/authz/partner-bundles.ts';
@@ -23,22 +23,6 @@ const GET = '/twokey.images.v1.ImageStore/GetImage';
 function twokey(args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [TWOKEY_BIN, ...args], { cwd, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-async function authzCheck(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => (out.push(String(chunk)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => (err.push(String(chunk)), true)) as typeof process.stderr.write;
-  try {
-    const code = await authzRun(['check', ...args]);
-    return { code, out: out.join(''), err: err.join('') };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-  }
 }
 
 describe('federation commands', function () {
