@@ -19,6 +19,7 @@ import type { TokenAuthenticator } from '../authz/token-authenticator.ts';
 import type { GatewayMetrics } from './gateway-metrics.ts';
 import type { GatewayAdmission, GatewayShed } from './gateway-limits.ts';
 import type { PublicRoute } from './public-routes.ts';
+import { loginSource } from './login-source.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -247,8 +248,9 @@ class GatewayCall extends ForwardingCall implements CallListener {
   #admitLogin(): void {
     const s = this.#s;
     // Before auth hashes anything: a source's logins in flight, then its rate.
-    const claim = s.admission.loginClaim(this.#client);
-    const shed = s.admission.claim([claim]) ?? s.admission.loginRate(this.#client);
+    const source = loginSource(this.#client);
+    const claim = s.admission.loginClaim(source);
+    const shed = s.admission.claim([claim]) ?? s.admission.loginRate(source);
     if (shed !== undefined) {
       if (shed.limit === 'login_rate_per_source') s.admission.release([claim]);
       return this.#shed(shed);
@@ -256,7 +258,7 @@ class GatewayCall extends ForwardingCall implements CallListener {
     this.#claims!.push(claim);
     const outgoing = this.#outgoing();
     // Auth throttles guesses per source; it trusts this header from the gateway's certificate only.
-    outgoing.set('x-forwarded-for', this.#client);
+    outgoing.set('x-forwarded-for', source);
     this.#admit(undefined, undefined, outgoing);
   }
 
