@@ -1,5 +1,5 @@
 // The auth service process: Auth over mTLS, JWKS over HTTPS, users and keys in SQLite or PostgreSQL.
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import type { Metadata } from '@grpc/grpc-js';
 import { callContext } from '../authz/call-context.ts';
 import { TwokeyError } from '../authz/errors.ts';
@@ -43,7 +43,7 @@ function caller(): CallerWorkload {
 export function loginSource(callerId: string, gatewayId: string | undefined, metadata: Metadata): string {
   if (callerId !== gatewayId) return `${callerId}|direct`;
   const reported = metadata.get('x-forwarded-for');
-  const address = reported.length === 1 && typeof reported[0] === 'string' && /^[0-9a-fA-F:.]{1,45}$/.test(reported[0]) ? reported[0] : 'unknown';
+  const address = reported.length === 1 && typeof reported[0] === 'string' && isIP(reported[0]) !== 0 ? reported[0] : 'unknown';
   return `${callerId}|${address}`;
 }
 

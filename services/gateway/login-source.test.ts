@@ -1,4 +1,5 @@
 // The source a login is charged to: one IPv6 /64 is one source, so rotating addresses inside it gains nothing.
+import { isIP } from 'node:net';
 import { expect } from 'chai';
 import { loginSource } from './login-source.ts';
 
@@ -20,7 +21,7 @@ describe('gateway login source', () => {
 
   it('passes auth\'s x-forwarded-for check (else every login would share the "unknown" source)', () => {
     for (const address of ['2001:db8:1:2:aaaa:bbbb:cccc:dddd', 'fe80::1', '203.0.113.7']) {
-      expect(loginSource(address)).to.match(/^[0-9a-fA-F:.]{1,45}$/);
+      expect(isIP(loginSource(address)), address).to.not.equal(0);
     }
   });
 
